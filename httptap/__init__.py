@@ -1,0 +1,17 @@
+"""httptap: run a program in its own network namespace and show every HTTP(S) request it makes.
+
+Map of the package (see ../shared/DESIGN.md for the why):
+
+- ``cli``         the command line; turns options into a :class:`~httptap.config.Config`.
+- ``supervisor``  the httptap process itself: makes the rings, forks the stages,
+                  launches the command, waits, drains, exits with its status.
+- ``namespace``   the launcher: user + net + mount namespaces, TUN device, exec.
+- ``ring``        single-producer single-consumer shared-memory rings.
+- ``messages``    every message that crosses a process boundary.
+- ``stats``       per-stage counters in shared memory, and the ``--stats`` table.
+- ``stages/``     one module per pipeline stage process (tun, tcp, proxy, sink).
+- pure cores      ``wire`` (packets), ``tcpcore`` (TCP state machine), ... : bytes and
+                  ``now`` in, events and bytes out, no I/O.
+"""
+
+__version__ = "0.1.0"

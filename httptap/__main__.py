@@ -1,0 +1,7 @@
+"""``python -m httptap``: the same as the ``httptap`` script."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,49 @@
+"""The run's settings, as parsed from the command line; handed to every stage at fork.
+
+Stages are forked from the supervisor, so they inherit this object; it never crosses a ring.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Config:
+    command: tuple[str, ...]
+    http_ports: frozenset[int] = frozenset({80})
+    https_ports: frozenset[int] = frozenset({443})
+    head: bool = False
+    body: bool = False
+    print_dns: bool = False
+    sinks: tuple[str, ...] = ("terminal",)
+    stats: bool = False
+    stats_interval: float = 0.0
+    workers: int = 1
+    no_exit: bool = False
+    user: str | None = None
+    new_user_namespace: bool = True
+    overlay: bool = True
+    tun: str = "httptap"
+    subnet: str = "10.1.1.100/24"
+    gateway: str = "10.1.1.1"
+    subnet6: str = "fd01:1:1::100/64"
+    gateway6: str = "fd01:1:1::1"
+    mtu: int = 65520
+    dump_tcp: bool = False
+    use_stderr: bool = False
+    verbose: bool = False
+    ca_dir: str | None = None
+    dump_pcap: str | None = None
+    keylog: str | None = None
+    insecure: bool = False
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def interface(self) -> ipaddress.IPv4Interface:
+        return ipaddress.IPv4Interface(self.subnet)
+
+    @property
+    def interface6(self) -> ipaddress.IPv6Interface:
+        return ipaddress.IPv6Interface(self.subnet6)

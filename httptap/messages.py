@@ -1,0 +1,191 @@
+"""Every message that crosses a process boundary, and the one codec for them.
+
+The stages talk only through rings (``httptap.ring``) and only in these types: msgspec
+Structs in one tagged union, encoded as msgpack. A message carries ids, numbers, strings
+and bytes, never Python objects. Messages are grouped by the direction they travel:
+
+    tun  -> tcp     Packets
+    tcp  -> tun     Packets
+    tcp  -> proxy   FlowOpened, FlowData, FlowEof, FlowReset, FlowAcked, DatagramIn
+    proxy-> tcp     FlowAccept, FlowRefuse, FlowData, FlowEof, FlowReset, FlowAcked, DatagramOut
+    proxy-> sink    HttpRequest, HttpResponse, TcpSummary, DnsExchange, Notice
+    any  -> next    Drain  (the upstream stage is finished; pass it on once empty)
+
+``flow`` ids are chosen by the tcp shard that saw the connection open; they are unique
+within that shard, and a shard talks to exactly one proxy shard, so no id is ever shared.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import msgspec
+
+
+class Msg(msgspec.Struct, tag=True, array_like=True, omit_defaults=True):
+    """Base of every message; the tag is the class name."""
+
+
+# --- tun <-> tcp ----------------------------------------------------------------------
+
+class Packets(Msg):
+    """A batch of IP packets, each without any virtio-net header on the tun->tcp side and
+    with one (when the device was opened with IFF_VNET_HDR) on the tcp->tun side."""
+    packets: list[bytes]
+
+
+# --- tcp <-> proxy: one TCP (or UDP) flow ------------------------------------------------
+
+class FlowOpened(Msg):
+    """The command sent a SYN (or the first datagram of a UDP flow): connect upstream.
+
+    Addresses are text (``"10.1.1.100"``, ``"fd00::1"``) as the proxy hands them to
+    the socket API."""
+    flow: int
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    transport: str = "tcp"
+
+
+class FlowAccept(Msg):
+    """The upstream connection succeeded: complete the command's handshake."""
+    flow: int
+
+
+class FlowRefuse(Msg):
+    """The upstream connection failed: answer the command with a RST (refused/unreachable)
+    or with silence (``reset=False``: let the command time out)."""
+    flow: int
+    reason: str
+    reset: bool = True
+
+
+class FlowData(Msg):
+    """Stream bytes, in order, in the direction of the ring that carries them."""
+    flow: int
+    data: bytes
+
+
+class FlowEof(Msg):
+    """The sender half-closed: a FIN from the command, or EOF from upstream."""
+    flow: int
+
+
+class FlowReset(Msg):
+    """The connection was reset (RST from the command, or reset/failed upstream)."""
+    flow: int
+    reason: str = ""
+
+
+class FlowAcked(Msg):
+    """Flow-control credit: the receiver has passed on ``count`` more bytes of this flow
+    (proxy: written to the upstream socket; tcp: acknowledged by the command)."""
+    flow: int
+    count: int
+
+
+class FlowClosed(Msg):
+    """The tcp shard has forgotten this flow (both sides closed or reset)."""
+    flow: int
+
+
+class DatagramIn(Msg):
+    """A UDP datagram from the command."""
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    data: bytes
+
+
+class DatagramOut(Msg):
+    """A UDP datagram to the command (``src`` is the address it appears to come from)."""
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    data: bytes
+
+
+# --- proxy -> sink: what the user sees --------------------------------------------------
+
+class HttpRequest(Msg):
+    """A request head has been read (the body may still be streaming)."""
+    exchange: int
+    time: float
+    method: str
+    url: str
+    version: str
+    headers: list[tuple[str, str]]
+    client: str
+    server: str
+    tls_sni: str = ""
+    tls_alpn: str = ""
+
+
+class HttpResponse(Msg):
+    """The response to ``exchange`` is complete (or the exchange ended without one)."""
+    exchange: int
+    time: float
+    status: int
+    reason: str
+    version: str
+    headers: list[tuple[str, str]]
+    request_body_size: int
+    request_body: bytes | None
+    body_size: int
+    decoded_size: int
+    body: bytes | None
+    request_headers_done: float = 0.0
+    response_started: float = 0.0
+    error: str = ""
+
+
+class TcpSummary(Msg):
+    """A connection that closed without being decoded as anything else."""
+    time: float
+    client: str
+    server: str
+    bytes_sent: int
+    bytes_received: int
+    duration: float
+    transport: str = "tcp"
+
+
+class DnsExchange(Msg):
+    time: float
+    name: str
+    qtype: str
+    answers: list[str]
+    rcode: str
+
+
+class Notice(Msg):
+    """A line for the user from another stage: an error (``level="error"``) or, with
+    ``--verbose``, information."""
+    level: str
+    text: str
+
+
+# --- control ---------------------------------------------------------------------------
+
+class Drain(Msg):
+    """The sending stage will send nothing more. A stage that has received Drain from all
+    its inputs finishes its work, sends Drain to its outputs and exits."""
+
+
+Message = Union[
+    Packets, FlowOpened, FlowAccept, FlowRefuse, FlowData, FlowEof, FlowReset, FlowAcked,
+    FlowClosed, DatagramIn, DatagramOut, HttpRequest, HttpResponse, TcpSummary,
+    DnsExchange, Notice, Drain,
+]
+
+ALL_TYPES: tuple[type[Msg], ...] = Message.__args__  # type: ignore[attr-defined]
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Message)
+
+encode = _encoder.encode
+decode = _decoder.decode

@@ -1,0 +1,313 @@
+"""The launcher: the forked child that builds the command's namespaces and becomes the command.
+
+In order (DESIGN.md, "The namespace"):
+
+1. unshare a user, network and mount namespace (with ``--no-new-user-namespace``, as root,
+   only network and mount) and map the caller's uid and gid, so the command later runs as
+   the caller while this process still holds every capability inside its new namespace;
+2. open ``/dev/net/tun`` (IFF_TUN | IFF_NO_PI | IFF_VNET_HDR, checksum offload) and
+   configure the device and ``lo`` by netlink (pyroute2);
+3. bind-mount a resolv.conf naming the gateway (unless ``--no-overlay``);
+4. hand the TUN fd to the supervisor over a Unix socket (SCM_RIGHTS) and wait for "go";
+5. reset signals and exec the command (its capabilities vanish at exec: it is not root).
+
+Any failure before exec is sent to the supervisor as one line ("E" + text) and the
+launcher exits; the supervisor prints it and exits 125.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import os
+import signal
+import socket
+import struct
+import sys
+import tempfile
+from typing import NoReturn
+
+from .config import Config
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+PR_SET_PDEATHSIG = 1
+
+TUNSETIFF = 0x400454CA
+TUNSETOFFLOAD = 0x400454D0
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
+TUN_F_CSUM = 0x01
+
+EXIT_NOT_EXECUTABLE = 126
+EXIT_NOT_FOUND = 127
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class SetupError(Exception):
+    """A failure to build the namespace, with a message that says what to do."""
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def enter_namespaces(new_user_namespace: bool, sock: socket.socket) -> None:
+    """Unshare the namespaces. The uid/gid maps of a new user namespace are written by the
+    supervisor, which is still in the parent namespace: only a process there may map more
+    than its own id (root maps the whole range, so --user and files of other owners work)."""
+    flags = CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWPID
+    if new_user_namespace:
+        flags |= CLONE_NEWUSER
+    if _libc.unshare(flags) != 0:
+        err = ctypes.get_errno()
+        if new_user_namespace and err in (errno.EPERM, errno.ENOSPC, errno.EINVAL):
+            raise SetupError(_userns_advice(err))
+        raise SetupError(f"cannot create the network namespace: {os.strerror(err)}"
+                         " (run as a user allowed to create user namespaces, or as root)")
+    if new_user_namespace:
+        sock.sendall(b"U")
+        answer = sock.recv(4096)
+        if answer != b"u":
+            raise SetupError(answer[1:].decode(errors="replace") or "uid mapping failed")
+
+
+def write_id_maps(pid: int, uid: int, gid: int) -> None:
+    """Map ids for the launcher ``pid`` (called by the supervisor, from the parent namespace)."""
+    if uid == 0:
+        _write(f"/proc/{pid}/uid_map", "0 0 4294967295\n")
+        _write(f"/proc/{pid}/gid_map", "0 0 4294967295\n")
+    else:
+        # An unprivileged user may map only itself, and only after giving up setgroups.
+        _write(f"/proc/{pid}/setgroups", "deny\n")
+        _write(f"/proc/{pid}/uid_map", f"{uid} {uid} 1\n")
+        _write(f"/proc/{pid}/gid_map", f"{gid} {gid} 1\n")
+
+
+def _userns_advice(err: int) -> str:
+    reasons = []
+    for path, bad, fix in (
+            ("/proc/sys/kernel/unprivileged_userns_clone", "0",
+             "sudo sysctl -w kernel.unprivileged_userns_clone=1"),
+            ("/proc/sys/user/max_user_namespaces", "0", "sudo sysctl -w user.max_user_namespaces=15000"),
+            ("/proc/sys/kernel/apparmor_restrict_unprivileged_userns", "1",
+             "sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0"),
+    ):
+        try:
+            with open(path) as f:
+                if f.read().strip() == bad:
+                    reasons.append(fix)
+        except OSError:
+            pass
+    fix = " or ".join(reasons) if reasons else (
+        "enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, "
+        "user.max_user_namespaces > 0), or run as root with --no-new-user-namespace")
+    return f"cannot create a user namespace ({os.strerror(err)}): unprivileged user namespaces are disabled; to allow them: {fix}"
+
+
+def make_mounts_private() -> None:
+    # Nothing mounted here may propagate back to the host's mount namespace.
+    _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
+
+
+def open_tun(name: str) -> tuple[int, bool]:
+    """Open and create the TUN device; returns (fd, vnet) where vnet says whether packets
+    carry a virtio-net header (checksum offload on)."""
+    try:
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise SetupError("/dev/net/tun does not exist: load the tun module (modprobe tun); "
+                         "in a container, pass the device (docker run --device /dev/net/tun)") from None
+    except PermissionError:
+        raise SetupError("no permission to open /dev/net/tun: most distributions make it "
+                         "mode 0666 (sudo chmod 0666 /dev/net/tun), or run httptap as root") from None
+    for flags, vnet in ((IFF_TUN | IFF_NO_PI | IFF_VNET_HDR, True), (IFF_TUN | IFF_NO_PI, False)):
+        ifr = struct.pack("16sH22x", name.encode(), flags)
+        try:
+            fcntl.ioctl(fd, TUNSETIFF, ifr)
+        except OSError as exc:
+            if vnet and exc.errno == errno.EINVAL:
+                continue
+            os.close(fd)
+            raise SetupError(f"cannot create the TUN device {name!r}: {exc.strerror}") from None
+        if vnet:
+            try:
+                fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM)
+            except OSError:
+                pass  # the header still works; checksums are then complete on read
+        return fd, vnet
+    raise SetupError("cannot create the TUN device")  # pragma: no cover
+
+
+def configure_network(config: Config) -> list[str]:
+    """Bring up lo and the TUN device with addresses and default routes; returns notes
+    (e.g. IPv6 unavailable) for --verbose."""
+    from pyroute2 import IPRoute  # imported here: ~0.15 s, paid only by the launcher
+
+    notes: list[str] = []
+    iface = config.interface
+    with IPRoute() as ipr:
+        lo = ipr.link_lookup(ifname="lo")[0]
+        ipr.link("set", index=lo, state="up")
+        idx = ipr.link_lookup(ifname=config.tun)[0]
+        ipr.link("set", index=idx, mtu=config.mtu, txqlen=1000, state="up")
+        ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+        ipr.route("add", dst="0.0.0.0/0", oif=idx)
+        if os.path.exists("/proc/sys/net/ipv6"):
+            iface6 = config.interface6
+            try:
+                # IFA_F_NODAD (0x02): usable at once; a point-to-point TUN has no neighbours.
+                ipr.addr("add", index=idx, address=str(iface6.ip),
+                         prefixlen=iface6.network.prefixlen, flags=0x02)
+                ipr.route("add", dst="::/0", oif=idx, family=socket.AF_INET6)
+            except Exception as exc:  # noqa: BLE001 - IPv6 disabled: carry on with IPv4
+                notes.append(f"IPv6 not configured in the namespace: {exc}")
+        else:
+            notes.append("IPv6 is not available on this host: IPv4 only")
+    return notes
+
+
+def overlay_resolv_conf(config: Config) -> list[str]:
+    """Bind-mount a resolv.conf naming the gateway over /etc/resolv.conf (following a
+    symlink to its target). The source file is unlinked right after: the mount keeps it."""
+    target = os.path.realpath("/etc/resolv.conf")
+    if not os.path.isfile(target):
+        return [f"/etc/resolv.conf ({target}) does not exist: DNS settings left alone"]
+    fd, path = tempfile.mkstemp(prefix="httptap-resolv-")
+    try:
+        os.write(fd, f"# written by httptap\nnameserver {config.gateway}\n".encode())
+        os.fchmod(fd, 0o644)
+        os.close(fd)
+        _check(_libc.mount(path.encode(), target.encode(), None, MS_BIND, None),
+               f"bind-mount resolv.conf on {target}")
+    finally:
+        os.unlink(path)
+    return []
+
+
+def launch(config: Config, sock: socket.socket) -> NoReturn:
+    """Body of the launcher process (after fork). Never returns."""
+    try:
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        try:
+            enter_namespaces(config.new_user_namespace, sock)
+            make_mounts_private()
+            tun_fd, vnet = open_tun(config.tun)
+            notes = configure_network(config)
+            if config.overlay:
+                notes += overlay_resolv_conf(config)
+        except SetupError as exc:
+            sock.sendall(b"E" + str(exc).encode())
+            os._exit(125)
+        except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
+            sock.sendall(b"E" + f"cannot set up the namespace: {exc}".encode())
+            os._exit(125)
+        header = b"V" if vnet else b"P"
+        socket.send_fds(sock, [header + "\n".join(notes).encode()], [tun_fd])
+        os.close(tun_fd)
+        if sock.recv(1) != b"g":  # the supervisor went away: do not run the command
+            os._exit(125)
+        sock.close()
+        # Our first child is PID 1 of the new PID namespace: when it exits, the kernel
+        # kills every process left in the namespace, so nothing the command started
+        # outlives httptap.
+        init_pid = os.fork()
+        if init_pid == 0:
+            _init(config)
+        os._exit(relay_signals(init_pid, keep_running=False))
+    finally:
+        os._exit(125)
+
+
+def _init(config: Config) -> NoReturn:
+    """PID 1 of the command's PID namespace: runs the command as its child, passes signals
+    on, reaps orphans, and exits with the command's status (after an interrupt, with
+    ``--no-exit``)."""
+    try:
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        # A /proc that shows this namespace's processes; where a container forbids it,
+        # the host's /proc still works.
+        _libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+        command_pid = os.fork()
+        if command_pid == 0:
+            _exec_command(config)
+        os._exit(relay_signals(command_pid, keep_running=config.no_exit))
+    finally:
+        os._exit(125)
+
+
+RELAYED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+def relay_signals(child: int, keep_running: bool) -> int:
+    """Wait for ``child``, passing on signals sent to us by another process (a terminal's
+    Ctrl-C reaches the child's process group by itself), and reap every other child.
+    Returns the child's exit code (128 + signal when killed). With ``keep_running``, stay
+    after the child has exited until a signal arrives. Signals are blocked (inherited
+    from the supervisor), so they are taken one by one here."""
+    watched = {signal.SIGCHLD, *RELAYED}
+    signal.pthread_sigmask(signal.SIG_BLOCK, watched)
+    code: int | None = None
+    while True:
+        info = signal.sigwaitinfo(watched)
+        if info.si_signo == signal.SIGCHLD:
+            while True:
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == 0:
+                    break
+                if pid == child:
+                    code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            if code is not None and not keep_running:
+                return code
+        elif code is not None:
+            return code  # --no-exit and the command is gone: any interrupt ends it
+        elif info.si_code <= 0:  # SI_USER (0), SI_QUEUE (-1)...: sent by a process
+            try:
+                os.kill(child, info.si_signo)
+            except ProcessLookupError:
+                pass
+
+
+def _exec_command(config: Config) -> NoReturn:
+    # Undo what the supervisor set up for itself: blocked signals, Python's SIGPIPE
+    # and SIGINT handling. The command must start with the defaults a shell gives it.
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGQUIT,
+                signal.SIGHUP, signal.SIGCHLD, signal.SIGXFSZ):
+        signal.signal(sig, signal.SIG_DFL)
+    env = dict(os.environ)
+    env["HTTPTAP"] = "1"
+    env.update(config.extra_env)
+    argv = list(config.command)
+    try:
+        os.execvpe(argv[0], argv, env)
+    except FileNotFoundError:
+        print(f"httptap: command not found: {argv[0]}", file=sys.stderr, flush=True)
+        os._exit(EXIT_NOT_FOUND)
+    except PermissionError:
+        print(f"httptap: permission denied: cannot execute {argv[0]}", file=sys.stderr, flush=True)
+        os._exit(EXIT_NOT_EXECUTABLE)
+    except OSError as exc:
+        print(f"httptap: cannot execute {argv[0]}: {exc.strerror}", file=sys.stderr, flush=True)
+        os._exit(EXIT_NOT_EXECUTABLE)

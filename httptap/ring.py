@@ -1,0 +1,455 @@
+"""Single-producer single-consumer rings of length-prefixed records in shared memory.
+
+A :class:`Ring` is made by the supervisor *before* it forks the pipeline stages; the
+producer stage and the consumer stage both inherit the mapping and the two eventfds.
+Exactly one process (or thread) may act as the producer and exactly one as the
+consumer of a given ring.
+
+Memory
+------
+The segment is an anonymous shared mapping of a ``memfd`` (``os.memfd_create`` +
+``ftruncate`` + ``mmap(MAP_SHARED)``).  We deliberately do not use
+``multiprocessing.shared_memory``: it leaves names behind in ``/dev/shm`` when a
+process is SIGKILLed, and it starts a resource-tracker process.  A memfd has no name
+in any file system, so nothing ever appears in ``/dev/shm`` and the memory is freed
+when the last process holding the mapping goes away, however it dies.
+
+Layout (all integers native-endian, naturally aligned)::
+
+    line 0  [  0.. 63]  head (u64, producer's byte counter), magic, capacity
+    line 1  [ 64..127]  tail (u64, consumer's byte counter)
+    line 2  [128..191]  producer stats: records, bytes, high_water, wait_ns, waits
+    line 3  [192..255]  producer_waiting flag, closed flag
+    data    [256..256+capacity)
+
+``head`` and ``tail`` only ever grow; a position in the data area is
+``counter % capacity`` (capacity is a power of two).  ``head - tail`` is the number of
+bytes in use.  Each record is a u32 length followed by the payload, padded so the next
+record starts 8-byte aligned.  When a record does not fit between its position and
+the end of the data area, the producer writes a wrap marker (length ``0xFFFFFFFF``)
+and the record starts at offset 0 instead; the skipped bytes count as used until
+the consumer passes them.  The largest record is ``capacity // 4`` bytes.
+
+Memory ordering
+---------------
+The producer copies payloads into the data area and only then stores ``head``; the
+consumer loads ``head`` and only then reads payloads, and it copies records out
+before it stores ``tail``.  Python executes these in program order and the counters
+are written and read with single aligned 8-byte moves (a native ``'Q'`` memoryview),
+so this is correct on x86-64, whose TSO model keeps stores in order with stores and
+loads in order with loads.  **This module assumes x86-64** (or another TSO machine);
+a weakly ordered CPU such as ARM would need real barriers.
+
+Wake-ups
+--------
+Two non-blocking eventfds:
+
+* ``data_fd``: the producer writes it once per batch it publishes, unconditionally,
+  so a consumer can never miss a wake-up.  Consumers reset it with
+  :meth:`Ring.clear_data_fd` *before* draining.
+* ``space_fd``: the consumer writes it after freeing space, but only while the
+  producer has set the ``producer_waiting`` flag.  Setting the flag and then
+  re-reading ``tail`` on one side, storing ``tail`` and then reading the flag on the
+  other, is a store->load pattern that x86 may reorder, so a wake-up can be lost.
+  We make that unlikely with a best-effort full fence (a locked instruction, see
+  :func:`_fence`), and the blocking producer never sleeps longer than
+  ``SPACE_POLL_MS`` before re-checking: a lost wake-up costs latency, never a hang.
+  Event-loop producers using :meth:`Ring.try_put_many` should likewise arm a short
+  fallback timer besides waiting for ``space_fd`` to become readable.
+
+Typical consumer loop::
+
+    while True:
+        ring.clear_data_fd()
+        recs = ring.get_many()
+        if recs:
+            handle(recs)
+            continue
+        if ring.closed:
+            break
+        ring.wait_data()
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import select
+import threading
+import time
+from collections.abc import Sequence
+
+__all__ = ["Ring", "DEFAULT_CAPACITY", "SPACE_POLL_MS"]
+
+DEFAULT_CAPACITY = 4 << 20
+#: Longest single sleep of a producer that waits for space (milliseconds).
+SPACE_POLL_MS = 5
+
+_MAGIC = 0x72696E6770747468  # arbitrary, lets a debugger recognise the segment
+
+# Header slots, as indices into a native u64 view of the mapping.
+_HEAD = 0  # line 0
+_MAGIC_SLOT = 1
+_CAP_SLOT = 2
+_TAIL = 8  # line 1
+_RECORDS = 16  # line 2 (producer stats)
+_BYTES = 17
+_HIGH_WATER = 18
+_WAIT_NS = 19
+_WAITS = 20
+_WAITING = 24  # line 3 (rarely written flags)
+_CLOSED = 25
+_HEADER_SIZE = 256
+_DATA_OFF = _HEADER_SIZE
+
+_WRAP = 0xFFFFFFFF
+_MIN_CAPACITY = 64
+_MAX_CAPACITY = 1 << 32
+
+
+def _fence(lock: threading.Lock) -> None:
+    """Best-effort full memory fence.
+
+    Acquiring an uncontended ``threading.Lock`` is a locked read-modify-write
+    instruction (``sem_trywait``/``sem_post`` in CPython on Linux), which x86 treats
+    as a full barrier.  It is non-blocking so that a lock copied mid-operation by
+    ``fork`` can never deadlock; when it does not get the lock the fence may be
+    skipped, which the 5 ms re-check covers.
+    """
+    if lock.acquire(False):
+        lock.release()
+
+
+class Ring:
+    """A single-producer single-consumer ring of byte records in shared memory."""
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY, label: str = "") -> None:
+        if (
+            not isinstance(capacity, int)
+            or capacity < _MIN_CAPACITY
+            or capacity > _MAX_CAPACITY
+            or capacity & (capacity - 1)
+        ):
+            raise ValueError(
+                f"ring capacity must be a power of two in [{_MIN_CAPACITY}, {_MAX_CAPACITY}], got {capacity!r}"
+            )
+        self.label = label
+        self.capacity = capacity
+        self.max_record = capacity // 4
+        self._mask = capacity - 1
+        self._released = False
+        self.data_fd = -1
+        self.space_fd = -1
+
+        size = _HEADER_SIZE + capacity
+        fd = os.memfd_create("httptap-ring", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, size)
+            mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)
+        self._mm = mm
+        self._mv = memoryview(mm)
+        self._q = self._mv.cast("Q")  # u64 slots (header)
+        self._u32 = self._mv.cast("I")  # u32 slots (record lengths)
+        try:
+            self.data_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            self.space_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        except BaseException:
+            self.release()
+            raise
+        q = self._q
+        q[_MAGIC_SLOT] = _MAGIC
+        q[_CAP_SLOT] = capacity
+
+        self._lock = threading.Lock()  # used only as a fence, see _fence()
+        self._data_poll = select.poll()
+        self._data_poll.register(self.data_fd, select.POLLIN)
+        self._space_poll = select.poll()
+        self._space_poll.register(self.space_fd, select.POLLIN)
+        # Producer-local state for try_put_many's non-blocking wait.
+        self._want_space = False
+        self._want_since = 0
+
+    # ------------------------------------------------------------------ producer
+
+    def put(self, record: bytes | bytearray | memoryview) -> None:
+        """Append one record, blocking while the ring is full; signals ``data_fd``."""
+        if isinstance(record, memoryview) and (record.ndim != 1 or record.itemsize != 1):
+            record = record.cast("B")
+        self._write((record,), 0, True)
+
+    def put_many(self, records: Sequence[bytes]) -> None:
+        """Append all records, blocking while the ring is full.
+
+        One ``data_fd`` write per call, except that when the ring fills up part-way
+        the records written so far are published (and signalled) before waiting.
+        Records must be bytes-like objects whose ``len`` is their size in bytes.
+        """
+        if records:
+            self._write(records, 0, True)
+
+    def try_put_many(self, records: Sequence[bytes], start: int = 0) -> int:
+        """Append ``records[start:]`` while they fit, never blocking.
+
+        Signals ``data_fd`` once if anything was written, and returns how many records
+        were written.  When that is fewer than ``len(records) - start`` the ring is
+        full: the caller should wait for ``space_fd`` to become readable (plus a
+        short fallback timer, e.g. 5 ms) and call again with the new ``start``.
+        """
+        if start >= len(records):
+            return 0
+        return self._write(records, start, False)
+
+    def close_producer(self) -> None:
+        """Mark the end of the stream and wake the consumer."""
+        self._q[_CLOSED] = 1
+        os.eventfd_write(self.data_fd, 1)
+
+    def _write(self, records: Sequence, start: int, block: bool) -> int:
+        q = self._q
+        u32 = self._u32
+        mm = self._mm
+        cap = self.capacity
+        mask = self._mask
+        max_record = self.max_record
+        if self._want_space:
+            self._end_space_wait()
+
+        head = q[_HEAD]
+        head0 = head  # head last published
+        tail = q[_TAIL]
+        high = q[_HIGH_WATER]
+        i = start
+        batch = start  # first record not yet published
+        end = len(records)
+        nbytes = 0
+        try:
+            while i < end:
+                rec = records[i]
+                n = len(rec)
+                if n > max_record:
+                    raise ValueError(
+                        f"ring {self.label!r}: record of {n} bytes exceeds the maximum of {max_record}"
+                    )
+                slot = (n + 11) & ~7
+                pos = head & mask
+                room = cap - pos
+                need = slot if slot <= room else room + slot
+                if head + need - tail > cap:
+                    tail = q[_TAIL]
+                    if head + need - tail > cap:
+                        # Full.  Publish what we have so the consumer can drain it.
+                        used = head - tail
+                        if used > high:
+                            high = used
+                        if head != head0:
+                            self._publish(head, i - batch, nbytes, high)
+                            batch = i
+                            nbytes = 0
+                            head0 = head
+                        if not block:
+                            tail = self._begin_space_wait(head, need)
+                            if head + need - tail > cap:
+                                break
+                            self._end_space_wait()
+                        else:
+                            tail = self._wait_space(head, need)
+                if slot > room:
+                    u32[(_DATA_OFF + pos) >> 2] = _WRAP
+                    off = _DATA_OFF
+                    slot += room
+                else:
+                    off = _DATA_OFF + pos
+                u32[off >> 2] = n
+                mm[off + 4 : off + 4 + n] = rec
+                # only now move head (past the wrap gap too): if copying failed,
+                # nothing half-written can ever be published
+                head += slot
+                nbytes += n
+                i += 1
+        finally:
+            if head != head0:
+                used = head - q[_TAIL]
+                if used > high:
+                    high = used
+                self._publish(head, i - batch, nbytes, high)
+        return i - start
+
+    def _publish(self, head: int, nrecords: int, nbytes: int, high: int) -> None:
+        q = self._q
+        q[_RECORDS] += nrecords
+        q[_BYTES] += nbytes
+        q[_HIGH_WATER] = high
+        q[_HEAD] = head  # payloads were written first (TSO keeps the order)
+        os.eventfd_write(self.data_fd, 1)
+
+    def _space_ok(self, head: int, need: int) -> tuple[bool, int]:
+        tail = self._q[_TAIL]
+        return head + need - tail <= self.capacity, tail
+
+    def _wait_space(self, head: int, need: int) -> int:
+        """Block until ``need`` bytes fit after ``head``; returns the new tail."""
+        q = self._q
+        t0 = time.monotonic_ns()
+        q[_WAITING] = 1
+        _fence(self._lock)
+        poll = self._space_poll.poll
+        space_fd = self.space_fd
+        try:
+            while True:
+                ok, tail = self._space_ok(head, need)
+                if ok:
+                    return tail
+                poll(SPACE_POLL_MS)
+                try:
+                    os.eventfd_read(space_fd)
+                except BlockingIOError:
+                    pass
+        finally:
+            q[_WAITING] = 0
+            q[_WAIT_NS] += time.monotonic_ns() - t0
+            q[_WAITS] += 1
+
+    def _begin_space_wait(self, head: int, need: int) -> int:
+        """Non-blocking variant: raise the waiting flag, re-check, return tail."""
+        if not self._want_space:
+            self._want_space = True
+            self._want_since = time.monotonic_ns()
+            self._q[_WAITING] = 1
+        _fence(self._lock)
+        return self._q[_TAIL]
+
+    def _end_space_wait(self) -> None:
+        q = self._q
+        q[_WAITING] = 0
+        try:
+            os.eventfd_read(self.space_fd)
+        except BlockingIOError:
+            pass
+        q[_WAIT_NS] += time.monotonic_ns() - self._want_since
+        q[_WAITS] += 1
+        self._want_space = False
+
+    # ------------------------------------------------------------------ consumer
+
+    def get_many(self, max_records: int = 1024) -> list[bytes]:
+        """Copy out up to ``max_records`` records and free their space; never blocks."""
+        q = self._q
+        head = q[_HEAD]
+        tail = q[_TAIL]
+        if head == tail:
+            return []
+        u32 = self._u32
+        mm = self._mm
+        mask = self._mask
+        cap = self.capacity
+        out: list[bytes] = []
+        append = out.append
+        for _ in range(max_records):
+            if tail == head:
+                break
+            pos = tail & mask
+            off = _DATA_OFF + pos
+            n = u32[off >> 2]
+            if n == _WRAP:  # always followed by a record at offset 0
+                tail += cap - pos
+                off = _DATA_OFF
+                n = u32[off >> 2]
+            append(mm[off + 4 : off + 4 + n])
+            tail += (n + 11) & ~7
+        q[_TAIL] = tail  # records were copied out first (TSO keeps the order)
+        _fence(self._lock)
+        if q[_WAITING]:
+            os.eventfd_write(self.space_fd, 1)
+        return out
+
+    def wait_data(self, timeout: float | None = None) -> bool:
+        """Block until records are available or the producer closed.
+
+        Returns False on timeout.  Checks the ring before and after every sleep, so it
+        never sleeps while records are present; it resets ``data_fd`` itself.
+        """
+        q = self._q
+        if q[_HEAD] != q[_TAIL] or q[_CLOSED]:
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        poll = self._data_poll.poll
+        while True:
+            if deadline is None:
+                ms = None
+            else:
+                remaining = deadline - time.monotonic()
+                ms = max(0, int(remaining * 1000 + 0.999))
+            events = poll(ms)
+            if events:
+                try:
+                    os.eventfd_read(self.data_fd)
+                except BlockingIOError:
+                    pass
+            if q[_HEAD] != q[_TAIL] or q[_CLOSED]:
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+
+    def clear_data_fd(self) -> None:
+        """Reset ``data_fd`` (call before draining, from an event loop's reader)."""
+        try:
+            os.eventfd_read(self.data_fd)
+        except BlockingIOError:
+            pass
+
+    @property
+    def closed(self) -> bool:
+        """True once the producer closed *and* every record has been consumed."""
+        q = self._q
+        # Read the flag first: the producer stores its last head before the flag.
+        return bool(q[_CLOSED]) and q[_HEAD] == q[_TAIL]
+
+    # ------------------------------------------------------------------ either side
+
+    def stats(self) -> dict[str, int]:
+        """Producer-side counters, readable from any process holding the ring."""
+        q = self._q
+        return {
+            "records": q[_RECORDS],
+            "bytes": q[_BYTES],
+            "high_water": q[_HIGH_WATER],
+            "wait_ns": q[_WAIT_NS],
+            "waits": q[_WAITS],
+        }
+
+    def used(self) -> int:
+        """Bytes currently in use (written, not yet consumed), wrap padding included."""
+        q = self._q
+        tail = q[_TAIL]
+        return q[_HEAD] - tail
+
+    def release(self) -> None:
+        """Unmap the segment and close both eventfds in this process (idempotent)."""
+        if self._released:
+            return
+        self._released = True
+        for name in ("_q", "_u32", "_mv"):
+            view = self.__dict__.pop(name, None)
+            if view is not None:
+                view.release()
+        mm = self.__dict__.pop("_mm", None)
+        if mm is not None:
+            mm.close()
+        for attr in ("data_fd", "space_fd"):
+            fd = getattr(self, attr)
+            if fd >= 0:
+                setattr(self, attr, -1)
+                os.close(fd)
+
+    def __enter__(self) -> Ring:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        if self._released:
+            return f"<Ring {self.label!r} released>"
+        return f"<Ring {self.label!r} capacity={self.capacity} used={self.used()}>"

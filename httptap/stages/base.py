@@ -1,0 +1,227 @@
+"""What every stage process shares: how it is forked, how it reads and writes rings, its loop.
+
+A stage is a function ``run(ctx)`` executed in its own forked process. It talks to its
+neighbours only through :class:`Inbox` (one ring it consumes) and :class:`Outbox` (one ring
+it produces), in messages from ``httptap.messages``. Writes never block the loop: an Outbox
+keeps what did not fit and the loop stops reading inputs that would add to it until the
+ring has room again; that is how backpressure travels back towards the command.
+
+:class:`Loop` is the one event loop of the non-asyncio stages: epoll over file
+descriptors plus one timer callback.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import signal
+import sys
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import messages
+from ..config import Config
+from ..ring import Ring
+from ..stats import BYTES_IN, BYTES_OUT, MSGS_IN, MSGS_OUT, Counters
+
+PR_SET_NAME = 15
+PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class Inbox:
+    """The consuming end of one ring, decoding messages and counting them."""
+
+    def __init__(self, ring: Ring, counters: Counters) -> None:
+        self.ring = ring
+        self.fd = ring.data_fd
+        self._counters = counters.v
+        self.drained = False  # a Drain message has arrived
+
+    def receive(self) -> list[messages.Msg]:
+        """Everything in the ring now, decoded. The wake-up fd is reset first, so a record
+        published while we read wakes the loop again: nothing is left sleeping."""
+        self.ring.clear_data_fd()
+        records = self.ring.get_many(4096)
+        if not records:
+            return []
+        for _ in range(7):
+            more = self.ring.get_many(4096)
+            if not more:
+                break
+            records += more
+        else:
+            # Still more: leave it for the next turn of the loop, and make sure there is one.
+            os.eventfd_write(self.fd, 1)
+        c = self._counters
+        c[MSGS_IN] += len(records)
+        c[BYTES_IN] += sum(map(len, records))
+        decode = messages.decode
+        out = [decode(r) for r in records]
+        if type(out[-1]) is messages.Drain:
+            self.drained = True
+        return out
+
+
+class Outbox:
+    """The producing end of one ring. ``send`` never blocks; ``flush`` moves what it can."""
+
+    def __init__(self, ring: Ring, counters: Counters) -> None:
+        self.ring = ring
+        self.space_fd = ring.space_fd
+        self._counters = counters.v
+        self._pending: deque[bytes] = deque()
+
+    def send(self, msg: messages.Msg) -> None:
+        self._pending.append(messages.encode(msg))
+
+    @property
+    def backlog(self) -> int:
+        return len(self._pending)
+
+    def flush(self) -> bool:
+        """Write as much as fits; True when nothing is left pending."""
+        pending = self._pending
+        if not pending:
+            return True
+        batch = list(pending)
+        written = self.ring.try_put_many(batch)
+        if written:
+            c = self._counters
+            c[MSGS_OUT] += written
+            c[BYTES_OUT] += sum(map(len, batch[:written]))
+            if written == len(batch):
+                pending.clear()
+            else:
+                for _ in range(written):
+                    pending.popleft()
+        return not pending
+
+    def flush_blocking(self, timeout: float) -> bool:
+        """Wait until everything pending is in the ring (used when draining)."""
+        deadline = time.monotonic() + timeout
+        while not self.flush():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            select.select([self.space_fd], [], [], min(left, 0.01))
+            try:
+                os.eventfd_read(self.space_fd)
+            except BlockingIOError:
+                pass
+        return True
+
+
+class Loop:
+    """epoll over file descriptors, plus one timer; ``stop()`` ends ``run()``."""
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._handlers: dict[int, Callable[[], None]] = {}
+        self._running = False
+        self.timer_at: float | None = None
+        self.on_timer: Callable[[float], None] | None = None
+        self.after_batch: Callable[[], None] | None = None  # runs after each wake-up's handlers
+
+    def add_reader(self, fd: int, handler: Callable[[], None]) -> None:
+        if fd in self._handlers:
+            self._epoll.modify(fd, select.EPOLLIN)
+        else:
+            self._epoll.register(fd, select.EPOLLIN)
+        self._handlers[fd] = handler
+
+    def remove_reader(self, fd: int) -> None:
+        if self._handlers.pop(fd, None) is not None:
+            self._epoll.unregister(fd)
+
+    def stop(self) -> None:
+        self._running = False
+
+    def run(self) -> None:
+        self._running = True
+        handlers = self._handlers
+        poll = self._epoll.poll
+        monotonic = time.monotonic
+        while self._running:
+            timeout = -1.0
+            if self.timer_at is not None:
+                timeout = max(0.0, self.timer_at - monotonic())
+            for fd, _ in poll(timeout):
+                handler = handlers.get(fd)
+                if handler is not None:
+                    handler()
+            if self.timer_at is not None and self.on_timer is not None:
+                now = monotonic()
+                if now >= self.timer_at:
+                    self.on_timer(now)
+            if self.after_batch is not None:
+                self.after_batch()
+
+
+@dataclass
+class StageContext:
+    """Everything a stage process gets from the supervisor (inherited through fork)."""
+    name: str
+    config: Config
+    counters: Counters
+    inputs: list[Ring] = field(default_factory=list)
+    outputs: list[Ring] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def inboxes(self) -> list[Inbox]:
+        return [Inbox(r, self.counters) for r in self.inputs]
+
+    def outboxes(self) -> list[Outbox]:
+        return [Outbox(r, self.counters) for r in self.outputs]
+
+
+def set_process_name(name: str) -> None:
+    _libc.prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+
+
+def start_stage(ctx: StageContext, run: Callable[[StageContext], None],
+                close_fds: list[int]) -> int:
+    """Fork a process that runs ``run(ctx)`` and exits; returns its pid.
+
+    In the child: named ``httptap-<stage>``, killed if the supervisor dies, deaf to the
+    terminal's SIGINT/SIGQUIT (the supervisor decides when a stage stops), and any
+    exception is reported on stderr as one line naming the stage before exiting 1."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        set_process_name(f"httptap-{ctx.name}")
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTSTP):
+            signal.signal(sig, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        for fd in close_fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        run(ctx)
+        code = 0
+    except BaseException as exc:  # noqa: BLE001 - the process must report and exit
+        try:
+            if ctx.config.verbose:
+                traceback.print_exc()
+            print(f"httptap: the {ctx.name} stage failed: {type(exc).__name__}: {exc}",
+                  file=sys.stderr, flush=True)
+        except BaseException:  # noqa: BLE001
+            pass
+    finally:
+        try:
+            sys.stdout.flush()
+        except BaseException:  # noqa: BLE001
+            pass
+        os._exit(code)

@@ -1,0 +1,117 @@
+"""The tun stage: owns the TUN file descriptor; packets in from the command, packets out to it.
+
+Reads IP packets in batches (the device is non-blocking), strips the virtio-net header the
+kernel puts in front of each, and steers every packet to one tcp shard by a hash of its
+addresses and ports, so a flow always lands on the same shard. Packets the shards send
+back already carry their virtio-net header and are written as they are.
+
+On the supervisor's stop request (an eventfd) it reads what the command left in the
+device, tells every shard ``Drain`` and exits.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import zlib
+
+from .. import messages
+from ..stats import PACKETS_IN, PACKETS_OUT
+from ..wire import VNET_HDR_LEN, flow_hash_key
+from .base import Inbox, Loop, Outbox, StageContext
+
+READ_BATCH = 64          # packets per read burst before yielding to the other fds
+READ_SIZE = 65536 + 64   # one packet at MTU 65520 plus the virtio-net header
+MAX_BACKLOG = 256        # Packets messages waiting for ring space before we stop reading
+
+
+def run(ctx: StageContext) -> None:
+    tun_fd: int = ctx.extra["tun_fd"]
+    stop_fd: int = ctx.extra["stop_fd"]
+    vnet: bool = ctx.extra["vnet"]
+    os.set_blocking(tun_fd, False)
+    counters = ctx.counters.v
+    shards = ctx.outboxes()   # one per tcp shard
+    returns = ctx.inboxes()   # one per tcp shard
+    nshards = len(shards)
+    skip = VNET_HDR_LEN if vnet else 0
+    loop = Loop()
+
+    def read_packets() -> None:
+        batches: list[list[bytes]] = [[] for _ in range(nshards)]
+        count = 0
+        for _ in range(READ_BATCH):
+            try:
+                pkt = os.read(tun_fd, READ_SIZE)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno in (errno.EINTR, errno.EAGAIN):
+                    break
+                raise
+            if skip:
+                pkt = pkt[skip:]
+            if nshards == 1:
+                batches[0].append(pkt)
+            else:
+                key = flow_hash_key(pkt)
+                batches[zlib.crc32(key) % nshards if key else 0].append(pkt)
+            count += 1
+        if count:
+            counters[PACKETS_IN] += count
+            for outbox, batch in zip(shards, batches):
+                if batch:
+                    outbox.send(messages.Packets(batch))
+        flush()
+
+    def write_packets(inbox: Inbox) -> None:
+        sent = 0
+        for msg in inbox.receive():
+            if type(msg) is messages.Packets:
+                for pkt in msg.packets:
+                    try:
+                        os.write(tun_fd, pkt)
+                        sent += 1
+                    except OSError as exc:
+                        # A packet the kernel refuses (malformed, no route) is dropped like
+                        # on a wire; TCP retransmits. Anything else is a real failure.
+                        if exc.errno not in (errno.EINVAL, errno.EIO, errno.EAGAIN,
+                                             errno.ENOBUFS, errno.EMSGSIZE):
+                            raise
+        counters[PACKETS_OUT] += sent
+
+    def flush() -> None:
+        # Stop reading the device while any shard's ring is full: the kernel then queues
+        # (and at worst drops) packets, which the command's TCP retransmits.
+        blocked = False
+        for outbox in shards:
+            if not outbox.flush() and outbox.backlog >= MAX_BACKLOG:
+                blocked = True
+        if blocked:
+            loop.remove_reader(tun_fd)
+            for outbox in shards:
+                loop.add_reader(outbox.space_fd, on_space)
+        else:
+            loop.add_reader(tun_fd, read_packets)
+
+    def on_space() -> None:
+        for outbox in shards:
+            try:
+                os.eventfd_read(outbox.space_fd)
+            except BlockingIOError:
+                pass
+            loop.remove_reader(outbox.space_fd)
+        flush()
+
+    def on_stop() -> None:
+        read_packets()
+        for outbox in shards:
+            outbox.send(messages.Drain())
+            outbox.flush_blocking(timeout=5.0)
+        loop.stop()
+
+    loop.add_reader(tun_fd, read_packets)
+    loop.add_reader(stop_fd, on_stop)
+    for inbox in returns:
+        loop.add_reader(inbox.fd, lambda inbox=inbox: write_packets(inbox))
+    loop.run()

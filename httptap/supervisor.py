@@ -1,0 +1,322 @@
+"""The supervisor: the httptap process itself. Starts the pipeline, runs the command, exits.
+
+    launcher (fork)  -> namespaces, TUN device, waits for "go", becomes the command
+    sink, proxy×N, tcp×N (fork) -> started while the launcher builds the namespace
+    tun (fork)       -> started once the launcher has handed over the TUN fd
+
+Then one loop over signals (``sigtimedwait``; every signal we care about is blocked, so
+none interrupts anything): SIGCHLD reaps children, SIGINT/SIGTERM/SIGHUP/SIGQUIT sent to
+httptap are passed to the command. When the command exits the pipeline drains front to
+back (tun -> tcp -> proxy -> sink) and httptap exits with the command's status. If a stage
+dies first, httptap names it, stops the command and exits 125.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+
+from .config import Config
+from .ring import Ring
+from .stats import Counters, StageReport, format_table
+
+EXIT_FAILED = 125
+DRAIN_TIMEOUT = 5.0      # seconds the pipeline gets to flush after the command exits
+COMMAND_GRACE = 2.0      # seconds between SIGTERM and SIGKILL when we stop the command
+RING_CAPACITY = 8 << 20
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+WATCHED = {signal.SIGCHLD, *FORWARDED}
+SI_USER, SI_QUEUE = 0, -1  # si_code of kill(2) and sigqueue(3): sent by a process
+
+
+@dataclass
+class Child:
+    name: str
+    pid: int
+    counters: Counters | None = None
+    outputs: tuple[Ring, ...] = ()
+    status: int | None = None
+    cpu: float = 0.0
+
+
+def _describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        return f"killed by {signal.Signals(sig).name}"
+    return f"exited with status {os.WEXITSTATUS(status)}"
+
+
+def exit_code(status: int) -> int:
+    """The shell's convention: the exit status, or 128 + the signal that killed it."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.waitstatus_to_exitcode(status)
+
+
+class Supervisor:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.stages: list[Child] = []
+        self.command: Child | None = None
+        self.started = time.monotonic()
+        self.rings: list[Ring] = []
+        self._fds_to_close_in_stages: list[int] = []
+
+    # --- start-up ----------------------------------------------------------------------
+
+    def _ring(self, label: str) -> Ring:
+        ring = Ring(RING_CAPACITY, label=label)
+        self.rings.append(ring)
+        return ring
+
+    def _start(self, name: str, run, inputs: list[Ring], outputs: list[Ring],  # type: ignore[no-untyped-def]
+               **extra: object) -> Child:
+        from .stages.base import StageContext, start_stage
+
+        counters = Counters()
+        ctx = StageContext(name, self.config, counters, inputs, outputs, dict(extra))
+        pid = start_stage(ctx, run, self._fds_to_close_in_stages)
+        child = Child(name, pid, counters, tuple(outputs))
+        self.stages.append(child)
+        return child
+
+    def run(self) -> int:
+        config = self.config
+        signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED)
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        uid, gid = os.getuid(), os.getgid()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            parent_sock.close()
+            from .namespace import launch
+            launch(config, child_sock)
+        child_sock.close()
+        self.command = Child("command", pid)
+        self.uid, self.gid = uid, gid
+        self._fds_to_close_in_stages.append(parent_sock.fileno())
+        try:
+            return self._run_pipeline(parent_sock)
+        finally:
+            parent_sock.close()
+            for ring in self.rings:
+                ring.release()
+
+    def _run_pipeline(self, sock: socket.socket) -> int:
+        from .stages import proxy, sink, tcp, tun
+
+        n = self.config.workers
+        tun_to_tcp = [self._ring(f"tun>tcp{i}") for i in range(n)]
+        tcp_to_tun = [self._ring(f"tcp{i}>tun") for i in range(n)]
+        tcp_to_proxy = [self._ring(f"tcp{i}>proxy{i}") for i in range(n)]
+        proxy_to_tcp = [self._ring(f"proxy{i}>tcp{i}") for i in range(n)]
+        proxy_to_sink = [self._ring(f"proxy{i}>sink") for i in range(n)]
+        self._start("sink", sink.run, proxy_to_sink, [])
+        for i in range(n):
+            suffix = str(i) if n > 1 else ""
+            self._start("proxy" + suffix, proxy.run, [tcp_to_proxy[i]], [proxy_to_tcp[i], proxy_to_sink[i]],
+                        shard=i)
+            self._start("tcp" + suffix, tcp.run, [tun_to_tcp[i], proxy_to_tcp[i]],
+                        [tcp_to_tun[i], tcp_to_proxy[i]], shard=i)
+
+        # The launcher asks for its id maps ("U"), then answers with the TUN fd or with
+        # one line saying what went wrong ("E...").
+        msg, fds = self._talk_to_launcher(sock)
+        if not msg or msg[:1] == b"E" or not fds:
+            text = msg[1:].decode(errors="replace") if msg else "the launcher died before setting up the namespace"
+            print(f"httptap: {text}", file=sys.stderr)
+            self._reap_command(block=True)
+            self._stop_stages(graceful=False)
+            return EXIT_FAILED
+        tun_fd = fds[0]
+        notes = msg[1:].decode(errors="replace")
+        if notes and self.config.verbose:
+            for line in notes.splitlines():
+                print(f"httptap: {line}", file=sys.stderr)
+        stop_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self.stop_fd = stop_fd
+        self._start("tun", tun.run, tcp_to_tun, tun_to_tcp, tun_fd=tun_fd, stop_fd=stop_fd,
+                    vnet=msg[:1] == b"V")
+        os.close(tun_fd)  # the tun stage holds it now
+        sock.send(b"g")
+        return self._wait()
+
+    def _talk_to_launcher(self, sock: socket.socket) -> tuple[bytes, list[int]]:
+        from .namespace import write_id_maps
+
+        assert self.command is not None
+        while True:
+            try:
+                msg, fds, _, _ = socket.recv_fds(sock, 65536, 1)
+            except OSError as exc:
+                return b"E" + f"launcher failed: {exc}".encode(), []
+            if msg != b"U":
+                return msg, fds
+            try:
+                write_id_maps(self.command.pid, self.uid, self.gid)
+                sock.send(b"u")
+            except OSError as exc:
+                sock.send(b"E" + f"cannot map user ids into the new user namespace: {exc}".encode())
+
+    # --- the main loop -------------------------------------------------------------------
+
+    def _wait(self) -> int:
+        assert self.command is not None
+        command = self.command
+        interval = self.config.stats_interval or None
+        next_stats = time.monotonic() + interval if interval else None
+        while True:
+            timeout = None if next_stats is None else max(0.0, next_stats - time.monotonic())
+            info = signal.sigtimedwait(WATCHED, timeout) if timeout is not None else signal.sigwaitinfo(WATCHED)
+            if info is None:
+                self._print_stats()
+                next_stats = time.monotonic() + interval if interval else None
+                continue
+            if info.si_signo == signal.SIGCHLD:
+                dead = self._reap()
+                if dead is not None:
+                    print(f"httptap: the {dead.name} stage {_describe_status(dead.status or 0)}; "
+                          "stopping", file=sys.stderr, flush=True)
+                    self._stop_command()
+                    self._stop_stages(graceful=False)
+                    return EXIT_FAILED
+                if command.status is not None and not self.config.no_exit:
+                    break
+            else:
+                if command.status is None and info.si_code in (SI_USER, SI_QUEUE):
+                    # Sent to httptap by another process: pass it on. A signal from the
+                    # terminal (Ctrl-C) reached the command's process group already.
+                    try:
+                        os.kill(command.pid, info.si_signo)
+                    except ProcessLookupError:
+                        pass
+                elif command.status is not None:
+                    break  # --no-exit: interrupted after the command is gone
+        if not self._drain():
+            return EXIT_FAILED
+        if self.config.stats:
+            self._print_stats()
+        return exit_code(command.status or 0)
+
+    def _reap(self) -> Child | None:
+        """Collect every exited child; return a stage that died, if any did."""
+        dead: Child | None = None
+        while True:
+            try:
+                pid, status, rusage = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                return dead
+            if pid == 0:
+                return dead
+            for child in [self.command, *self.stages]:
+                if child is not None and child.pid == pid:
+                    child.status = status
+                    child.cpu = rusage.ru_utime + rusage.ru_stime
+                    if child is not self.command and dead is None:
+                        dead = child
+            # Anything else (an orphan re-parented to us) is simply reaped.
+
+    def _reap_command(self, block: bool) -> None:
+        assert self.command is not None
+        if self.command.status is None:
+            try:
+                _, status = os.waitpid(self.command.pid, 0 if block else os.WNOHANG)
+                self.command.status = status
+            except ChildProcessError:
+                self.command.status = 0
+
+    # --- shutting down --------------------------------------------------------------------
+
+    def _drain(self) -> bool:
+        """Ask the tun stage to stop; each stage then drains into the next and exits."""
+        os.eventfd_write(self.stop_fd, 1)
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        while any(s.status is None for s in self.stages):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                stuck = ", ".join(s.name for s in self.stages if s.status is None)
+                print(f"httptap: the pipeline did not drain in {DRAIN_TIMEOUT:.0f}s "
+                      f"(still running: {stuck}); output may be incomplete", file=sys.stderr)
+                self._stop_stages(graceful=False)
+                return True
+            if signal.sigtimedwait({signal.SIGCHLD}, left) is not None:
+                dead = self._reap()
+                if dead is not None and (dead.status or 0) != 0:
+                    print(f"httptap: the {dead.name} stage {_describe_status(dead.status or 0)}",
+                          file=sys.stderr, flush=True)
+                    self._stop_stages(graceful=False)
+                    return False
+        return True
+
+    def _stop_command(self) -> None:
+        assert self.command is not None
+        if self.command.status is not None:
+            return
+        try:
+            os.kill(self.command.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + COMMAND_GRACE
+        while self.command.status is None and time.monotonic() < deadline:
+            signal.sigtimedwait({signal.SIGCHLD}, 0.05)
+            self._reap()
+        if self.command.status is None:
+            try:
+                os.kill(self.command.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self._reap_command(block=True)
+
+    def _stop_stages(self, graceful: bool) -> None:
+        for stage in self.stages:
+            if stage.status is None:
+                try:
+                    os.kill(stage.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for stage in self.stages:
+            if stage.status is None:
+                try:
+                    _, status, rusage = os.wait4(stage.pid, 0)
+                    stage.status = status
+                    stage.cpu = rusage.ru_utime + rusage.ru_stime
+                except ChildProcessError:
+                    stage.status = 0
+
+    # --- --stats -----------------------------------------------------------------------------
+
+    def _print_stats(self) -> None:
+        reports = []
+        for stage in self.stages:
+            assert stage.counters is not None
+            cpu = stage.cpu if stage.status is not None else _cpu_of(stage.pid)
+            ring_stats = [r.stats() for r in stage.outputs]
+            reports.append(StageReport(
+                name=stage.name, counters=stage.counters.snapshot(), cpu_seconds=cpu,
+                ring_high_water=max((s["high_water"] / r.capacity
+                                     for s, r in zip(ring_stats, stage.outputs)), default=0.0),
+                ring_wait_seconds=sum(s["wait_ns"] for s in ring_stats) / 1e9,
+                ring_waits=sum(s["waits"] for s in ring_stats),
+            ))
+        out = sys.stderr if self.config.use_stderr else sys.stdout
+        print(format_table(reports, time.monotonic() - self.started), file=out, flush=True)
+
+
+def _cpu_of(pid: int) -> float:
+    """CPU seconds of a running process, from /proc (utime + stime, in clock ticks)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def run_supervisor(config: Config) -> int:
+    return Supervisor(config).run()

@@ -1,0 +1,456 @@
+"""Tests for httptap.ring: order, wrap-around, backpressure, closing, and a
+1,000,000-record run between two forked processes."""
+
+from __future__ import annotations
+
+import os
+import random
+import select
+import struct
+import threading
+import time
+
+import pytest
+
+from httptap.ring import Ring
+
+_SHM_BEFORE = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+
+
+def _children() -> list[int]:
+    pid = os.getpid()
+    kids: list[int] = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                kids += [int(x) for x in f.read().split()]
+        except FileNotFoundError:
+            pass
+    return kids
+
+
+def _fork(fn) -> int:
+    """Run fn() in a forked child, which always leaves through os._exit."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 1
+        try:
+            fn()
+            code = 0
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    return pid
+
+
+def _join(pid: int, timeout: float = 60.0) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            raise AssertionError(f"child {pid} did not finish in {timeout} s")
+        time.sleep(0.005)
+
+
+def _drain(ring: Ring, timeout: float = 30.0) -> list[bytes]:
+    """Consumer loop as documented in the module: returns everything until closed."""
+    out: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        ring.clear_data_fd()
+        recs = ring.get_many()
+        if recs:
+            out += recs
+            continue
+        if ring.closed:
+            return out
+        assert time.monotonic() < deadline, "drain timed out"
+        ring.wait_data(0.5)
+
+
+def _readable(fd: int, timeout_ms: int = 0) -> bool:
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    return bool(p.poll(timeout_ms))
+
+
+@pytest.fixture
+def ring():
+    r = Ring(1024, label="test")
+    yield r
+    r.release()
+
+
+# --------------------------------------------------------------------------- basics
+
+
+def test_empty_ring(ring: Ring) -> None:
+    assert ring.get_many() == []
+    assert not ring.closed
+    assert ring.wait_data(0.01) is False
+    assert ring.stats() == {"records": 0, "bytes": 0, "high_water": 0, "wait_ns": 0, "waits": 0}
+
+
+def test_order_kept_and_types(ring: Ring) -> None:
+    recs = [b"", b"a", bytearray(b"bc"), memoryview(b"defg"), b"h" * 7, b"i" * 8, b"j" * 9]
+    for r in recs:
+        ring.put(r)
+    assert _readable(ring.data_fd)
+    got = ring.get_many()
+    assert got == [bytes(r) for r in recs]
+    assert all(type(g) is bytes for g in got)
+    assert ring.get_many() == []
+    st = ring.stats()
+    assert st["records"] == len(recs)
+    assert st["bytes"] == sum(len(r) for r in recs)
+    assert st["high_water"] > 0
+
+
+def test_put_memoryview_of_wider_items(ring: Ring) -> None:
+    mv = memoryview(bytearray(range(16))).cast("I")
+    ring.put(mv)
+    assert ring.get_many() == [bytes(range(16))]
+
+
+def test_get_many_limit(ring: Ring) -> None:
+    ring.put_many([bytes([i]) for i in range(50)])
+    first = ring.get_many(10)
+    assert first == [bytes([i]) for i in range(10)]
+    rest = ring.get_many()
+    assert rest == [bytes([i]) for i in range(10, 50)]
+
+
+def test_put_many_signals_once(ring: Ring) -> None:
+    ring.put_many([b"x"] * 10)
+    assert os.eventfd_read(ring.data_fd) == 1
+    ring.put_many([])
+    assert not _readable(ring.data_fd)
+
+
+def test_max_record_size(ring: Ring) -> None:
+    assert ring.max_record == 256
+    ring.put(b"m" * 256)
+    with pytest.raises(ValueError):
+        ring.put(b"m" * 257)
+    with pytest.raises(ValueError):
+        ring.try_put_many([b"m" * 257])
+    # records before an oversized one in a batch are still delivered
+    with pytest.raises(ValueError):
+        ring.put_many([b"ok", b"m" * 1000])
+    assert ring.get_many() == [b"m" * 256, b"ok"]
+
+
+def test_bad_record_type_does_not_corrupt(ring: Ring) -> None:
+    ring.put_many([b"a" * 200] * 4)  # 832 bytes used, 192 left before the end
+    assert len(ring.get_many()) == 4
+    with pytest.raises(TypeError):
+        ring.put_many([b"ok", "s" * 200])  # would need a wrap marker
+    assert ring.get_many() == [b"ok"]
+    ring.put(b"z" * 250)
+    assert ring.get_many() == [b"z" * 250]
+
+
+@pytest.mark.parametrize("cap", [0, 63, 100, 1000, 3 << 20])
+def test_bad_capacity(cap: int) -> None:
+    with pytest.raises(ValueError):
+        Ring(cap)
+
+
+def test_release_idempotent_and_no_fd_leak() -> None:
+    before = len(os.listdir("/proc/self/fd"))
+    rings = [Ring(4096, label=str(i)) for i in range(20)]
+    for r in rings:
+        r.put(b"x")
+        r.release()
+        r.release()
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+# --------------------------------------------------------------------------- wrap-around
+
+
+def test_wrap_marker_and_exact_fit() -> None:
+    with Ring(1024) as r:
+        # slot for 100 B = 104; 9 slots = 936, leaving 88 bytes before the end.
+        for _ in range(3):
+            r.put_many([bytes([i]) * 100 for i in range(9)])
+            assert r.get_many() == [bytes([i]) * 100 for i in range(9)]
+            # a 200 B record (slot 208) cannot fit in the remaining tail: wrap marker
+            r.put(b"W" * 200)
+            assert r.get_many() == [b"W" * 200]
+        # records that end exactly at the end of the data area (slot 128 divides 1024)
+        with Ring(1024) as e:
+            for k in range(40):
+                e.put(bytes([k]) * 124)
+                assert e.get_many() == [bytes([k]) * 124]
+            assert e.used() == 0
+
+
+def test_wrap_around_many_times_random() -> None:
+    rng = random.Random(1234)
+    with Ring(4096) as r:
+        sent = 0
+        received: list[bytes] = []
+        expected: list[bytes] = []
+        for _ in range(3000):
+            batch = []
+            for _ in range(rng.randint(0, 6)):
+                n = rng.choice([0, 1, 3, 4, 5, 8, 12, 60, 250, 251, 252, 700, 1023, 1024])
+                payload = struct.pack("<I", sent) + bytes([sent & 0xFF]) * n
+                batch.append(payload[: max(n, 4)])
+                sent += 1
+            k = r.try_put_many(batch)
+            expected += batch[:k]
+            # leave some in the ring so head and tail move relative to each other
+            received += r.get_many(rng.randint(0, 8))
+        received += r.get_many(10_000)
+        assert received == expected
+        assert r.stats()["records"] == len(expected)
+        # the counters went around the 4 KiB area many times
+        assert r.stats()["bytes"] > 50 * 4096
+
+
+# --------------------------------------------------------------------------- backpressure
+
+
+def test_try_put_many_partial_and_space_fd(ring: Ring) -> None:
+    recs = [bytes([i]) * 100 for i in range(20)]
+    n = ring.try_put_many(recs)
+    assert n == 9
+    assert ring.try_put_many(recs, n) == 0
+    assert ring.stats()["records"] == 9
+    assert not _readable(ring.space_fd)
+    got = ring.get_many(3)
+    assert got == recs[:3]
+    # the producer announced it wants space, so the consumer signalled
+    assert _readable(ring.space_fd)
+    m = ring.try_put_many(recs, n)
+    assert m == 3
+    n += m
+    assert not _readable(ring.space_fd)  # try_put_many reset it
+    got += ring.get_many()
+    while n < len(recs):
+        n += ring.try_put_many(recs, n)
+        got += ring.get_many()
+    got += ring.get_many()
+    assert got == recs
+    assert ring.stats()["waits"] >= 1
+    assert ring.try_put_many(recs, len(recs)) == 0
+
+
+def test_put_blocks_until_consumer_frees_space_thread() -> None:
+    with Ring(1024) as r:
+        recs = [bytes([i]) * 100 for i in range(30)]
+        done = threading.Event()
+
+        def producer() -> None:
+            r.put_many(recs)
+            done.set()
+
+        t = threading.Thread(target=producer)
+        t.start()
+        time.sleep(0.2)
+        assert not done.is_set(), "put_many should block on a full ring"
+        assert r.used() > 1024 - 104
+        got = []
+        deadline = time.monotonic() + 10
+        while len(got) < len(recs):
+            assert time.monotonic() < deadline
+            r.clear_data_fd()
+            batch = r.get_many(2)
+            if not batch:
+                r.wait_data(0.1)
+            got += batch
+        t.join(10)
+        assert done.is_set()
+        assert got == recs
+        st = r.stats()
+        assert st["waits"] >= 1 and st["wait_ns"] >= 150_000_000
+
+
+def test_put_blocks_across_processes() -> None:
+    with Ring(4096) as r:
+        total = 2000
+
+        def produce() -> None:
+            for i in range(total):
+                r.put(struct.pack("<I", i) * 25)
+            r.close_producer()
+
+        pid = _fork(produce)
+        try:
+            time.sleep(0.2)  # let the producer fill the ring and block
+            assert r.used() > 4096 - 104 * 2
+            assert r.stats()["records"] < total
+            got = _drain(r)
+        finally:
+            assert _join(pid) == 0
+        assert got == [struct.pack("<I", i) * 25 for i in range(total)]
+        st = r.stats()
+        assert st["records"] == total and st["waits"] >= 1
+        assert st["high_water"] <= 4096
+
+
+def test_try_put_many_event_loop_style_across_processes() -> None:
+    """A non-blocking producer that sleeps on space_fd (with a fallback timeout)."""
+    total = 50_000
+    recs = [struct.pack("<I", i) * (1 + i % 40) for i in range(total)]
+    with Ring(4096) as r:
+
+        def produce() -> None:
+            p = select.poll()
+            p.register(r.space_fd, select.POLLIN)
+            start = 0
+            while start < total:
+                start += r.try_put_many(recs, start)
+                if start < total:
+                    p.poll(5)  # wait for space_fd, with a 5 ms fallback timer
+            r.close_producer()
+
+        pid = _fork(produce)
+        try:
+            got = _drain(r)
+        finally:
+            assert _join(pid) == 0
+        assert got == recs
+        assert r.stats()["waits"] >= 1
+
+
+# --------------------------------------------------------------------------- closing
+
+
+def test_close_producer(ring: Ring) -> None:
+    ring.put_many([b"1", b"2", b"3"])
+    ring.clear_data_fd()
+    ring.close_producer()
+    assert _readable(ring.data_fd)
+    assert not ring.closed  # records still in the ring
+    assert ring.wait_data(0) is True
+    assert ring.get_many(2) == [b"1", b"2"]
+    assert not ring.closed
+    assert ring.get_many() == [b"3"]
+    assert ring.closed
+    assert ring.wait_data(1.0) is True  # returns at once: closed
+
+
+def test_wait_data_wakes_on_put_from_other_process() -> None:
+    with Ring(4096) as r:
+
+        def produce() -> None:
+            time.sleep(0.1)
+            r.put(b"hello")
+            time.sleep(0.1)
+            r.close_producer()
+
+        pid = _fork(produce)
+        try:
+            t0 = time.monotonic()
+            assert r.wait_data(5.0) is True
+            assert time.monotonic() - t0 < 2.0
+            assert r.get_many() == [b"hello"]
+            assert r.wait_data(5.0) is True
+            assert r.closed
+        finally:
+            assert _join(pid) == 0
+
+
+def test_wait_data_not_fooled_by_stale_signal(ring: Ring) -> None:
+    ring.put(b"x")
+    assert ring.get_many() == [b"x"]  # data_fd still readable (not cleared)
+    t0 = time.monotonic()
+    assert ring.wait_data(0.05) is False
+    assert time.monotonic() - t0 >= 0.04
+
+
+# --------------------------------------------------------------------------- a million records
+
+_N = 1_000_000
+_SEED = 20240601
+_BIG = random.Random(_SEED).randbytes((1 << 20) + (64 << 10))
+
+
+def _record_plan(seed: int):
+    """Yield (seq, record) for the stress test, deterministically from the seed.
+
+    Sizes are log-uniform between 1 B and 64 KiB; content is the little-endian
+    sequence number followed by a slice of one big random buffer at a random offset.
+    """
+    rng = random.Random(seed)
+    rnd = rng.random
+    big = _BIG
+    pack = struct.Struct("<Q").pack
+    span = 1 << 20
+    for seq in range(_N):
+        n = int(2.0 ** (rnd() * 16.0)) or 1
+        prefix = pack(seq)
+        if n <= 8:
+            yield prefix[:n]
+        else:
+            off = int(rnd() * span)
+            yield prefix + big[off : off + n - 8]
+
+
+def test_million_records_between_processes() -> None:
+    with Ring(8 << 20, label="stress") as r:
+
+        def produce() -> None:
+            rng = random.Random(_SEED + 1)
+            plan = _record_plan(_SEED)
+            left = _N
+            while left:
+                k = min(left, rng.randint(1, 64))
+                batch = [next(plan) for _ in range(k)]
+                if k == 1:
+                    r.put(batch[0])
+                else:
+                    r.put_many(batch)
+                left -= k
+            r.close_producer()
+
+        pid = _fork(produce)
+        count = 0
+        nbytes = 0
+        try:
+            expect = _record_plan(_SEED)
+            deadline = time.monotonic() + 50
+            while True:
+                r.clear_data_fd()
+                recs = r.get_many()
+                if recs:
+                    for rec in recs:
+                        if rec != next(expect):
+                            raise AssertionError(f"record {count} differs (len {len(rec)})")
+                        count += 1
+                        nbytes += len(rec)
+                    continue
+                if r.closed:
+                    break
+                assert time.monotonic() < deadline, f"stress test too slow ({count} records)"
+                r.wait_data(1.0)
+        finally:
+            code = _join(pid)
+        assert code == 0
+        assert count == _N
+        st = r.stats()
+        assert st["records"] == _N
+        assert st["bytes"] == nbytes
+        assert st["high_water"] <= 8 << 20
+
+
+# --------------------------------------------------------------------------- leftovers
+
+
+def test_zz_no_shm_files_and_no_children() -> None:
+    """Runs last (file order): nothing appeared in /dev/shm, no child is left."""
+    if os.path.isdir("/dev/shm"):
+        assert set(os.listdir("/dev/shm")) - _SHM_BEFORE == set()
+    assert _children() == []
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)
