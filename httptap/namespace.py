@@ -7,7 +7,8 @@ In order (DESIGN.md, "The namespace"):
    the caller while this process still holds every capability inside its new namespace;
 2. open ``/dev/net/tun`` (IFF_TUN | IFF_NO_PI | IFF_VNET_HDR, checksum offload) and
    configure the device and ``lo`` by netlink (pyroute2);
-3. bind-mount a resolv.conf naming the gateway (unless ``--no-overlay``);
+3. bind-mount a resolv.conf naming the gateway, and an /etc/hosts naming
+   ``host.httptap.local`` (unless ``--no-overlay``);
 4. hand the TUN fd to the supervisor over a Unix socket (SCM_RIGHTS) and wait for "go";
 5. reset signals and exec the command (its capabilities vanish at exec: it is not root).
 
@@ -48,6 +49,9 @@ IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
 TUN_F_CSUM = 0x01
+
+HOST_LOOPBACK_ALIAS = "169.254.77.65"   # the proxy connects to 127.0.0.1 instead
+HOST_LOOPBACK_NAME = "host.httptap.local"
 
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
@@ -128,9 +132,9 @@ def make_mounts_private() -> None:
     _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
 
 
-def open_tun(name: str) -> tuple[int, bool]:
-    """Open and create the TUN device; returns (fd, vnet) where vnet says whether packets
-    carry a virtio-net header (checksum offload on)."""
+def open_tun(name: str) -> int:
+    """Open and create the TUN device. Every packet carries a virtio-net header, so the
+    kernel finishes the checksums of what we write (DESIGN.md, speed lever 2)."""
     try:
         fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
@@ -139,22 +143,13 @@ def open_tun(name: str) -> tuple[int, bool]:
     except PermissionError:
         raise SetupError("no permission to open /dev/net/tun: most distributions make it "
                          "mode 0666 (sudo chmod 0666 /dev/net/tun), or run httptap as root") from None
-    for flags, vnet in ((IFF_TUN | IFF_NO_PI | IFF_VNET_HDR, True), (IFF_TUN | IFF_NO_PI, False)):
-        ifr = struct.pack("16sH22x", name.encode(), flags)
-        try:
-            fcntl.ioctl(fd, TUNSETIFF, ifr)
-        except OSError as exc:
-            if vnet and exc.errno == errno.EINVAL:
-                continue
-            os.close(fd)
-            raise SetupError(f"cannot create the TUN device {name!r}: {exc.strerror}") from None
-        if vnet:
-            try:
-                fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM)
-            except OSError:
-                pass  # the header still works; checksums are then complete on read
-        return fd, vnet
-    raise SetupError("cannot create the TUN device")  # pragma: no cover
+    try:
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI | IFF_VNET_HDR))
+        fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM)
+    except OSError as exc:
+        os.close(fd)
+        raise SetupError(f"cannot create the TUN device {name!r}: {exc.strerror}") from None
+    return fd
 
 
 def configure_network(config: Config) -> list[str]:
@@ -191,16 +186,36 @@ def overlay_resolv_conf(config: Config) -> list[str]:
     target = os.path.realpath("/etc/resolv.conf")
     if not os.path.isfile(target):
         return [f"/etc/resolv.conf ({target}) does not exist: DNS settings left alone"]
-    fd, path = tempfile.mkstemp(prefix="httptap-resolv-")
+    _bind_mount_copy(f"# written by httptap\nnameserver {config.gateway}\n".encode(), target)
+    return []
+
+
+def overlay_hosts() -> list[str]:
+    """Bind-mount a copy of /etc/hosts that also names the host's loopback alias."""
+    target = os.path.realpath("/etc/hosts")
     try:
-        os.write(fd, f"# written by httptap\nnameserver {config.gateway}\n".encode())
+        with open(target, "rb") as f:
+            hosts = f.read()
+    except OSError as exc:
+        return [f"/etc/hosts not readable ({exc.strerror}): host.httptap.local left to DNS"]
+    if hosts and not hosts.endswith(b"\n"):
+        hosts += b"\n"
+    _bind_mount_copy(hosts + f"{HOST_LOOPBACK_ALIAS} {HOST_LOOPBACK_NAME}\n".encode(), target)
+    return []
+
+
+def _bind_mount_copy(content: bytes, target: str) -> None:
+    """Mount a file holding ``content`` over ``target``. The source is a temporary file
+    unlinked as soon as it is mounted: the mount keeps it, nothing is left on disk."""
+    fd, path = tempfile.mkstemp(prefix="httptap-")
+    try:
+        os.write(fd, content)
         os.fchmod(fd, 0o644)
         os.close(fd)
         _check(_libc.mount(path.encode(), target.encode(), None, MS_BIND, None),
-               f"bind-mount resolv.conf on {target}")
+               f"bind-mount {target}")
     finally:
         os.unlink(path)
-    return []
 
 
 def launch(config: Config, sock: socket.socket) -> NoReturn:
@@ -210,18 +225,17 @@ def launch(config: Config, sock: socket.socket) -> NoReturn:
         try:
             enter_namespaces(config.new_user_namespace, sock)
             make_mounts_private()
-            tun_fd, vnet = open_tun(config.tun)
+            tun_fd = open_tun(config.tun)
             notes = configure_network(config)
             if config.overlay:
-                notes += overlay_resolv_conf(config)
+                notes += overlay_resolv_conf(config) + overlay_hosts()
         except SetupError as exc:
             sock.sendall(b"E" + str(exc).encode())
             os._exit(125)
         except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
             sock.sendall(b"E" + f"cannot set up the namespace: {exc}".encode())
             os._exit(125)
-        header = b"V" if vnet else b"P"
-        socket.send_fds(sock, [header + "\n".join(notes).encode()], [tun_fd])
+        socket.send_fds(sock, [b"T" + "\n".join(notes).encode()], [tun_fd])
         os.close(tun_fd)
         if sock.recv(1) != b"g":  # the supervisor went away: do not run the command
             os._exit(125)

@@ -141,8 +141,7 @@ class Supervisor:
                 print(f"httptap: {line}", file=sys.stderr)
         stop_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self.stop_fd = stop_fd
-        self._start("tun", tun.run, tcp_to_tun, tun_to_tcp, tun_fd=tun_fd, stop_fd=stop_fd,
-                    vnet=msg[:1] == b"V")
+        self._start("tun", tun.run, tcp_to_tun, tun_to_tcp, tun_fd=tun_fd, stop_fd=stop_fd)
         os.close(tun_fd)  # the tun stage holds it now
         sock.send(b"g")
         return self._wait()

@@ -1,34 +1,281 @@
-"""The tcp stage (placeholder for the foundation): counts the packets the command sends.
+"""The tcp stage: the userspace network stack between the tun stage and the proxy.
 
-The userspace TCP/IP stack replaces this loop; until then packets are counted and dropped,
-and Drain is passed on so the pipeline shuts down in order.
+Packets from the command arrive in batches from the tun stage. Each TCP packet is parsed
+(``httptap.wire``) and handed to the :class:`~httptap.tcp.connection.TcpConnection` of
+its flow; a SYN for an unknown flow creates one and asks the proxy to connect upstream
+(``FlowOpened``); the handshake completes only on ``FlowAccept``. What the cores produce
+goes out as stream messages to the proxy and as packets back to the tun stage, once per
+batch, so ACKs coalesce naturally.
+
+Flow control is end to end: the proxy returns ``FlowAcked`` credit for bytes it has
+written upstream and only then does the receive window reopen; the other way, we return
+credit to the proxy as the command acknowledges data. ICMP echo is answered here.
 """
 
 from __future__ import annotations
 
+import heapq
+import os
+import random
+import socket
+import time
+
 from .. import messages
-from ..stats import PACKETS_IN
+from ..stats import PACKETS_IN, PACKETS_OUT
+from ..tcp.connection import State, TcpConnection, rst_for
+from ..tcp.events import Acked, Closed, DataReceived, PeerEof, Reset
+from ..tcp.segment import ACK, RST, SYN
+from ..wire import (IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, ProtocolError,
+                    build_icmp_echo_reply, build_tcp, parse_icmp_echo, parse_ip, parse_tcp)
 from .base import Loop, StageContext
+
+RECV_BUFFER = 4 << 20   # bytes the command may send ahead of the proxy's upstream writes
+SEND_BUFFER = 4 << 20   # bytes of the proxy's data we hold until the command acknowledges
+RETRY_FLUSH = 0.005     # re-try a full ring this often (a space wake-up can be missed)
+MESSAGE_BYTES = 256 << 10  # a Packets message is cut at about this size (rings cap records)
+
+
+class Flow:
+    """One TCP connection from the command, as this shard knows it."""
+
+    __slots__ = ("id", "key", "conn", "src", "dst", "sport", "dport", "accepted", "timer")
+
+    def __init__(self, flow_id: int, key: tuple, conn: TcpConnection,
+                 src: bytes, dst: bytes, sport: int, dport: int) -> None:
+        self.id = flow_id
+        self.key = key
+        self.conn = conn
+        # Addresses as the command sees them: it is the client (src), we play dst.
+        self.src, self.dst, self.sport, self.dport = src, dst, sport, dport
+        self.accepted = False
+        self.timer: float | None = None
+
+
+class TcpShard:
+    """The stage's state and logic, separate from its loop so it can be driven in tests."""
+
+    def __init__(self, mtu: int, to_tun, to_proxy, counters) -> None:  # type: ignore[no-untyped-def]
+        self.mtu = mtu
+        self.to_tun = to_tun
+        self.to_proxy = to_proxy
+        self.counters = counters.v
+        self.flows: dict[tuple, Flow] = {}
+        self.by_id: dict[int, Flow] = {}
+        self.next_id = 1
+        self.timers: list[tuple[float, int]] = []
+        self.out_packets: list[bytes] = []
+        self.out_bytes = 0
+        self.dirty: dict[int, Flow] = {}
+
+    # --- from the command ----------------------------------------------------------------
+
+    def on_packets(self, packets: list[bytes], now: float) -> None:
+        self.counters[PACKETS_IN] += len(packets)
+        for pkt in packets:
+            try:
+                ip = parse_ip(pkt)
+                if ip.proto == IPPROTO_TCP:
+                    sport, dport, seg = parse_tcp(ip.payload)
+                    self._on_segment(ip.src, ip.dst, sport, dport, seg, now)
+                elif ip.proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
+                    kind = parse_icmp_echo(ip)[0]
+                    if kind in (8, 128):  # echo request: answer as the destination
+                        self.out_packets.append(build_icmp_echo_reply(ip, vnet=True))
+            except ProtocolError:
+                continue  # malformed or not ours (IPv6 neighbour discovery...): ignore
+        self._finish(now)
+
+    def _on_segment(self, src: bytes, dst: bytes, sport: int, dport: int, seg, now: float) -> None:  # type: ignore[no-untyped-def]
+        key = (src, dst, sport, dport)
+        flow = self.flows.get(key)
+        if flow is None:
+            if seg.flags & (SYN | ACK | RST) == SYN:
+                self._open(key, src, dst, sport, dport, seg, now)
+            else:
+                reply = rst_for(seg)
+                if reply is not None:
+                    self.out_packets.append(build_tcp(dst, src, dport, sport, reply, vnet=True))
+            return
+        if not flow.accepted and seg.flags & SYN:
+            return  # the command retransmits its SYN while the upstream connect is pending
+        flow.conn.receive(seg, now)
+        self.dirty[flow.id] = flow
+
+    def _open(self, key: tuple, src: bytes, dst: bytes, sport: int, dport: int, seg, now: float) -> None:  # type: ignore[no-untyped-def]
+        mss = self.mtu - (40 if len(src) == 4 else 60)
+        conn = TcpConnection(seg, iss=random.getrandbits(32), now=now, mss=mss,
+                             recv_buffer=RECV_BUFFER, send_buffer=SEND_BUFFER)
+        flow = Flow(self.next_id, key, conn, src, dst, sport, dport)
+        self.next_id += 1
+        self.flows[key] = flow
+        self.by_id[flow.id] = flow
+        family = socket.AF_INET if len(src) == 4 else socket.AF_INET6
+        self.to_proxy.send(messages.FlowOpened(
+            flow.id, socket.inet_ntop(family, src), sport, socket.inet_ntop(family, dst), dport))
+
+    # --- from the proxy ------------------------------------------------------------------
+
+    def on_proxy(self, msgs: list, now: float) -> None:  # type: ignore[type-arg]
+        by_id = self.by_id
+        for msg in msgs:
+            kind = type(msg)
+            if kind is messages.Drain:
+                continue
+            flow = by_id.get(msg.flow)
+            if flow is None:
+                continue  # already forgotten (reset meanwhile)
+            conn = flow.conn
+            if kind is messages.FlowData:
+                conn.send(msg.data)
+            elif kind is messages.FlowAcked:
+                conn.consumed(msg.count)
+            elif kind is messages.FlowAccept:
+                flow.accepted = True
+                conn.accept(now)
+            elif kind is messages.FlowEof:
+                conn.shutdown(now)
+            elif kind is messages.FlowReset:
+                conn.abort(now)
+            elif kind is messages.FlowRefuse:
+                if msg.reset:
+                    conn.refuse(now)
+                else:  # silence: the command's connect times out, as on a real network
+                    self._forget(flow, notify=False)
+                    continue
+            self.dirty[flow.id] = flow
+        self._finish(now)
+
+    # --- timers ----------------------------------------------------------------------------
+
+    def next_timer(self) -> float | None:
+        timers = self.timers
+        while timers:
+            when, flow_id = timers[0]
+            flow = self.by_id.get(flow_id)
+            if flow is not None and flow.timer == when:
+                return when
+            heapq.heappop(timers)  # stale entry
+        return None
+
+    def on_timer(self, now: float) -> None:
+        timers = self.timers
+        while timers and timers[0][0] <= now:
+            when, flow_id = heapq.heappop(timers)
+            flow = self.by_id.get(flow_id)
+            if flow is not None and flow.timer == when:
+                flow.timer = None
+                flow.conn.handle_timer(now)
+                self.dirty[flow.id] = flow
+        self._finish(now)
+
+    # --- after every batch -------------------------------------------------------------------
+
+    def _finish(self, now: float) -> None:
+        """Turn what the touched connections produced into messages and packets."""
+        out = self.out_packets
+        to_proxy = self.to_proxy
+        for flow in self.dirty.values():
+            conn = flow.conn
+            closed = False
+            for event in conn.events():
+                kind = type(event)
+                if kind is DataReceived:
+                    to_proxy.send(messages.FlowData(flow.id, event.data))
+                elif kind is Acked:
+                    to_proxy.send(messages.FlowAcked(flow.id, event.count))
+                elif kind is PeerEof:
+                    to_proxy.send(messages.FlowEof(flow.id))
+                elif kind is Reset:
+                    to_proxy.send(messages.FlowReset(flow.id, event.reason))
+                elif kind is Closed:
+                    closed = True
+            src, dst, sport, dport = flow.dst, flow.src, flow.dport, flow.sport
+            for seg in conn.segments_to_send(now):
+                pkt = build_tcp(src, dst, sport, dport, seg, vnet=True)
+                out.append(pkt)
+                self.out_bytes += len(pkt)
+                if self.out_bytes >= MESSAGE_BYTES:
+                    self._send_packets()
+                    out = self.out_packets
+            if closed or conn.state is State.CLOSED:
+                self._forget(flow, notify=True)
+                continue
+            when = conn.next_timer()
+            if when != flow.timer:
+                flow.timer = when
+                if when is not None:
+                    heapq.heappush(self.timers, (when, flow.id))
+        self.dirty.clear()
+        self._send_packets()
+
+    def _send_packets(self) -> None:
+        out = self.out_packets
+        if out:
+            self.counters[PACKETS_OUT] += len(out)
+            self.to_tun.send(messages.Packets(out))
+            self.out_packets = []
+            self.out_bytes = 0
+
+    def _forget(self, flow: Flow, notify: bool) -> None:
+        if self.flows.pop(flow.key, None) is not None:
+            del self.by_id[flow.id]
+            if notify:
+                self.to_proxy.send(messages.FlowClosed(flow.id))
+
+    def reset_all(self, reason: str) -> None:
+        """The command is gone: tell the proxy every open flow has ended."""
+        for flow in list(self.flows.values()):
+            self.to_proxy.send(messages.FlowReset(flow.id, reason))
+            self._forget(flow, notify=True)
 
 
 def run(ctx: StageContext) -> None:
     from_tun, from_proxy = ctx.inboxes()
     to_tun, to_proxy = ctx.outboxes()
-    counters = ctx.counters.v
+    shard = TcpShard(ctx.config.mtu, to_tun, to_proxy, ctx.counters)
     loop = Loop()
+    monotonic = time.monotonic
+    waiting_for_space = False
 
-    def on_packets() -> None:
+    def on_tun() -> None:
+        now = monotonic()
         for msg in from_tun.receive():
             if type(msg) is messages.Packets:
-                counters[PACKETS_IN] += len(msg.packets)
+                shard.on_packets(msg.packets, now)
         if from_tun.drained:
+            shard.reset_all("the command exited")
             to_proxy.send(messages.Drain())
             to_proxy.flush_blocking(timeout=5.0)
             loop.stop()
 
     def on_proxy() -> None:
-        from_proxy.receive()
+        shard.on_proxy(from_proxy.receive(), monotonic())
 
-    loop.add_reader(from_tun.fd, on_packets)
+    def on_space() -> None:
+        for outbox in (to_tun, to_proxy):
+            try:
+                os.eventfd_read(outbox.space_fd)
+            except BlockingIOError:
+                pass
+
+    def after_batch() -> None:
+        nonlocal waiting_for_space
+        flushed = to_tun.flush() & to_proxy.flush()
+        if flushed != (not waiting_for_space):
+            waiting_for_space = not flushed
+            for outbox in (to_tun, to_proxy):
+                if waiting_for_space:
+                    loop.add_reader(outbox.space_fd, on_space)
+                else:
+                    loop.remove_reader(outbox.space_fd)
+        when = shard.next_timer()
+        if waiting_for_space:
+            retry = monotonic() + RETRY_FLUSH
+            when = retry if when is None else min(when, retry)
+        loop.timer_at = when
+
+    loop.on_timer = shard.on_timer
+    loop.after_batch = after_batch
+    loop.add_reader(from_tun.fd, on_tun)
     loop.add_reader(from_proxy.fd, on_proxy)
     loop.run()

@@ -22,24 +22,24 @@ from .base import Inbox, Loop, Outbox, StageContext
 
 READ_BATCH = 64          # packets per read burst before yielding to the other fds
 READ_SIZE = 65536 + 64   # one packet at MTU 65520 plus the virtio-net header
+BATCH_BYTES = 256 << 10  # ... or until this many bytes (rings cap a record's size)
 MAX_BACKLOG = 256        # Packets messages waiting for ring space before we stop reading
 
 
 def run(ctx: StageContext) -> None:
     tun_fd: int = ctx.extra["tun_fd"]
     stop_fd: int = ctx.extra["stop_fd"]
-    vnet: bool = ctx.extra["vnet"]
     os.set_blocking(tun_fd, False)
     counters = ctx.counters.v
     shards = ctx.outboxes()   # one per tcp shard
     returns = ctx.inboxes()   # one per tcp shard
     nshards = len(shards)
-    skip = VNET_HDR_LEN if vnet else 0
+    skip = VNET_HDR_LEN  # the device always carries a virtio-net header (namespace.open_tun)
     loop = Loop()
 
     def read_packets() -> None:
         batches: list[list[bytes]] = [[] for _ in range(nshards)]
-        count = 0
+        count = size = 0
         for _ in range(READ_BATCH):
             try:
                 pkt = os.read(tun_fd, READ_SIZE)
@@ -49,14 +49,16 @@ def run(ctx: StageContext) -> None:
                 if exc.errno in (errno.EINTR, errno.EAGAIN):
                     break
                 raise
-            if skip:
-                pkt = pkt[skip:]
+            pkt = pkt[skip:]
             if nshards == 1:
                 batches[0].append(pkt)
             else:
                 key = flow_hash_key(pkt)
                 batches[zlib.crc32(key) % nshards if key else 0].append(pkt)
             count += 1
+            size += len(pkt)
+            if size >= BATCH_BYTES:
+                break
         if count:
             counters[PACKETS_IN] += count
             for outbox, batch in zip(shards, batches):

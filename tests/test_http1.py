@@ -1,0 +1,643 @@
+"""Tests for the passive HTTP/1.x observer (httptap.http1) and content decoding.
+
+Every scenario is a script of steps (which side sent what, or which side
+closed). ``run`` plays it three ways, whole steps, one byte at a time and in
+uneven pieces, and checks the three event lists are identical before
+returning them.
+"""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import pathlib
+import zlib
+
+import brotli
+import pytest
+import zstandard
+from hypothesis import given
+from hypothesis import strategies as st
+
+from httptap.contentcoding import ContentDecoder, parse_content_encoding
+from httptap.http1 import (
+    MAX_HEAD, Http1Observer, RequestEnd, RequestHead, ResponseEnd, ResponseHead,
+)
+
+C, S, CE, SE = "client", "server", "client_eof", "server_eof"
+
+
+def _play(script: list[tuple[str, bytes]], split: str, **kw: object) -> tuple[list, Http1Observer]:
+    obs = Http1Observer(**kw)  # type: ignore[arg-type]
+    events: list = []
+    for now, (side, data) in enumerate(script):
+        t = float(now)
+        if side == CE:
+            obs.client_eof(t)
+        elif side == SE:
+            obs.server_eof(t)
+        else:
+            feed = obs.client_data if side == C else obs.server_data
+            if split == "whole":
+                pieces = [data]
+            elif split == "bytes":
+                pieces = [data[i:i + 1] for i in range(len(data))]
+            else:  # uneven pieces of 1, 2, 3... bytes
+                pieces, i, k = [], 0, 1
+                while i < len(data):
+                    pieces.append(data[i:i + k])
+                    i, k = i + k, k % 7 + 1
+            for piece in pieces:
+                feed(piece, t)
+        events += obs.events()
+    return events, obs
+
+
+def run(script: list[tuple[str, bytes]], **kw: object) -> tuple[list, Http1Observer]:
+    """Play ``script`` whole, byte by byte and in odd pieces; all must agree."""
+    whole, obs = _play(script, "whole", **kw)
+    for split in ("bytes", "uneven"):
+        other, obs2 = _play(script, split, **kw)
+        assert other == whole, split
+        assert (obs2.failed, obs2.upgraded) == (obs.failed, obs.upgraded), split
+    return whole, obs
+
+
+def kinds(events: list) -> list[str]:
+    short = {RequestHead: "Q", RequestEnd: "q", ResponseHead: "R", ResponseEnd: "r"}
+    return [short[type(e)] for e in events]
+
+
+def req(method: str = "GET", target: str = "/", headers: str = "Host: example.com\r\n",
+        body: bytes = b"", version: str = "HTTP/1.1") -> bytes:
+    return f"{method} {target} {version}\r\n{headers}\r\n".encode() + body
+
+
+def resp(status: int = 200, headers: str = "", body: bytes = b"", reason: str = "OK",
+         version: str = "HTTP/1.1") -> bytes:
+    return f"{version} {status} {reason}\r\n{headers}\r\n".encode() + body
+
+
+def chunked(*parts: bytes, trailers: str = "") -> bytes:
+    out = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts if p)
+    return out + b"0\r\n" + trailers.encode() + b"\r\n"
+
+
+# ---------------------------------------------------------------------------
+# Framing
+
+
+def test_simple_get_and_content_length_response() -> None:
+    events, obs = run([(C, req()), (S, resp(headers="Content-Length: 5\r\n", body=b"hello"))],
+                      capture_bodies=True)
+    assert kinds(events) == ["Q", "q", "R", "r"]
+    head = events[0]
+    assert (head.method, head.target, head.version) == ("GET", "/", "HTTP/1.1")
+    assert head.headers == [("Host", "example.com")]
+    assert events[1].body_size == 0 and events[1].time == 0.0
+    assert (events[2].status, events[2].reason, events[2].informational) == (200, "OK", False)
+    end = events[3]
+    assert (end.body_size, end.decoded_size, end.body, end.complete) == (5, 5, b"hello", True)
+    assert end.time == 1.0
+    assert not obs.failed and not obs.upgraded
+
+
+def test_post_with_content_length_body() -> None:
+    body = b"x=1&y=2" * 100
+    events, _ = run([
+        (C, req("POST", "/form", f"Host: a\r\nContent-Length: {len(body)}\r\n", body)),
+        (S, resp(201, "Content-Length: 0\r\n", reason="Created")),
+    ], capture_bodies=True)
+    assert kinds(events) == ["Q", "q", "R", "r"]
+    assert events[1].body_size == len(body) and events[1].body == body
+    assert events[2].status == 201 and events[3].body_size == 0
+
+
+def test_body_not_captured_by_default() -> None:
+    events, _ = run([(C, req()), (S, resp(headers="Content-Length: 3\r\n", body=b"abc"))])
+    assert events[3].body is None and events[3].body_size == 3
+
+
+def test_chunked_both_directions_with_trailers_and_extensions() -> None:
+    req_body = chunked(b"hello ", b"world", trailers="X-Checksum: 42\r\n")
+    resp_body = b"4;name=value\r\nWiki\r\n5\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\n" \
+                b"Expires: never\r\nX-T: 1\r\n\r\n"
+    events, _ = run([
+        (C, req("PUT", "/up", "Host: a\r\nTransfer-Encoding: chunked\r\n", req_body)),
+        (S, resp(headers="Transfer-Encoding: chunked\r\n", body=resp_body)),
+    ], capture_bodies=True)
+    assert kinds(events) == ["Q", "q", "R", "r"]
+    assert events[1].body == b"hello world" and events[1].body_size == 11
+    assert events[1].trailers == [("X-Checksum", "42")]
+    assert events[3].body == b"Wikipedia in\r\n\r\nchunks."
+    assert events[3].body_size == 23
+    assert events[3].trailers == [("Expires", "never"), ("X-T", "1")]
+
+
+def test_chunked_with_bare_lf_line_ends() -> None:
+    events, obs = run([
+        (C, b"GET / HTTP/1.1\nHost: a\n\n"),
+        (S, b"HTTP/1.1 200 OK\nTransfer-Encoding: chunked\n\n3\nabc\n0\n\n"),
+    ], capture_bodies=True)
+    assert not obs.failed
+    assert kinds(events) == ["Q", "q", "R", "r"] and events[3].body == b"abc"
+
+
+def test_head_response_has_no_body_and_connection_goes_on() -> None:
+    events, obs = run([
+        (C, req("HEAD", "/big") + req("GET", "/small")),
+        (S, resp(headers="Content-Length: 1000000\r\n")
+         + resp(headers="Content-Length: 2\r\n", body=b"ok")),
+    ])
+    assert kinds(events) == ["Q", "q", "Q", "q", "R", "r", "R", "r"]
+    assert events[5].body_size == 0 and events[5].seq == 0
+    assert events[7].body_size == 2 and events[7].seq == 1
+    assert not obs.failed
+
+
+def test_100_continue_then_final_response() -> None:
+    body = b"a" * 50
+    events, _ = run([
+        (C, req("POST", "/", f"Host: a\r\nExpect: 100-continue\r\nContent-Length: {len(body)}\r\n")),
+        (S, resp(100, reason="Continue")),
+        (C, body),
+        (S, resp(200, "Content-Length: 2\r\n", b"ok")),
+    ])
+    assert kinds(events) == ["Q", "R", "q", "R", "r"]
+    assert events[1].status == 100 and events[1].informational
+    assert events[2].body_size == 50
+    assert events[3].status == 200 and not events[3].informational
+    assert events[4].body_size == 2 and events[4].seq == 0
+
+
+def test_103_early_hints_before_final_response() -> None:
+    events, _ = run([
+        (C, req()),
+        (S, resp(103, "Link: </style.css>; rel=preload\r\n", reason="Early Hints")
+         + resp(200, "Content-Length: 1\r\n", b"x")),
+    ])
+    assert kinds(events) == ["Q", "q", "R", "R", "r"]
+    assert events[2].informational and events[2].headers == [("Link", "</style.css>; rel=preload")]
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_no_body_statuses_ignore_content_length(status: int) -> None:
+    events, obs = run([
+        (C, req() + req()),
+        (S, resp(status, "Content-Length: 10\r\n", reason="X") + resp(200, "Content-Length: 1\r\n", b"z")),
+    ])
+    assert kinds(events) == ["Q", "q", "Q", "q", "R", "r", "R", "r"]
+    assert events[5].body_size == 0 and events[7].body_size == 1
+    assert not obs.failed
+
+
+def test_keep_alive_many_exchanges() -> None:
+    script = []
+    for i in range(25):
+        script.append((C, req(target=f"/{i}")))
+        script.append((S, resp(headers=f"Content-Length: {i}\r\n", body=b"b" * i)))
+    events, _ = run(script)
+    assert kinds(events) == ["Q", "q", "R", "r"] * 25
+    assert [e.body_size for e in events if isinstance(e, ResponseEnd)] == list(range(25))
+    assert [e.target for e in events if isinstance(e, RequestHead)] == [f"/{i}" for i in range(25)]
+
+
+def test_pipelined_requests() -> None:
+    events, _ = run([
+        (C, req(target="/a") + req("POST", "/b", "Host: a\r\nContent-Length: 3\r\n", b"abc")
+         + req("HEAD", "/c")),
+        (S, resp(headers="Transfer-Encoding: chunked\r\n", body=chunked(b"AAAA"))
+         + resp(headers="Content-Length: 2\r\n", body=b"BB")
+         + resp(headers="Content-Length: 77\r\n")),
+    ])
+    assert kinds(events) == ["Q", "q"] * 3 + ["R", "r"] * 3
+    assert [e.seq for e in events] == [0, 0, 1, 1, 2, 2, 0, 0, 1, 1, 2, 2]
+    assert [e.body_size for e in events if isinstance(e, ResponseEnd)] == [4, 2, 0]
+
+
+def test_server_bytes_before_request_is_seen_are_held() -> None:
+    events, obs = run([(S, resp(headers="Content-Length: 2\r\n", body=b"hi")), (C, req())])
+    assert kinds(events) == ["Q", "q", "R", "r"] and not obs.failed
+
+
+def test_connection_close_read_until_eof() -> None:
+    events, _ = run([
+        (C, req()),
+        (S, resp(headers="Connection: close\r\n", body=b"streamed until close")),
+        (S, b" and more"),
+        (SE, b""),
+    ], capture_bodies=True)
+    assert kinds(events) == ["Q", "q", "R", "r"]
+    assert events[3].body == b"streamed until close and more" and events[3].complete
+    assert events[3].time == 3.0
+
+
+def test_bytes_after_connection_close_are_ignored() -> None:
+    events, obs = run([
+        (C, req(headers="Host: a\r\nConnection: close\r\n")),
+        (C, b"\x16\x03\x01garbage after close"),
+        (S, resp(headers="Content-Length: 1\r\nConnection: close\r\n", body=b"1")),
+        (S, b"garbage"),
+    ])
+    assert kinds(events) == ["Q", "q", "R", "r"] and not obs.failed
+
+
+def test_http10_without_length() -> None:
+    events, _ = run([
+        (C, req(version="HTTP/1.0", headers="")),
+        (S, resp(version="HTTP/1.0", body=b"old school")),
+        (SE, b""),
+    ])
+    assert events[0].version == "HTTP/1.0" and events[2].version == "HTTP/1.0"
+    assert events[3].body_size == 10 and events[3].complete
+
+
+def test_http10_keep_alive() -> None:
+    events, _ = run([
+        (C, req(version="HTTP/1.0", headers="Connection: keep-alive\r\n")),
+        (S, resp(version="HTTP/1.0", headers="Connection: keep-alive\r\nContent-Length: 1\r\n",
+                 body=b"a")),
+        (C, req(version="HTTP/1.0", headers="Connection: keep-alive\r\n")),
+        (S, resp(version="HTTP/1.0", headers="Connection: keep-alive\r\nContent-Length: 1\r\n",
+                 body=b"b")),
+    ])
+    assert kinds(events) == ["Q", "q", "R", "r"] * 2
+
+
+def test_truncated_body_on_eof_is_reported_incomplete() -> None:
+    events, _ = run([
+        (C, req("POST", "/", "Host: a\r\nContent-Length: 10\r\n", b"abc")),
+        (CE, b""),
+        (S, resp(headers="Content-Length: 100\r\n", body=b"x" * 40)),
+        (SE, b""),
+    ])
+    assert kinds(events) == ["Q", "q", "R", "r"]
+    assert (events[1].body_size, events[1].complete) == (3, False)
+    assert (events[3].body_size, events[3].complete) == (40, False)
+
+
+def test_websocket_upgrade() -> None:
+    events, obs = run([
+        (C, req(headers="Host: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n")
+         + b"\x81\x85early frame"),
+        (S, resp(101, "Upgrade: websocket\r\nConnection: Upgrade\r\n", reason="Switching Protocols")
+         + b"\x81\x05hello"),
+    ])
+    assert kinds(events) == ["Q", "q", "R", "r"]
+    assert events[2].status == 101 and not events[2].informational
+    assert obs.upgraded and not obs.failed
+    obs.client_data(b"\x00\xff raw frames", 9.0)   # ignored once upgraded
+    assert obs.events() == []
+
+
+def test_upgrade_refused_keeps_decoding_pipelined_requests() -> None:
+    events, obs = run([
+        (C, req(headers="Host: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+                        "HTTP2-Settings: AAMAAABkAAQAAP__\r\n") + req(target="/next")),
+        (S, resp(headers="Content-Length: 1\r\n", body=b"1") + resp(headers="Content-Length: 1\r\n",
+                                                                    body=b"2")),
+    ])
+    # The held request is read as soon as the response head says "no switch".
+    assert kinds(events) == ["Q", "q", "R", "Q", "q", "r", "R", "r"]
+    assert not obs.upgraded and not obs.failed
+    assert [e.target for e in events if isinstance(e, RequestHead)] == ["/", "/next"]
+
+
+def test_connect_tunnel() -> None:
+    events, obs = run([
+        (C, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n\x16\x03\x01"),
+        (S, resp(200, reason="Connection established") + b"\x16\x03\x03"),
+    ])
+    assert kinds(events) == ["Q", "q", "R", "r"]
+    assert events[0].method == "CONNECT" and events[0].target == "example.com:443"
+    assert obs.upgraded and not obs.failed
+
+
+def test_connect_refused_keeps_http() -> None:
+    events, obs = run([
+        (C, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"),
+        (S, resp(407, "Content-Length: 4\r\n", b"auth", reason="Proxy Authentication Required")),
+        (C, req()),
+        (S, resp(headers="Content-Length: 0\r\n")),
+    ])
+    assert kinds(events) == ["Q", "q", "R", "r"] * 2
+    assert not obs.upgraded and not obs.failed
+
+
+def test_header_forms() -> None:
+    raw = (b"\r\nGET /x HTTP/1.1\r\nHost: a\r\nX-Folded: one\r\n  two\r\n"
+           b"X-Empty:\r\nX-Spaces :  v  \r\n\r\n")
+    events, obs = run([(C, raw)])
+    assert not obs.failed
+    assert events[0].headers == [("Host", "a"), ("X-Folded", "one two"), ("X-Empty", ""),
+                                 ("X-Spaces", "v")]
+
+
+def test_header_values_keep_non_ascii_bytes() -> None:
+    events, _ = run([(C, req(headers="") .replace(b"\r\n\r\n", b"\r\nX-N: caf\xc3\xa9\r\n\r\n"))])
+    assert events[0].headers == [("X-N", "caf\xc3\xa9")]   # latin-1: every byte kept
+
+
+# ---------------------------------------------------------------------------
+# Not HTTP
+
+
+TLS_HELLO = bytes.fromhex("160301020001000" "1fc0303") + bytes(40)
+
+
+@pytest.mark.parametrize("first", [
+    TLS_HELLO,
+    b"SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13\r\n",
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    b"\x00\x01\x02\x03",
+    b"GET / HTTP/9.9\r\n\r\n",
+    b"GET\x00/ HTTP/1.1\r\n\r\n",
+])
+def test_garbage_from_client_fails(first: bytes) -> None:
+    events, obs = run([(C, first)])
+    assert obs.failed and events == []
+    obs.client_data(req(), 1.0)     # nothing more once failed
+    assert obs.events() == []
+
+
+def test_garbage_fails_early_not_at_head_limit() -> None:
+    obs = Http1Observer()
+    obs.client_data(TLS_HELLO[:1], 0.0)
+    assert obs.failed
+
+
+def test_server_first_protocol_fails() -> None:
+    _, obs = run([(S, b"220 smtp.example.com ESMTP ready\r\n")])
+    assert obs.failed
+
+
+def test_bad_response_fails() -> None:
+    _, obs = run([(C, req()), (S, b"SSH-2.0-OpenSSH\r\n")])
+    assert obs.failed
+
+
+def test_head_too_large_fails() -> None:
+    huge = b"GET / HTTP/1.1\r\n" + b"X-Big: " + b"a" * MAX_HEAD + b"\r\n\r\n"
+    obs = Http1Observer()
+    obs.client_data(huge, 0.0)
+    assert obs.failed
+
+
+@pytest.mark.parametrize("headers", [
+    "Content-Length: 5\r\nContent-Length: 6\r\n",
+    "Content-Length: -1\r\n",
+    "Content-Length: 1e3\r\n",
+    "Transfer-Encoding: gzip\r\n",
+    "no colon here\r\n",
+])
+def test_bad_request_framing_fails(headers: str) -> None:
+    _, obs = run([(C, req(headers=headers))])
+    assert obs.failed
+
+
+def test_bad_chunk_size_fails() -> None:
+    _, obs = run([(C, req()), (S, resp(headers="Transfer-Encoding: chunked\r\n", body=b"zz\r\n"))])
+    assert obs.failed
+
+
+# ---------------------------------------------------------------------------
+# Content decoding
+
+TEXT = b"The quick brown fox jumps over the lazy dog. " * 400
+
+
+def _deflate_raw(data: bytes) -> bytes:
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return c.compress(data) + c.flush()
+
+
+@pytest.mark.parametrize("coding,encoded", [
+    ("gzip", gzip.compress(TEXT)),
+    ("x-gzip", gzip.compress(TEXT)),
+    ("deflate", zlib.compress(TEXT)),
+    ("deflate", _deflate_raw(TEXT)),
+    ("br", brotli.compress(TEXT)),
+    ("zstd", zstandard.ZstdCompressor().compress(TEXT)),
+    ("gzip, br", brotli.compress(gzip.compress(TEXT))),
+    ("identity", TEXT),
+])
+def test_response_content_decoding(coding: str, encoded: bytes) -> None:
+    for capture in (False, True):
+        events, _ = run([
+            (C, req()),
+            (S, resp(headers=f"Content-Encoding: {coding}\r\nContent-Length: {len(encoded)}\r\n",
+                     body=encoded)),
+        ], capture_bodies=capture)
+        end = events[3]
+        assert end.body_size == len(encoded)
+        assert end.decoded_size == len(TEXT)
+        assert end.body == (TEXT if capture else None)
+
+
+def test_chunked_gzip_response_decoded() -> None:
+    enc = gzip.compress(TEXT)
+    events, _ = run([
+        (C, req()),
+        (S, resp(headers="Transfer-Encoding: chunked\r\nContent-Encoding: gzip\r\n",
+                 body=chunked(enc[:100], enc[100:]))),
+    ])
+    assert (events[3].body_size, events[3].decoded_size) == (len(enc), len(TEXT))
+
+
+def test_broken_encoding_counts_raw_bytes() -> None:
+    bad = b"definitely not gzip" * 10
+    events, obs = run([
+        (C, req()),
+        (S, resp(headers=f"Content-Encoding: gzip\r\nContent-Length: {len(bad)}\r\n", body=bad)),
+    ], capture_bodies=True)
+    assert not obs.failed
+    assert events[3].body_size == events[3].decoded_size == len(bad)
+    assert events[3].body == bad
+
+
+def test_unknown_encoding_counts_raw_bytes() -> None:
+    events, _ = run([
+        (C, req()),
+        (S, resp(headers="Content-Encoding: compress\r\nContent-Length: 3\r\n", body=b"abc")),
+    ])
+    assert events[3].decoded_size == 3
+
+
+def test_max_capture_truncates_body_only() -> None:
+    enc = gzip.compress(TEXT)
+    events, _ = run([
+        (C, req()),
+        (S, resp(headers=f"Content-Encoding: gzip\r\nContent-Length: {len(enc)}\r\n", body=enc)),
+    ], capture_bodies=True, max_capture=100)
+    assert events[3].body == TEXT[:100] and events[3].decoded_size == len(TEXT)
+
+
+def test_decode_content_off() -> None:
+    enc = gzip.compress(TEXT)
+    events, _ = run([
+        (C, req()),
+        (S, resp(headers=f"Content-Encoding: gzip\r\nContent-Length: {len(enc)}\r\n", body=enc)),
+    ], decode_content=False)
+    assert events[3].decoded_size == len(enc)
+
+
+def test_content_decoder_directly() -> None:
+    assert parse_content_encoding(["gzip, identity", " BR "]) == ["gzip", "br"]
+    # multi-member gzip, then trailing zero padding (ignored)
+    data = gzip.compress(b"one ") + gzip.compress(b"two") + b"\x00" * 8
+    dec = ContentDecoder(["gzip"], capture=True)
+    for i in range(len(data)):
+        dec.feed(data[i:i + 1])
+    dec.finish()
+    assert (dec.failed, dec.body(), dec.decoded_size, dec.raw_size) == (False, b"one two", 7, len(data))
+    # multi-frame zstd
+    z = zstandard.ZstdCompressor()
+    dec = ContentDecoder(["zstd"], capture=True)
+    dec.feed(z.compress(b"a" * 10) + z.compress(b"b" * 5))
+    dec.finish()
+    assert dec.body() == b"a" * 10 + b"b" * 5
+    # a decompression bomb is counted without being held
+    bomb = gzip.compress(bytes(50 << 20))
+    dec = ContentDecoder(["gzip"])
+    dec.feed(bomb)
+    dec.finish()
+    assert dec.decoded_size == 50 << 20 and dec.body() is None
+    # broken brotli stops decoding, never raises
+    dec = ContentDecoder(["br"], capture=True)
+    dec.feed(b"\xff" * 64)
+    dec.finish()
+    assert dec.failed and dec.decoded_size == 64 and dec.body() == b"\xff" * 64
+
+
+# ---------------------------------------------------------------------------
+# Robustness and purity
+
+
+@given(client=st.lists(st.binary(max_size=64), max_size=8),
+       server=st.lists(st.binary(max_size=64), max_size=8),
+       prefix=st.sampled_from([b"", req(), req("POST", "/", "Content-Length: 5\r\n"),
+                               req(headers="Transfer-Encoding: chunked\r\n")]),
+       eofs=st.booleans())
+def test_fuzz_never_raises(client: list[bytes], server: list[bytes], prefix: bytes,
+                           eofs: bool) -> None:
+    obs = Http1Observer(capture_bodies=True)
+    obs.client_data(prefix, 0.0)
+    for i in range(max(len(client), len(server))):
+        if i < len(client):
+            obs.client_data(client[i], float(i))
+        if i < len(server):
+            obs.server_data(b"HTTP/1.1 " + server[i] if i == 0 else server[i], float(i))
+    if eofs:
+        obs.client_eof(9.0)
+        obs.server_eof(9.0)
+    events = obs.events()
+    assert all(isinstance(e, (RequestHead, RequestEnd, ResponseHead, ResponseEnd)) for e in events)
+    assert obs.failed or obs.error is None
+
+
+_exchange = st.tuples(
+    st.sampled_from(["GET", "HEAD", "POST", "DELETE"]),
+    st.sampled_from(["none", "length", "chunked"]),
+    st.binary(max_size=40),
+    st.sampled_from([200, 204, 304, 404, 100]),        # 100: a 100 Continue, then 200
+    st.sampled_from(["length", "chunked"]),
+    st.binary(max_size=40),
+)
+
+
+def _frame(kind: str, body: bytes) -> tuple[str, bytes]:
+    if kind == "chunked":
+        return "Transfer-Encoding: chunked\r\n", chunked(body[:7], body[7:], trailers="T: 1\r\n")
+    if kind == "length":
+        return f"Content-Length: {len(body)}\r\n", body
+    return "", b""
+
+
+@given(exchanges=st.lists(_exchange, min_size=1, max_size=5),
+       cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=12),
+       pipelined=st.booleans(), mutate=st.none() | st.tuples(st.integers(0, 4000), st.binary(
+           min_size=1, max_size=3)))
+def test_fuzz_valid_exchanges_any_chunking(exchanges: list, cuts: list[int], pipelined: bool,
+                                           mutate: tuple[int, bytes] | None) -> None:
+    """Generated exchanges decode to the expected events however they are cut;
+    with a few bytes overwritten, decoding fails or goes on, but never raises."""
+    client, server, expected = [], [], []
+    for method, qkind, qbody, status, rkind, rbody in exchanges:
+        qh, qb = _frame(qkind if method != "GET" else "none", qbody)
+        client.append(req(method, "/", "Host: a\r\n" + qh, qb))
+        head = b""
+        if status == 100:
+            head, status = resp(100, reason="Continue"), 200
+        rh, rb = _frame(rkind, rbody)
+        if method == "HEAD" or status in (204, 304):
+            rb = b""
+        server.append(head + resp(status, rh, rb))
+        bodyless = method == "HEAD" or status in (204, 304)
+        expected.append((len(qbody) if qh else 0,
+                         0 if bodyless else len(rbody)))
+    if pipelined:
+        streams = [(C, b"".join(client)), (S, b"".join(server))]
+    else:
+        streams = [step for pair in zip(client, server) for step in ((C, pair[0]), (S, pair[1]))]
+    if mutate is not None:
+        where, what = mutate
+        side, data = streams[0]
+        where %= len(data)
+        streams[0] = (side, data[:where] + what + data[where + len(what):])
+    obs = Http1Observer()
+    for side, data in streams:
+        feed = obs.client_data if side == C else obs.server_data
+        edges = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
+        for a, b in zip(edges, edges[1:]):
+            feed(data[a:b], 0.0)
+    events = obs.events()
+    if mutate is not None:
+        return
+    assert not obs.failed, obs.error
+    ends_q = [e.body_size for e in events if isinstance(e, RequestEnd)]
+    ends_r = [e.body_size for e in events if isinstance(e, ResponseEnd)]
+    assert list(zip(ends_q, ends_r)) == expected
+
+
+@given(st.binary(max_size=300), st.binary(max_size=300))
+def test_fuzz_raw_bytes(client: bytes, server: bytes) -> None:
+    obs = Http1Observer()
+    obs.client_data(client, 0.0)
+    obs.server_data(server, 0.0)
+    obs.server_eof(1.0)
+    obs.events()
+
+
+@given(st.binary(max_size=200), st.sampled_from(["gzip", "deflate", "br", "zstd", "gzip, br"]))
+def test_fuzz_content_decoder(data: bytes, coding: str) -> None:
+    dec = ContentDecoder(parse_content_encoding([coding]), capture=True, max_capture=50)
+    dec.feed(data)
+    dec.finish()
+    assert dec.raw_size == len(data)
+    assert len(dec.body() or b"") <= 50
+
+
+@pytest.mark.parametrize("module", ["http1.py", "contentcoding.py"])
+def test_pure_core_imports(module: str) -> None:
+    path = pathlib.Path(__file__).parent.parent / "httptap" / module
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    assert not names & {"os", "socket", "asyncio", "time", "select", "selectors"}, names
+
+
+def test_large_body_is_counted_not_kept() -> None:
+    """64 MiB in 64 KiB pieces: counted, and nothing grows with the body."""
+    total, piece = 64 << 20, b"x" * 65536
+    obs = Http1Observer()
+    obs.client_data(req(), 0.0)
+    obs.server_data(resp(headers=f"Content-Length: {total}\r\n"), 0.0)
+    for _ in range(total // len(piece)):
+        obs.server_data(piece, 0.0)
+    events = obs.events()
+    assert events[-1].body_size == total and events[-1].body is None

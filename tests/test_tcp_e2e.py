@@ -1,0 +1,119 @@
+"""End to end: real programs under httptap talk TCP to test hosts through the userspace stack."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+
+import pytest
+from runner import run_httptap
+
+pytestmark = pytest.mark.root
+
+
+def _under_httptap(script: str, *args: str, timeout: float = 120) -> str:
+    r = run_httptap("--", sys.executable, "-c", script, *args, timeout=timeout)
+    assert r.returncode == 0, f"exit {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
+    return r.stdout
+
+
+def test_download_256m_intact(test_host):
+    size, digest = test_host.files["256m"]
+    r = run_httptap("--", "sh", "-c", f"curl -sS {test_host.url('/files/256m')} | sha256sum",
+                    timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[0] == digest
+
+
+def test_download_over_ipv6_intact(test_host):
+    if test_host.ipv6 is None:
+        pytest.skip("IPv6 is disabled on this host")
+    size, digest = test_host.files["16m"]
+    r = run_httptap("--", "sh", "-c", f"curl -sS -g {test_host.url('/files/16m', family=6)} | sha256sum")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[0] == digest
+
+
+UPLOAD = """
+import hashlib, http.client, json, sys
+size = int(sys.argv[2])
+block = hashlib.sha256(b"upload").digest() * 2048          # 64 KiB, deterministic
+body = (block * (size // len(block) + 1))[:size]
+conn = http.client.HTTPConnection(sys.argv[1], 80, timeout=60)
+conn.request("POST", "/upload", body=body, headers={"Content-Type": "application/octet-stream"})
+reply = json.loads(conn.getresponse().read())
+print(json.dumps({"sent": hashlib.sha256(body).hexdigest(), **reply}))
+"""
+
+
+def test_upload_100m_intact(test_host):
+    out = json.loads(_under_httptap(UPLOAD, test_host.ipv4, str(100 << 20)))
+    assert out["size"] == 100 << 20
+    assert out["sha256"] == out["sent"]
+
+
+HALF_CLOSE = """
+import socket, sys
+data = bytes(range(256)) * 4096                            # 1 MiB
+s = socket.create_connection((sys.argv[1], 7), timeout=30)
+s.sendall(data)
+s.shutdown(socket.SHUT_WR)                                 # half-close: we still read
+got = bytearray()
+while chunk := s.recv(1 << 16):
+    got += chunk
+print(len(got), got == data)
+"""
+
+
+def test_echo_with_half_close(test_host):
+    assert _under_httptap(HALF_CLOSE, test_host.ipv4).split() == [str(1 << 20), "True"]
+
+
+CONCURRENT = """
+import socket, sys, threading
+results = []
+def one(i):
+    data = (b"%04d" % i) * 4096                            # 16 KiB each
+    with socket.create_connection((sys.argv[1], 7), timeout=30) as s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        got = bytearray()
+        while chunk := s.recv(65536):
+            got += chunk
+    results.append(got == data)
+threads = [threading.Thread(target=one, args=(i,)) for i in range(100)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(len(results), all(results))
+"""
+
+
+def test_100_concurrent_connections(test_host):
+    assert _under_httptap(CONCURRENT, test_host.ipv4).split() == ["100", "True"]
+
+
+REFUSED = """
+import socket, sys, time
+start = time.monotonic()
+try:
+    socket.create_connection((sys.argv[1], 9), timeout=10)
+    print("connected")
+except ConnectionRefusedError:
+    print("refused", time.monotonic() - start)
+"""
+
+
+def test_refused_port_is_refused_quickly(test_host):
+    word, elapsed = _under_httptap(REFUSED, test_host.ipv4).split()
+    assert word == "refused"
+    assert float(elapsed) < 1.0
+
+
+def test_ping_is_answered_locally(test_host):
+    if shutil.which("ping") is None:
+        pytest.skip("ping is not installed (Debian package iputils-ping)")
+    r = run_httptap("--", "ping", "-c", "1", "-W", "2", test_host.ipv4)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "1 received" in r.stdout
