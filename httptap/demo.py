@@ -55,7 +55,7 @@ def main() -> int:
     port = server.server_address[1]
     print(f"demo: serving on 127.0.0.1:{port}; running the client under httptap", flush=True)
     try:
-        return subprocess.call([sys.executable, "-m", "httptap", *sys.argv[1:], "--",
+        return subprocess.call([sys.executable, "-m", "httptap", "--http", str(port), *sys.argv[1:], "--",
                                 sys.executable, "-c", CLIENT % port])
     finally:
         server.shutdown()

@@ -141,6 +141,7 @@ class HttpResponse(Msg):
     request_headers_done: float = 0.0
     response_started: float = 0.0
     error: str = ""
+    request_done: float = 0.0  # the request body was complete (http1.RequestEnd.time); 0: unknown
 
 
 class TcpSummary(Msg):

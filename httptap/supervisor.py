@@ -242,7 +242,7 @@ class Supervisor:
                 stuck = ", ".join(s.name for s in self.stages if s.status is None)
                 print(f"httptap: the pipeline did not drain in {DRAIN_TIMEOUT:.0f}s "
                       f"(still running: {stuck}); output may be incomplete", file=sys.stderr)
-                self._stop_stages(graceful=False)
+                self._stop_stages(graceful=True)
                 return True
             if signal.sigtimedwait({signal.SIGCHLD}, left) is not None:
                 dead = self._reap()
@@ -273,6 +273,19 @@ class Supervisor:
             self._reap_command(block=True)
 
     def _stop_stages(self, graceful: bool) -> None:
+        """Kill every stage still running. ``graceful``: SIGTERM first, so the sink can
+        still write its files, then SIGKILL after a second."""
+        if graceful:
+            for stage in self.stages:
+                if stage.status is None:
+                    try:
+                        os.kill(stage.pid, signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
+            deadline = time.monotonic() + 1.0
+            while any(s.status is None for s in self.stages) and time.monotonic() < deadline:
+                signal.sigtimedwait({signal.SIGCHLD}, 0.05)
+                self._reap()
         for stage in self.stages:
             if stage.status is None:
                 try:

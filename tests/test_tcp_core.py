@@ -190,15 +190,20 @@ def test_data_to_peer_segmented_by_mss_and_acked() -> None:
     assert conn.segments_to_send(1.02) == []
 
 
-def test_send_respects_peer_window() -> None:
+def test_send_respects_peer_window_and_avoids_silly_segments() -> None:
     conn = server(peer_window=2000)
     conn.send(bytes(5000))
-    assert conn.segments_to_send(1.0) == [Segment(5001, 1001, A, 10_000, bytes(1460)),
-                                          Segment(6461, 1001, A | P, 10_000, bytes(540))]
-    conn.receive(ack(1001, 7001, window=3000), 1.1)
-    assert conn.events() == [Acked(2000)]
-    assert conn.segments_to_send(1.1) == [Segment(7001, 1001, A, 10_000, bytes(1460)),
-                                          Segment(8461, 1001, A | P, 10_000, bytes(1460))]
+    # 540 more bytes would fit, but a small segment while data is in flight is silly
+    # (RFC 9293 §3.8.6.2.1: below half the largest window seen, 29200 in the SYN).
+    assert conn.segments_to_send(1.0) == [Segment(5001, 1001, A | P, 10_000, bytes(1460))]
+    conn.receive(ack(1001, 6461, window=3000), 1.1)
+    assert conn.events() == [Acked(1460)]
+    assert conn.segments_to_send(1.1) == [Segment(6461, 1001, A, 10_000, bytes(1460)),
+                                          Segment(7921, 1001, A | P, 10_000, bytes(1460))]
+    conn.receive(ack(1001, 9381, window=500), 1.2)     # nothing in flight: small is fine
+    assert conn.segments_to_send(1.2) == [Segment(9381, 1001, A | P, 10_000, bytes(500))]
+    conn.receive(ack(1001, 9881, window=5000), 1.3)
+    assert conn.segments_to_send(1.3) == [Segment(9881, 1001, A | P, 10_000, bytes(120))]
 
 
 def test_out_of_order_delivered_when_gap_fills_with_sack() -> None:
@@ -209,9 +214,9 @@ def test_out_of_order_delivered_when_gap_fills_with_sack() -> None:
     assert conn.events() == []
     assert conn.segments_to_send(1.0) == [
         Segment(5001, 1001, A, 10_000, sack=((1101, 1301),))]
-    conn.receive(ack(1051, 5001, payload=a[:50] + b[:50]), 1.1)   # overlap: fills the gap
+    conn.receive(ack(1051, 5001, payload=a[50:] + b[:50]), 1.1)   # overlaps the stored range
     assert conn.segments_to_send(1.1) == [
-        Segment(5001, 1001, A, 10_000, sack=((1101, 1301),))]   # still missing 1001..1051
+        Segment(5001, 1001, A, 10_000, sack=((1051, 1301),))]   # still missing 1001..1051
     conn.receive(ack(1001, 5001, payload=a), 1.2)
     assert conn.events() == [DataReceived(a), DataReceived(b + c)]
     assert conn.segments_to_send(1.2) == [Segment(5001, 1301, A, 9700)]
@@ -266,7 +271,9 @@ def test_peer_closes_first() -> None:
     conn.shutdown(1.1)
     assert conn.state is State.LAST_ACK
     assert conn.segments_to_send(1.1) == [Segment(5001, 1005, A | F | P, 9997, b"ok")]
-    conn.receive(ack(1005, 5003), 1.2)
+    conn.receive(ack(1005, 5003), 1.2)                             # data acked, FIN not yet
+    assert conn.state is State.LAST_ACK
+    conn.receive(ack(1005, 5004), 1.2)
     assert conn.state is State.CLOSED
     assert conn.events() == [Acked(2), Closed()]
     assert conn.next_timer() is None
@@ -545,10 +552,11 @@ def test_rangeset_and_reassembly() -> None:
     assert list(rs) == [(5, 45)]
     assert rs.add(45, 50) == [(45, 50)] and list(rs) == [(5, 50)]
     ra = Reassembly()
-    ra.insert(110, b"efgh")
+    ra.insert(110, b"hijk")
     ra.insert(104, b"bcdefghi")
     assert ra.bytes == 10
-    assert ra.pop_at(104) == b"bcdefghijk"[:10]
+    assert ra.pop_at(103) is None
+    assert ra.pop_at(104) == b"bcdefghijk"
     assert not ra
 
 

@@ -14,14 +14,14 @@ pytestmark = pytest.mark.root
 
 
 def _under_httptap(script: str, *args: str, timeout: float = 120) -> str:
-    r = run_httptap("--", sys.executable, "-c", script, *args, timeout=timeout)
+    r = run_httptap("--stderr", "--", sys.executable, "-c", script, *args, timeout=timeout)
     assert r.returncode == 0, f"exit {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
     return r.stdout
 
 
 def test_download_256m_intact(test_host):
     size, digest = test_host.files["256m"]
-    r = run_httptap("--", "sh", "-c", f"curl -sS {test_host.url('/files/256m')} | sha256sum",
+    r = run_httptap("--stderr", "--", "sh", "-c", f"curl -sS {test_host.url('/files/256m')} | sha256sum",
                     timeout=180)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split()[0] == digest
@@ -31,7 +31,8 @@ def test_download_over_ipv6_intact(test_host):
     if test_host.ipv6 is None:
         pytest.skip("IPv6 is disabled on this host")
     size, digest = test_host.files["16m"]
-    r = run_httptap("--", "sh", "-c", f"curl -sS -g {test_host.url('/files/16m', family=6)} | sha256sum")
+    r = run_httptap("--stderr", "--", "sh", "-c",
+                    f"curl -sS -g {test_host.url('/files/16m', family=6)} | sha256sum")
     assert r.returncode == 0, r.stderr
     assert r.stdout.split()[0] == digest
 

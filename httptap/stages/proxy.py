@@ -20,6 +20,8 @@ import struct
 import time
 
 from .. import messages
+from ..http1 import Http1Observer
+from ..httpreport import ExchangeReporter
 from .base import StageContext
 
 CONNECT_TIMEOUT = 20.0       # then the command's connect times out (we stay silent)
@@ -49,6 +51,14 @@ class Relay(asyncio.Protocol):
         self.read_paused = False
         self.upstream_eof = False
         self.finished = False
+        # HTTP decoding on --http ports: the observer sees a copy of every byte relayed.
+        self.observer: Http1Observer | None = None
+        self.reporter: ExchangeReporter | None = None
+        if opened.dport in proxy.ctx.config.http_ports:
+            self.observer = Http1Observer(capture_bodies=proxy.capture_bodies)
+            self.reporter = ExchangeReporter(
+                scheme="http", server_host=opened.dst, server_port=opened.dport,
+                client=self.client, server=self.server, new_id=proxy.new_exchange_id)
 
     # --- upstream socket events ------------------------------------------------------------
 
@@ -60,6 +70,9 @@ class Relay(asyncio.Protocol):
         self.bytes_down += len(data)
         self.in_flight += len(data)
         self.proxy.send_tcp(messages.FlowData(self.flow, data))
+        if self.observer is not None:
+            self.observer.server_data(data, time.time())
+            self._report()
         if self.in_flight > MAX_IN_FLIGHT and not self.read_paused and self.transport:
             self.read_paused = True
             self.transport.pause_reading()
@@ -67,6 +80,9 @@ class Relay(asyncio.Protocol):
     def eof_received(self) -> bool:
         self.upstream_eof = True
         self.proxy.send_tcp(messages.FlowEof(self.flow))
+        if self.observer is not None:
+            self.observer.server_eof(time.time())
+            self._report()
         return True  # keep our writing half open: the command may still send
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -93,6 +109,9 @@ class Relay(asyncio.Protocol):
             return
         self.bytes_up += len(data)
         self.transport.write(data)
+        if self.observer is not None:
+            self.observer.client_data(data, time.time())
+            self._report()
         if self.write_paused:
             self.owed_credit += len(data)
         else:
@@ -105,6 +124,9 @@ class Relay(asyncio.Protocol):
             self.transport.resume_reading()
 
     def command_eof(self) -> None:
+        if self.observer is not None:
+            self.observer.client_eof(time.time())
+            self._report()
         if self.transport is not None and not self.transport.is_closing() and self.transport.can_write_eof():
             self.transport.write_eof()
 
@@ -125,6 +147,21 @@ class Relay(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
+    def _report(self) -> None:
+        observer = self.observer
+        assert observer is not None and self.reporter is not None
+        for msg in self.reporter.on_events(observer.events()):
+            self.proxy.send_sink(msg)
+        if observer.failed or observer.upgraded:
+            self.observer = None  # not HTTP after all, or a WebSocket: relay raw from now on
+
+    def final_report(self) -> list[messages.Msg]:
+        """What the sink hears when the connection is over: errors for unanswered
+        requests, or a tcp summary if nothing on it was HTTP."""
+        if self.reporter is not None and self.reporter.exchanges:
+            return self.reporter.finish(time.time(), "the connection closed before a response")
+        return [self.summary()]
+
     def summary(self) -> messages.TcpSummary:
         return messages.TcpSummary(time=self.started, client=self.client, server=self.server,
                                    bytes_sent=self.bytes_up, bytes_received=self.bytes_down,
@@ -141,6 +178,13 @@ class Proxy:
         self.connecting: dict[int, asyncio.Task[None]] = {}
         self.flush_scheduled = False
         self.done = loop.create_future()
+        config = ctx.config
+        self.capture_bodies = config.body or any(s.startswith("har:") for s in config.sinks)
+        # Exchange ids unique across proxy shards: the shard number in the high bits.
+        self._exchange_ids = iter(range((ctx.extra.get("shard", 0) << 40) + 1, 1 << 62))
+
+    def new_exchange_id(self) -> int:
+        return next(self._exchange_ids)
 
     # --- rings -----------------------------------------------------------------------------
 
@@ -223,7 +267,8 @@ class Proxy:
             relay.command_reset()
         else:
             relay.close()
-        self.send_sink(relay.summary())
+        for msg in relay.final_report():
+            self.send_sink(msg)
 
     def _notice(self, text: str, level: str = "info") -> None:
         self.send_sink(messages.Notice(level, text))

@@ -1,33 +1,63 @@
 """The sink stage: the only stage that writes the user's output.
 
-Consumes one ring per proxy shard and formats what arrives: notices (errors, verbose
-information) now; HTTP exchanges, DNS and tcp summaries as the decoders produce them.
-Exits after every input has sent ``Drain``, with everything flushed.
+Consumes one ring per proxy shard and hands each event to every configured sink
+(``httptap.sinks``: terminal, ndjson, HAR). Notices (errors, and information with
+``--verbose``) go to stderr. Exits after every input has sent ``Drain``; the sinks are
+closed (files written) on every way out, including SIGTERM from the supervisor.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from .. import messages
+from ..sinks import make_sinks
 from .base import Inbox, Loop, StageContext
 
 
 def run(ctx: StageContext) -> None:
-    out = sys.stderr if ctx.config.use_stderr else sys.stdout
+    config = ctx.config
+    sinks = make_sinks(config.sinks, config)
     inboxes = ctx.inboxes()
     loop = Loop()
 
+    def deliver(msg: messages.Msg) -> None:
+        kind = type(msg)
+        if kind is messages.HttpRequest:
+            for sink in sinks:
+                sink.request(msg)  # type: ignore[arg-type]
+        elif kind is messages.HttpResponse:
+            for sink in sinks:
+                sink.response(msg)  # type: ignore[arg-type]
+        elif kind is messages.TcpSummary:
+            for sink in sinks:
+                sink.tcp(msg)  # type: ignore[arg-type]
+        elif kind is messages.DnsExchange:
+            for sink in sinks:
+                sink.dns(msg)  # type: ignore[arg-type]
+        elif kind is messages.Notice:
+            if msg.level == "error" or config.verbose:  # type: ignore[attr-defined]
+                print(f"httptap: {msg.text}", file=sys.stderr, flush=True)  # type: ignore[attr-defined]
+
     def on_input(inbox: Inbox) -> None:
         for msg in inbox.receive():
-            if type(msg) is messages.Notice:
-                if msg.level == "error" or ctx.config.verbose:
-                    print(f"httptap: {msg.text}", file=sys.stderr if msg.level == "error" else out)
-        out.flush()
+            deliver(msg)
         if all(i.drained for i in inboxes):
             loop.stop()
 
+    def on_term(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    # The supervisor ends a stuck pipeline with SIGTERM first: files still get written.
+    signal.signal(signal.SIGTERM, on_term)
     for inbox in inboxes:
         loop.add_reader(inbox.fd, lambda inbox=inbox: on_input(inbox))
-    loop.run()
-    out.flush()
+    try:
+        loop.run()
+    finally:
+        for sink in sinks:
+            try:
+                sink.close()
+            except Exception as exc:  # noqa: BLE001 - one sink's failure must not lose the others
+                print(f"httptap: writing output failed: {exc}", file=sys.stderr, flush=True)

@@ -96,8 +96,15 @@ class TcpShard:
                 if reply is not None:
                     self.out_packets.append(build_tcp(dst, src, dport, sport, reply, vnet=True))
             return
-        if not flow.accepted and seg.flags & SYN:
-            return  # the command retransmits its SYN while the upstream connect is pending
+        if seg.flags & (SYN | ACK | RST) == SYN:
+            if not flow.accepted:
+                return  # the command retransmits its SYN while the upstream connect is pending
+            if flow.conn.state is State.TIME_WAIT:
+                # The command reuses the port of a connection we still remember: that one
+                # is over (RFC 9293 §3.10.7.4 allows a new SYN to reopen from TIME_WAIT).
+                self._forget(flow, notify=True)
+                self._open(key, src, dst, sport, dport, seg, now)
+                return
         flow.conn.receive(seg, now)
         self.dirty[flow.id] = flow
 

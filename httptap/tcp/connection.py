@@ -245,12 +245,12 @@ class TcpConnection:
             self._close()
 
     def send(self, data: bytes) -> None:
-        """Queue bytes for the peer. The caller keeps within ``send_space()``."""
-        if self._fin_seq is not None:
-            if self.state is CLOSED:
-                return
-            raise ValueError("send() after shutdown()")
-        if self.state is CLOSED:
+        """Queue bytes for the peer. The caller keeps within ``send_space()``.
+
+        Data after ``shutdown()`` or once the connection is closed (a reset raced the
+        caller) is dropped: there is no peer left to take it.
+        """
+        if self._fin_seq is not None or self.state is CLOSED:
             return
         self._sbuf += data
 

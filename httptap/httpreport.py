@@ -1,0 +1,129 @@
+"""Turns one connection's HTTP/1.x observer events into the sink's messages (pure).
+
+The proxy feeds a connection's bytes to an :class:`~httptap.http1.Http1Observer` and its
+events to an :class:`ExchangeReporter`, which pairs requests with responses (by their
+sequence number on the connection), builds the URL the user sees and returns
+``HttpRequest`` (when a request head is complete) and ``HttpResponse`` (when its response
+is complete) messages.
+
+The URL (SPEC, "Terminal output"): scheme, the request's Host (else the destination
+address), the port when it is not the scheme's default, and the request target. An
+absolute-form target (``GET http://x/ HTTP/1.1``, as sent to proxies) is used as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from . import messages
+from .http1 import RequestEnd, RequestHead, ResponseEnd, ResponseHead
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def header(headers: list[tuple[str, str]], name: str) -> str | None:
+    """The first value of header ``name`` (case-insensitive), or None."""
+    lname = name.lower()
+    for key, value in headers:
+        if key.lower() == lname:
+            return value
+    return None
+
+
+def build_url(scheme: str, host_header: str | None, server_host: str, server_port: int,
+              target: str) -> str:
+    if target.startswith(("http://", "https://")):
+        return target
+    if host_header:
+        authority = host_header.strip()
+    else:
+        host = f"[{server_host}]" if ":" in server_host else server_host
+        authority = host if server_port == DEFAULT_PORTS.get(scheme) else f"{host}:{server_port}"
+    if target == "*" or not target.startswith("/"):
+        target = "/" + target if target != "*" else ""
+    return f"{scheme}://{authority}{target}"
+
+
+class _Exchange:
+    __slots__ = ("id", "request", "request_end", "response_head")
+
+    def __init__(self, exchange_id: int, request: messages.HttpRequest) -> None:
+        self.id = exchange_id
+        self.request = request
+        self.request_end: RequestEnd | None = None
+        self.response_head: ResponseHead | None = None
+
+
+class ExchangeReporter:
+    """Pairs one connection's requests and responses; see the module docstring."""
+
+    def __init__(self, *, scheme: str, server_host: str, server_port: int, client: str,
+                 server: str, new_id: Callable[[], int], tls_sni: str = "",
+                 tls_alpn: str = "") -> None:
+        self.scheme = scheme
+        self.server_host = server_host
+        self.server_port = server_port
+        self.client = client
+        self.server = server
+        self.new_id = new_id
+        self.tls_sni = tls_sni
+        self.tls_alpn = tls_alpn
+        self.open: dict[int, _Exchange] = {}
+        self.exchanges = 0  # requests seen on this connection
+
+    def on_events(self, events: list[Any]) -> list[messages.Msg]:
+        out: list[messages.Msg] = []
+        for event in events:
+            kind = type(event)
+            if kind is RequestHead:
+                url = build_url(self.scheme, header(event.headers, "host"), self.server_host,
+                                self.server_port, event.target)
+                request = messages.HttpRequest(
+                    exchange=self.new_id(), time=event.time, method=event.method, url=url,
+                    version=event.version, headers=event.headers, client=self.client,
+                    server=self.server, tls_sni=self.tls_sni, tls_alpn=self.tls_alpn)
+                self.open[event.seq] = _Exchange(request.exchange, request)
+                self.exchanges += 1
+                out.append(request)
+            elif kind is RequestEnd:
+                exchange = self.open.get(event.seq)
+                if exchange is not None:
+                    exchange.request_end = event
+            elif kind is ResponseHead:
+                exchange = self.open.get(event.seq)
+                if exchange is not None and not event.informational:
+                    exchange.response_head = event
+            elif kind is ResponseEnd:
+                exchange = self.open.pop(event.seq, None)
+                if exchange is not None and exchange.response_head is not None:
+                    out.append(self._response(exchange, event))
+        return out
+
+    def _response(self, exchange: _Exchange, end: ResponseEnd) -> messages.HttpResponse:
+        head = exchange.response_head
+        assert head is not None
+        req_end = exchange.request_end
+        return messages.HttpResponse(
+            exchange=exchange.id, time=end.time, status=head.status, reason=head.reason,
+            version=head.version, headers=head.headers,
+            request_body_size=req_end.decoded_size if req_end else 0,
+            request_body=req_end.body if req_end else None,
+            body_size=end.body_size, decoded_size=end.decoded_size, body=end.body,
+            request_headers_done=exchange.request.time,
+            response_started=head.time,
+            error="" if end.complete else "the server closed before the body was complete",
+        )
+
+    def finish(self, now: float, reason: str) -> list[messages.Msg]:
+        """The connection ended: every request still waiting gets an error response."""
+        out: list[messages.Msg] = []
+        for exchange in self.open.values():
+            req_end = exchange.request_end
+            out.append(messages.HttpResponse(
+                exchange=exchange.id, time=now, status=0, reason="", version="", headers=[],
+                request_body_size=req_end.decoded_size if req_end else 0,
+                request_body=req_end.body if req_end else None, body_size=0, decoded_size=0,
+                body=None, request_headers_done=exchange.request.time, error=reason))
+        self.open.clear()
+        return out

@@ -1,0 +1,83 @@
+"""Output formats: what the sink stage does with each proxy event.
+
+Role in the pipeline: the sink stage (``httptap.stages.sink``) owns the loop and the
+rings; for every ``HttpRequest``, ``HttpResponse``, ``TcpSummary`` and ``DnsExchange`` it
+receives it calls the matching method on each sink that :func:`make_sinks` built from
+the ``--sink`` options, and calls ``close()`` exactly once on every way out. The sinks
+only format and write; they never read rings or the clock.
+
+- ``terminal``  :class:`~.terminal.TerminalSink`, the human-readable lines (default).
+- ``ndjson``    :class:`~.ndjson.NdjsonSink`, one JSON object per line (schema in its docstring).
+- ``har``       :class:`~.har.HarSink`, a HAR 1.2 file written atomically at close.
+- ``common``    what they share: timings, content types, body text, addresses.
+
+Each sink pairs a response with its request by ``exchange`` id and forgets the request
+once the response is handled.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..messages import DnsExchange, HttpRequest, HttpResponse, TcpSummary
+from .har import HarSink
+from .ndjson import NdjsonSink
+from .terminal import TerminalSink
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+__all__ = ["Sink", "make_sinks", "TerminalSink", "NdjsonSink", "HarSink"]
+
+
+class Sink(Protocol):
+    def request(self, req: HttpRequest) -> None:
+        """A request head was read."""
+
+    def response(self, resp: HttpResponse) -> None:
+        """Its response completed (``resp.exchange == req.exchange``), or the exchange
+        ended without one (``status == 0``, ``error`` set)."""
+
+    def tcp(self, summary: TcpSummary) -> None:
+        """A connection closed without being decoded as anything else."""
+
+    def dns(self, dns: DnsExchange) -> None:
+        """A DNS query was answered."""
+
+    def stats(self, table: dict[str, Any]) -> None:
+        """The ``--stats`` table (only ndjson writes it; the others ignore it)."""
+
+    def close(self) -> None:
+        """Flush, or write the file; called on every way out. Safe to call twice."""
+
+
+def make_sinks(specs: tuple[str, ...], config: Config) -> list[Sink]:
+    """Build the sinks named by ``--sink`` specs: ``terminal``, ``ndjson`` (stdout),
+    ``ndjson:PATH`` (``ndjson:-`` is stdout too), ``har:PATH``. Raises ValueError for an unknown spec, OSError when a
+    file cannot be opened (closing the sinks already built)."""
+    sinks: list[Sink] = []
+    try:
+        for spec in specs:
+            sinks.append(_make_sink(spec, config))
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
+    return sinks
+
+
+def _make_sink(spec: str, config: Config) -> Sink:
+    kind, sep, path = spec.partition(":")
+    if kind == "terminal" and not sep:
+        out = sys.stderr if config.use_stderr else sys.stdout
+        return TerminalSink(out, head=config.head, body=config.body,
+                            print_dns=config.print_dns)
+    if kind == "ndjson" and not sep:
+        return NdjsonSink(sys.stdout)
+    if kind == "ndjson" and path:
+        return NdjsonSink(sys.stdout if path == "-" else path)
+    if kind == "har" and path:
+        return HarSink(path)
+    raise ValueError(f"unknown sink {spec!r}: expected terminal, ndjson, ndjson:PATH "
+                     "or har:PATH")

@@ -1,0 +1,281 @@
+"""The HAR sink: every exchange in one HAR 1.2 file (``--dump-har PATH``, ``--sink har:PATH``).
+
+Role in the pipeline: the sink stage hands every proxy event to :class:`HarSink`, which
+keeps one entry per exchange in memory and writes the whole file at :meth:`HarSink.close`
+(called on every way out). The write is atomic: the JSON goes to a temporary file in the
+same directory, is fsync'ed, and replaces ``PATH`` with ``os.replace``; a crash or a full
+disk mid-write leaves either the old file or none, never half of one.
+
+What goes into an entry (http://www.softwareishard.com/blog/har-12-spec/):
+
+- ``startedDateTime``: when the request head was read; ``time`` and ``timings``: ``send``,
+  ``wait`` and ``receive`` in milliseconds (see ``common.timings``); httptap does not see
+  DNS, connect or TLS setup separately, so ``blocked``, ``dns``, ``connect``, ``ssl`` are -1.
+- ``request``: ``cookies`` from ``Cookie``, ``queryString`` from the URL, ``postData``
+  when a request body was captured (text as text, anything else base64 with
+  ``"encoding": "base64"``), ``bodySize`` as read from the command.
+- ``response``: ``cookies`` parsed from each ``Set-Cookie``, ``content`` with ``size``
+  (decoded), ``compression`` (bytes saved by content coding), ``mimeType`` and, when the
+  body was captured, ``text`` (text types decoded in their charset, others or undecodable
+  text base64 with ``"encoding": "base64"``); ``redirectURL`` from ``Location``.
+- ``headersSize`` is -1 (the raw heads are not kept); ``serverIPAddress`` is the address
+  the command connected to; ``connection`` is the command's source port.
+- An exchange that ended without a response, or was still open at exit, has status 0
+  and an ``_error`` string. Entries are sorted by ``startedDateTime``.
+
+DNS and TCP summaries are not part of HAR and are ignored.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import tempfile
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import msgspec
+
+from .. import __version__
+from ..messages import DnsExchange, HttpRequest, HttpResponse, TcpSummary
+from .common import (UNFINISHED, body_is_text, decode_text_strict, header, header_values,
+                     host_of, iso_time, port_of, timings)
+
+Json = dict[str, Any]
+
+
+class HarSink:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        directory = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(f"HAR file directory does not exist: {directory}")
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise PermissionError(f"cannot write the HAR file in {directory}")
+        self._requests: dict[int, HttpRequest] = {}
+        self._entries: list[tuple[float, Json]] = []
+        self._closed = False
+
+    # --- events ----------------------------------------------------------------------------
+
+    def request(self, req: HttpRequest) -> None:
+        self._requests[req.exchange] = req
+
+    def response(self, resp: HttpResponse) -> None:
+        req = self._requests.pop(resp.exchange, None)
+        if req is None:  # a response to a request we never saw: keep what we know
+            req = HttpRequest(exchange=resp.exchange, time=resp.time, method="", url="",
+                              version=resp.version, headers=[], client="", server="")
+        self._entries.append((req.time, entry(req, resp)))
+
+    def tcp(self, summary: TcpSummary) -> None:
+        pass
+
+    def dns(self, dns: DnsExchange) -> None:
+        pass
+
+    def stats(self, table: dict[str, object]) -> None:
+        pass
+
+    def close(self) -> None:
+        """Write the file (once: later calls do nothing)."""
+        if self._closed:
+            return
+        self._closed = True
+        for req in self._requests.values():
+            self._entries.append((req.time, entry(req, None)))
+        self._requests.clear()
+        self._entries.sort(key=lambda e: e[0])
+        write_atomic(self.path, msgspec.json.format(msgspec.json.encode(har_log(
+            [e for _, e in self._entries])), indent=2) + b"\n")
+
+
+def har_log(entries: list[Json]) -> Json:
+    return {"log": {
+        "version": "1.2",
+        "creator": {"name": "httptap", "version": __version__},
+        "pages": [],
+        "entries": entries,
+    }}
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that no reader ever sees a partial file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
+                               suffix=".tmp")
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the usual mode for a new file
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename itself durable; not every filesystem allows this
+        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+# --- one entry -----------------------------------------------------------------------------
+
+def entry(req: HttpRequest, resp: HttpResponse | None) -> Json:
+    """The HAR entry for an exchange (``resp`` None: it never completed)."""
+    result: Json = {
+        "startedDateTime": iso_time(req.time),
+        "time": 0.0,
+        "request": _request(req, resp),
+        "response": _response(req, resp),
+        "cache": {},
+        "timings": {"blocked": -1, "dns": -1, "connect": -1, "send": 0.0, "wait": 0.0,
+                    "receive": 0.0, "ssl": -1},
+    }
+    if resp is not None:
+        t = timings(req, resp)
+        result["time"] = t.total
+        result["timings"].update(send=t.send, wait=t.wait, receive=t.receive)
+    if req.server:
+        result["serverIPAddress"] = host_of(req.server)
+    if port_of(req.client):
+        result["connection"] = port_of(req.client)
+    error = UNFINISHED if resp is None else resp.error
+    if error:
+        result["_error"] = error
+    return result
+
+
+def _headers(headers: list[tuple[str, str]]) -> list[Json]:
+    return [{"name": n, "value": v} for n, v in headers]
+
+
+def _request(req: HttpRequest, resp: HttpResponse | None) -> Json:
+    try:
+        query = urlsplit(req.url).query
+    except ValueError:
+        query = ""
+    result: Json = {
+        "method": req.method,
+        "url": req.url,
+        "httpVersion": req.version,
+        "cookies": request_cookies(req.headers),
+        "headers": _headers(req.headers),
+        "queryString": [{"name": n, "value": v}
+                        for n, v in parse_qsl(query, keep_blank_values=True, errors="replace")],
+        "headersSize": -1,
+        "bodySize": resp.request_body_size if resp is not None else -1,
+    }
+    if resp is not None and resp.request_body:
+        ctype = header(req.headers, "content-type")
+        result["postData"] = {"mimeType": ctype or "", **_body(ctype, resp.request_body)}
+    return result
+
+
+def _response(req: HttpRequest, resp: HttpResponse | None) -> Json:
+    if resp is None or (resp.status == 0 and resp.error):
+        return {
+            "status": 0, "statusText": "", "httpVersion": resp.version if resp else "",
+            "cookies": [], "headers": [], "content": {"size": 0, "mimeType": ""},
+            "redirectURL": "", "headersSize": -1, "bodySize": -1,
+        }
+    ctype = header(resp.headers, "content-type")
+    content: Json = {"size": resp.decoded_size, "mimeType": ctype or ""}
+    if resp.decoded_size > resp.body_size:
+        content["compression"] = resp.decoded_size - resp.body_size
+    if resp.body:
+        content.update(_body(ctype, resp.body))
+    return {
+        "status": resp.status,
+        "statusText": resp.reason,
+        "httpVersion": resp.version,
+        "cookies": response_cookies(resp.headers, resp.time),
+        "headers": _headers(resp.headers),
+        "content": content,
+        "redirectURL": header(resp.headers, "location") or "",
+        "headersSize": -1,
+        "bodySize": resp.body_size,
+    }
+
+
+def _body(content_type: str | None, body: bytes) -> Json:
+    """``{"text": ...}`` for text, ``{"text": base64, "encoding": "base64"}`` otherwise."""
+    if body_is_text(content_type, body):
+        text = decode_text_strict(content_type, body)
+        if text is not None:
+            return {"text": text}
+    return {"text": base64.b64encode(body).decode("ascii"), "encoding": "base64"}
+
+
+# --- cookies -------------------------------------------------------------------------------
+
+def request_cookies(headers: list[tuple[str, str]]) -> list[Json]:
+    """``Cookie: a=1; b=2`` -> ``[{"name": "a", "value": "1"}, {"name": "b", ...}]``."""
+    cookies = []
+    for value in header_values(headers, "cookie"):
+        for pair in value.split(";"):
+            name, sep, val = pair.strip().partition("=")
+            if name or sep:
+                cookies.append({"name": name.strip(), "value": val.strip()})
+    return cookies
+
+
+def response_cookies(headers: list[tuple[str, str]], now: float) -> list[Json]:
+    """Every ``Set-Cookie`` as a HAR cookie (RFC 6265 section 5.2, leniently): ``Max-Age``
+    wins over ``Expires``; an unparseable date is left out."""
+    cookies = []
+    for value in header_values(headers, "set-cookie"):
+        first, *attributes = value.split(";")
+        name, sep, val = first.partition("=")
+        if not sep:  # no "=": a nameless cookie whose value is the whole pair
+            name, val = "", name
+        cookie: Json = {"name": name.strip(), "value": val.strip()}
+        max_age: int | None = None
+        expires: str | None = None
+        for attribute in attributes:
+            key, _, arg = attribute.partition("=")
+            key, arg = key.strip().lower(), arg.strip()
+            if key == "path":
+                cookie["path"] = arg
+            elif key == "domain":
+                cookie["domain"] = arg
+            elif key == "httponly":
+                cookie["httpOnly"] = True
+            elif key == "secure":
+                cookie["secure"] = True
+            elif key == "samesite":
+                cookie["sameSite"] = arg
+            elif key == "max-age":
+                try:
+                    max_age = int(arg)
+                except ValueError:
+                    pass
+            elif key == "expires":
+                expires = _cookie_date(arg)
+        if max_age is not None:
+            try:
+                cookie["expires"] = iso_time(now + max_age)
+            except (ValueError, OverflowError, OSError):  # beyond year 9999
+                pass
+        elif expires is not None:
+            cookie["expires"] = expires
+        cookies.append(cookie)
+    return cookies
+
+
+def _cookie_date(value: str) -> str | None:
+    try:
+        return iso_time(parsedate_to_datetime(value.replace("-", " ")).timestamp())
+    except (TypeError, ValueError, IndexError, OverflowError, OSError):
+        return None

@@ -1,0 +1,191 @@
+"""The ndjson sink: one JSON object per line, for programs (``--sink ndjson[:PATH]``).
+
+Role in the pipeline: the sink stage hands every proxy event to :class:`NdjsonSink`, which
+writes a line as each event completes and flushes it, so ``httptap --sink ndjson -- cmd |
+jq`` sees exchanges as they happen. Bodies are never written, only their sizes.
+
+Schema (every object has ``type``; times are ISO 8601 UTC with milliseconds, e.g.
+``"2024-05-01T12:00:00.123Z"``; addresses are ``"ip:port"``, ``"[ipv6]:port"``):
+
+=============  ====================  ==========================================================
+type           field                 value
+=============  ====================  ==========================================================
+``http``       ``time``              when the request head was read
+               ``exchange``          exchange id (unique within one run and proxy shard)
+               ``request``           ``{"method", "url", "version", "headers": [[name, value],
+                                     ...], "body_size"}``; ``body_size`` is null if unknown
+               ``response``          ``{"status", "reason", "version", "headers",
+                                     "body_size", "decoded_size"}``, or null when the exchange
+                                     ended without a response (then ``error`` says why);
+                                     ``body_size`` counts bytes after de-chunking,
+                                     ``decoded_size`` after content decoding
+               ``timings``           ``{"total_ms", "send_ms", "wait_ms", "receive_ms"}``:
+                                     request read to response complete, split into sending
+                                     the request, waiting for the response head, and
+                                     receiving the response; null if the exchange never ended
+               ``client``            the command's address
+               ``server``            the address the command connected to
+               ``tls``               ``{"sni", "alpn"}`` (each a string or null) for HTTPS,
+                                     else null
+               ``error``             a string when the exchange failed or was cut short,
+                                     else null
+``dns``        ``time``              when the query was answered
+               ``name``, ``qtype``   the question, e.g. ``"example.com."``, ``"A"``
+               ``rcode``             e.g. ``"NOERROR"``, ``"NXDOMAIN"``
+               ``answers``           list of strings (addresses, names)
+``tcp``        ``time``              when the connection opened
+               ``transport``         ``"tcp"`` (or ``"udp"``)
+               ``client``, ``server``  addresses, as for ``http``
+               ``bytes_sent``        bytes the command sent
+               ``bytes_received``    bytes the command received
+               ``duration_ms``       how long the connection lasted
+``stats``      (the table's keys)    the ``--stats`` table, as the caller passes it
+=============  ====================  ==========================================================
+
+An ``http`` line is written when the response completes, or, for an exchange still open
+when httptap exits, at :meth:`NdjsonSink.close` with ``"response": null``. Keys within
+each object always appear in the order above.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import IO, Any, TextIO
+
+import msgspec
+
+from ..messages import DnsExchange, HttpRequest, HttpResponse, TcpSummary
+from .common import UNFINISHED, iso_time, timings
+
+_encode = msgspec.json.Encoder().encode
+
+
+def _dumps(obj: dict[str, Any]) -> bytes:
+    try:
+        return _encode(obj)
+    except UnicodeEncodeError:  # a lone surrogate in some string: escape it
+        return json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode()
+
+
+class NdjsonSink:
+    def __init__(self, stream_or_path: TextIO | str | os.PathLike[str]) -> None:
+        self._file: IO[bytes] | None = None
+        self._stream: TextIO | None = None
+        if isinstance(stream_or_path, (str, os.PathLike)):
+            self._file = open(stream_or_path, "wb")
+        else:
+            self._stream = stream_or_path
+        self._requests: dict[int, HttpRequest] = {}
+        self._broken = False
+        self._closed = False
+
+    # --- events ----------------------------------------------------------------------------
+
+    def request(self, req: HttpRequest) -> None:
+        self._requests[req.exchange] = req
+
+    def response(self, resp: HttpResponse) -> None:
+        req = self._requests.pop(resp.exchange, None)
+        if req is None:
+            req = HttpRequest(exchange=resp.exchange, time=resp.time, method="", url="",
+                              version="", headers=[], client="", server="")
+        self._emit(http_record(req, resp))
+
+    def tcp(self, summary: TcpSummary) -> None:
+        self._emit({
+            "type": "tcp",
+            "time": iso_time(summary.time),
+            "transport": summary.transport,
+            "client": summary.client,
+            "server": summary.server,
+            "bytes_sent": summary.bytes_sent,
+            "bytes_received": summary.bytes_received,
+            "duration_ms": round(summary.duration * 1000.0, 3),
+        })
+
+    def dns(self, dns: DnsExchange) -> None:
+        self._emit({
+            "type": "dns",
+            "time": iso_time(dns.time),
+            "name": dns.name,
+            "qtype": dns.qtype,
+            "rcode": dns.rcode,
+            "answers": list(dns.answers),
+        })
+
+    def stats(self, table: dict[str, Any]) -> None:
+        self._emit({"type": "stats", **{k: v for k, v in table.items() if k != "type"}})
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        for req in list(self._requests.values()):
+            self._emit(http_record(req, None))
+        self._requests.clear()
+        self._closed = True
+        if self._file is not None:
+            self._file.close()
+        elif self._stream is not None and not self._broken:
+            try:
+                self._stream.flush()
+            except (BrokenPipeError, ValueError):
+                self._broken = True
+
+    # --- output ----------------------------------------------------------------------------
+
+    def _emit(self, obj: dict[str, Any]) -> None:
+        if self._closed or self._broken:
+            return
+        line = _dumps(obj) + b"\n"
+        if self._file is not None:
+            self._file.write(line)
+            self._file.flush()
+            return
+        assert self._stream is not None
+        try:
+            self._stream.write(line.decode("utf-8"))
+            self._stream.flush()
+        except BrokenPipeError:  # the reader went away: stop writing, do not fail the stage
+            self._broken = True
+
+
+def http_record(req: HttpRequest, resp: HttpResponse | None) -> dict[str, Any]:
+    """The ``http`` object for an exchange (``resp`` None: it never completed)."""
+    tls = None
+    if req.tls_sni or req.tls_alpn or req.url.startswith("https:"):
+        tls = {"sni": req.tls_sni or None, "alpn": req.tls_alpn or None}
+    response = None
+    if resp is not None and not (resp.status == 0 and resp.error):
+        response = {
+            "status": resp.status,
+            "reason": resp.reason,
+            "version": resp.version,
+            "headers": [[n, v] for n, v in resp.headers],
+            "body_size": resp.body_size,
+            "decoded_size": resp.decoded_size,
+        }
+    timing = None
+    if resp is not None:
+        t = timings(req, resp)
+        timing = {"total_ms": t.total, "send_ms": t.send, "wait_ms": t.wait,
+                  "receive_ms": t.receive}
+    error = UNFINISHED if resp is None else (resp.error or None)
+    return {
+        "type": "http",
+        "time": iso_time(req.time),
+        "exchange": req.exchange,
+        "request": {
+            "method": req.method,
+            "url": req.url,
+            "version": req.version,
+            "headers": [[n, v] for n, v in req.headers],
+            "body_size": resp.request_body_size if resp is not None else None,
+        },
+        "response": response,
+        "timings": timing,
+        "client": req.client,
+        "server": req.server,
+        "tls": tls,
+        "error": error,
+    }

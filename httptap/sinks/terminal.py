@@ -1,0 +1,194 @@
+"""The terminal sink: the lines a user reads while the command runs (SPEC "Terminal output").
+
+Role in the pipeline: the sink stage hands every proxy event to :class:`TerminalSink`,
+which writes one group of lines per event to stdout (or stderr) and flushes it::
+
+    ---> GET https://example.com/                 request head read (blue)
+    <--- 200 https://example.com/ (1256 bytes)    response complete (colour by status)
+
+The byte count is the content-decoded body size (``HttpResponse.decoded_size``). The
+response line reuses the URL of its request (kept in a dict by exchange id until then).
+
+``--head``: the headers follow their line, in received order, ``> Name: value`` under a
+request line and ``< Name: value`` under a response line.
+
+``--body``: bodies follow the headers. The request body only exists once the exchange is
+over (``HttpResponse.request_body``), so it is printed when the response arrives, just
+*before* the response line; in the usual sequential case that is right under the request
+line and its headers. Text bodies (``text/*``, JSON, XML, form data, ...; without a
+content type, bytes that look like UTF-8) are decoded in their declared charset, else
+UTF-8, with bad bytes replaced; any other body prints as ``<N bytes of binary data>``.
+A body that was not captured, or is empty, prints nothing. Control characters other than
+tab and newline (a stray ESC could drive the user's terminal) are shown escaped, as
+``\\x1b``; ``\\r\\n`` line ends become ``\\n``.
+
+An exchange that ended without a response (``status == 0`` and ``error`` set) prints
+``<--- error URL: <error>``; a response cut short (status set and ``error``) prints its
+normal line with ``, error: <error>`` inside the parentheses, both in red.
+
+DNS (only with ``--print-dns``): ``---> DNS example.com. (A)`` then
+``<--- 93.184.215.14, ...`` or the rcode (``<--- NXDOMAIN``) when there is no answer.
+
+Colours: only when ``color`` is True; by default (None) when the stream is a terminal and
+``NO_COLOR`` is unset or empty (https://no-color.org). Request lines blue; status green
+below 300, magenta 3xx, yellow 4xx, red 5xx; errors red. TCP summaries are not shown.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import TextIO
+
+from ..messages import DnsExchange, HttpRequest, HttpResponse, TcpSummary
+from .common import body_is_text, decode_text, header
+
+BLUE = "\x1b[34m"
+GREEN = "\x1b[32m"
+MAGENTA = "\x1b[35m"
+YELLOW = "\x1b[33m"
+RED = "\x1b[31m"
+RESET = "\x1b[0m"
+
+# C0 controls except tab and newline, DEL and C1 controls.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _escape(text: str) -> str:
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _escape_line(text: str) -> str:
+    """For one-line fields (URL, header names and values): escape newlines too."""
+    return _escape(text).replace("\n", "\\x0a").replace("\t", "\\x09")
+
+
+def status_color(status: int) -> str:
+    if status < 300:
+        return GREEN
+    if status < 400:
+        return MAGENTA
+    if status < 500:
+        return YELLOW
+    return RED
+
+
+def default_color(stream: TextIO) -> bool:
+    """Colour when writing to a terminal and ``NO_COLOR`` is unset or empty."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except (ValueError, OSError):  # a closed or detached stream
+        return False
+
+
+def format_body(content_type: str | None, body: bytes) -> list[str]:
+    """The lines a body prints as (no trailing newlines)."""
+    if not body:
+        return []
+    if not body_is_text(content_type, body):
+        return [f"<{len(body)} bytes of binary data>"]
+    text = decode_text(content_type, body).replace("\r\n", "\n")
+    if text.endswith("\n"):
+        text = text[:-1]
+    return _escape(text).split("\n")
+
+
+class TerminalSink:
+    def __init__(self, stream: TextIO, *, head: bool = False, body: bool = False,
+                 print_dns: bool = False, color: bool | None = None) -> None:
+        self.stream = stream
+        self.head = head
+        self.body = body
+        self.print_dns = print_dns
+        self.color = default_color(stream) if color is None else color
+        self._requests: dict[int, HttpRequest] = {}
+        self._broken = False
+        self._closed = False
+
+    # --- events ----------------------------------------------------------------------------
+
+    def request(self, req: HttpRequest) -> None:
+        self._requests[req.exchange] = req
+        lines = [self._paint(BLUE, f"---> {_escape_line(req.method)} {_escape_line(req.url)}")]
+        if self.head:
+            lines += self._headers("> ", req.headers)
+        self._write(lines)
+
+    def response(self, resp: HttpResponse) -> None:
+        req = self._requests.pop(resp.exchange, None)
+        url = _escape_line(req.url) if req is not None else "<unknown request>"
+        lines: list[str] = []
+        if self.body and resp.request_body:
+            ctype = header(req.headers, "content-type") if req is not None else None
+            lines += format_body(ctype, resp.request_body)
+        if resp.error and resp.status == 0:
+            lines.append(self._paint(RED, f"<--- error {url}: {_escape_line(resp.error)}"))
+        else:
+            if resp.error:
+                text = (f"<--- {resp.status} {url} ({resp.decoded_size} bytes, "
+                        f"error: {_escape_line(resp.error)})")
+                lines.append(self._paint(RED, text))
+            else:
+                text = f"<--- {resp.status} {url} ({resp.decoded_size} bytes)"
+                lines.append(self._paint(status_color(resp.status), text))
+            if self.head:
+                lines += self._headers("< ", resp.headers)
+            if self.body and resp.body:
+                lines += format_body(header(resp.headers, "content-type"), resp.body)
+        self._write(lines)
+
+    def tcp(self, summary: TcpSummary) -> None:
+        pass
+
+    def dns(self, dns: DnsExchange) -> None:
+        if not self.print_dns:
+            return
+        query = self._paint(BLUE, f"---> DNS {_escape_line(dns.name)} ({_escape_line(dns.qtype)})")
+        if dns.answers:
+            answer = self._paint(GREEN, "<--- " + ", ".join(_escape_line(a) for a in dns.answers))
+        else:
+            rcode = _escape_line(dns.rcode or "NOERROR")
+            answer = self._paint(GREEN if rcode == "NOERROR" else RED, f"<--- {rcode}")
+        self._write([query, answer])
+
+    def stats(self, table: dict[str, object]) -> None:
+        """The ``--stats`` table is printed by the supervisor, not here."""
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._requests.clear()
+        if not self._broken:
+            try:
+                self.stream.flush()
+            except (BrokenPipeError, ValueError):
+                self._broken = True
+
+    # --- output ----------------------------------------------------------------------------
+
+    def _paint(self, color: str, text: str) -> str:
+        return f"{color}{text}{RESET}" if self.color else text
+
+    @staticmethod
+    def _headers(prefix: str, headers: list[tuple[str, str]]) -> list[str]:
+        return [f"{prefix}{_escape_line(n)}: {_escape_line(v)}" for n, v in headers]
+
+    def _write(self, lines: list[str]) -> None:
+        """One group of lines, one write, then a flush. A reader that went away (``| head``)
+        silences the sink instead of failing the stage."""
+        if self._broken or not lines:
+            return
+        text = "\n".join(lines) + "\n"
+        try:
+            try:
+                self.stream.write(text)
+            except UnicodeEncodeError:
+                encoding = getattr(self.stream, "encoding", None) or "ascii"
+                self.stream.write(text.encode(encoding, "replace").decode(encoding))
+            self.stream.flush()
+        except BrokenPipeError:
+            self._broken = True
