@@ -111,6 +111,7 @@ class ExchangeReporter:
             request_body=req_end.body if req_end else None,
             body_size=end.body_size, decoded_size=end.decoded_size, body=end.body,
             request_headers_done=exchange.request.time,
+            request_done=req_end.time if req_end else 0.0,
             response_started=head.time,
             error="" if end.complete else "the server closed before the body was complete",
         )
@@ -124,6 +125,7 @@ class ExchangeReporter:
                 exchange=exchange.id, time=now, status=0, reason="", version="", headers=[],
                 request_body_size=req_end.decoded_size if req_end else 0,
                 request_body=req_end.body if req_end else None, body_size=0, decoded_size=0,
-                body=None, request_headers_done=exchange.request.time, error=reason))
+                body=None, request_headers_done=exchange.request.time,
+                request_done=req_end.time if req_end else 0.0, error=reason))
         self.open.clear()
         return out

@@ -7,8 +7,21 @@ inside) on a private test subnet:
     host side   10.77.<n>.1/24   fd77:0:<n>::1/64
     test host   10.77.<n>.2/24   fd77:0:<n>::2/64   (default routes via the host side)
 
-Inside it ``servers.py`` runs an HTTP/1.1 server on port 80 and a TCP echo
-server on port 7 (see that file for the endpoints). Traffic to a test host
+Inside it ``servers.py`` runs (see that file for the endpoints):
+
+    80    HTTP/1.1                     8080  the same app (for ``--http`` port tests)
+    443   HTTPS (ALPN h2, http/1.1)    8444  the same on a port no one lists as TLS
+    8443  HTTPS, certificate for the wrong name (wrong.httptap.test, no IP)
+    9443  HTTPS, expired certificate
+    7     TCP echo and UDP echo        53    DNS on UDP and TCP (TXT hello.httptap.test.)
+
+The certificates come from the session's test CA (``testca.py``), whose
+certificate is ``ca_file``: run httptap with ``SSL_CERT_FILE=<ca_file>`` in its
+own environment, direct clients with ``--cacert``, ``GIT_SSL_CAINFO``,
+``pip --cert``. HTTPS also serves a bare git repository (``git_url()``, smart
+HTTP through ``git http-backend``) and a PEP 503 index holding one wheel
+(``pip_index_url``, ``wheel_name``). HTTP/2 is served only if the ``h2``
+package imports in this interpreter (``has_h2``). Traffic to a test host
 never leaves the machine. ``close()`` kills the servers and everything else in
 the namespace, deletes the veth pair and the namespace, and removes the
 generated files; it is idempotent and also runs at interpreter exit.
@@ -20,7 +33,9 @@ Needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) and iproute2's ``ip``; the
 from __future__ import annotations
 
 import atexit
+import base64
 import contextlib
+import datetime
 import hashlib
 import os
 import re
@@ -33,12 +48,14 @@ import sys
 import tempfile
 import threading
 import time
+import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
-from servers import MiB, pattern_bytes, pattern_chunks
+from servers import DNS_A_NAME, DNS_TXT, DNS_TXT_NAME, MiB, pattern_bytes, pattern_chunks
+from testca import session_ca
 
 HERE = Path(__file__).resolve().parent
 SERVERS_PY = HERE / "servers.py"
@@ -51,6 +68,22 @@ SUBNETS = range(1, 255)            # n in 10.77.<n>.0/24 and fd77:0:<n>::/64
 
 READY_TIMEOUT = 10.0               # seconds for the servers to accept connections
 IP_TIMEOUT = 15.0                  # seconds for any one `ip` command
+TOOL_TIMEOUT = 15.0                # seconds for any one `git` command at setup
+
+HTTPS_NAMES = ["test.httptap.test", "www.httptap.test"]   # plus the host's addresses
+WRONG_NAME = "wrong.httptap.test"
+GIT_REPO = "demo"
+# The served repository: three commits on `main`; its files after the last one.
+GIT_COMMITS: list[tuple[str, dict[str, str]]] = [
+    ("Add README", {"README.md": "# demo\n\nA repository served by a test host.\n"}),
+    ("Add hello.txt", {"hello.txt": "hello from the test host\n"}),
+    ("Extend README", {"README.md": "# demo\n\nA repository served by a test host.\n\n"
+                                    "Cloned over HTTPS through git http-backend.\n"}),
+]
+GIT_FILES = {name: text for _, files in GIT_COMMITS for name, text in files.items()}
+WHEEL_PROJECT, WHEEL_VERSION = "demo-pkg", "1.0"
+WHEEL_NAME = "demo_pkg-1.0-py3-none-any.whl"
+WHEEL_INIT = '__version__ = "1.0"\nGREETING = "hello from demo_pkg"\n'
 
 SESSION_FILES: dict[str, int] = {
     "small": 1024,
@@ -60,8 +93,9 @@ SESSION_FILES: dict[str, int] = {
 }
 
 __all__ = [
-    "SESSION_FILES", "TestHost", "TestHostError", "expected_bytes", "file_bytes",
-    "generate_files", "session_test_host", "unavailable_reason",
+    "DNS_A_NAME", "DNS_TXT", "DNS_TXT_NAME", "GIT_FILES", "SESSION_FILES", "TestHost",
+    "TestHostError", "WHEEL_NAME", "expected_bytes", "file_bytes", "generate_files",
+    "make_git_repo", "make_wheel", "session_test_host", "unavailable_reason",
 ]
 
 
@@ -216,6 +250,70 @@ def expected_bytes(n: int) -> bytes:
     return pattern_bytes("bytes", n)
 
 
+def make_git_repo(root: str, name: str = GIT_REPO) -> str:
+    """Create the bare repository ``<root>/<name>.git`` of ``GIT_COMMITS``; return its head.
+
+    One ``git fast-import`` run (fixed dates, so the commit ids are the same every time).
+    """
+    path = os.path.join(root, f"{name}.git")
+    env = dict(os.environ, GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull,
+               GIT_TERMINAL_PROMPT="0")
+    subprocess.run(["git", "init", "-q", "--bare", "--initial-branch=main", path], env=env,
+                   check=True, capture_output=True, timeout=TOOL_TIMEOUT)
+    stream = bytearray()
+
+    def data(text: str) -> None:
+        raw = text.encode()
+        stream.extend(b"data %d\n%s\n" % (len(raw), raw))
+
+    for i, (message, files) in enumerate(GIT_COMMITS, 1):
+        who = f"Test Host <test@httptap.test> {1700000000 + 60 * i} +0000"
+        stream.extend(f"commit refs/heads/main\nmark :{i}\nauthor {who}\n"
+                      f"committer {who}\n".encode())
+        data(message + "\n")
+        if i > 1:
+            stream.extend(f"from :{i - 1}\n".encode())
+        for fname, text in files.items():
+            stream.extend(f"M 644 inline {fname}\n".encode())
+            data(text)
+    marks = os.path.join(root, f".{name}.marks")
+    subprocess.run(["git", "-C", path, "fast-import", "--quiet", f"--export-marks={marks}"],
+                   input=bytes(stream), env=env, check=True, capture_output=True,
+                   timeout=TOOL_TIMEOUT)
+    with open(marks) as f:
+        head = dict(line.split() for line in f)[f":{len(GIT_COMMITS)}"]
+    os.unlink(marks)
+    return head
+
+
+def make_wheel(directory: str) -> str:
+    """Write ``WHEEL_NAME`` (pure Python, ``demo_pkg``) into ``directory``; return its path."""
+    dist_info = f"demo_pkg-{WHEEL_VERSION}.dist-info"
+    members = {
+        "demo_pkg/__init__.py": WHEEL_INIT.encode(),
+        f"{dist_info}/METADATA": (f"Metadata-Version: 2.1\nName: {WHEEL_PROJECT}\n"
+                                  f"Version: {WHEEL_VERSION}\n"
+                                  "Summary: A wheel served by a test host\n").encode(),
+        f"{dist_info}/WHEEL": (b"Wheel-Version: 1.0\nGenerator: httptap-tests\n"
+                               b"Root-Is-Purelib: true\nTag: py3-none-any\n"),
+    }
+    record = []
+    for name, content in members.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(content).digest()).rstrip(b"=")
+        record.append(f"{name},sha256={digest.decode()},{len(content)}")
+    record.append(f"{dist_info}/RECORD,,")
+    members[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
+    path = os.path.join(directory, WHEEL_NAME)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, content in members.items():
+            info = zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, content)
+    os.chmod(path, 0o644)
+    return path
+
+
 # --------------------------------------------------------------------------- TestHost
 
 class TestHost:
@@ -226,7 +324,17 @@ class TestHost:
 
     ``ipv4``, ``ipv6``          addresses of the test host (``ipv6`` is None without IPv6)
     ``host_ipv4``, ``host_ipv6``  the host namespace's end of the veth
-    ``http_port``, ``echo_port``  80 and 7
+    ``http_port``, ``echo_port``  80 and 7 (``udp_echo_port``: 7 as well)
+    ``http_alt_port``           8080, the HTTP app again
+    ``https_port``              443: HTTPS for ``ipv4``, ``ipv6``, test/www.httptap.test
+    ``tls_other_port``          8444: the same HTTPS on a port outside the usual ones
+    ``wrong_name_port``         8443: certificate only for wrong.httptap.test
+    ``expired_port``            9443: expired certificate (otherwise like 443)
+    ``dns_port``                53 (UDP and TCP)
+    ``ca_file``                 PEM of the test CA that signed all of them
+    ``has_h2``                  True if 443/8444 serve HTTP/2 (ALPN h2; needs ``h2``)
+    ``git_url(family)``         ``https://<addr>/git/demo.git`` (``git_head``: its commit)
+    ``pip_index_url``           ``https://<ipv4>/simple/``, holding ``wheel_name``
     ``files``                   name -> (size, sha256 hex) of the files under /files/
     ``netns``, ``link``, ``n``  namespace name, host-side veth name, subnet number
     ``server_pid``              pid of the servers process
@@ -236,6 +344,14 @@ class TestHost:
 
     http_port = 80
     echo_port = 7
+    udp_echo_port = 7
+    http_alt_port = 8080
+    https_port = 443
+    tls_other_port = 8444
+    wrong_name_port = 8443
+    expired_port = 9443
+    dns_port = 53
+    wheel_name = WHEEL_NAME
 
     def __init__(self, file_sizes: Mapping[str, int] | None = None, *,
                  ready_timeout: float = READY_TIMEOUT, ipv6: bool = True) -> None:
@@ -251,6 +367,12 @@ class TestHost:
         self.files: dict[str, tuple[int, str]] = {}
         self.files_dir: str | None = None
         self.server_pid: int | None = None
+        self.ca_file: str | None = None
+        self.tls_dir: str | None = None
+        self.git_root: str | None = None
+        self.git_head: str | None = None
+        self.pip_dir: str | None = None
+        self.has_h2 = False
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_path: str | None = None
         atexit.register(self.close)
@@ -265,14 +387,35 @@ class TestHost:
 
     def url(self, path: str = "/", family: int = 4, port: int | None = None) -> str:
         """``http://<address>[:port]<path>`` of this host over IPv4 (4) or IPv6 (6)."""
-        if family == 6:
+        port = self.http_port if port is None else port
+        return f"http://{self._authority(family, port, 80)}{path}"
+
+    def https_url(self, path: str = "/", family: int = 4, port: int | None = None) -> str:
+        """``https://<address>[:port]<path>``; ``family`` may also be a host name such as
+        ``"test.httptap.test"`` (the certificate on 443 holds it; resolving it is up to you)."""
+        port = self.https_port if port is None else port
+        return f"https://{self._authority(family, port, 443)}{path}"
+
+    def git_url(self, family: int = 4, repo: str = GIT_REPO) -> str:
+        """``https://<address>/git/<repo>.git``: clone with ``GIT_SSL_CAINFO=<ca_file>``."""
+        return self.https_url(f"/git/{repo}.git", family)
+
+    @property
+    def pip_index_url(self) -> str:
+        """``https://<ipv4>/simple/``: ``pip --index-url ... --cert <ca_file>``."""
+        return self.https_url("/simple/")
+
+    def _authority(self, family: int | str, port: int, default: int) -> str:
+        if isinstance(family, str):
+            host = family
+        elif family == 6:
             if self.ipv6 is None:
                 raise TestHostError("this test host has no IPv6")
             host = f"[{self.ipv6}]"
         else:
+            assert self.ipv4
             host = self.ipv4
-        port = self.http_port if port is None else port
-        return f"http://{host}{'' if port == 80 else f':{port}'}{path}"
+        return host if port == default else f"{host}:{port}"
 
     @property
     def addresses(self) -> list[str]:
@@ -296,7 +439,15 @@ class TestHost:
         _prune_stale()
 
         self.files_dir = tempfile.mkdtemp(prefix=f"{FILES_PREFIX}{os.getpid()}-")
+        os.chmod(self.files_dir, 0o755)     # ca_file must be readable when httptap drops root
         self.files = generate_files(self.files_dir, file_sizes)
+        self.git_root = os.path.join(self.files_dir, ".git-root")
+        self.pip_dir = os.path.join(self.files_dir, ".pip")
+        self.tls_dir = os.path.join(self.files_dir, ".tls")
+        for d in (self.git_root, self.pip_dir, self.tls_dir):
+            os.mkdir(d, 0o755)
+        self.git_head = make_git_repo(self.git_root)
+        make_wheel(self.pip_dir)
         self._log_path = os.path.join(self.files_dir, ".servers.log")
 
         self._allocate()
@@ -311,7 +462,20 @@ class TestHost:
         _ip("-n", ns, "route", "add", "default", "via", self.host_ipv4)
         if want_ipv6:
             self._setup_ipv6(n)
+        self._write_certificates()
         self._start_servers(ready_timeout)
+
+    def _write_certificates(self) -> None:
+        assert self.tls_dir
+        ca = session_ca()
+        self.ca_file = ca.write_ca(os.path.join(self.tls_dir, "ca.pem"))
+        now = datetime.datetime.now(datetime.timezone.utc)
+        names = [*self.addresses, *HTTPS_NAMES]
+        ca.issue_files(names, self.tls_dir, "server")
+        ca.issue_files([WRONG_NAME], self.tls_dir, "wrong-name")
+        ca.issue_files(names, self.tls_dir, "expired",
+                       not_before=now - datetime.timedelta(days=30),
+                       not_after=now - datetime.timedelta(days=1))
 
     def _allocate(self) -> None:
         """Pick a free subnet number n and create the namespace and veth pair for it.
@@ -363,9 +527,19 @@ class TestHost:
         assert self.netns and self.files_dir and self._log_path
         cmd = ["ip", "netns", "exec", self.netns, sys.executable, "-u", str(SERVERS_PY),
                "--files", self.files_dir, "--http-port", str(self.http_port),
-               "--echo-port", str(self.echo_port), "--exit-on-stdin-eof"]
+               "--echo-port", str(self.echo_port), "--udp-echo-port", str(self.udp_echo_port),
+               "--http-alt-port", str(self.http_alt_port),
+               "--tls-dir", str(self.tls_dir), "--https-port", str(self.https_port),
+               "--tls-other-port", str(self.tls_other_port),
+               "--wrong-name-port", str(self.wrong_name_port),
+               "--expired-port", str(self.expired_port),
+               "--git-root", str(self.git_root), "--pip-dir", str(self.pip_dir),
+               "--dns-port", str(self.dns_port), "--dns-a", str(self.ipv4),
+               "--exit-on-stdin-eof"]
         if self.ipv6 is None:
             cmd.append("--ipv4-only")
+        else:
+            cmd += ["--dns-aaaa", self.ipv6]
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
         with open(self._log_path, "wb") as log:
             # The servers exit when their stdin pipe closes: when close() closes it or
@@ -403,15 +577,18 @@ class TestHost:
                     got += data
                 if proc.poll() is not None:
                     break
-        if got.split(b"\n", 1)[0].strip() != b"ready":
+        words = got.split(b"\n", 1)[0].split()
+        self.has_h2 = b"h2" in words[1:]
+        if words[:1] != [b"ready"]:
             proc.poll()
             raise TestHostError(f"servers in {self.netns} failed to start "
                                 f"(exit status {proc.returncode}, stdout {got[:200]!r}); "
                                 f"stderr: {self._server_log()}")
 
     def _wait_accepting(self, deadline: float, timeout: float) -> None:
-        targets = [(addr, port) for addr in self.addresses
-                   for port in (self.http_port, self.echo_port)]
+        ports = (self.http_port, self.echo_port, self.http_alt_port, self.https_port,
+                 self.tls_other_port, self.wrong_name_port, self.expired_port, self.dns_port)
+        targets = [(addr, port) for addr in self.addresses for port in ports]
         for addr, port in targets:
             last: OSError | None = None
             for _ in range(1000):

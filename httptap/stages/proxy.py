@@ -25,7 +25,7 @@ from ..httpreport import ExchangeReporter
 from .base import StageContext
 
 CONNECT_TIMEOUT = 20.0       # then the command's connect times out (we stay silent)
-MAX_IN_FLIGHT = 4 << 20      # upstream bytes not yet acknowledged by the command
+MAX_IN_FLIGHT = 8 << 20      # upstream bytes not yet acknowledged by the command
 WRITE_HIGH_WATER = 1 << 20   # upstream socket buffer before we stop returning credit
 RETRY_FLUSH = 0.005
 
@@ -203,10 +203,21 @@ class Proxy:
 
     def _flush(self) -> None:
         self.flush_scheduled = False
-        if not (self.to_tcp.flush() & self.to_sink.flush()):
-            # A ring is full: try again shortly (its space wake-up is best effort).
-            self.flush_scheduled = True
-            self.loop.call_later(RETRY_FLUSH, self._flush)
+        if self.to_tcp.flush() & self.to_sink.flush():
+            return
+        # A ring is full: flush again when its consumer frees space, or shortly anyway
+        # (the space wake-up is best effort, see httptap.ring).
+        self.flush_scheduled = True
+        for outbox in (self.to_tcp, self.to_sink):
+            if outbox.backlog:
+                self.loop.add_reader(outbox.space_fd, self._on_space)
+        self.retry = self.loop.call_later(RETRY_FLUSH, self._on_space)
+
+    def _on_space(self) -> None:
+        for outbox in (self.to_tcp, self.to_sink):
+            self.loop.remove_reader(outbox.space_fd)
+        self.retry.cancel()
+        self._flush()
 
     def on_input(self) -> None:
         relays = self.relays

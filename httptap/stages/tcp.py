@@ -30,7 +30,7 @@ from ..wire import (IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, ProtocolError,
 from .base import Loop, StageContext
 
 RECV_BUFFER = 4 << 20   # bytes the command may send ahead of the proxy's upstream writes
-SEND_BUFFER = 4 << 20   # bytes of the proxy's data we hold until the command acknowledges
+SEND_BUFFER = 8 << 20   # bytes of the proxy's data we hold until the command acknowledges
 RETRY_FLUSH = 0.005     # re-try a full ring this often (a space wake-up can be missed)
 MESSAGE_BYTES = 256 << 10  # a Packets message is cut at about this size (rings cap records)
 
