@@ -27,8 +27,9 @@ Theory of operation
   through ``/proc/self/fd/N``: nothing ever reaches a disk. Where memfd or ``/proc`` is
   missing, a private temporary directory (mode 0700, removed at exit) holds the file for
   the instant of the load and the file is unlinked right after.
-* Minting a leaf costs about a millisecond and building a context a little more, so leaves
-  are cached per name and contexts per ``(name, ALPN list)``, each in a bounded LRU.
+* Minting a leaf costs about 0.25 ms and building its context about 1.6 ms more (measured
+  on the development machine; a cached context is under a microsecond), so leaves are
+  cached per name and contexts per ``(name, ALPN list)``, each in a bounded LRU.
   The caches are guarded by a lock, so threads may share one CA.
 
 Not implemented: CRLs, OCSP, name constraints on the CA, RSA leaves.
@@ -70,6 +71,8 @@ DEFAULT_CACHE_SIZE: Final = 4096
 
 _SigningKey: TypeAlias = (ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
                           | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey)
+_SIGNING_KEY_TYPES: Final = (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey,
+                             ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)
 
 
 class CAError(Exception):
@@ -105,7 +108,7 @@ def normalize_name(name: str) -> str:
     return name
 
 
-def _hash_for(key: _SigningKey) -> hashes.HashAlgorithm | None:
+def _hash_for(key: _SigningKey) -> hashes.SHA256 | None:
     """The signature hash to use with a CA key (Ed25519/Ed448 take none)."""
     if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
         return None
@@ -204,6 +207,27 @@ class CertificateAuthority:
         return cls(key, cert, keylog_filename=keylog_filename)
 
     @classmethod
+    def from_pem(cls, cert_pem: bytes, key_pem: bytes, *,
+                 keylog_filename: str | None = None) -> CertificateAuthority:
+        """The CA whose certificate and unencrypted key are given (see :meth:`key_pem`)."""
+        try:
+            cert = x509.load_pem_x509_certificate(cert_pem)
+            key = serialization.load_pem_private_key(key_pem, password=None)
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            raise CAError(f"cannot load the CA: {exc}") from exc
+        if not isinstance(key, _SIGNING_KEY_TYPES):
+            raise CAError(f"unsupported CA key type {type(key).__name__}")
+        return cls(key, cert, keylog_filename=keylog_filename)
+
+    def key_pem(self) -> bytes:
+        """The CA's private key as unencrypted PKCS#8 PEM, to hand to another process.
+
+        Stages forked after the CA was made inherit it and need not call this; never
+        write the result to a file for an ephemeral CA.
+        """
+        return _key_pem(self._key)
+
+    @classmethod
     def load_or_create(cls, directory: str, *,
                        keylog_filename: str | None = None) -> CertificateAuthority:
         """The CA in ``directory`` (``ca.pem``, ``ca-key.pem``), created there on first use.
@@ -222,6 +246,7 @@ class CertificateAuthority:
             cert_path = os.path.join(directory, CA_CERT_FILE)
             key_path = os.path.join(directory, CA_KEY_FILE)
             have_cert, have_key = os.path.lexists(cert_path), os.path.lexists(key_path)
+            key: _SigningKey
             if not have_cert and not have_key:
                 key, cert = _new_ca(_now(), PERSISTENT_CA_LIFETIME)
                 _write_new(directory, key_path, _key_pem(key), 0o600)
@@ -398,8 +423,7 @@ def _load_ca(cert_path: str, key_path: str) -> tuple[_SigningKey, x509.Certifica
         raise CAError(f"{key_path} is encrypted; httptap needs an unencrypted key") from exc
     except (ValueError, UnsupportedAlgorithm) as exc:
         raise CAError(f"{key_path} is not a PEM private key") from exc
-    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
-                      | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
+    if not isinstance(key, _SIGNING_KEY_TYPES):
         raise CAError(f"{key_path}: unsupported key type {type(key).__name__}")
     spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     if key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):

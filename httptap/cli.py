@@ -70,6 +70,19 @@ def _check_sink(spec: str) -> str:
     return spec
 
 
+def resolve_user(user: str) -> tuple[int, int, str, str]:
+    """``--user NAME|UID`` as (uid, gid, name, home), from the host's user database."""
+    import pwd
+
+    try:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except KeyError:
+        if not user.isdigit():
+            raise typer.BadParameter(f"no such user: {user!r}", param_hint="--user") from None
+        return int(user), int(user), user, "/"  # a bare uid without a passwd entry
+    return entry.pw_uid, entry.pw_gid, entry.pw_name, entry.pw_dir
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"httptap {__version__}")
@@ -151,13 +164,18 @@ def run(
     if no_new_user_namespace and os.geteuid() != 0:
         raise typer.BadParameter("only root can run without a new user namespace",
                                  param_hint="--no-new-user-namespace")
+    run_as = resolve_user(user) if user else None
+    if run_as and run_as[0] != os.getuid() and os.geteuid() != 0:
+        raise typer.BadParameter("only root can run the command as another user "
+                                 "(an unprivileged user namespace maps just your own uid)",
+                                 param_hint="--user")
     config = Config(
         command=tuple(argv),
         http_ports=parse_ports(http, 80, "--http"),
         https_ports=parse_ports(https, 443, "--https"),
         head=head, body=body, print_dns=print_dns, sinks=tuple(sinks),
         stats=stats or stats_interval > 0, stats_interval=stats_interval, workers=workers,
-        no_exit=no_exit, user=user, new_user_namespace=not no_new_user_namespace,
+        no_exit=no_exit, user=user, run_as=run_as, new_user_namespace=not no_new_user_namespace,
         overlay=not no_overlay, tun=tun, subnet=subnet, gateway=gateway, dump_tcp=dump_tcp,
         use_stderr=stderr, verbose=verbose, ca_dir=ca, dump_pcap=dump_pcap, keylog=keylog,
         insecure=insecure,

@@ -23,6 +23,7 @@ class Config:
     workers: int = 1
     no_exit: bool = False
     user: str | None = None
+    run_as: tuple[int, int, str, str] | None = None  # --user resolved: uid, gid, name, home
     new_user_namespace: bool = True
     overlay: bool = True
     tun: str = "httptap"

@@ -303,6 +303,24 @@ def relay_signals(child: int, keep_running: bool) -> int:
                 pass
 
 
+def _become(run_as: tuple[int, int, str, str], env: dict[str, str]) -> None:
+    """Switch to the ``--user`` identity (groups, gid, then uid: the order that works)."""
+    uid, gid, name, home = run_as
+    try:
+        try:
+            groups = os.getgrouplist(name, gid)
+        except OSError:
+            groups = [gid]
+        os.setgroups(groups)
+        os.setgid(gid)
+        os.setuid(uid)
+    except OSError as exc:
+        print(f"httptap: cannot run the command as {name} (uid {uid}): {exc.strerror}",
+              file=sys.stderr, flush=True)
+        os._exit(125)
+    env.update(HOME=home, USER=name, LOGNAME=name)
+
+
 def _exec_command(config: Config) -> NoReturn:
     # Undo what the supervisor set up for itself: blocked signals, Python's SIGPIPE
     # and SIGINT handling. The command must start with the defaults a shell gives it.
@@ -313,6 +331,8 @@ def _exec_command(config: Config) -> NoReturn:
     env = dict(os.environ)
     env["HTTPTAP"] = "1"
     env.update(config.extra_env)
+    if config.run_as is not None:
+        _become(config.run_as, env)
     argv = list(config.command)
     try:
         os.execvpe(argv[0], argv, env)

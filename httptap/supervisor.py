@@ -88,6 +88,11 @@ class Supervisor:
     def run(self) -> int:
         config = self.config
         signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED)
+        # Blocked signals are taken by sigwaitinfo(), but an *ignored* one is discarded when
+        # sent: a shell's background job starts with SIGINT ignored, and then Ctrl-C or
+        # kill -INT could never end a --no-exit run. Default dispositions keep them queued.
+        for sig in FORWARDED:
+            signal.signal(sig, signal.SIG_DFL)
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         uid, gid = os.getuid(), os.getgid()
         sys.stdout.flush()
@@ -185,18 +190,17 @@ class Supervisor:
                     self._stop_command()
                     self._stop_stages(graceful=False)
                     return EXIT_FAILED
-                if command.status is not None and not self.config.no_exit:
+                if command.status is not None:
+                    # The launcher exits when the namespace's PID 1 does: after the command,
+                    # or with --no-exit, after the interrupt that ends the run.
                     break
-            else:
-                if command.status is None and info.si_code in (SI_USER, SI_QUEUE):
-                    # Sent to httptap by another process: pass it on. A signal from the
-                    # terminal (Ctrl-C) reached the command's process group already.
-                    try:
-                        os.kill(command.pid, info.si_signo)
-                    except ProcessLookupError:
-                        pass
-                elif command.status is not None:
-                    break  # --no-exit: interrupted after the command is gone
+            elif info.si_code in (SI_USER, SI_QUEUE):
+                # Sent to httptap by another process: pass it on. A signal from the
+                # terminal (Ctrl-C) reached the command's process group already.
+                try:
+                    os.kill(command.pid, info.si_signo)
+                except ProcessLookupError:
+                    pass
         if not self._drain():
             return EXIT_FAILED
         if self.config.stats:

@@ -27,8 +27,9 @@ imports: this file is started as ``ip netns exec NAME <python> tests/servers.py
   and ``--tls-other-port`` (8444), certificate ``server.crt`` of ``--tls-dir``; the same
   with ``wrong-name.crt`` on ``--wrong-name-port`` (8443) and ``expired.crt`` on
   ``--expired-port`` (9443). HTTP/2 (only when ``h2`` imports; else ALPN offers only
-  http/1.1) serves ``/files/``, ``/bytes/``, ``/status/``, ``/headers``, ``/gzip/`` and
-  ``POST|PUT /upload``.
+  http/1.1) serves ``/files/``, ``/bytes/``, ``/status/``, ``/headers``, ``/gzip/``,
+  ``/etag``, ``POST|PUT /upload``, ``/git/`` (git negotiates h2 by default) and the
+  simple index; not ``/chunked/``, ``/redirect`` or ``/ws``.
 * TCP echo on ``--echo-port`` (7): echoes everything; on EOF from the client it
   finishes writing, then shuts down its sending side and closes. UDP echo on
   ``--udp-echo-port`` (7): each datagram sent back.
@@ -195,6 +196,11 @@ class _DualStackMixin:
 
 # --------------------------------------------------------------------------- HTTP
 
+def etag_matches(if_none_match: str) -> bool:
+    """Whether an If-None-Match header value matches ``ETAG``."""
+    return ETAG in [t.strip() for t in if_none_match.split(",")] or if_none_match.strip() == "*"
+
+
 class Site:
     """What the HTTP app serves: files, git repositories, wheels (directories may be None)."""
 
@@ -213,6 +219,73 @@ class Site:
                     digest = hashlib.sha256(f.read()).hexdigest()
                 project = re.sub(r"[-_.]+", "-", name.split("-", 1)[0]).lower()
                 self.wheels.setdefault(project, []).append((name, digest))
+
+    def wheel_path(self, name: str) -> str | None:
+        """The path of wheel ``name`` if the index holds it."""
+        if self.pip_dir and any(name == w for ws in self.wheels.values() for w, _ in ws):
+            return os.path.join(self.pip_dir, name)
+        return None
+
+    def pip_page(self, parts: list[str]) -> bytes | None:
+        """The PEP 503 page of path ``/simple/...`` split at "/", or None (not found)."""
+        rest = [p for p in parts[2:] if p]
+        if not rest:
+            links = [f'<a href="{p}/">{p}</a><br>' for p in sorted(self.wheels)]
+            title = "Simple index"
+        elif len(rest) == 1 and re.sub(r"[-_.]+", "-", rest[0]).lower() in self.wheels:
+            project = re.sub(r"[-_.]+", "-", rest[0]).lower()
+            links = [f'<a href="/packages/{html.escape(w)}#sha256={d}">{html.escape(w)}</a><br>'
+                     for w, d in self.wheels[project]]
+            title = f"Links for {project}"
+        else:
+            return None
+        return (f"<!DOCTYPE html>\n<html><head><meta name=\"pypi:repository-version\" "
+                f"content=\"1.0\"><title>{title}</title></head>\n<body><h1>{title}</h1>\n"
+                + "\n".join(links) + "\n</body></html>\n").encode()
+
+    def git_cgi(self, method: str, target: str, headers: list[tuple[str, str]],
+                body: bytes | None, remote: str) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Run ``git http-backend`` for ``target`` (``/git/...``): status, headers, body."""
+        def error(code: int, obj: dict[str, str]) -> tuple[int, list[tuple[str, str]], bytes]:
+            return code, [("Content-Type", "application/json")], json.dumps(obj).encode()
+
+        path, _, query = target.partition("?")
+        path_info = urllib.parse.unquote(path[len("/git"):])
+        if not self.git_root or ".." in path_info.split("/") or not path_info.startswith("/"):
+            return error(404, {"error": "not found", "path": path})
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.git_root,
+            "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
+            "GIT_PROJECT_ROOT": self.git_root, "GIT_HTTP_EXPORT_ALL": "1",
+            "GATEWAY_INTERFACE": "CGI/1.1", "SERVER_PROTOCOL": "HTTP/1.1",
+            "REQUEST_METHOD": method, "PATH_INFO": path_info, "QUERY_STRING": query,
+            "REMOTE_ADDR": remote, "CONTENT_TYPE": "",
+        }
+        if body is not None:
+            env["CONTENT_LENGTH"] = str(len(body))
+        for k, v in headers:
+            key = k.lower()
+            if key == "content-type":
+                env["CONTENT_TYPE"] = v
+            elif key not in ("content-length", "transfer-encoding") and not key.startswith(":"):
+                env["HTTP_" + k.upper().replace("-", "_")] = v
+        try:
+            proc = subprocess.run(["git", "http-backend"], input=body or b"", env=env,
+                                  capture_output=True, timeout=CGI_TIMEOUT, cwd=self.git_root)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return error(500, {"error": f"git http-backend: {exc}"})
+        m = re.search(rb"\r?\n\r?\n", proc.stdout)
+        if m is None:
+            return error(502, {"error": "git http-backend gave no headers",
+                               "stderr": proc.stderr[-1000:].decode(errors="replace")})
+        status, out = 200, []
+        for line in proc.stdout[:m.start()].decode("latin-1").splitlines():
+            name, _, value = line.partition(":")
+            if name.lower() == "status":
+                status = int(value.split()[0])
+            elif name.strip() and name.strip().lower() != "content-length":
+                out.append((name.strip(), value.strip()))      # (the caller sets the length)
+        return status, out, proc.stdout[m.end():]
 
 
 class HostHTTPServer(_QuietErrors, _DualStackMixin, http.server.ThreadingHTTPServer):
@@ -345,7 +418,15 @@ class HTTPHandler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(size))
             self.end_headers()          # headers are written here (wfile is unbuffered)
             if not head and size:
-                sent = self.connection.sendfile(f, 0, size)
+                if isinstance(self.connection, ssl.SSLSocket):
+                    # (SSLSocket.sendfile falls back to 8 KiB writes: ~300 MB/s)
+                    buf = memoryview(bytearray(IO_CHUNK))
+                    sent = 0
+                    while sent < size and (got := f.readinto(buf)):
+                        self.connection.sendall(buf[:got])
+                        sent += got
+                else:
+                    sent = self.connection.sendfile(f, 0, size)
                 if sent != size:
                     self.close_connection = True
 
@@ -402,8 +483,7 @@ class HTTPHandler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
 
     def _get_etag(self, head: bool) -> None:
-        match = self.headers.get("If-None-Match", "")
-        if ETAG in [t.strip() for t in match.split(",")] or match.strip() == "*":
+        if etag_matches(self.headers.get("If-None-Match", "")):
             self.send_response(304)
             self.send_header("ETag", ETAG)
             self.end_headers()
@@ -463,7 +543,7 @@ class HTTPHandler(http.server.BaseHTTPRequestHandler):
         if len(payload) < length:
             return None
         if masked:
-            key = int.from_bytes(mask * (length // 4 + 1), "big") >> (8 * (-length % 4))
+            key = int.from_bytes((mask * (length // 4 + 1))[:length], "big")
             payload = (int.from_bytes(payload, "big") ^ key).to_bytes(length, "big") \
                 if length else b""
         return fin, opcode, payload
@@ -482,45 +562,9 @@ class HTTPHandler(http.server.BaseHTTPRequestHandler):
     # -- git http-backend (CGI)
 
     def _git(self, body: bytes | None) -> None:
-        root = self.server.site.git_root
-        path, _, query = self.path.partition("?")
-        path_info = urllib.parse.unquote(path[len("/git"):])
-        if not root or ".." in path_info.split("/") or not path_info.startswith("/"):
-            self._not_found()
-            return
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": root,
-            "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
-            "GIT_PROJECT_ROOT": root, "GIT_HTTP_EXPORT_ALL": "1",
-            "GATEWAY_INTERFACE": "CGI/1.1", "SERVER_PROTOCOL": "HTTP/1.1",
-            "REQUEST_METHOD": self.command, "PATH_INFO": path_info, "QUERY_STRING": query,
-            "REMOTE_ADDR": str(self.client_address[0]),
-            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
-        }
-        if body is not None:
-            env["CONTENT_LENGTH"] = str(len(body))
-        for k, v in self.headers.items():
-            if k.lower() not in ("content-type", "content-length", "transfer-encoding"):
-                env["HTTP_" + k.upper().replace("-", "_")] = v
-        try:
-            proc = subprocess.run(["git", "http-backend"], input=body or b"", env=env,
-                                  capture_output=True, timeout=CGI_TIMEOUT, cwd=root)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            self._send_json(500, {"error": f"git http-backend: {exc}"})
-            return
-        m = re.search(rb"\r?\n\r?\n", proc.stdout)
-        if m is None:
-            self._send_json(502, {"error": "git http-backend gave no headers",
-                                  "stderr": proc.stderr[-1000:].decode(errors="replace")})
-            return
-        head, payload = proc.stdout[:m.start()], proc.stdout[m.end():]
-        status, headers = 200, []
-        for line in head.decode("latin-1").splitlines():
-            name, _, value = line.partition(":")
-            if name.lower() == "status":
-                status = int(value.split()[0])
-            elif name.strip():
-                headers.append((name.strip(), value.strip()))
+        status, headers, payload = self.server.site.git_cgi(
+            self.command, self.path, list(self.headers.items()), body,
+            str(self.client_address[0]))
         self.send_response(status)
         for name, value in headers:
             self.send_header(name, value)
@@ -534,27 +578,17 @@ class HTTPHandler(http.server.BaseHTTPRequestHandler):
     def _pip_index(self, parts: list[str], head: bool) -> None:
         site = self.server.site
         if parts[1] == "packages":
-            if site.pip_dir and any(parts[2] == w for ws in site.wheels.values() for w, _ in ws):
-                self._get_file_from(site.pip_dir, parts[2], head)
+            wheel = site.wheel_path(parts[2])
+            if wheel:
+                self._get_file_from(os.path.dirname(wheel), parts[2], head)
             else:
                 self._not_found(head)
             return
-        rest = [p for p in parts[2:] if p]
-        if not rest:
-            links = [f'<a href="{p}/">{p}</a><br>' for p in sorted(site.wheels)]
-            title = "Simple index"
-        elif len(rest) == 1 and re.sub(r"[-_.]+", "-", rest[0]).lower() in site.wheels:
-            project = re.sub(r"[-_.]+", "-", rest[0]).lower()
-            links = [f'<a href="/packages/{html.escape(w)}#sha256={d}">{html.escape(w)}</a><br>'
-                     for w, d in site.wheels[project]]
-            title = f"Links for {project}"
-        else:
+        page = site.pip_page(parts)
+        if page is None:
             self._not_found(head)
-            return
-        page = (f"<!DOCTYPE html>\n<html><head><meta name=\"pypi:repository-version\" "
-                f"content=\"1.0\"><title>{title}</title></head>\n<body><h1>{title}</h1>\n"
-                + "\n".join(links) + "\n</body></html>\n").encode()
-        self._send_body(200, page, "text/html; charset=utf-8", head)
+        else:
+            self._send_body(200, page, "text/html; charset=utf-8", head)
 
     # -- POST / PUT
 
@@ -669,6 +703,7 @@ class H2Session:
         self.requests: dict[int, dict[str, str]] = {}
         self.uploads: dict[int, tuple[hashlib._Hash | None, list[int]]] = {}
         self.outgoing: dict[int, tuple[Iterator[bytes], list[memoryview]]] = {}
+        self.bodies: dict[int, bytearray] = {}       # request bodies kept (for /git/)
         self.done = False
 
     def run(self) -> None:
@@ -701,6 +736,8 @@ class H2Session:
             self.requests[event.stream_id] = dict(event.headers)
             headers = self.requests[event.stream_id]
             if headers.get(":method") in ("POST", "PUT"):
+                if headers.get(":path", "").startswith("/git/"):
+                    self.bodies[event.stream_id] = bytearray()
                 hashing = "hash=none" not in headers.get(":path", "").partition("?")[2]
                 self.uploads[event.stream_id] = (hashlib.sha256() if hashing else None, [0])
         elif isinstance(event, h2.events.DataReceived):
@@ -709,12 +746,16 @@ class H2Session:
                 if upload[0] is not None:
                     upload[0].update(event.data)
                 upload[1][0] += len(event.data)
+                kept = self.bodies.get(event.stream_id)
+                if kept is not None and len(kept) < MAX_CGI_BODY:
+                    kept += event.data
             self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
         elif isinstance(event, h2.events.StreamEnded):
             self._respond(event.stream_id)
         elif isinstance(event, h2.events.StreamReset):
             self.requests.pop(event.stream_id, None)
             self.uploads.pop(event.stream_id, None)
+            self.bodies.pop(event.stream_id, None)
             body = self.outgoing.pop(event.stream_id, None)
             if body is not None:
                 getattr(body[0], "close", lambda: None)()
@@ -724,8 +765,7 @@ class H2Session:
     def _respond(self, sid: int) -> None:
         headers = self.requests.pop(sid, {})
         method, path = headers.get(":method", "GET"), headers.get(":path", "/")
-        status, ctype, length, body, extra = self._route(sid, method, path.partition("?")[0],
-                                                         headers)
+        status, ctype, length, body, extra = self._route(sid, method, path, headers)
         out = [(":status", str(status)), ("server", HTTPHandler.server_version),
                ("content-type", ctype), ("content-length", str(length)), *extra]
         if method == "HEAD" or length == 0:
@@ -741,7 +781,29 @@ class H2Session:
             data = json.dumps(obj).encode() + b"\n"
             return code, "application/json", len(data), iter([data]), []
 
+        target, path = path, path.partition("?")[0]
         parts = path.split("/")
+        if parts[1:2] == ["git"]:
+            body = self.bodies.pop(sid, None)
+            self.uploads.pop(sid, None)
+            status, out, payload = self.site.git_cgi(
+                method, target, list(headers.items()), None if body is None else bytes(body),
+                str(self.sock.getpeername()[0]))
+            ctype = next((v for k, v in out if k.lower() == "content-type"), "text/plain")
+            out = [(k.lower(), v) for k, v in out if k.lower() != "content-type"]
+            return status, ctype, len(payload), iter([payload]), out
+        if parts[1:2] == ["simple"]:
+            page = self.site.pip_page(parts)
+            if page is not None:
+                return 200, "text/html; charset=utf-8", len(page), iter([page]), []
+        if len(parts) == 3 and parts[1] == "packages" and self.site.wheel_path(parts[2]):
+            with open(self.site.wheel_path(parts[2]) or "", "rb") as f:
+                data = f.read()
+            return 200, "application/octet-stream", len(data), iter([data]), []
+        if path == "/etag":
+            if etag_matches(headers.get("if-none-match", "")):
+                return 304, "text/plain", 0, iter([]), [("etag", ETAG)]
+            return 200, "text/plain", len(ETAG_BODY), iter([ETAG_BODY]), [("etag", ETAG)]
         if method in ("POST", "PUT"):
             h, size = self.uploads.pop(sid, (None, [0]))
             if path != "/upload":
@@ -781,7 +843,7 @@ class H2Session:
 
     def _pump(self) -> None:
         """Send response data while some stream has both data and flow-control window."""
-        progress = True
+        progress, frames = True, 0
         while progress and self.outgoing:
             progress = False
             for sid in list(self.outgoing):
@@ -804,7 +866,9 @@ class H2Session:
                     pending.clear()
                 self.conn.send_data(sid, piece.tobytes())
                 progress = True
-                self._flush()
+                frames += 1
+                if frames % 64 == 0:                   # ~1 MiB per write with 16 KiB frames
+                    self._flush()
         self._flush()
 
 
