@@ -40,6 +40,9 @@ class Config:
     keylog: str | None = None
     insecure: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Set by the supervisor once the run's CA exists: (bundle file, file it covers) pairs
+    # to bind-mount in the command's mount namespace.
+    trust_mounts: tuple[tuple[str, str], ...] = ()
 
     @property
     def interface(self) -> ipaddress.IPv4Interface:

@@ -190,12 +190,20 @@ class StreamReset(Event):
 class _Body:
     """One side (request or response) of a stream, from its head to its end."""
 
-    __slots__ = ("size", "decoder", "open")
+    __slots__ = ("size", "decoder", "open", "length")
 
-    def __init__(self, decoder: ContentDecoder | None) -> None:
+    def __init__(self, decoder: ContentDecoder | None, fields: list[tuple[str, str]]) -> None:
         self.size = 0
         self.decoder = decoder
         self.open = True
+        # The declared content-length, if any: a body that reached it is complete even
+        # when the connection closes before END_STREAM arrives.
+        self.length = next((int(v) for k, v in fields
+                            if k.lower() == "content-length" and v.strip().isdigit()), None)
+
+    @property
+    def reached_length(self) -> bool:
+        return self.length is not None and self.size == self.length
 
 
 class _Stream:
@@ -569,7 +577,7 @@ class Http2Observer:
             if authority is not None and not any(k.lower() == "host" for k, _ in fields):
                 fields.insert(0, ("host", authority))
             stream = self.streams[sid] = _Stream(sid)
-            stream.req = _Body(self._decoder(fields))
+            stream.req = _Body(self._decoder(fields), fields)
             self.events_.append(RequestHead(method, target, VERSION, fields, now, seq=sid))
             if end_stream:
                 self._end_request(stream, now, True, [])
@@ -596,7 +604,7 @@ class Http2Observer:
                 self.events_.append(ResponseHead(status, "", VERSION, fields, now, seq=sid,
                                                  informational=True))
                 return
-            stream.resp = _Body(self._decoder(fields))
+            stream.resp = _Body(self._decoder(fields), fields)
             self.events_.append(ResponseHead(status, "", VERSION, fields, now, seq=sid,
                                              informational=False))
             if end_stream:
@@ -674,6 +682,6 @@ class Http2Observer:
             stream = self.streams[sid]
             if client:
                 if stream.req is not None and stream.req.open:
-                    self._end_request(stream, now, False, [])
+                    self._end_request(stream, now, stream.req.reached_length, [])
             elif stream.resp is not None and stream.resp.open:
-                self._end_response(stream, now, False, [])
+                self._end_response(stream, now, stream.resp.reached_length, [])

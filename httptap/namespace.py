@@ -7,8 +7,9 @@ In order (DESIGN.md, "The namespace"):
    the caller while this process still holds every capability inside its new namespace;
 2. open ``/dev/net/tun`` (IFF_TUN | IFF_NO_PI | IFF_VNET_HDR, checksum offload) and
    configure the device and ``lo`` by netlink (pyroute2);
-3. bind-mount a resolv.conf naming the gateway, and an /etc/hosts naming
-   ``host.httptap.local`` (unless ``--no-overlay``);
+3. bind-mount a resolv.conf naming the gateway, an /etc/hosts naming
+   ``host.httptap.local`` and CA bundles that include the run's CA (unless
+   ``--no-overlay``);
 4. hand the TUN fd to the supervisor over a Unix socket (SCM_RIGHTS) and wait for "go";
 5. reset signals and exec the command (its capabilities vanish at exec: it is not root).
 
@@ -229,6 +230,9 @@ def launch(config: Config, sock: socket.socket) -> NoReturn:
             notes = configure_network(config)
             if config.overlay:
                 notes += overlay_resolv_conf(config) + overlay_hosts()
+                for source, target in config.trust_mounts:
+                    _check(_libc.mount(source.encode(), target.encode(), None, MS_BIND, None),
+                           f"bind-mount the CA bundle on {target}")
         except SetupError as exc:
             sock.sendall(b"E" + str(exc).encode())
             os._exit(125)

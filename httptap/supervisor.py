@@ -14,9 +14,11 @@ dies first, httptap names it, stops the command and exits 125.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -28,6 +30,7 @@ EXIT_FAILED = 125
 DRAIN_TIMEOUT = 5.0      # seconds the pipeline gets to flush after the command exits
 COMMAND_GRACE = 2.0      # seconds between SIGTERM and SIGKILL when we stop the command
 RING_CAPACITY = 8 << 20
+RUN_DIR_PREFIX = "httptap-run-"   # + supervisor pid: the run's trust files
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 WATCHED = {signal.SIGCHLD, *FORWARDED}
@@ -85,7 +88,49 @@ class Supervisor:
         self.stages.append(child)
         return child
 
+    def _prepare_trust(self) -> None:
+        """The run's CA, and the files and environment that make the command trust it.
+
+        The files live in a private directory removed on every way out (one left by a
+        SIGKILLed run is removed by the next run: see ``remove_stale_run_dirs``)."""
+        import dataclasses
+
+        from . import trust
+        from .ca import CertificateAuthority
+
+        config = self.config
+        if config.ca_dir:
+            self.ca = CertificateAuthority.load_or_create(config.ca_dir, keylog_filename=config.keylog)
+        else:
+            self.ca = CertificateAuthority.ephemeral(keylog_filename=config.keylog)
+        remove_stale_run_dirs()
+        self.run_dir = tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-")
+        os.chmod(self.run_dir, 0o755)  # the command may run as another user (--user)
+        files = trust.build(self.ca.cert_pem, self.run_dir, os.environ)
+        mounts = tuple((files.bundle_path, target) for target in files.overlay_targets)
+        self.config = dataclasses.replace(
+            config, extra_env={**config.extra_env, **files.environ},
+            trust_mounts=mounts if config.overlay else ())
+
     def run(self) -> int:
+        from .ca import CAError
+
+        try:
+            self._prepare_trust()
+        except (CAError, OSError) as exc:
+            print(f"httptap: {exc}", file=sys.stderr)
+            self._remove_run_dir()
+            return EXIT_FAILED
+        try:
+            return self._run()
+        finally:
+            self._remove_run_dir()
+
+    def _remove_run_dir(self) -> None:
+        if getattr(self, "run_dir", None):
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def _run(self) -> int:
         config = self.config
         signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED)
         # Blocked signals are taken by sigwaitinfo(), but an *ignored* one is discarded when
@@ -126,7 +171,7 @@ class Supervisor:
         for i in range(n):
             suffix = str(i) if n > 1 else ""
             self._start("proxy" + suffix, proxy.run, [tcp_to_proxy[i]], [proxy_to_tcp[i], proxy_to_sink[i]],
-                        shard=i)
+                        shard=i, ca=self.ca)
             self._start("tcp" + suffix, tcp.run, [tun_to_tcp[i], proxy_to_tcp[i]],
                         [tcp_to_tun[i], tcp_to_proxy[i]], shard=i)
 
@@ -332,6 +377,18 @@ def _cpu_of(pid: int) -> float:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return 0.0
+
+
+def remove_stale_run_dirs() -> None:
+    """Remove run directories of httptap processes that no longer exist (SIGKILLed)."""
+    tmp = tempfile.gettempdir()
+    for name in os.listdir(tmp):
+        if not name.startswith(RUN_DIR_PREFIX):
+            continue
+        pid = name[len(RUN_DIR_PREFIX):].split("-", 1)[0]
+        path = os.path.join(tmp, name)
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}") and os.stat(path).st_uid == os.getuid():
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def run_supervisor(config: Config) -> int:

@@ -3,169 +3,65 @@
 For every ``FlowOpened`` from the tcp stage it connects to the original destination from
 the host's network namespace, and answers ``FlowAccept`` (the command's handshake then
 completes) or ``FlowRefuse`` (the command sees a reset, or a timeout). Then bytes relay
-both ways, half-closes and resets pass through, and each finished connection is reported
-to the sink as a ``TcpSummary``.
-
-Flow control is credit-based across the ring: we return ``FlowAcked`` for bytes the
-upstream socket has taken, and stop reading an upstream socket while more than
-``MAX_IN_FLIGHT`` of its bytes wait for the command to acknowledge them.
+both ways, half-closes and resets pass through. What happens on one connection (TLS
+interception, HTTP decoding, flow control) is ``stages.relay``; this module dispatches
+the tcp stage's messages to relays and batches what they send to the rings.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
-import socket
-import struct
-import time
+import os
+import ssl
 
 from .. import messages
-from ..http1 import Http1Observer
-from ..httpreport import ExchangeReporter
+from ..namespace import HOST_LOOPBACK_ALIAS
 from .base import StageContext
+from .relay import Relay
 
 CONNECT_TIMEOUT = 20.0       # then the command's connect times out (we stay silent)
-MAX_IN_FLIGHT = 8 << 20      # upstream bytes not yet acknowledged by the command
-WRITE_HIGH_WATER = 1 << 20   # upstream socket buffer before we stop returning credit
 RETRY_FLUSH = 0.005
 
-# host.httptap.local: the host's loopback, reachable from inside the namespace.
-HOST_LOOPBACK_ALIAS = {"169.254.77.65": "127.0.0.1"}
 
 
-class Relay(asyncio.Protocol):
-    """One upstream connection and the flow it belongs to."""
+class UpstreamTls:
+    """Client contexts for upstream TLS, one per ALPN list (ALPN is set per context).
 
-    def __init__(self, proxy: Proxy, opened: messages.FlowOpened) -> None:
-        self.proxy = proxy
-        self.flow = opened.flow
-        self.client = f"{opened.src}:{opened.sport}" if ":" not in opened.src else f"[{opened.src}]:{opened.sport}"
-        self.server = f"{opened.dst}:{opened.dport}" if ":" not in opened.dst else f"[{opened.dst}]:{opened.dport}"
-        self.transport: asyncio.Transport | None = None
-        self.started = time.time()
-        self.bytes_up = 0       # command -> upstream
-        self.bytes_down = 0     # upstream -> command
-        self.in_flight = 0      # sent towards the command, not yet acknowledged by it
-        self.owed_credit = 0    # written upstream while the socket was over high water
-        self.write_paused = False
-        self.read_paused = False
-        self.upstream_eof = False
-        self.finished = False
-        # HTTP decoding on --http ports: the observer sees a copy of every byte relayed.
-        self.observer: Http1Observer | None = None
-        self.reporter: ExchangeReporter | None = None
-        if opened.dport in proxy.ctx.config.http_ports:
-            self.observer = Http1Observer(capture_bodies=proxy.capture_bodies)
-            self.reporter = ExchangeReporter(
-                scheme="http", server_host=opened.dst, server_port=opened.dport,
-                client=self.client, server=self.server, new_id=proxy.new_exchange_id)
+    Trust: the host's default store plus, if set in httptap's own environment,
+    ``SSL_CERT_FILE`` (OpenSSL alone would use it *instead of* the system store)."""
 
-    # --- upstream socket events ------------------------------------------------------------
+    def __init__(self, insecure: bool, keylog: str | None) -> None:
+        self.insecure = insecure
+        self.keylog = keylog
+        self._contexts: dict[tuple[str, ...], ssl.SSLContext] = {}
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)  # type: ignore[attr-defined]
-
-    def data_received(self, data: bytes) -> None:
-        self.bytes_down += len(data)
-        self.in_flight += len(data)
-        self.proxy.send_tcp(messages.FlowData(self.flow, data))
-        if self.observer is not None:
-            self.observer.server_data(data, time.time())
-            self._report()
-        if self.in_flight > MAX_IN_FLIGHT and not self.read_paused and self.transport:
-            self.read_paused = True
-            self.transport.pause_reading()
-
-    def eof_received(self) -> bool:
-        self.upstream_eof = True
-        self.proxy.send_tcp(messages.FlowEof(self.flow))
-        if self.observer is not None:
-            self.observer.server_eof(time.time())
-            self._report()
-        return True  # keep our writing half open: the command may still send
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.finished:
-            return
-        if exc is not None:
-            self.proxy.send_tcp(messages.FlowReset(self.flow, f"upstream: {exc}"))
-        elif not self.upstream_eof:
-            self.proxy.send_tcp(messages.FlowEof(self.flow))
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        if self.owed_credit:
-            self.proxy.send_tcp(messages.FlowAcked(self.flow, self.owed_credit))
-            self.owed_credit = 0
-
-    # --- messages from the command's side ------------------------------------------------
-
-    def command_data(self, data: bytes) -> None:
-        if self.transport is None or self.transport.is_closing():
-            return
-        self.bytes_up += len(data)
-        self.transport.write(data)
-        if self.observer is not None:
-            self.observer.client_data(data, time.time())
-            self._report()
-        if self.write_paused:
-            self.owed_credit += len(data)
-        else:
-            self.proxy.send_tcp(messages.FlowAcked(self.flow, len(data)))
-
-    def command_acked(self, count: int) -> None:
-        self.in_flight -= count
-        if self.read_paused and self.in_flight <= MAX_IN_FLIGHT // 2 and self.transport:
-            self.read_paused = False
-            self.transport.resume_reading()
-
-    def command_eof(self) -> None:
-        if self.observer is not None:
-            self.observer.client_eof(time.time())
-            self._report()
-        if self.transport is not None and not self.transport.is_closing() and self.transport.can_write_eof():
-            self.transport.write_eof()
-
-    def command_reset(self) -> None:
-        self.finished = True
-        transport = self.transport
-        if transport is not None and not transport.is_closing():
-            sock = transport.get_extra_info("socket")
-            if sock is not None:  # abort with RST, as the command did
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                except OSError:
-                    pass
-            transport.abort()
-
-    def close(self) -> None:
-        self.finished = True
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
-
-    def _report(self) -> None:
-        observer = self.observer
-        assert observer is not None and self.reporter is not None
-        for msg in self.reporter.on_events(observer.events()):
-            self.proxy.send_sink(msg)
-        if observer.failed or observer.upgraded:
-            self.observer = None  # not HTTP after all, or a WebSocket: relay raw from now on
-
-    def final_report(self) -> list[messages.Msg]:
-        """What the sink hears when the connection is over: errors for unanswered
-        requests, or a tcp summary if nothing on it was HTTP."""
-        if self.reporter is not None and self.reporter.exchanges:
-            return self.reporter.finish(time.time(), "the connection closed before a response")
-        return [self.summary()]
-
-    def summary(self) -> messages.TcpSummary:
-        return messages.TcpSummary(time=self.started, client=self.client, server=self.server,
-                                   bytes_sent=self.bytes_up, bytes_received=self.bytes_down,
-                                   duration=time.time() - self.started)
+    def context(self, alpn: tuple[str, ...]) -> ssl.SSLContext:
+        context = self._contexts.get(alpn)
+        if context is None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            if self.insecure:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            else:
+                paths = ssl.get_default_verify_paths()
+                for cafile, capath in ((paths.openssl_cafile, None), (None, paths.openssl_capath)):
+                    try:
+                        context.load_verify_locations(cafile=cafile, capath=capath)
+                    except (OSError, ssl.SSLError):
+                        pass
+                extra = os.environ.get("SSL_CERT_FILE")
+                if extra:
+                    try:
+                        context.load_verify_locations(cafile=extra)
+                    except (OSError, ssl.SSLError):
+                        pass
+            if alpn:
+                context.set_alpn_protocols(list(alpn))
+            if self.keylog:
+                context.keylog_filename = self.keylog
+            self._contexts[alpn] = context
+        return context
 
 
 class Proxy:
@@ -182,6 +78,8 @@ class Proxy:
         self.capture_bodies = config.body or any(s.startswith("har:") for s in config.sinks)
         # Exchange ids unique across proxy shards: the shard number in the high bits.
         self._exchange_ids = iter(range((ctx.extra.get("shard", 0) << 40) + 1, 1 << 62))
+        self.ca = ctx.extra["ca"]
+        self.upstream_tls = UpstreamTls(config.insecure, config.keylog)
 
     def new_exchange_id(self) -> int:
         return next(self._exchange_ids)
@@ -247,20 +145,22 @@ class Proxy:
     # --- connections -----------------------------------------------------------------------
 
     async def _connect(self, opened: messages.FlowOpened) -> None:
-        host = HOST_LOOPBACK_ALIAS.get(opened.dst, opened.dst)
+        # host.httptap.local: the host's loopback, reachable from inside the namespace.
+        host = "127.0.0.1" if opened.dst == HOST_LOOPBACK_ALIAS else opened.dst
         relay = Relay(self, opened)
         try:
             await asyncio.wait_for(
                 self.loop.create_connection(lambda: relay, host, opened.dport), CONNECT_TIMEOUT)
         except asyncio.TimeoutError:
             self.send_tcp(messages.FlowRefuse(opened.flow, "upstream connect timed out", reset=False))
-            self._notice(f"connect to {relay.server} timed out")
+            self.notice(f"connect to {relay.server} timed out")
             return
         except OSError as exc:
             # Refused or unreachable: the command sees "connection refused" at once.
             self.send_tcp(messages.FlowRefuse(opened.flow, exc.strerror or str(exc)))
-            if exc.errno != errno.ECONNREFUSED and self.ctx.config.verbose:
-                self._notice(f"connect to {relay.server} failed: {exc.strerror or exc}")
+            if exc.errno != errno.ECONNREFUSED:
+                self.notice(f"connect to {relay.server} failed: {exc.strerror or exc}",
+                            verbose_only=True)
             return
         finally:
             self.connecting.pop(opened.flow, None)
@@ -281,8 +181,9 @@ class Proxy:
         for msg in relay.final_report():
             self.send_sink(msg)
 
-    def _notice(self, text: str, level: str = "info") -> None:
-        self.send_sink(messages.Notice(level, text))
+    def notice(self, text: str, level: str = "info", verbose_only: bool = False) -> None:
+        if not verbose_only or self.ctx.config.verbose:
+            self.send_sink(messages.Notice(level, text))
 
     def _drain(self) -> None:
         for task in self.connecting.values():
