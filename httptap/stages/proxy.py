@@ -18,6 +18,7 @@ import ssl
 from .. import messages
 from ..namespace import HOST_LOOPBACK_ALIAS
 from .base import StageContext
+from .datagrams import DNS_PORT, Datagrams, DnsOverTcp
 from .relay import Relay
 
 CONNECT_TIMEOUT = 20.0       # then the command's connect times out (we stay silent)
@@ -70,7 +71,7 @@ class Proxy:
         self.loop = loop
         (self.from_tcp,) = ctx.inboxes()
         self.to_tcp, self.to_sink = ctx.outboxes()
-        self.relays: dict[int, Relay] = {}
+        self.relays: dict[int, Relay | DnsOverTcp] = {}
         self.connecting: dict[int, asyncio.Task[None]] = {}
         self.flush_scheduled = False
         self.done = loop.create_future()
@@ -80,6 +81,7 @@ class Proxy:
         self._exchange_ids = iter(range((ctx.extra.get("shard", 0) << 40) + 1, 1 << 62))
         self.ca = ctx.extra["ca"]
         self.upstream_tls = UpstreamTls(config.insecure, config.keylog)
+        self.datagrams = Datagrams(self)
 
     def new_exchange_id(self) -> int:
         return next(self._exchange_ids)
@@ -129,8 +131,16 @@ class Proxy:
                 relay = relays.get(msg.flow)
                 if relay is not None:
                     relay.command_acked(msg.count)
+            elif kind is messages.DatagramIn:
+                self.datagrams.on_datagram(msg)
             elif kind is messages.FlowOpened:
-                self.connecting[msg.flow] = self.loop.create_task(self._connect(msg))
+                if msg.dport == DNS_PORT:  # DNS over TCP, to any address: answered here
+                    relays[msg.flow] = DnsOverTcp(self.datagrams, msg)
+                    self.send_tcp(messages.FlowAccept(msg.flow))
+                else:
+                    self.connecting[msg.flow] = self.loop.create_task(self._connect(msg))
+            elif kind is messages.Notice:
+                self.send_sink(msg)  # --dump-tcp lines from the tcp stage
             elif kind is messages.FlowEof:
                 relay = relays.get(msg.flow)
                 if relay is not None:
@@ -188,6 +198,7 @@ class Proxy:
     def _drain(self) -> None:
         for task in self.connecting.values():
             task.cancel()
+        self.datagrams.close_all()
         for flow in list(self.relays):
             self._end(flow, reset=False)
         self.to_tcp.flush()

@@ -18,6 +18,7 @@ from .base import Inbox, Loop, StageContext
 
 def run(ctx: StageContext) -> None:
     config = ctx.config
+    out = sys.stderr if config.use_stderr else sys.stdout
     sinks = make_sinks(config.sinks, config)
     inboxes = ctx.inboxes()
     loop = Loop()
@@ -37,7 +38,9 @@ def run(ctx: StageContext) -> None:
             for sink in sinks:
                 sink.dns(msg)  # type: ignore[arg-type]
         elif kind is messages.Notice:
-            if msg.level == "error" or config.verbose:  # type: ignore[attr-defined]
+            if msg.level == "packet":  # type: ignore[attr-defined]
+                print(msg.text, file=out, flush=True)  # type: ignore[attr-defined]
+            elif msg.level == "error" or config.verbose:  # type: ignore[attr-defined]
                 print(f"httptap: {msg.text}", file=sys.stderr, flush=True)  # type: ignore[attr-defined]
 
     def on_input(inbox: Inbox) -> None:

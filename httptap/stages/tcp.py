@@ -25,8 +25,10 @@ from ..stats import PACKETS_IN, PACKETS_OUT
 from ..tcp.connection import State, TcpConnection, rst_for
 from ..tcp.events import Acked, Closed, DataReceived, PeerEof, Reset
 from ..tcp.segment import ACK, RST, SYN
-from ..wire import (IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, ProtocolError,
-                    build_icmp_echo_reply, build_tcp, parse_icmp_echo, parse_ip, parse_tcp)
+from ..wire import (IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, ProtocolError,
+                    VNET_HDR_LEN, build_icmp_echo_reply, build_tcp, build_udp, describe,
+                    parse_icmp_echo,
+                    parse_ip, parse_tcp, parse_udp)
 from .base import Loop, StageContext
 
 RECV_BUFFER = 4 << 20   # bytes the command may send ahead of the proxy's upstream writes
@@ -54,8 +56,9 @@ class Flow:
 class TcpShard:
     """The stage's state and logic, separate from its loop so it can be driven in tests."""
 
-    def __init__(self, mtu: int, to_tun, to_proxy, counters) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, mtu: int, to_tun, to_proxy, counters, dump: bool = False) -> None:  # type: ignore[no-untyped-def]
         self.mtu = mtu
+        self.dump = dump  # --dump-tcp: a line per packet, to the sink through the proxy
         self.to_tun = to_tun
         self.to_proxy = to_proxy
         self.counters = counters.v
@@ -71,12 +74,21 @@ class TcpShard:
 
     def on_packets(self, packets: list[bytes], now: float) -> None:
         self.counters[PACKETS_IN] += len(packets)
+        if self.dump:
+            for pkt in packets:
+                self.to_proxy.send(messages.Notice("packet", "in  " + describe(pkt)))
         for pkt in packets:
             try:
                 ip = parse_ip(pkt)
                 if ip.proto == IPPROTO_TCP:
                     sport, dport, seg = parse_tcp(ip.payload)
                     self._on_segment(ip.src, ip.dst, sport, dport, seg, now)
+                elif ip.proto == IPPROTO_UDP:
+                    sport, dport, data = parse_udp(ip.payload)
+                    family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+                    self.to_proxy.send(messages.DatagramIn(
+                        socket.inet_ntop(family, ip.src), sport,
+                        socket.inet_ntop(family, ip.dst), dport, data))
                 elif ip.proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
                     kind = parse_icmp_echo(ip)[0]
                     if kind in (8, 128):  # echo request: answer as the destination
@@ -128,6 +140,9 @@ class TcpShard:
             kind = type(msg)
             if kind is messages.Drain:
                 continue
+            if kind is messages.DatagramOut:
+                self._datagram_out(msg)
+                continue
             flow = by_id.get(msg.flow)
             if flow is None:
                 continue  # already forgotten (reset meanwhile)
@@ -151,6 +166,16 @@ class TcpShard:
                     continue
             self.dirty[flow.id] = flow
         self._finish(now)
+
+    def _datagram_out(self, msg: messages.DatagramOut) -> None:
+        family = socket.AF_INET6 if ":" in msg.src else socket.AF_INET
+        try:
+            pkt = build_udp(socket.inet_pton(family, msg.src), socket.inet_pton(family, msg.dst),
+                            msg.sport, msg.dport, msg.data, vnet=True)
+        except (OSError, ValueError):
+            return  # mixed families or an oversized datagram: nothing the command can take
+        self.out_packets.append(pkt)
+        self.out_bytes += len(pkt)
 
     # --- timers ----------------------------------------------------------------------------
 
@@ -219,6 +244,9 @@ class TcpShard:
         out = self.out_packets
         if out:
             self.counters[PACKETS_OUT] += len(out)
+            if self.dump:
+                for pkt in out:
+                    self.to_proxy.send(messages.Notice("packet", "out " + describe(pkt[VNET_HDR_LEN:])))
             self.to_tun.send(messages.Packets(out))
             self.out_packets = []
             self.out_bytes = 0
@@ -239,7 +267,7 @@ class TcpShard:
 def run(ctx: StageContext) -> None:
     from_tun, from_proxy = ctx.inboxes()
     to_tun, to_proxy = ctx.outboxes()
-    shard = TcpShard(ctx.config.mtu, to_tun, to_proxy, ctx.counters)
+    shard = TcpShard(ctx.config.mtu, to_tun, to_proxy, ctx.counters, dump=ctx.config.dump_tcp)
     loop = Loop()
     monotonic = time.monotonic
     waiting_for_space = False
