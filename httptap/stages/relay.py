@@ -29,6 +29,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .. import messages
+from ..ca import CAError
 from ..clienthello import ClientHelloError, looks_like_tls, parse_client_hello
 from ..http1 import Http1Observer
 from ..http2 import Http2Observer
@@ -239,7 +240,11 @@ class Relay(asyncio.Protocol):
         ssl_object: Any = tls_transport.get_extra_info("ssl_object")
         chosen = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
         self.tls_alpn = chosen or ""
-        leaf = self.proxy.ca.server_context(name, [chosen] if chosen else None)
+        try:
+            leaf = self.proxy.ca.server_context(name, [chosen] if chosen else None)
+        except CAError as exc:  # a name no certificate can hold (with --insecure, say)
+            self._refuse(name, exc)
+            return
         self.tls = ServerTls(leaf)
         self.mode = "tls"
         if chosen == "h2":

@@ -26,6 +26,16 @@ BATCH_BYTES = 256 << 10  # ... or until this many bytes (rings cap a record's si
 MAX_BACKLOG = 256        # Packets messages waiting for ring space before we stop reading
 
 
+LINKTYPE_RAW = 101  # pcap link type: packets start with the IP header
+
+
+def open_pcap(path: str):  # type: ignore[no-untyped-def]
+    """A pcap writer for ``--dump-pcap`` (dpkt: imported only when asked for)."""
+    import dpkt
+
+    return dpkt.pcap.Writer(open(path, "wb"), snaplen=65535, linktype=LINKTYPE_RAW)
+
+
 def run(ctx: StageContext) -> None:
     tun_fd: int = ctx.extra["tun_fd"]
     stop_fd: int = ctx.extra["stop_fd"]
@@ -36,6 +46,7 @@ def run(ctx: StageContext) -> None:
     nshards = len(shards)
     skip = VNET_HDR_LEN  # the device always carries a virtio-net header (namespace.open_tun)
     loop = Loop()
+    pcap = open_pcap(ctx.config.dump_pcap) if ctx.config.dump_pcap else None
 
     def read_packets() -> None:
         batches: list[list[bytes]] = [[] for _ in range(nshards)]
@@ -60,6 +71,10 @@ def run(ctx: StageContext) -> None:
             if size >= BATCH_BYTES:
                 break
         if count:
+            if pcap is not None:
+                for batch in batches:
+                    for pkt in batch:
+                        pcap.writepkt(pkt)
             counters[PACKETS_IN] += count
             for outbox, batch in zip(shards, batches):
                 if batch:
@@ -70,6 +85,9 @@ def run(ctx: StageContext) -> None:
         sent = 0
         for msg in inbox.receive():
             if type(msg) is messages.Packets:
+                if pcap is not None:
+                    for pkt in msg.packets:
+                        pcap.writepkt(pkt[skip:])
                 for pkt in msg.packets:
                     try:
                         os.write(tun_fd, pkt)
@@ -116,4 +134,8 @@ def run(ctx: StageContext) -> None:
     loop.add_reader(stop_fd, on_stop)
     for inbox in returns:
         loop.add_reader(inbox.fd, lambda inbox=inbox: write_packets(inbox))
-    loop.run()
+    try:
+        loop.run()
+    finally:
+        if pcap is not None:
+            pcap.close()

@@ -1,0 +1,485 @@
+"""End to end: real TLS clients under httptap, against test hosts with a test CA.
+
+httptap trusts the test hosts' CA because ``SSL_CERT_FILE`` names it in httptap's own
+environment; the command trusts httptap's run CA through the bundles and variables
+httptap injects (``httptap.trust``) and is given no other help. Every test compares the
+exact lines httptap prints (``--stderr``, so they are apart from what the command writes
+on stdout; clients are kept quiet so their own stderr lines do not interleave) and checks
+that the client got the right bytes, so "the program notices nothing" is tested too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import re
+import shutil
+import ssl
+import stat
+import sys
+
+import pytest
+from cryptography import x509
+from runner import run_httptap
+from testhosts import GIT_FILES, WHEEL_INIT, TestHost, file_bytes
+
+pytestmark = pytest.mark.root
+
+TIMEOUT = 120.0
+LINE_PREFIXES = ("---> ", "<--- ", "httptap:")
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _httptap(test_host: TestHost, *args: str, timeout: float = TIMEOUT):
+    """``httptap --stderr ARGS`` trusting the test CA upstream (SSL_CERT_FILE for httptap)."""
+    return run_httptap("--stderr", *args, timeout=timeout,
+                       env={"SSL_CERT_FILE": str(test_host.ca_file)})
+
+
+def _lines(r) -> list[str]:  # noqa: ANN001
+    """httptap's own lines from stderr (the command's stderr shares the stream)."""
+    return [line for line in r.stderr.splitlines() if line.startswith(LINE_PREFIXES)]
+
+
+def _ok(r) -> None:  # noqa: ANN001
+    assert r.returncode == 0, f"exit {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
+
+
+def _exchange(url: str, status: int, size: int, method: str = "GET") -> list[str]:
+    return [f"---> {method} {url}", f"<--- {status} {url} ({size} bytes)"]
+
+
+def _small(test_host: TestHost, port: int | None = None, host: int | str = 4) -> tuple[str, int]:
+    return test_host.https_url("/files/small", host, port), test_host.files["small"][0]
+
+
+def _direct_get(test_host: TestHost, path: str) -> bytes:
+    """GET ``path`` from the test host's HTTPS port directly (no httptap), HTTP/1.1."""
+    ctx = ssl.create_default_context(cafile=test_host.ca_file)
+    conn = http.client.HTTPSConnection(test_host.ipv4, test_host.https_port, context=ctx,
+                                       timeout=30)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        assert resp.status == 200, (path, resp.status)
+        return resp.read()
+    finally:
+        conn.close()
+
+
+def _need(program: str) -> str:
+    path = shutil.which(program)
+    if path is None:
+        pytest.skip(f"{program} is not installed")
+    return path
+
+
+def _need_h2(test_host: TestHost) -> None:
+    if not test_host.has_h2:
+        pytest.skip("the test host serves no HTTP/2 (the h2 package does not import)")
+
+
+def _pem_blocks(text: str) -> list[x509.Certificate]:
+    blocks = re.findall(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", text, re.S)
+    return [x509.load_pem_x509_certificate(b.encode()) for b in blocks]
+
+
+def _served_chain(test_host: TestHost, *args: str, name: str = "test.httptap.test"
+                  ) -> list[x509.Certificate]:
+    """The chain a command under httptap is served (openssl s_client -showcerts), verified
+    against what httptap injected (-verify_return_error)."""
+    _need("openssl")
+    r = _httptap(test_host, *args, "--", "openssl", "s_client", "-showcerts",
+                 "-verify_return_error", "-connect", f"{test_host.ipv4}:443",
+                 "-servername", name, input=None)
+    _ok(r)
+    return _pem_blocks(r.stdout)
+
+
+# --------------------------------------------------------------------------- curl
+
+def test_curl_http11(test_host):
+    _need("curl")
+    url, size = _small(test_host)
+    r = _httptap(test_host, "--", "curl", "-sS", "--http1.1", "-o", "/dev/null",
+                 "-w", "%{http_version} %{http_code} %{size_download}\n", url)
+    _ok(r)
+    assert r.stdout.split() == ["1.1", "200", str(size)]
+    assert _lines(r) == _exchange(url, 200, size)
+
+
+def test_curl_http2_two_requests_one_connection(test_host):
+    _need("curl")
+    _need_h2(test_host)
+    url1, size1 = _small(test_host)
+    url2 = test_host.https_url("/bytes/5")
+    r = _httptap(test_host, "--", "curl", "-sS", "--http2", "-o", "/dev/null", "-o", "/dev/null",
+                 "-w", "%{http_version} %{http_code} %{size_download} %{num_connects}\n",
+                 url1, url2)
+    _ok(r)
+    # The second transfer reuses the first one's connection (0 new connects).
+    assert r.stdout.splitlines() == [f"2 200 {size1} 1", "2 200 5 0"]
+    assert _lines(r) == _exchange(url1, 200, size1) + _exchange(url2, 200, 5)
+
+
+@pytest.mark.parametrize("version", ["--http1.1", "--http2"])
+def test_curl_16m_download_intact(test_host, version):
+    _need("curl")
+    if version == "--http2":
+        _need_h2(test_host)
+    size, digest = test_host.files["16m"]
+    url = test_host.https_url("/files/16m")
+    r = _httptap(test_host, "--", "sh", "-c", f"curl -sS {version} {url} | sha256sum")
+    _ok(r)
+    assert r.stdout.split()[0] == digest
+    assert _lines(r) == _exchange(url, 200, size)
+
+
+@pytest.mark.parametrize("version", ["--http1.1", "--http2"])
+def test_curl_upload_intact(test_host, version):
+    _need("curl")
+    if version == "--http2":
+        _need_h2(test_host)
+    size = 20 << 20
+    block = hashlib.sha256(b"https upload").digest() * 2048         # 64 KiB
+    digest = hashlib.sha256(block * (size // len(block))).hexdigest()
+    url = test_host.https_url("/upload")
+    script = (f"{sys.executable} -c 'import sys; b = {block!r}; "
+              f"[sys.stdout.buffer.write(b) for _ in range({size // len(block)})]' "
+              f"| curl -sS {version} --data-binary @- -H 'Content-Type: application/octet-stream' "
+              f"{url}")
+    r = _httptap(test_host, "--", "sh", "-c", script)
+    _ok(r)
+    assert r.stdout.strip() == f'{{"size": {size}, "sha256": "{digest}"}}'
+    reply = len(r.stdout.strip()) + 1
+    assert _lines(r) == _exchange(url, 200, reply, "POST")
+
+
+def test_curl_over_ipv6(test_host):
+    _need("curl")
+    if test_host.ipv6 is None:
+        pytest.skip("IPv6 is disabled on this host")
+    url, size = _small(test_host, host=6)
+    r = _httptap(test_host, "--", "curl", "-sS", "-g", "-o", "/dev/null", "-w", "%{http_code}\n",
+                 url)
+    _ok(r)
+    assert r.stdout.split() == ["200"]
+    assert _lines(r) == _exchange(url, 200, size)
+
+
+def test_curl_sni_names_the_url_and_the_certificate(test_host):
+    """curl --resolve sends SNI test.httptap.test: the URL shows the name."""
+    _need("curl")
+    url, size = _small(test_host, host="test.httptap.test")
+    r = _httptap(test_host, "--", "curl", "-sS", "--resolve",
+                 f"test.httptap.test:443:{test_host.ipv4}", "-o", "/dev/null",
+                 "-w", "%{http_code}\n", url)
+    _ok(r)
+    assert r.stdout.split() == ["200"]
+    assert _lines(r) == _exchange(url, 200, size)
+
+
+# --------------------------------------------------------------------------- other clients
+
+def test_wget(test_host):
+    _need("wget")
+    url, size = _small(test_host)
+    r = _httptap(test_host, "--", "sh", "-c", f"wget -q -O - {url} | sha256sum")
+    _ok(r)
+    assert r.stdout.split()[0] == test_host.files["small"][1]
+    assert _lines(r) == _exchange(url, 200, size)
+
+
+URLLIB = """
+import hashlib, sys, urllib.request
+body = urllib.request.urlopen(sys.argv[1], timeout=30).read()
+print(len(body), hashlib.sha256(body).hexdigest())
+"""
+
+REQUESTS = """
+import hashlib, sys, requests
+r = requests.get(sys.argv[1], timeout=30)
+print(r.status_code, len(r.content), hashlib.sha256(r.content).hexdigest())
+"""
+
+
+def test_python_urllib(test_host):
+    url, size = _small(test_host)
+    r = _httptap(test_host, "--", sys.executable, "-c", URLLIB, url)
+    _ok(r)
+    assert r.stdout.split() == [str(size), test_host.files["small"][1]]
+    assert _lines(r) == _exchange(url, 200, size)
+
+
+def test_python_requests(test_host):
+    pytest.importorskip("requests")
+    url, size = _small(test_host)
+    r = _httptap(test_host, "--", sys.executable, "-c", REQUESTS, url)
+    _ok(r)
+    assert r.stdout.split() == ["200", str(size), test_host.files["small"][1]]
+    assert _lines(r) == _exchange(url, 200, size)
+
+
+NODE_FETCH = """
+if (typeof fetch !== "function") { console.log("NOFETCH"); process.exit(0); }
+fetch(process.argv[1]).then(r => r.arrayBuffer().then(b => console.log(r.status, b.byteLength)))
+  .catch(e => { console.error(e); process.exit(1); });
+"""
+
+NODE_HTTPS = """
+require("https").get(process.argv[1], r => {
+  let n = 0;
+  r.on("data", c => { n += c.length; });
+  r.on("end", () => console.log(r.statusCode, n));
+}).on("error", e => { console.error(e); process.exit(1); });
+"""
+
+
+@pytest.mark.parametrize("script", [NODE_FETCH, NODE_HTTPS], ids=["fetch", "https-module"])
+def test_node(test_host, script):
+    node = _need("node")
+    url, size = _small(test_host)
+    r = _httptap(test_host, "--", node, "-e", script, url)
+    _ok(r)
+    if r.stdout.strip() == "NOFETCH":
+        pytest.skip("this node has no global fetch (node >= 18 has)")
+    assert r.stdout.split() == ["200", str(size)]
+    assert _lines(r) == _exchange(url, 200, size)
+
+
+def test_openssl_s_client(test_host):
+    """A raw TLS client: the request line appears, the response is read, and the certificate
+    it gets (verified: -verify_return_error) is minted for the SNI name."""
+    _need("openssl")
+    request = (b"GET /status/201 HTTP/1.1\r\nHost: test.httptap.test\r\n"
+               b"Connection: close\r\n\r\n")
+    r = _httptap(test_host, "--", "sh", "-c",
+                 f"printf '{request.decode().encode('unicode_escape').decode()}' | "
+                 f"openssl s_client -quiet -verify_return_error -connect {test_host.ipv4}:443 "
+                 "-servername test.httptap.test")
+    _ok(r)
+    body = '{"status": 201}\n'
+    assert r.stdout.startswith("HTTP/1.1 201 ")
+    assert r.stdout.endswith("\r\n\r\n" + body)
+    assert "CN = test.httptap.test" in r.stderr           # the leaf openssl verified
+    assert _lines(r) == _exchange("https://test.httptap.test/status/201", 201, len(body))
+
+
+# --------------------------------------------------------------------------- git, pip
+
+def test_git_clone(test_host, tmp_path):
+    _need("git")
+    dest = tmp_path / "demo"
+    url = test_host.git_url()
+    r = _httptap(test_host, "--", "git", "-c", "protocol.version=2", "clone", "-q", url,
+                 str(dest))
+    _ok(r)
+    for name, text in GIT_FILES.items():
+        assert (dest / name).read_text() == text
+    lines = _lines(r)
+    refs = f"{url}/info/refs?service=git-upload-pack"
+    pack = f"{url}/git-upload-pack"
+    assert lines[0] == f"---> GET {refs}"
+    assert re.fullmatch(rf"<--- 200 {re.escape(refs)} \(\d+ bytes\)", lines[1])
+    assert len(lines) >= 4 and len(lines) % 2 == 0, lines
+    for request, response in zip(lines[2::2], lines[3::2]):
+        assert request == f"---> POST {pack}"
+        assert re.fullmatch(rf"<--- 200 {re.escape(pack)} \(\d+ bytes\)", response)
+
+
+def test_pip_install(test_host, tmp_path):
+    target = tmp_path / "site"
+    index = test_host.pip_index_url
+    project = test_host.wheel_name.split("-")[0].replace("_", "-")
+    r = _httptap(test_host, "--", sys.executable, "-m", "pip", "install", "--isolated",
+                 "--no-cache-dir", "--disable-pip-version-check", "--no-deps", "-q",
+                 "--index-url", index, "--target", str(target), project)
+    _ok(r)
+    assert (target / "demo_pkg" / "__init__.py").read_text() == WHEEL_INIT
+    page = f"{index}{project}/"
+    wheel = test_host.https_url(f"/packages/{test_host.wheel_name}")
+    wheel_size = os.path.getsize(os.path.join(test_host.pip_dir, test_host.wheel_name))
+    page_size = len(_direct_get(test_host, f"/simple/{project}/"))
+    assert _lines(r) == _exchange(page, 200, page_size) + _exchange(wheel, 200, wheel_size)
+
+
+# --------------------------------------------------------------------------- upstream failures
+
+@pytest.mark.parametrize("case", ["wrong-name", "expired"])
+def test_bad_upstream_certificate_fails_the_handshake(test_host, case):
+    _need("curl")
+    port = test_host.wrong_name_port if case == "wrong-name" else test_host.expired_port
+    url, _ = _small(test_host, port)
+    r = _httptap(test_host, "--", "curl", "-sS", "-o", "/dev/null", url)
+    assert r.returncode == 35, r.stderr                   # CURLE_SSL_CONNECT_ERROR
+    ip = test_host.ipv4
+    errors = [line for line in _lines(r) if line.startswith("httptap:")]
+    assert len(errors) == 1 and not [line for line in _lines(r) if line.startswith("--")], r.stderr
+    prefix = f"httptap: TLS to {ip} ({ip}:{port}) failed: "
+    assert errors[0].startswith(prefix), errors
+    why = errors[0][len(prefix):]
+    if case == "wrong-name":
+        assert "mismatch" in why or "not valid" in why, why
+    else:
+        assert "expired" in why, why
+
+
+def test_expired_with_sni_names_the_host(test_host):
+    _need("curl")
+    ip, port = test_host.ipv4, test_host.expired_port
+    r = _httptap(test_host, "--", "curl", "-sS", "-o", "/dev/null", "--resolve",
+                 f"test.httptap.test:{port}:{ip}", f"https://test.httptap.test:{port}/")
+    assert r.returncode == 35, r.stderr
+    assert [line for line in _lines(r) if line.startswith("httptap:")] == [
+        f"httptap: TLS to test.httptap.test ({ip}:{port}) failed: certificate has expired"]
+
+
+def test_python_client_sees_a_handshake_failure(test_host):
+    url, _ = _small(test_host, test_host.expired_port)
+    script = ("import ssl, sys, urllib.request\n"
+              "try:\n    urllib.request.urlopen(sys.argv[1], timeout=30)\n"
+              "except urllib.error.URLError as e:\n"
+              "    print(type(e.reason).__name__, isinstance(e.reason, ssl.SSLError))\n")
+    r = _httptap(test_host, "--", sys.executable, "-c", script, url)
+    _ok(r)
+    assert r.stdout.split() == ["SSLError", "True"]
+
+
+def test_insecure_lets_the_expired_certificate_through(test_host):
+    _need("curl")
+    for port in (test_host.expired_port, test_host.wrong_name_port):
+        url, size = _small(test_host, port)
+        r = _httptap(test_host, "--insecure", "--", "curl", "-sS", "-o", "/dev/null",
+                     "-w", "%{http_code}\n", url)
+        _ok(r)
+        assert r.stdout.split() == ["200"]
+        assert _lines(r) == _exchange(url, 200, size)
+
+
+def test_unmintable_sni_fails_the_handshake_not_hangs(test_host):
+    """With --insecure the upstream accepts any SNI; one no certificate can hold
+    (a '/') must still end the command's handshake with an alert and an error line."""
+    _need("openssl")
+    ip = test_host.ipv4
+    r = _httptap(test_host, "--insecure", "--", "sh", "-c",
+                 f"timeout 20 openssl s_client -connect {ip}:443 -servername a/b "
+                 "</dev/null >/dev/null; echo $?", timeout=60)
+    _ok(r)
+    assert r.stdout.split() == ["1"]                        # failed, not killed by timeout
+    assert [line for line in _lines(r) if line.startswith("httptap:")] == [
+        f"httptap: TLS to a/b ({ip}:443) failed: cannot mint a certificate for 'a/b': "
+        "not a valid host name"]
+
+
+# --------------------------------------------------------------------------- ports
+
+@pytest.mark.parametrize("version", ["--http1.1", "--http2"])
+def test_tls_on_a_port_not_listed_is_decoded(test_host, version):
+    _need("curl")
+    if version == "--http2":
+        _need_h2(test_host)
+    url, size = _small(test_host, test_host.tls_other_port)
+    r = _httptap(test_host, "--", "curl", "-sS", version, "-o", "/dev/null",
+                 "-w", "%{http_code}\n", url)
+    _ok(r)
+    assert r.stdout.split() == ["200"]
+    assert _lines(r) == _exchange(url, 200, size)
+
+
+@pytest.mark.parametrize("ports", [["--https", "8444"], ["--https", "443", "8444"],
+                                   ["--https", "443,8444"], ["--https", "443", "--https", "8444"]],
+                         ids=["one", "list", "comma", "repeated"])
+def test_https_option_forms(test_host, ports):
+    _need("curl")
+    url, size = _small(test_host, test_host.tls_other_port)
+    url443, _ = _small(test_host)
+    r = _httptap(test_host, *ports, "--", "curl", "-sS", "--http1.1", "-o", "/dev/null",
+                 "-o", "/dev/null", "-w", "%{http_code}\n", url, url443)
+    _ok(r)
+    assert r.stdout.split() == ["200", "200"]
+    assert _lines(r) == _exchange(url, 200, size) + _exchange(url443, 200, size)
+
+
+# --------------------------------------------------------------------------- --keylog, --ca
+
+_KEYLOG_LINE = re.compile(r"([A-Z_0-9]+) ([0-9a-f]{64}) ([0-9a-f]+)")
+
+
+def _keylog(path) -> list[tuple[str, str, str]]:  # noqa: ANN001
+    entries = []
+    for line in path.read_text().splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _KEYLOG_LINE.fullmatch(line)
+        assert m, f"not an NSS key-log line: {line!r}"
+        entries.append(m.groups())
+    return entries
+
+
+@pytest.mark.parametrize("tls", ["1.3", "1.2"])
+def test_keylog_has_both_sides(test_host, tmp_path, tls):
+    """Two connections: four client randoms (the command's and ours upstream, each), and
+    the command's secrets are exactly those curl itself logs (SSLKEYLOGFILE)."""
+    _need("curl")
+    ours, theirs = tmp_path / "httptap.keys", tmp_path / "curl.keys"
+    url, size = _small(test_host)
+    limit = "--tls-max 1.2" if tls == "1.2" else "--tlsv1.3"
+    r = _httptap(test_host, "--keylog", str(ours), "--", "sh", "-c",
+                 f"for i in 1 2; do SSLKEYLOGFILE={theirs} curl -sS --http1.1 {limit} "
+                 f"-o /dev/null {url}; done")
+    _ok(r)
+    assert _lines(r) == _exchange(url, 200, size) * 2
+    entries = _keylog(ours)
+    labels = {label for label, _, _ in entries}
+    if tls == "1.2":
+        assert "CLIENT_RANDOM" in labels                    # the command's side (TLS 1.2)
+    assert "CLIENT_HANDSHAKE_TRAFFIC_SECRET" in labels       # upstream: TLS 1.3
+    randoms = {random for _, random, _ in entries}
+    assert len(randoms) >= 4, entries
+    if theirs.exists():                                     # curl built with key logging
+        command_side = set(_keylog(theirs))
+        assert len({random for _, random, _ in command_side}) == 2
+        assert command_side <= set(entries)
+
+
+def _ca_of(chain: list[x509.Certificate]) -> x509.Certificate:
+    assert len(chain) >= 2, "the served chain must include the CA"
+    leaf, ca = chain[0], chain[-1]
+    assert leaf.issuer == ca.subject
+    return ca
+
+
+def test_ca_dir_is_created_once_and_reused(test_host, tmp_path):
+    ca_dir = tmp_path / "ca"
+    first = _ca_of(_served_chain(test_host, "--ca", str(ca_dir)))
+    cert_file, key_file = ca_dir / "ca.pem", ca_dir / "ca-key.pem"
+    assert cert_file.exists() and key_file.exists()
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    saved = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    assert first == saved
+    before = (cert_file.read_bytes(), key_file.read_bytes(), cert_file.stat().st_mtime_ns)
+    second = _ca_of(_served_chain(test_host, "--ca", str(ca_dir)))
+    assert second == saved
+    assert (cert_file.read_bytes(), key_file.read_bytes(), cert_file.stat().st_mtime_ns) == before
+    assert sorted(os.listdir(ca_dir)) == ["ca-key.pem", "ca.pem"]
+
+
+def test_without_ca_dir_every_run_has_a_new_ca(test_host):
+    one = _ca_of(_served_chain(test_host))
+    two = _ca_of(_served_chain(test_host))
+    assert one != two
+    assert one.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value.startswith(
+        "httptap CA")
+
+
+def test_the_leaf_is_minted_for_the_sni_name(test_host):
+    chain = _served_chain(test_host, name="www.httptap.test")
+    san = chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "www.httptap.test" in san.get_values_for_type(x509.DNSName)
+
+
+def test_file_bytes_helper_matches_served_small_file(test_host):
+    """Guard for the size/sha expectations above: the session's small file is what we think."""
+    assert hashlib.sha256(file_bytes("small", 1024)).hexdigest() == test_host.files["small"][1]
