@@ -13,6 +13,7 @@ dies first, httptap names it, stops the command and exits 125.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -77,13 +78,15 @@ class Supervisor:
         self.rings.append(ring)
         return ring
 
-    def _start(self, name: str, run, inputs: list[Ring], outputs: list[Ring],  # type: ignore[no-untyped-def]
+    def _start(self, name: str, module: str, inputs: list[Ring], outputs: list[Ring],
                **extra: object) -> Child:
+        """Fork stage ``name`` running ``httptap.stages.<module>.run`` (imported in the
+        child: each stage pays for its own imports, in parallel)."""
         from .stages.base import StageContext, start_stage
 
         counters = Counters()
         ctx = StageContext(name, self.config, counters, inputs, outputs, dict(extra))
-        pid = start_stage(ctx, run, self._fds_to_close_in_stages)
+        pid = start_stage(ctx, module, self._fds_to_close_in_stages)
         child = Child(name, pid, counters, tuple(outputs))
         self.stages.append(child)
         return child
@@ -93,8 +96,6 @@ class Supervisor:
 
         The files live in a private directory removed on every way out (one left by a
         SIGKILLed run is removed by the next run: see ``remove_stale_run_dirs``)."""
-        import dataclasses
-
         from . import trust
         from .ca import CertificateAuthority
 
@@ -107,20 +108,12 @@ class Supervisor:
         self.run_dir = tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-")
         os.chmod(self.run_dir, 0o755)  # the command may run as another user (--user)
         files = trust.build(self.ca.cert_pem, self.run_dir, os.environ)
-        mounts = tuple((files.bundle_path, target) for target in files.overlay_targets)
-        self.config = dataclasses.replace(
-            config, extra_env={**config.extra_env, **files.environ},
-            trust_mounts=mounts if config.overlay else ())
+        self.trust_message = b"t" + json.dumps({
+            "env": files.environ,
+            "mounts": [(files.bundle_path, target) for target in files.overlay_targets],
+        }).encode()
 
     def run(self) -> int:
-        from .ca import CAError
-
-        try:
-            self._prepare_trust()
-        except (CAError, OSError) as exc:
-            print(f"httptap: {exc}", file=sys.stderr)
-            self._remove_run_dir()
-            return EXIT_FAILED
         try:
             return self._run()
         finally:
@@ -152,6 +145,12 @@ class Supervisor:
         self.uid, self.gid = uid, gid
         self._fds_to_close_in_stages.append(parent_sock.fileno())
         try:
+            # While the launcher builds the namespace (importing pyroute2 alone takes
+            # ~0.1 s), make the CA and its files, then start the stages.
+            if config.new_user_namespace and not self._map_ids(parent_sock):
+                return EXIT_FAILED
+            if not self._send_trust(parent_sock):
+                return EXIT_FAILED
             return self._run_pipeline(parent_sock)
         finally:
             parent_sock.close()
@@ -159,30 +158,27 @@ class Supervisor:
                 ring.release()
 
     def _run_pipeline(self, sock: socket.socket) -> int:
-        from .stages import proxy, sink, tcp, tun
-
         n = self.config.workers
         tun_to_tcp = [self._ring(f"tun>tcp{i}") for i in range(n)]
         tcp_to_tun = [self._ring(f"tcp{i}>tun") for i in range(n)]
         tcp_to_proxy = [self._ring(f"tcp{i}>proxy{i}") for i in range(n)]
         proxy_to_tcp = [self._ring(f"proxy{i}>tcp{i}") for i in range(n)]
         proxy_to_sink = [self._ring(f"proxy{i}>sink") for i in range(n)]
-        self._start("sink", sink.run, proxy_to_sink, [])
+        self._start("sink", "sink", proxy_to_sink, [])
         for i in range(n):
             suffix = str(i) if n > 1 else ""
-            self._start("proxy" + suffix, proxy.run, [tcp_to_proxy[i]], [proxy_to_tcp[i], proxy_to_sink[i]],
+            self._start("proxy" + suffix, "proxy", [tcp_to_proxy[i]], [proxy_to_tcp[i], proxy_to_sink[i]],
                         shard=i, ca=self.ca)
-            self._start("tcp" + suffix, tcp.run, [tun_to_tcp[i], proxy_to_tcp[i]],
+            self._start("tcp" + suffix, "tcp", [tun_to_tcp[i], proxy_to_tcp[i]],
                         [tcp_to_tun[i], tcp_to_proxy[i]], shard=i)
 
-        # The launcher asks for its id maps ("U"), then answers with the TUN fd or with
-        # one line saying what went wrong ("E...").
-        msg, fds = self._talk_to_launcher(sock)
+        # The launcher answers with the TUN fd, or with one line saying what went wrong.
+        try:
+            msg, fds, _, _ = socket.recv_fds(sock, 65536, 1)
+        except OSError as exc:
+            msg, fds = b"E" + f"launcher failed: {exc}".encode(), []
         if not msg or msg[:1] == b"E" or not fds:
-            text = msg[1:].decode(errors="replace") if msg else "the launcher died before setting up the namespace"
-            print(f"httptap: {text}", file=sys.stderr)
-            self._reap_command(block=True)
-            self._stop_stages(graceful=False)
+            self._launcher_failed(msg)
             return EXIT_FAILED
         tun_fd = fds[0]
         notes = msg[1:].decode(errors="replace")
@@ -191,27 +187,48 @@ class Supervisor:
                 print(f"httptap: {line}", file=sys.stderr)
         stop_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self.stop_fd = stop_fd
-        self._start("tun", tun.run, tcp_to_tun, tun_to_tcp, tun_fd=tun_fd, stop_fd=stop_fd)
+        self._start("tun", "tun", tcp_to_tun, tun_to_tcp, tun_fd=tun_fd, stop_fd=stop_fd)
         os.close(tun_fd)  # the tun stage holds it now
         sock.send(b"g")
         return self._wait()
 
-    def _talk_to_launcher(self, sock: socket.socket) -> tuple[bytes, list[int]]:
+    def _map_ids(self, sock: socket.socket) -> bool:
+        """Write the launcher's uid/gid maps when it asks ("U"); False if it failed."""
         from .namespace import write_id_maps
 
         assert self.command is not None
-        while True:
-            try:
-                msg, fds, _, _ = socket.recv_fds(sock, 65536, 1)
-            except OSError as exc:
-                return b"E" + f"launcher failed: {exc}".encode(), []
-            if msg != b"U":
-                return msg, fds
-            try:
-                write_id_maps(self.command.pid, self.uid, self.gid)
-                sock.send(b"u")
-            except OSError as exc:
-                sock.send(b"E" + f"cannot map user ids into the new user namespace: {exc}".encode())
+        msg = sock.recv(65536)
+        if msg != b"U":
+            self._launcher_failed(msg)
+            return False
+        try:
+            write_id_maps(self.command.pid, self.uid, self.gid)
+            sock.send(b"u")
+        except OSError as exc:
+            sock.send(b"E" + f"cannot map user ids into the new user namespace: {exc}".encode())
+        return True
+
+    def _send_trust(self, sock: socket.socket) -> bool:
+        from .ca import CAError
+
+        try:
+            self._prepare_trust()
+        except (CAError, OSError) as exc:
+            sock.send(b"E" + str(exc).encode())
+            print(f"httptap: {exc}", file=sys.stderr)
+            self._reap_command(block=True)
+            return False
+        try:
+            sock.send(self.trust_message)
+        except OSError:
+            pass  # the launcher failed: its message follows
+        return True
+
+    def _launcher_failed(self, msg: bytes) -> None:
+        text = msg[1:].decode(errors="replace") if msg else "the launcher died before setting up the namespace"
+        print(f"httptap: {text}", file=sys.stderr)
+        self._reap_command(block=True)
+        self._stop_stages(graceful=False)
 
     # --- the main loop -------------------------------------------------------------------
 

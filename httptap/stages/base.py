@@ -190,9 +190,9 @@ def set_process_name(name: str) -> None:
     _libc.prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 
 
-def start_stage(ctx: StageContext, run: Callable[[StageContext], None],
-                close_fds: list[int]) -> int:
-    """Fork a process that runs ``run(ctx)`` and exits; returns its pid.
+def start_stage(ctx: StageContext, module: str, close_fds: list[int]) -> int:
+    """Fork a process that runs ``httptap.stages.<module>.run(ctx)`` and exits; returns
+    its pid.
 
     In the child: named ``httptap-<stage>``, killed if the supervisor dies, deaf to the
     terminal's SIGINT/SIGQUIT (the supervisor decides when a stage stops), and any
@@ -215,7 +215,9 @@ def start_stage(ctx: StageContext, run: Callable[[StageContext], None],
                 os.close(fd)
             except OSError:
                 pass
-        run(ctx)
+        import importlib
+
+        importlib.import_module(f"httptap.stages.{module}").run(ctx)  # type: ignore[attr-defined]
         code = 0
     except BaseException as exc:  # noqa: BLE001 - the process must report and exit
         try:

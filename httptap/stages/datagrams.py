@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 from .. import messages
 from ..dns import DnsError, TcpDnsReader, frame_tcp
 from ..namespace import HOST_LOOPBACK_ALIAS
-from ..resolver import DnsInfo, Resolver
 
 if TYPE_CHECKING:
+    from ..resolver import DnsInfo, Resolver
     from .proxy import Proxy
 
 DNS_PORT = 53
@@ -92,6 +92,8 @@ class Datagrams:
     @property
     def resolver(self) -> Resolver:
         if self._resolver is None:
+            from ..resolver import Resolver
+
             self._resolver = Resolver()
         return self._resolver
 

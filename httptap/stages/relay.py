@@ -32,11 +32,11 @@ from .. import messages
 from ..ca import CAError
 from ..clienthello import ClientHelloError, looks_like_tls, parse_client_hello
 from ..http1 import Http1Observer
-from ..http2 import Http2Observer
 from ..httpreport import ExchangeReporter
 from ..tlsterm import ServerTls, TlsError, refusing_context
 
 if TYPE_CHECKING:
+    from ..http2 import Http2Observer
     from .proxy import Proxy
 
 MAX_IN_FLIGHT = 8 << 20      # upstream bytes not yet acknowledged by the command
@@ -248,6 +248,8 @@ class Relay(asyncio.Protocol):
         self.tls = ServerTls(leaf)
         self.mode = "tls"
         if chosen == "h2":
+            from ..http2 import Http2Observer  # hpack and hyperframe: only when needed
+
             self._start_decoding(Http2Observer(capture_bodies=self.proxy.capture_bodies), "https")
         elif chosen in (None, "http/1.1", "http/1.0"):
             self._start_decoding(Http1Observer(capture_bodies=self.proxy.capture_bodies), "https")
