@@ -447,10 +447,18 @@ def test_million_records_between_processes() -> None:
 # --------------------------------------------------------------------------- leftovers
 
 
+_CHILDREN_BEFORE: set[int] = set()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _children_before() -> None:
+    _CHILDREN_BEFORE.update(_children())
+
+
 def test_zz_no_shm_files_and_no_children() -> None:
     """Runs last (file order): nothing appeared in /dev/shm, no child is left."""
     if os.path.isdir("/dev/shm"):
         assert set(os.listdir("/dev/shm")) - _SHM_BEFORE == set()
-    assert _children() == []
-    with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)
+    # Other test modules' session fixtures (test hosts' servers) may be running: only
+    # processes these tests forked count.
+    assert set(_children()) - _CHILDREN_BEFORE == set()
