@@ -70,3 +70,16 @@ def format_table(reports: list[StageReport], elapsed: float) -> str:
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
                        for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
     return f"httptap stats after {elapsed:.2f}s\n" + "\n".join(lines)
+
+
+def stats_record(reports: list[StageReport], elapsed: float) -> dict[str, object]:
+    """The same numbers as :func:`format_table`, for a ``{"type": "stats"}`` ndjson line."""
+    return {
+        "type": "stats",
+        "elapsed_s": round(elapsed, 3),
+        "stages": [{
+            "name": r.name, **r.counters, "cpu_s": round(r.cpu_seconds, 3),
+            "ring_high_water": round(r.ring_high_water, 3),
+            "ring_wait_s": round(r.ring_wait_seconds, 6), "ring_waits": r.ring_waits,
+        } for r in reports],
+    }

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from .config import Config
 from .ring import Ring
-from .stats import Counters, StageReport, format_table
+from .stats import Counters, StageReport, format_table, stats_record
 
 EXIT_FAILED = 125
 DRAIN_TIMEOUT = 5.0      # seconds the pipeline gets to flush after the command exits
@@ -266,7 +266,7 @@ class Supervisor:
         if not self._drain():
             return EXIT_FAILED
         if self.config.stats:
-            self._print_stats()
+            self._print_stats(final=True)
         return exit_code(command.status or 0)
 
     def _reap(self) -> Child | None:
@@ -369,7 +369,33 @@ class Supervisor:
 
     # --- --stats -----------------------------------------------------------------------------
 
-    def _print_stats(self) -> None:
+    def _print_stats(self, final: bool = False) -> None:
+        reports = self._stage_reports()
+        elapsed = time.monotonic() - self.started
+        out = sys.stderr if self.config.use_stderr or "terminal" not in self.config.sinks else sys.stdout
+        print(format_table(reports, elapsed), file=out, flush=True)
+        if final:
+            self._write_stats_records(stats_record(reports, elapsed))
+
+    def _write_stats_records(self, record: dict[str, object]) -> None:
+        """The final ``stats`` line of each ndjson sink. Written here, after the sink stage
+        has exited (it cannot know the stages' final counters and CPU time)."""
+        line = json.dumps(record) + "\n"
+        for spec in self.config.sinks:
+            kind, _, path = spec.partition(":")
+            if kind != "ndjson":
+                continue
+            try:
+                if path and path != "-":
+                    with open(path, "a") as f:
+                        f.write(line)
+                else:
+                    sys.stdout.write(line)
+                    sys.stdout.flush()
+            except OSError as exc:
+                print(f"httptap: cannot write stats to {path or 'stdout'}: {exc}", file=sys.stderr)
+
+    def _stage_reports(self) -> list[StageReport]:
         reports = []
         for stage in self.stages:
             assert stage.counters is not None
@@ -382,8 +408,7 @@ class Supervisor:
                 ring_wait_seconds=sum(s["wait_ns"] for s in ring_stats) / 1e9,
                 ring_waits=sum(s["waits"] for s in ring_stats),
             ))
-        out = sys.stderr if self.config.use_stderr else sys.stdout
-        print(format_table(reports, time.monotonic() - self.started), file=out, flush=True)
+        return reports
 
 
 def _cpu_of(pid: int) -> float:

@@ -172,3 +172,16 @@ def test_sigint_to_httptap_reaches_the_command(leaves_nothing):
         proc.kill()
     assert "got-int" in out
     assert proc.returncode == 3, err
+
+
+def test_stats_record_in_ndjson(leaves_nothing, tmp_path):
+    import json
+
+    path = tmp_path / "out.ndjson"
+    r = run_httptap("--stats", "--sink", f"ndjson:{path}", "--", "true")
+    assert r.returncode == 0, r.stderr
+    assert "httptap stats after" in r.stderr  # no terminal sink: the table goes to stderr
+    record = json.loads(path.read_text().splitlines()[-1])
+    assert record["type"] == "stats"
+    assert {s["name"] for s in record["stages"]} == {"tun", "tcp", "proxy", "sink"}
+    assert all(s["cpu_s"] >= 0 for s in record["stages"])
