@@ -17,18 +17,10 @@ from collections.abc import Callable
 from typing import Any
 
 from . import messages
+from .headers import header
 from .http1 import RequestEnd, RequestHead, ResponseEnd, ResponseHead
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def header(headers: list[tuple[str, str]], name: str) -> str | None:
-    """The first value of header ``name`` (case-insensitive), or None."""
-    lname = name.lower()
-    for key, value in headers:
-        if key.lower() == lname:
-            return value
-    return None
 
 
 def build_url(scheme: str, host_header: str | None, server_host: str, server_port: int,

@@ -28,6 +28,7 @@ import codecs
 from datetime import datetime, timezone
 from typing import NamedTuple
 
+from ..headers import header  # noqa: F401 - re-exported for the sinks
 from ..messages import HttpRequest, HttpResponse
 
 #: Content types whose bodies are text, beyond ``text/*``.
@@ -74,15 +75,6 @@ def timings(req: HttpRequest, resp: HttpResponse) -> Timings:
 
     send, wait, receive = ms(sent - start), ms(first - sent), ms(end - first)
     return Timings(send, wait, receive, round(send + wait + receive, 3))
-
-
-def header(headers: list[tuple[str, str]], name: str) -> str | None:
-    """The first value of header ``name`` (case-insensitive), or None."""
-    name = name.lower()
-    for n, v in headers:
-        if n.lower() == name:
-            return v
-    return None
 
 
 def header_values(headers: list[tuple[str, str]], name: str) -> list[str]:
