@@ -470,3 +470,65 @@ def test_malformed_http_on_an_http_port_is_relayed_untouched(test_host, tmp_path
     records = ndjson_records(nd)
     assert [r["type"] for r in records] == ["tcp"]
     assert (records[0]["bytes_sent"], records[0]["bytes_received"]) == (size, size)
+
+
+# --------------------------------------------------------------------------- the URL shown
+
+NO_HOST = """
+import socket, sys
+for port in (80, 8080):
+    s = socket.create_connection((sys.argv[1], port), timeout=30)
+    s.sendall(b"GET /bytes/5 HTTP/1.0\\r\\n\\r\\n")           # HTTP/1.0: no Host header
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    print(data.split(b"\\r\\n")[0].decode())
+"""
+
+
+def test_url_without_host_header_uses_the_destination(test_host):
+    lines, out = tap("--http", "80,8080", cmd=[PY, "-c", NO_HOST, test_host.ipv4])
+    assert out.splitlines() == ["HTTP/1.1 200 OK"] * 2
+    a = f"http://{test_host.ipv4}/bytes/5"
+    b = f"http://{test_host.ipv4}:8080/bytes/5"
+    assert lines == [f"---> GET {a}", f"<--- 200 {a} (5 bytes)",
+                     f"---> GET {b}", f"<--- 200 {b} (5 bytes)"]
+
+
+def test_url_uses_the_host_header(test_host):
+    url = "http://www.example.test/files/small?q=1"
+    lines, _ = tap(cmd=[*CURL, "-o", "/dev/null", "-H", "Host: www.example.test",
+                        test_host.url("/files/small?q=1")])
+    assert lines == [f"---> GET {url}", f"<--- 200 {url} (1024 bytes)"]
+
+
+HEAD_CHUNKED = """
+import socket, sys
+s = socket.create_connection((sys.argv[1], 80), timeout=30)
+s.sendall(b"HEAD /chunked/100 HTTP/1.1\\r\\nHost: h.test\\r\\n\\r\\n"
+          b"GET /bytes/7 HTTP/1.1\\r\\nHost: h.test\\r\\nConnection: close\\r\\n\\r\\n")
+data = b""
+while chunk := s.recv(65536):
+    data += chunk
+print(data.count(b"HTTP/1.1 200 OK"), len(data.rpartition(b"\\r\\n\\r\\n")[2]))
+"""
+
+
+def test_head_of_a_chunked_resource_then_a_pipelined_get(test_host):
+    """The HEAD response says Transfer-Encoding: chunked but has no body at all."""
+    lines, out = tap(cmd=[PY, "-c", HEAD_CHUNKED, test_host.ipv4])
+    assert out.split() == ["2", "7"]
+    assert lines == [
+        "---> HEAD http://h.test/chunked/100",
+        "---> GET http://h.test/bytes/7",
+        "<--- 200 http://h.test/chunked/100 (0 bytes)",
+        "<--- 200 http://h.test/bytes/7 (7 bytes)",
+    ]
+
+
+def test_lines_on_stdout_without_stderr_option(test_host):
+    url = test_host.url("/files/small")
+    r = run_httptap("--", *CURL, "-o", "/dev/null", url, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [f"---> GET {url}", f"<--- 200 {url} (1024 bytes)"]
+    assert "\x1b[" not in r.stdout
