@@ -129,3 +129,41 @@ def test_two_workers_share_the_connections(test_host):
     # Both tcp shards saw packets: flows were steered across them.
     assert {"tcp0", "tcp1", "proxy0", "proxy1"} <= set(rows)
     assert rows["tcp0"][1] != "0" and rows["tcp1"][1] != "0"
+
+
+HOSTILE = """
+import os, random, socket, struct, sys
+rnd = random.Random(7)
+target = socket.inet_aton(sys.argv[1])
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)  # we write IP headers
+sent = 0
+for i in range(3000):
+    proto = rnd.choice([6, 17, 1, 0, 255])
+    body = os.urandom(rnd.randrange(0, 200))
+    if proto == 6 and len(body) >= 20 and rnd.random() < 0.5:
+        # a TCP header with a plausible shape but nonsense flags, offsets and options
+        body = struct.pack("!HHIIBBHHH", rnd.randrange(65536), rnd.choice([80, 7, 443]),
+                           rnd.getrandbits(32), rnd.getrandbits(32), rnd.randrange(256),
+                           rnd.randrange(256), rnd.randrange(65536), 0, 0) + body[20:]
+    if proto == 17 and len(body) >= 4:
+        body = body[:2] + struct.pack("!H", 7) + body[4:]  # never port 53: no real DNS lookups
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), i & 0xFFFF,
+                         rnd.choice([0, 0x4000, 0x2000, 0x1FFF]), 64, proto, 0,
+                         socket.inet_aton("10.1.1.100"), target)
+    try:
+        raw.sendto(header + body, (sys.argv[1], 0))
+        sent += 1
+    except OSError:
+        pass
+# The stack is still a working peer afterwards:
+s = socket.create_connection((sys.argv[1], 7), timeout=10)
+s.sendall(b"still alive"); s.shutdown(socket.SHUT_WR)
+print(sent > 0, s.recv(100).decode())
+"""
+
+
+def test_malformed_packets_from_a_hostile_program(test_host):
+    r = run_httptap("--stderr", "--", sys.executable, "-c", HOSTILE, test_host.ipv4, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "True still alive"
+    assert "stage" not in r.stderr  # no stage died
