@@ -174,7 +174,7 @@ class _ZstdStage:
         import zstandard
 
         self._writer = zstandard.ZstdDecompressor().stream_writer(
-            self._Forward(out), write_size=_PIECE)
+            self._Forward(out), write_size=_PIECE)  # type: ignore[arg-type]  # only .write() is used
         self._error = zstandard.ZstdError
 
     def feed(self, data: Buffer) -> None:

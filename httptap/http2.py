@@ -111,6 +111,7 @@ from __future__ import annotations
 
 import struct
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from hpack import Decoder as HpackDecoder
@@ -216,7 +217,7 @@ class _Stream:
         self.resp_done = False
 
 
-def _split_headers(block: list[tuple[bytes, bytes]]) -> tuple[dict[str, str], list[tuple[str, str]]]:
+def _split_headers(block: Sequence[tuple[bytes, bytes]]) -> tuple[dict[str, str], list[tuple[str, str]]]:
     """Pseudo-headers (first value of each) and regular fields, as latin-1 text."""
     pseudo: dict[str, str] = {}
     fields: list[tuple[str, str]] = []
@@ -429,9 +430,10 @@ class _FrameReader:
             self.obs.reset(self.is_client, self.sid, frame.error_code, now)  # type: ignore[attr-defined]
             return
         if self.flags & _END_HEADERS:
+            assert self.block is not None
             block = bytes(self.block)
             self.block = None
-            headers = self.hpack.decode(block, raw=True)
+            headers = list(self.hpack.decode(block, raw=True))
             if not self.block_push:
                 self.obs.on_headers(self.is_client, self.block_sid, headers,
                                     self.block_end_stream, now)
@@ -554,14 +556,14 @@ class Http2Observer:
         body = stream.req if from_client else stream.resp
         return body if body is not None and body.open else None
 
-    def on_headers(self, from_client: bool, sid: int, block: list[tuple[bytes, bytes]],
+    def on_headers(self, from_client: bool, sid: int, block: Sequence[tuple[bytes, bytes]],
                    end_stream: bool, now: float) -> None:
         if from_client:
             self._client_headers(sid, block, end_stream, now)
         else:
             self._server_headers(sid, block, end_stream, now)
 
-    def _client_headers(self, sid: int, block: list[tuple[bytes, bytes]],
+    def _client_headers(self, sid: int, block: Sequence[tuple[bytes, bytes]],
                         end_stream: bool, now: float) -> None:
         stream = self.streams.get(sid)
         if stream is None:
@@ -589,7 +591,7 @@ class Http2Observer:
             self._end_request(stream, now, True, trailers)
         # Trailers without END_STREAM are malformed (RFC 9113 §8.1): ignored.
 
-    def _server_headers(self, sid: int, block: list[tuple[bytes, bytes]],
+    def _server_headers(self, sid: int, block: Sequence[tuple[bytes, bytes]],
                         end_stream: bool, now: float) -> None:
         stream = self.streams.get(sid)
         if stream is None or stream.resp_done:

@@ -43,14 +43,14 @@ class Inbox:
         self._counters = counters.v
         self.drained = False  # a Drain message has arrived
 
-    def receive(self) -> list[messages.Msg]:
+    def receive(self) -> list[messages.Message]:
         """Everything in the ring now, decoded straight from shared memory. The wake-up fd
         is reset first, so a record published while we read wakes the loop again."""
         self.ring.clear_data_fd()
         size = 0
         decode = messages.decode
 
-        def read(view: memoryview) -> messages.Msg:
+        def read(view: memoryview) -> messages.Message:
             nonlocal size
             size += len(view)
             return decode(view)

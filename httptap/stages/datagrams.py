@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from .. import messages
 from ..dns import DnsError, TcpDnsReader, frame_tcp
@@ -46,9 +46,10 @@ class UdpFlow(asyncio.DatagramProtocol):
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # uvloop's UDP transport quacks like asyncio.DatagramTransport without subclassing it.
+        self.transport = udp = cast(asyncio.DatagramTransport, transport)
         for data in self.pending:
-            self.transport.sendto(data)
+            udp.sendto(data)
         self.pending.clear()
 
     def datagram_received(self, data: bytes, addr: object) -> None:

@@ -122,34 +122,33 @@ class Proxy:
     def on_input(self) -> None:
         relays = self.relays
         for msg in self.from_tcp.receive():
-            kind = type(msg)
-            if kind is messages.FlowData:
+            if type(msg) is messages.FlowData:
                 relay = relays.get(msg.flow)
                 if relay is not None:
                     relay.command_data(msg.data)
-            elif kind is messages.FlowAcked:
+            elif type(msg) is messages.FlowAcked:
                 relay = relays.get(msg.flow)
                 if relay is not None:
                     relay.command_acked(msg.count)
-            elif kind is messages.DatagramIn:
+            elif type(msg) is messages.DatagramIn:
                 self.datagrams.on_datagram(msg)
-            elif kind is messages.FlowOpened:
+            elif type(msg) is messages.FlowOpened:
                 if msg.dport == DNS_PORT:  # DNS over TCP, to any address: answered here
                     relays[msg.flow] = DnsOverTcp(self.datagrams, msg)
                     self.send_tcp(messages.FlowAccept(msg.flow))
                 else:
                     self.connecting[msg.flow] = self.loop.create_task(self._connect(msg))
-            elif kind is messages.Notice:
+            elif type(msg) is messages.Notice:
                 self.send_sink(msg)  # --dump-tcp lines from the tcp stage
-            elif kind is messages.FlowEof:
+            elif type(msg) is messages.FlowEof:
                 relay = relays.get(msg.flow)
                 if relay is not None:
                     relay.command_eof()
-            elif kind is messages.FlowReset:
+            elif type(msg) is messages.FlowReset:
                 self._end(msg.flow, reset=True)
-            elif kind is messages.FlowClosed:
+            elif type(msg) is messages.FlowClosed:
                 self._end(msg.flow, reset=False)
-            elif kind is messages.Drain:
+            elif type(msg) is messages.Drain:
                 self._drain()
 
     # --- connections -----------------------------------------------------------------------

@@ -227,7 +227,7 @@ class Relay(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         try:
-            tls_transport = await self.proxy.loop.start_tls(
+            tls_transport: Any = await self.proxy.loop.start_tls(
                 transport, self, context, server_hostname=name,
                 ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
         except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as exc:

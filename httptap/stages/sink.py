@@ -8,6 +8,7 @@ closed (files written) on every way out, including SIGTERM from the supervisor.
 
 from __future__ import annotations
 
+import functools
 import signal
 import sys
 
@@ -55,7 +56,7 @@ def run(ctx: StageContext) -> None:
     # The supervisor ends a stuck pipeline with SIGTERM first: files still get written.
     signal.signal(signal.SIGTERM, on_term)
     for inbox in inboxes:
-        loop.add_reader(inbox.fd, lambda inbox=inbox: on_input(inbox))
+        loop.add_reader(inbox.fd, functools.partial(on_input, inbox))
     try:
         loop.run()
     finally:

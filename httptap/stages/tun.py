@@ -12,6 +12,7 @@ device, tells every shard ``Drain`` and exits.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import zlib
 
@@ -133,7 +134,7 @@ def run(ctx: StageContext) -> None:
     loop.add_reader(tun_fd, read_packets)
     loop.add_reader(stop_fd, on_stop)
     for inbox in returns:
-        loop.add_reader(inbox.fd, lambda inbox=inbox: write_packets(inbox))
+        loop.add_reader(inbox.fd, functools.partial(write_packets, inbox))
     try:
         loop.run()
     finally:

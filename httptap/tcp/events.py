@@ -9,7 +9,7 @@ from __future__ import annotations
 
 
 class Event:
-    __slots__ = ()
+    __slots__: tuple[str, ...] = ()
 
     def __eq__(self, other: object) -> bool:
         return type(self) is type(other) and all(
