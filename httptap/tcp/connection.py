@@ -14,9 +14,10 @@ Sequence numbers are kept *unwrapped* (see ``seq``): SND.* values are plain ints
 at our ISS, RCV.* values start at the peer's ISN, and a number read from a segment is
 unwrapped against SND.UNA or RCV.NXT. ``& MASK`` gives the wire form.
 
-Send side: the send buffer is one ``bytearray`` whose first byte has sequence number
-``_sbuf_start`` (= SND.UNA once the SYN is acknowledged); acknowledged bytes are deleted
-from its front (CPython makes that cheap) and each segment copies exactly its payload out.
+Send side: the send buffer (``sendbuffer.SendBuffer``) holds the application's chunks as
+they came; its first byte has sequence number ``_sbuf_start`` (= SND.UNA once the SYN is
+acknowledged), acknowledged bytes are dropped from its front, and segment payloads are
+memoryviews of the chunks (copied only when a segment spans two chunks).
 ``snd_max`` is the highest sequence number ever sent; after a retransmission timeout
 ``snd_nxt`` goes back to SND.UNA (go-back-N, as in RFC 9293 §3.8.1) while ``snd_max``
 still bounds acceptable ACKs. Congestion control is RFC 5681 slow start / congestion
@@ -53,6 +54,7 @@ import enum
 from .events import Acked, Closed, DataReceived, Established, PeerEof, Reset
 from .rangeset import Reassembly
 from .segment import ACK, FIN, PSH, RST, SYN, Segment
+from .sendbuffer import SendBuffer
 from .seq import MASK
 
 _HALF = 0x80000000
@@ -182,7 +184,7 @@ class TcpConnection:
         self.iss = self.snd_una = self.snd_nxt = self.snd_max = iss
         self.snd_wnd = self.snd_wl1 = self.snd_wl2 = self._max_snd_wnd = 0
         self._snd_wscale = self._rcv_wscale = 0
-        self._sbuf = bytearray()
+        self._sbuf = SendBuffer()
         self._sbuf_start = iss + 1
         self._fin_seq: int | None = None
         self._unconsumed = 0
@@ -252,7 +254,7 @@ class TcpConnection:
         """
         if self._fin_seq is not None or self.state is CLOSED:
             return
-        self._sbuf += data
+        self._sbuf.append(data)
 
     def send_space(self) -> int:
         return max(self.send_buffer - len(self._sbuf), 0)
@@ -480,7 +482,7 @@ class TcpConnection:
         hi = ack if ack < data_end else data_end
         n = hi - start
         if n > 0:
-            del sbuf[:n]
+            sbuf.drop(n)
             self._sbuf_start = hi
             self._events.append(Acked(n))
         self.snd_una = ack
@@ -521,7 +523,9 @@ class TcpConnection:
             self._retx_pending = True
             self._rtt_seq = None                 # Karn: no sample across a retransmission
 
-    def _receive_data(self, seq: int, payload: bytes, fin: int, now: float) -> None:
+    def _receive_data(self, seq: int, payload: bytes | memoryview, fin: int, now: float) -> None:
+        if type(payload) is not bytes:  # a segment straight from another core (tests)
+            payload = bytes(payload)
         rcv_nxt = self.rcv_nxt
         end = seq + len(payload)
         if seq < rcv_nxt:                        # overlaps what we already have
@@ -742,8 +746,7 @@ class TcpConnection:
                 flags |= FIN
             if n or flags & FIN:
                 off = una - start
-                with memoryview(sbuf) as mv:
-                    payload = bytes(mv[off:off + n])
+                payload = sbuf.view(off, n)
                 out.append(Segment(una & MASK, ack, flags, win, payload, sack=sack,
                                    ts_val=ts_val, ts_ecr=ts_ecr))
                 sent = True
@@ -760,32 +763,31 @@ class TcpConnection:
         last = last_data = None
         if nxt < data_end and nxt < limit:
             max_half = self._max_snd_wnd >> 1
-            with memoryview(sbuf) as mv:
-                while nxt < data_end:
-                    left = data_end - nxt
-                    n = limit - nxt
-                    if n > seg_max:
-                        n = seg_max
-                    if n > left:
-                        n = left
-                    if n <= 0:
-                        break
-                    if n < seg_max and n < left and nxt > una and n < max_half:
-                        break                     # sender SWS avoidance (RFC 9293 §3.8.6.2.1)
-                    flags = ACK
-                    if fin_seq is not None and nxt + n == fin_seq:
-                        flags = ACK | FIN
-                    off = nxt - start
-                    last = last_data = Segment(nxt & MASK, ack, flags, win,
-                                               bytes(mv[off:off + n]), sack=sack,
-                                               ts_val=ts_val, ts_ecr=ts_ecr)
-                    out.append(last)
-                    if nxt >= snd_max and self._rtt_seq is None:
-                        self._rtt_seq = nxt + n
-                        self._rtt_time = now
-                    nxt += n
-                    if flags & FIN:
-                        nxt += 1
+            while nxt < data_end:
+                left = data_end - nxt
+                n = limit - nxt
+                if n > seg_max:
+                    n = seg_max
+                if n > left:
+                    n = left
+                if n <= 0:
+                    break
+                if n < seg_max and n < left and nxt > una and n < max_half:
+                    break                     # sender SWS avoidance (RFC 9293 §3.8.6.2.1)
+                flags = ACK
+                if fin_seq is not None and nxt + n == fin_seq:
+                    flags = ACK | FIN
+                off = nxt - start
+                last = last_data = Segment(nxt & MASK, ack, flags, win,
+                                           sbuf.view(off, n), sack=sack,
+                                           ts_val=ts_val, ts_ecr=ts_ecr)
+                out.append(last)
+                if nxt >= snd_max and self._rtt_seq is None:
+                    self._rtt_seq = nxt + n
+                    self._rtt_time = now
+                nxt += n
+                if flags & FIN:
+                    nxt += 1
         if fin_seq is not None and nxt == fin_seq:         # FIN on its own (ignores the window)
             last = Segment(nxt & MASK, ack, ACK | FIN, win, b"", sack=sack,
                            ts_val=ts_val, ts_ecr=ts_ecr)

@@ -21,12 +21,15 @@ class Segment:
     """A TCP segment. ``window`` is the raw 16-bit header field (not yet scaled).
 
     Options are ``None`` when absent. ``sack`` holds SACK blocks as (left, right) pairs.
+    ``payload`` is ``bytes`` when parsed, and may be a read-only memoryview of the send
+    buffer's data in segments the core produces (no copy until the packet is built).
     """
 
     __slots__ = ("seq", "ack", "flags", "window", "payload", "mss", "wscale",
                  "sack_permitted", "sack", "ts_val", "ts_ecr")
 
-    def __init__(self, seq: int, ack: int, flags: int, window: int, payload: bytes = b"", *,
+    def __init__(self, seq: int, ack: int, flags: int, window: int,
+                 payload: bytes | memoryview = b"", *,
                  mss: int | None = None, wscale: int | None = None,
                  sack_permitted: bool = False, sack: tuple[tuple[int, int], ...] = (),
                  ts_val: int | None = None, ts_ecr: int | None = None) -> None:

@@ -1,0 +1,51 @@
+"""SendBuffer against a bytearray model: any appends, drops and views agree."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from httptap.tcp.sendbuffer import SMALL, SendBuffer
+
+ops = st.lists(st.one_of(
+    st.tuples(st.just("append"), st.integers(0, 3 * SMALL)),
+    st.tuples(st.just("drop"), st.integers(0, 4 * SMALL)),
+    st.tuples(st.just("view"), st.integers(0, 4 * SMALL), st.integers(0, 2 * SMALL)),
+), max_size=60)
+
+
+@given(ops)
+def test_matches_a_bytearray(program):
+    buf, model, counter = SendBuffer(), bytearray(), 0
+    for op in program:
+        if op[0] == "append":
+            data = bytes((counter + i) & 0xFF for i in range(op[1]))
+            counter += op[1]
+            buf.append(data)
+            model += data
+        elif op[0] == "drop":
+            n = min(op[1], len(model))
+            buf.drop(n)
+            del model[:n]
+        else:
+            off = min(op[1], len(model))
+            n = min(op[2], len(model) - off)
+            assert bytes(buf.view(off, n)) == bytes(model[off:off + n])
+        assert len(buf) == len(model)
+
+
+def test_views_stay_valid_after_the_data_is_dropped():
+    buf = SendBuffer()
+    buf.append(b"a" * SMALL + b"b" * SMALL)
+    view = buf.view(SMALL - 2, 4)
+    buf.drop(2 * SMALL)
+    buf.append(b"c" * 10)
+    assert bytes(view) == b"aabb"
+
+
+def test_one_chunk_segments_are_not_copied():
+    chunk = bytes(range(256)) * 256
+    buf = SendBuffer()
+    buf.append(chunk)
+    view = buf.view(100, 1000)
+    assert isinstance(view, memoryview) and view.obj is chunk
