@@ -1,0 +1,41 @@
+"""Every cross-process message round-trips through the one codec."""
+
+from __future__ import annotations
+
+import pytest
+
+from httptap import messages as m
+
+SAMPLES: list[m.Msg] = [
+    m.Packets([b"\x45" + bytes(39), b""]),
+    m.FlowOpened(1, "10.1.1.100", 40000, "93.184.215.14", 443),
+    m.FlowOpened(2, "fd01:1:1::100", 40001, "2001:db8::1", 80, transport="udp"),
+    m.FlowAccept(1),
+    m.FlowRefuse(1, "Connection refused"),
+    m.FlowRefuse(1, "timed out", reset=False),
+    m.FlowData(1, b"GET / HTTP/1.1\r\n\r\n"),
+    m.FlowEof(1),
+    m.FlowReset(1, "upstream: reset"),
+    m.FlowAcked(1, 65536),
+    m.FlowClosed(1),
+    m.DatagramIn("10.1.1.100", 5353, "10.1.1.1", 53, b"\x12\x34"),
+    m.DatagramOut("10.1.1.1", 53, "10.1.1.100", 5353, b"\x12\x34"),
+    m.HttpRequest(7, 1.5, "GET", "http://x/", "HTTP/1.1", [("Host", "x")], "10.1.1.100:1",
+                  "1.2.3.4:80", tls_sni="x", tls_alpn="h2"),
+    m.HttpResponse(7, 2.5, 200, "OK", "HTTP/1.1", [("Content-Length", "2")], 0, None, 2, 2,
+                   b"ok", request_headers_done=1.5, request_done=1.6, response_started=2.0),
+    m.TcpSummary(1.0, "10.1.1.100:1", "1.2.3.4:22", 10, 20, 0.5),
+    m.DnsExchange(1.0, "example.com.", "A", ["93.184.215.14"], "NOERROR"),
+    m.Notice("error", "TLS to x failed"),
+    m.Drain(),
+]
+
+
+def test_the_samples_cover_every_message_type():
+    assert {type(s) for s in SAMPLES} == set(m.ALL_TYPES)
+
+
+@pytest.mark.parametrize("msg", SAMPLES, ids=lambda s: type(s).__name__)
+def test_every_type_round_trips(msg):
+    assert m.decode(m.encode(msg)) == msg
+    assert m.decode(memoryview(m.encode(msg))) == msg  # as consumers read it from a ring
