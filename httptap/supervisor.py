@@ -164,13 +164,11 @@ class Supervisor:
         tcp_to_proxy = [self._ring(f"tcp{i}>proxy{i}") for i in range(n)]
         proxy_to_tcp = [self._ring(f"proxy{i}>tcp{i}") for i in range(n)]
         proxy_to_sink = [self._ring(f"proxy{i}>sink") for i in range(n)]
+        suffixes = [str(i) if n > 1 else "" for i in range(n)]
         self._start("sink", "sink", proxy_to_sink, [])
         for i in range(n):
-            suffix = str(i) if n > 1 else ""
-            self._start("proxy" + suffix, "proxy", [tcp_to_proxy[i]], [proxy_to_tcp[i], proxy_to_sink[i]],
-                        shard=i, ca=self.ca)
-            self._start("tcp" + suffix, "tcp", [tun_to_tcp[i], proxy_to_tcp[i]],
-                        [tcp_to_tun[i], tcp_to_proxy[i]], shard=i)
+            self._start("proxy" + suffixes[i], "proxy", [tcp_to_proxy[i]],
+                        [proxy_to_tcp[i], proxy_to_sink[i]], shard=i, ca=self.ca)
 
         # The launcher answers with the TUN fd, or with one line saying what went wrong.
         try:
@@ -187,8 +185,14 @@ class Supervisor:
                 print(f"httptap: {line}", file=sys.stderr)
         stop_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self.stop_fd = stop_fd
+        # The tun stage reads the device and steers packets to the tcp shards; the shards
+        # write their packets to the device themselves (one hop less for every byte the
+        # command receives), except with --dump-pcap, where the tun stage records them.
+        for i in range(n):
+            self._start("tcp" + suffixes[i], "tcp", [tun_to_tcp[i], proxy_to_tcp[i]],
+                        [tcp_to_tun[i], tcp_to_proxy[i]], shard=i, tun_fd=tun_fd)
         self._start("tun", "tun", tcp_to_tun, tun_to_tcp, tun_fd=tun_fd, stop_fd=stop_fd)
-        os.close(tun_fd)  # the tun stage holds it now
+        os.close(tun_fd)  # the stages hold it now
         sock.send(b"g")
         return self._wait()
 

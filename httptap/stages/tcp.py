@@ -30,6 +30,7 @@ from ..wire import (IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Prot
                     parse_icmp_echo,
                     parse_ip, parse_tcp, parse_udp)
 from .base import Loop, StageContext
+from .tun import write_packets
 
 RECV_BUFFER = 4 << 20   # bytes the command may send ahead of the proxy's upstream writes
 SEND_BUFFER = 8 << 20   # bytes of the proxy's data we hold until the command acknowledges
@@ -56,8 +57,10 @@ class Flow:
 class TcpShard:
     """The stage's state and logic, separate from its loop so it can be driven in tests."""
 
-    def __init__(self, mtu: int, to_tun, to_proxy, counters, dump: bool = False) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, mtu: int, to_tun, to_proxy, counters, dump: bool = False,  # type: ignore[no-untyped-def]
+                 tun_fd: int | None = None) -> None:
         self.mtu = mtu
+        self.tun_fd = tun_fd  # write packets to the device directly (else: through to_tun)
         self.dump = dump  # --dump-tcp: a line per packet, to the sink through the proxy
         self.to_tun = to_tun
         self.to_proxy = to_proxy
@@ -247,7 +250,10 @@ class TcpShard:
             if self.dump:
                 for pkt in out:
                     self.to_proxy.send(messages.Notice("packet", "out " + describe(pkt[VNET_HDR_LEN:])))
-            self.to_tun.send(messages.Packets(out))
+            if self.tun_fd is None:
+                self.to_tun.send(messages.Packets(out))
+            else:
+                write_packets(self.tun_fd, out)
             self.out_packets = []
             self.out_bytes = 0
 
@@ -267,7 +273,9 @@ class TcpShard:
 def run(ctx: StageContext) -> None:
     from_tun, from_proxy = ctx.inboxes()
     to_tun, to_proxy = ctx.outboxes()
-    shard = TcpShard(ctx.config.mtu, to_tun, to_proxy, ctx.counters, dump=ctx.config.dump_tcp)
+    direct = None if ctx.config.dump_pcap else ctx.extra.get("tun_fd")
+    shard = TcpShard(ctx.config.mtu, to_tun, to_proxy, ctx.counters, dump=ctx.config.dump_tcp,
+                     tun_fd=direct)
     loop = Loop()
     monotonic = time.monotonic
     waiting_for_space = False

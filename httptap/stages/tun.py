@@ -37,6 +37,23 @@ def open_pcap(path: str):  # type: ignore[no-untyped-def]
     return dpkt.pcap.Writer(open(path, "wb"), snaplen=65535, linktype=LINKTYPE_RAW)
 
 
+def write_packets(tun_fd: int, packets: list[bytes]) -> int:
+    """Write packets (virtio-net header first) to the device; returns how many it took.
+
+    A packet the kernel refuses (malformed, no route) is dropped as on a wire, and TCP
+    retransmits; anything else is a real failure. Used by the tcp shards too."""
+    sent = 0
+    for pkt in packets:
+        try:
+            os.write(tun_fd, pkt)
+            sent += 1
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.EIO, errno.EAGAIN, errno.ENOBUFS,
+                                 errno.EMSGSIZE):
+                raise
+    return sent
+
+
 def run(ctx: StageContext) -> None:
     tun_fd: int = ctx.extra["tun_fd"]
     stop_fd: int = ctx.extra["stop_fd"]
@@ -82,23 +99,14 @@ def run(ctx: StageContext) -> None:
                     outbox.send(messages.Packets(batch))
         flush()
 
-    def write_packets(inbox: Inbox) -> None:
+    def on_returns(inbox: Inbox) -> None:
         sent = 0
         for msg in inbox.receive():
             if type(msg) is messages.Packets:
                 if pcap is not None:
                     for pkt in msg.packets:
                         pcap.writepkt(pkt[skip:])
-                for pkt in msg.packets:
-                    try:
-                        os.write(tun_fd, pkt)
-                        sent += 1
-                    except OSError as exc:
-                        # A packet the kernel refuses (malformed, no route) is dropped like
-                        # on a wire; TCP retransmits. Anything else is a real failure.
-                        if exc.errno not in (errno.EINVAL, errno.EIO, errno.EAGAIN,
-                                             errno.ENOBUFS, errno.EMSGSIZE):
-                            raise
+                sent += write_packets(tun_fd, msg.packets)
         counters[PACKETS_OUT] += sent
 
     def flush() -> None:
@@ -134,7 +142,7 @@ def run(ctx: StageContext) -> None:
     loop.add_reader(tun_fd, read_packets)
     loop.add_reader(stop_fd, on_stop)
     for inbox in returns:
-        loop.add_reader(inbox.fd, functools.partial(write_packets, inbox))
+        loop.add_reader(inbox.fd, functools.partial(on_returns, inbox))
     try:
         loop.run()
     finally:
