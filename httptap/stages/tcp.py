@@ -4,8 +4,9 @@ Packets from the command arrive in batches from the tun stage. Each TCP packet i
 (``httptap.wire``) and handed to the :class:`~httptap.tcp.connection.TcpConnection` of
 its flow; a SYN for an unknown flow creates one and asks the proxy to connect upstream
 (``FlowOpened``); the handshake completes only on ``FlowAccept``. What the cores produce
-goes out as stream messages to the proxy and as packets back to the tun stage, once per
-batch, so ACKs coalesce naturally.
+goes out as stream messages to the proxy and as packets written straight to the TUN
+device (through the tun stage with ``--dump-pcap``), once per batch, so ACKs coalesce
+naturally.
 
 Flow control is end to end: the proxy returns ``FlowAcked`` credit for bytes it has
 written upstream and only then does the receive window reopen; the other way, we return

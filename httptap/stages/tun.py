@@ -1,9 +1,14 @@
-"""The tun stage: owns the TUN file descriptor; packets in from the command, packets out to it.
+"""The tun stage: reads the TUN device; every packet from the command passes through here.
 
 Reads IP packets in batches (the device is non-blocking), strips the virtio-net header the
 kernel puts in front of each, and steers every packet to one tcp shard by a hash of its
-addresses and ports, so a flow always lands on the same shard. Packets the shards send
-back already carry their virtio-net header and are written as they are.
+addresses and ports, so a flow always lands on the same shard.
+
+The other direction does not come back through here: each tcp shard writes its packets
+to the device itself (``write_packets``; the file descriptor is shared), which saves a
+process hop and three copies of every byte the command receives (measured: 260-300 ->
+410-530 MB/s for a bulk download). Only with ``--dump-pcap`` do the shards send their
+packets here, so that one process writes the capture.
 
 On the supervisor's stop request (an eventfd) it reads what the command left in the
 device, tells every shard ``Drain`` and exits.
