@@ -24,7 +24,7 @@ import zlib
 from .. import messages
 from ..stats import PACKETS_IN, PACKETS_OUT
 from ..wire import VNET_HDR_LEN, flow_hash_key
-from .base import Inbox, Loop, Outbox, StageContext
+from .base import Inbox, Loop, StageContext
 
 READ_BATCH = 64          # packets per read burst before yielding to the other fds
 READ_SIZE = 65536 + 64   # one packet at MTU 65520 plus the virtio-net header
