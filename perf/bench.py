@@ -10,6 +10,8 @@ Workloads (names for --only):
                  (10**6 B/s); also the peak memory of the tool's processes
   bulk_https     the same over TLS; under httptap decrypted (if httptap intercepts TLS)
   new_conn       2,000 sequential GETs of 1 KiB, a new TCP connection each, requests/s
+  new_conn_tls   500 sequential HTTPS GETs, a new connection and TLS handshake each
+                 (under httptap: two handshakes, the command's and the upstream's), requests/s
   keepalive      50 concurrent keep-alive clients for 5 s (wrk, else an asyncio client),
                  requests/s and p99 latency in ms
   startup        wall time of `httptap -- true` (median of 10) and of `true`
@@ -61,11 +63,12 @@ NGINX_HTTP_PORT = 18080
 NGINX_HTTPS_PORT = 18443
 SMALL_SIZE = 1024
 SEQ_REQUESTS = 2000
+SEQ_TLS_REQUESTS = 500       # each a full TLS handshake (both ways under httptap)
 CONC_CLIENTS = 50
 CONC_SECONDS = 5.0
 STARTUP_RUNS = 10
 SAMPLE_INTERVAL = 0.05          # seconds between /proc samples of the tool's processes
-WORKLOADS = ("bulk_http", "bulk_https", "new_conn", "keepalive", "startup")
+WORKLOADS = ("bulk_http", "bulk_https", "new_conn", "new_conn_tls", "keepalive", "startup")
 
 # --------------------------------------------------------------------------- cleanup
 
@@ -642,10 +645,18 @@ def w_bulk(ctx: Ctx, setup: Setup, tls: bool) -> Measure:
     return _finish(setup, r, m)
 
 
-def w_new_conn(ctx: Ctx, setup: Setup) -> Measure:
+def w_new_conn(ctx: Ctx, setup: Setup, tls: bool = False) -> Measure:
     deadline = 60 if ctx.quick else 120
-    cmd = [sys.executable, str(CLIENTS), "seq", "--url", ctx.http_url + "/small",
-           "--n", str(SEQ_REQUESTS), "--deadline", str(deadline)]
+    base = ctx.https_url if tls else ctx.http_url
+    if base is None:
+        return Measure(None, error="needs nginx (TLS server)")
+    if tls and setup.proxy:
+        return Measure(None, error="not applicable")
+    n = SEQ_TLS_REQUESTS if tls else SEQ_REQUESTS
+    cmd = [sys.executable, str(CLIENTS), "seq", "--url", base + "/small",
+           "--n", str(n), "--deadline", str(deadline)]
+    if tls and not setup.name.startswith("httptap"):
+        cmd += ["--cafile", ctx.ca or ""]
     if setup.proxy:
         cmd += ["--proxy", setup.proxy]
     r = run(setup.prefix + cmd, timeout=deadline + 40, env=setup.env, sampler=setup.sampler())
@@ -659,7 +670,7 @@ def w_new_conn(ctx: Ctx, setup: Setup) -> Measure:
                                 "client_s": round(data["seconds"], 3)})
     if data["errors"]:
         m.extra["first_error"] = data["first_error"]
-    if data["requests"] < SEQ_REQUESTS:
+    if data["requests"] < n:
         m.extra["note"] = f"stopped at the {deadline}s deadline"
     return _finish(setup, r, m)
 
@@ -740,6 +751,7 @@ METRICS = [
     ("bulk_http", "bulk HTTP download", "MB/s", True),
     ("bulk_https", "bulk HTTPS download", "MB/s", True),
     ("new_conn", f"{SEQ_REQUESTS} GETs, new conn each", "req/s", True),
+    ("new_conn_tls", f"{SEQ_TLS_REQUESTS} HTTPS GETs, new TLS each", "req/s", True),
     ("keepalive", f"{CONC_CLIENTS} keep-alive clients", "req/s", True),
     ("keepalive_p99", "  keep-alive p99 latency", "ms", False),
     ("startup", "start-up (`-- true`)", "ms", False),
@@ -847,7 +859,7 @@ def format_table(summary: dict[str, dict[str, Any]], setups: list[str]) -> str:
 def format_cpu(summary: dict[str, dict[str, Any]], setups: list[str]) -> str:
     lines = ["CPU seconds used by the tool's own processes per run (median; httptap: sum of the "
              "--stats `cpu s` column, [sampled from /proc]):"]
-    for key in ("bulk_http", "bulk_https", "new_conn", "keepalive"):
+    for key in ("bulk_http", "bulk_https", "new_conn", "new_conn_tls", "keepalive"):
         per = summary.get(key, {})
         cells = []
         for s in setups:
@@ -995,6 +1007,7 @@ def main() -> int:
             "bulk_http": lambda s: w_bulk(ctx, s, False),
             "bulk_https": lambda s: w_bulk(ctx, s, True),
             "new_conn": lambda s: w_new_conn(ctx, s),
+            "new_conn_tls": lambda s: w_new_conn(ctx, s, tls=True),
             "keepalive": lambda s: w_keepalive(ctx, s, workdir),
             "startup": lambda s: w_startup(ctx, s),
         }

@@ -4,7 +4,7 @@
     python perf/clients.py conc --url URL [--conns 50] [--seconds 5] [--proxy HOST:PORT]
 
 ``seq``: N GET requests one after the other, each on a new TCP connection
-(``Connection: close``), body read in full.
+(``Connection: close``), body read in full; with an https URL, each a new TLS handshake.
 ``conc``: CONNS keep-alive connections, each sending GET after GET for SECONDS
 (asyncio; used when ``wrk`` is not installed, and for the explicit-proxy peer).
 
@@ -31,11 +31,20 @@ def _target(url: str, proxy: str | None) -> tuple[str, int, str]:
     if proxy:
         host, _, port = proxy.rpartition(":")
         return host, int(port), url
-    return u.hostname or "", u.port or 80, path
+    return u.hostname or "", u.port or (443 if u.scheme == "https" else 80), path
 
 
-def run_seq(url: str, n: int, deadline_s: float, proxy: str | None) -> dict:
+def run_seq(url: str, n: int, deadline_s: float, proxy: str | None,
+            cafile: str | None = None) -> dict:
+    """With an https URL every request is a new TLS handshake (no session reuse): the
+    rate is handshakes per second. ``cafile`` adds a CA (direct runs); under httptap
+    the default context trusts the run's CA through the injected SSL_CERT_FILE."""
     host, port, path = _target(url, proxy)
+    tls = None
+    if urllib.parse.urlsplit(url).scheme == "https" and not proxy:
+        import ssl
+
+        tls = ssl.create_default_context(cafile=cafile)
     host_header = urllib.parse.urlsplit(url).netloc
     done = errors = 0
     first_error = ""
@@ -44,7 +53,8 @@ def run_seq(url: str, n: int, deadline_s: float, proxy: str | None) -> dict:
     for _ in range(n):
         if time.perf_counter() > deadline:
             break
-        conn = http.client.HTTPConnection(host, port, timeout=10)
+        conn = (http.client.HTTPSConnection(host, port, timeout=10, context=tls) if tls
+                else http.client.HTTPConnection(host, port, timeout=10))
         try:
             conn.request("GET", path, headers={"Host": host_header, "Connection": "close"})
             resp = conn.getresponse()
@@ -130,6 +140,7 @@ def main() -> None:
     s.add_argument("--n", type=int, default=2000)
     s.add_argument("--deadline", type=float, default=60.0)
     s.add_argument("--proxy")
+    s.add_argument("--cafile")
     c = sub.add_parser("conc")
     c.add_argument("--url", required=True)
     c.add_argument("--conns", type=int, default=50)
@@ -137,7 +148,7 @@ def main() -> None:
     c.add_argument("--proxy")
     a = ap.parse_args()
     if a.mode == "seq":
-        out = run_seq(a.url, a.n, a.deadline, a.proxy)
+        out = run_seq(a.url, a.n, a.deadline, a.proxy, a.cafile)
     else:
         out = asyncio.run(_conc(a.url, a.conns, min(a.seconds, 120.0), a.proxy))
     json.dump(out, sys.stdout)
