@@ -7,10 +7,8 @@ a valid ClientHello always asks for more bytes, never fails.
 
 from __future__ import annotations
 
-import ast
 import ssl
 import struct
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -267,18 +265,7 @@ def test_fuzz_fragmentation(sizes: list[int]) -> None:
     assert parse_client_hello(data[:len(data) - 1]) is None
 
 
-# ---------------------------------------------------------------------- purity
-
-def test_imports_no_io() -> None:
-    tree = ast.parse(Path(clienthello.__file__).read_text())
-    imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            imported.add(node.module.split(".")[0])
-    assert not imported & {"os", "socket", "asyncio", "time", "select", "ssl"}
-
+# ---------------------------------------------------------------------- errors
 
 def test_error_is_a_value_error() -> None:
     assert issubclass(ClientHelloError, ValueError)

@@ -6,8 +6,6 @@ builders they check.
 
 from __future__ import annotations
 
-import ast
-import pathlib
 import struct
 
 import pytest
@@ -312,19 +310,6 @@ def test_tcp_framing_in_one_piece_and_limits() -> None:
     assert reader.feed(b"zzw") == [b"xyzzw"]
     with pytest.raises(DnsError):
         dns.frame_tcp(b"x" * 65536)
-
-
-# --- the core stays pure --------------------------------------------------------------
-
-def test_dns_is_a_pure_core() -> None:
-    path = pathlib.Path(__file__).parent.parent / "httptap" / "dns.py"
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names.add(node.module.split(".")[0])
-    assert not names & {"os", "socket", "asyncio", "time", "select", "selectors"}, names
 
 
 # --- fuzzing --------------------------------------------------------------------------

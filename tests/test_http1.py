@@ -8,9 +8,7 @@ returning them.
 
 from __future__ import annotations
 
-import ast
 import gzip
-import pathlib
 import zlib
 
 import brotli
@@ -511,7 +509,7 @@ def test_content_decoder_directly() -> None:
 
 
 # ---------------------------------------------------------------------------
-# Robustness and purity
+# Robustness
 
 
 @given(client=st.lists(st.binary(max_size=64), max_size=8),
@@ -616,19 +614,6 @@ def test_fuzz_content_decoder(data: bytes, coding: str) -> None:
     dec.finish()
     assert dec.raw_size == len(data)
     assert len(dec.body() or b"") <= 50
-
-
-@pytest.mark.parametrize("module", ["http1.py", "contentcoding.py"])
-def test_pure_core_imports(module: str) -> None:
-    path = pathlib.Path(__file__).parent.parent / "httptap" / module
-    tree = ast.parse(path.read_text())
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names.add(node.module.split(".")[0])
-    assert not names & {"os", "socket", "asyncio", "time", "select", "selectors"}, names
 
 
 def test_large_body_is_counted_not_kept() -> None:

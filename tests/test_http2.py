@@ -9,9 +9,7 @@ lists agree before returning them.
 
 from __future__ import annotations
 
-import ast
 import gzip
-import pathlib
 import random
 
 import h2.config
@@ -489,18 +487,6 @@ def test_fuzz_frames(frames: list[tuple[int, int, int, bytes]], server: bool) ->
     obs.client_eof(2.0)
     obs.events()
     assert not (obs.error or "").startswith("internal"), obs.error
-
-
-def test_pure_core_imports() -> None:
-    path = pathlib.Path(__file__).parent.parent / "httptap" / "http2.py"
-    tree = ast.parse(path.read_text())
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names.add(node.module.split(".")[0])
-    assert not names & {"os", "socket", "asyncio", "time", "select", "selectors"}, names
 
 
 def test_large_download_is_counted_not_kept() -> None:

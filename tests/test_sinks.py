@@ -589,15 +589,3 @@ def test_addresses() -> None:
     assert common.port_of("fd00::1") == ""
     assert common.port_of("") == ""
 
-
-def test_sinks_do_no_networking_and_read_no_clock() -> None:
-    import ast
-
-    import httptap.sinks
-    for module in Path(httptap.sinks.__file__).parent.glob("*.py"):
-        tree = ast.parse(module.read_text())
-        names = {alias.name.split(".")[0] for node in ast.walk(tree)
-                 if isinstance(node, ast.Import) for alias in node.names}
-        names |= {(node.module or "").split(".")[0] for node in ast.walk(tree)
-                  if isinstance(node, ast.ImportFrom) and node.level == 0}
-        assert not names & {"time", "socket", "asyncio", "select"}, module.name

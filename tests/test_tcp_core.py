@@ -7,12 +7,9 @@ timestamps and a 10 000-byte receive buffer, so windows are plain numbers.
 
 from __future__ import annotations
 
-import ast
-import pathlib
 
 import pytest
 
-import httptap.tcp as tcp_pkg
 from httptap.tcp.connection import (MAX_RETRANSMITS, MAX_SYN_RETRANSMITS, RTO_MAX, State,
                                     TcpConnection, rst_for)
 from httptap.tcp.events import (Acked, Closed, DataReceived, Established, PeerEof,
@@ -559,19 +556,3 @@ def test_rangeset_and_reassembly() -> None:
     assert ra.pop_at(104) == b"bcdefghijk"
     assert not ra
 
-
-def test_core_imports_no_io_modules() -> None:
-    banned = {"os", "socket", "asyncio", "time", "select", "selectors", "subprocess"}
-    pkg_dir = pathlib.Path(tcp_pkg.__file__).parent
-    files = sorted(pkg_dir.glob("*.py"))
-    assert {f.name for f in files} >= {"connection.py", "seq.py", "rangeset.py", "events.py"}
-    for path in files:
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                names = [node.module or ""] if node.level == 0 else []
-            else:
-                continue
-            for name in names:
-                assert name.split(".")[0] not in banned, f"{path.name} imports {name}"

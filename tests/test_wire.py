@@ -7,17 +7,14 @@ invariant: whatever the bytes, a parser returns a result or raises ProtocolError
 
 from __future__ import annotations
 
-import ast
 import os
 import struct
-from pathlib import Path
 
 import dpkt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from httptap import wire
 from httptap.tcp.segment import ACK, FIN, PSH, RST, SYN, Segment
 from httptap.wire import (
     VNET_HDR_LEN, IpPacket, ProtocolError, build_icmp_echo_reply, build_tcp, build_udp,
@@ -120,17 +117,6 @@ def icmp_echo_request(src: bytes, dst: bytes, ident: int, seq: int, data: bytes)
 
 
 # --------------------------------------------------------------------------- the module
-
-def test_wire_is_a_pure_core() -> None:
-    tree = ast.parse(Path(wire.__file__).read_text())
-    imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            imported.add(node.module.split(".")[0])
-    assert not imported & {"os", "socket", "asyncio", "time", "select", "dpkt"}
-
 
 def test_protocol_error_is_a_value_error() -> None:
     assert issubclass(ProtocolError, ValueError)
