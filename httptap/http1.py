@@ -226,10 +226,24 @@ def _parse_fields(lines: list[str]) -> list[tuple[str, str]]:
     return fields
 
 
+# The whole header block at once: most heads are well formed, and two regex passes in C
+# beat a Python loop over lines (keep-alive traffic parses a head per request and per
+# response). Anything else (obs-fold, stray CRs, bad lines) takes the line-by-line path.
+_FIELD = re.compile(rf"([{_TCHAR}]+)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?\n")
+_FIELDS_BLOCK = re.compile(rf"(?:[{_TCHAR}]+[ \t]*:[^\r\n]*\r?\n)*")
+
+
 def _split_head(head: bytes) -> tuple[str, list[tuple[str, str]]]:
-    lines = head.decode("latin-1").split("\n")
+    text = head.decode("latin-1")
+    eol = text.find("\n")
+    first = text[:eol - 1] if eol > 0 and text[eol - 1] == "\r" else text[:eol]
+    block = text[eol + 1:]
+    block = block[:-2] if block.endswith("\r\n") else block[:-1]  # the empty line
+    if _FIELDS_BLOCK.fullmatch(block):
+        return first, _FIELD.findall(block)
+    lines = block.split("\n")
     lines = [line[:-1] if line.endswith("\r") else line for line in lines]
-    return lines[0], _parse_fields(lines[1:])
+    return first, _parse_fields(lines)
 
 
 class _Framing:
