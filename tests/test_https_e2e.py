@@ -531,3 +531,27 @@ def test_unprivileged_user(test_host):
     _ok(r)
     assert r.stdout.split() == ["200"]
     assert _lines(r) == _exchange(url, 200, size)
+
+
+CLOSE_NOTIFY = """
+import socket, ssl, sys, time
+ctx = ssl.create_default_context()
+ctx.set_alpn_protocols(["http/1.1"])
+raw = socket.create_connection((sys.argv[1], 443), timeout=10)
+s = ctx.wrap_socket(raw, server_hostname=sys.argv[1])
+s.sendall(b"GET /bytes/5 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")  # keep-alive: the server stays
+reply = b""
+while not reply.endswith(b"\\r\\n\\r\\n" + bytes(5)):
+    reply += s.recv(4096)
+t = time.monotonic()
+plain = s.unwrap()            # our close_notify, then waits for the other side's
+print(plain.recv(10) == b"", round(time.monotonic() - t, 1) < 5)
+"""
+
+
+def test_close_notify_from_the_command_closes_the_session(test_host):
+    """A client that ends its TLS session (close_notify) and waits for the server's is
+    answered at once, though the upstream would keep the connection alive."""
+    r = _httptap(test_host, "--", sys.executable, "-c", CLOSE_NOTIFY, test_host.ipv4)
+    _ok(r)
+    assert r.stdout.split() == ["True", "True"]

@@ -122,6 +122,8 @@ class Relay(asyncio.Protocol):
         if exc is not None:
             self.proxy.send_tcp(messages.FlowReset(self.flow, f"upstream: {exc}"))
         elif not self.upstream_eof:
+            if self.tls is not None:
+                self._to_command(self.tls.close())
             self.proxy.send_tcp(messages.FlowEof(self.flow))
 
     def pause_writing(self) -> None:
@@ -161,6 +163,12 @@ class Relay(asyncio.Protocol):
             self._write_upstream(plain)
             self._credit(len(data))
             self._observe(True, plain)
+            if self.tls.closed and not self.transport.is_closing():
+                # close_notify: the command is done with this session. An asyncio TLS
+                # transport cannot half-close, so close it (close_notify upstream once the
+                # queue is written); our close_notify and FIN follow in connection_lost.
+                # Waiting instead would hang a client that waits for ours (ssl.unwrap()).
+                self.transport.close()
             return
         if mode == "refused":
             self._credit(len(data))
@@ -307,10 +315,13 @@ class Relay(asyncio.Protocol):
             self.observer.client_eof(time.time())
             self._report()
         transport = self.transport
-        if (self.tls is None and transport is not None and not transport.is_closing()
-                and transport.can_write_eof()):
-            transport.write_eof()
-        # Over TLS there is no half-close: the upstream stays open until the flow ends.
+        if transport is None or transport.is_closing():
+            return
+        if self.tls is None:
+            if transport.can_write_eof():
+                transport.write_eof()
+        # Over TLS, a FIN without close_notify keeps the upstream open (the nearest thing
+        # to a half-close we can offer) until the flow ends; close_notify: see command_data.
 
     def command_reset(self) -> None:
         self.finished = True
