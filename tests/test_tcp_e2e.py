@@ -166,3 +166,40 @@ def test_malformed_packets_from_a_hostile_program(test_host):
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "True still alive"
     assert "stage" not in r.stderr  # no stage died
+
+
+RESET_CLIENT = """
+import socket, sys
+s = socket.create_connection(("host.httptap.local", int(sys.argv[1])), timeout=10)
+s.sendall(b"hello")
+try:
+    while s.recv(65536):
+        pass
+    print("eof")
+except ConnectionResetError:
+    print("reset")
+"""
+
+
+def test_an_upstream_reset_reaches_the_command():
+    import socket
+    import struct
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def serve_once() -> None:
+        conn, _ = server.accept()
+        conn.recv(5)
+        conn.sendall(b"partial answer")
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()  # RST
+
+    thread = threading.Thread(target=serve_once, daemon=True)
+    thread.start()
+    try:
+        out = _under_httptap(RESET_CLIENT, str(port), timeout=60)
+    finally:
+        server.close()
+    assert out.strip() == "reset"
