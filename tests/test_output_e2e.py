@@ -504,3 +504,41 @@ def test_colours_only_on_a_terminal_without_no_color(test_host, no_color):
             f"{blue}---> GET {missing}{reset}",
             f"{yellow}<--- 404 {missing} ({size} bytes){reset}",
         ]
+
+
+def test_a_slow_reader_loses_no_lines():
+    """httptap's stdout is a pipe nobody reads for a while: events wait, none is lost."""
+    import http.server
+    import threading
+
+    class Quick(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802
+            # One write: head and body in separate writes meet Nagle and delayed ACKs
+            # (40 ms a request, with or without httptap).
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quick)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    client = ("import http.client, sys\n"
+              "c = http.client.HTTPConnection('host.httptap.local', int(sys.argv[1]), timeout=10)\n"
+              "for i in range(1500):\n"
+              "    c.request('GET', '/%d' % i); c.getresponse().read()\n")
+    proc = subprocess.Popen(httptap_argv("--http", str(port), "--", sys.executable, "-c", client,
+                                         str(port)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(3)  # the pipe (64 KiB) fills long before 3,000 lines are read
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+        server.shutdown()
+    assert proc.returncode == 0, err
+    lines = out.decode().splitlines()
+    assert len(lines) == 3000
+    assert lines[-1] == f"<--- 200 http://host.httptap.local:{port}/1499 (2 bytes)"
