@@ -122,3 +122,15 @@ def test_dump_pcap_writes_both_directions(test_host, tmp_path):
     server = bytes(map(int, test_host.ipv4.split(".")))
     assert any(p.dst == server and p.data.flags & dpkt.tcp.TH_SYN for p in tcp)
     assert sum(len(p.data.data) for p in tcp if p.src == server) > 1024  # the response
+
+
+def test_disabled_user_namespaces_name_the_sysctl():
+    # user.max_user_namespaces is per user namespace: 0 inside one of ours disables them
+    # for httptap running there, without touching the host's setting.
+    inner = " ".join(shlex.quote(a) for a in httptap_argv("--", "true"))
+    r = subprocess.run(["unshare", "-U", "--map-root-user", "sh", "-c",
+                        f"echo 0 > /proc/sys/user/max_user_namespaces && exec {inner}"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 125
+    assert r.stderr.count("\n") == 1
+    assert "user namespace" in r.stderr and "sysctl -w user.max_user_namespaces" in r.stderr
