@@ -77,6 +77,7 @@ try:
     HAS_H2 = True
 except ImportError:
     HAS_H2 = False
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # what an HTTP/2 client sends first
 
 MiB = 1 << 20
 PAGE = 4096
@@ -295,6 +296,20 @@ class HostHTTPServer(_QuietErrors, _DualStackMixin, http.server.ThreadingHTTPSer
         self.site = site if isinstance(site, Site) else Site(site)
         self.files_dir = self.site.files_dir
         super().__init__(address, HTTPHandler)
+
+    def finish_request(self, request, client_address) -> None:  # noqa: ANN001
+        # HTTP/2 with prior knowledge (h2c, `curl --http2-prior-knowledge`): the client
+        # starts with the connection preface instead of a request line.
+        if HAS_H2 and not isinstance(request, ssl.SSLSocket):
+            request.settimeout(IDLE_TIMEOUT)
+            try:
+                first = request.recv(len(H2_PREFACE), socket.MSG_PEEK | socket.MSG_WAITALL)
+            except OSError:
+                first = b""
+            if first == H2_PREFACE:
+                H2Session(request, self.site).run()
+                return
+        super().finish_request(request, client_address)
 
 
 class HostHTTPSServer(HostHTTPServer):

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import subprocess
 import sys
 
 import pytest
@@ -532,3 +533,18 @@ def test_lines_on_stdout_without_stderr_option(test_host):
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == [f"---> GET {url}", f"<--- 200 {url} (1024 bytes)"]
     assert "\x1b[" not in r.stdout
+
+
+def test_http2_with_prior_knowledge_on_an_http_port(test_host):
+    """h2c: the client opens with the HTTP/2 preface on port 80; the exchange is decoded.
+    (One request: the test host's h2c server does not take a second on one connection,
+    with or without httptap.)"""
+    if "HTTP2" not in subprocess.run(["curl", "-V"], capture_output=True, text=True).stdout:
+        pytest.skip("this curl has no HTTP/2")
+    url = test_host.url("/files/small")
+    r = run_httptap("--stderr", "--", "curl", "-sS", "--http2-prior-knowledge", "-o", "/dev/null",
+                    "-w", "%{http_version}", url, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "2"
+    assert [l for l in r.stderr.splitlines() if l.startswith(("--->", "<---"))] == [
+        f"---> GET {url}", f"<--- 200 {url} (1024 bytes)"]

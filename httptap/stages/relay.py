@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 MAX_IN_FLIGHT = 8 << 20      # upstream bytes not yet acknowledged by the command
 WRITE_HIGH_WATER = 1 << 20   # upstream socket buffer before we stop returning credit
 MAX_HELLO = 64 << 10         # a ClientHello larger than this is not one we intercept
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 TLS_HANDSHAKE_TIMEOUT = 15.0
 
 
@@ -193,7 +194,13 @@ class Relay(asyncio.Protocol):
             self.mode = "hello"
         elif self.dport in config.http_ports:
             self.mode = "http"
-            self._start_decoding(Http1Observer(capture_bodies=self.proxy.capture_bodies), "http")
+            if first.startswith(H2_PREFACE[:len(first)]) and len(first) >= 4:
+                # HTTP/2 with prior knowledge (h2c): the preface instead of a request line.
+                from ..http2 import Http2Observer
+
+                self._start_decoding(Http2Observer(capture_bodies=self.proxy.capture_bodies), "http")
+            else:
+                self._start_decoding(Http1Observer(capture_bodies=self.proxy.capture_bodies), "http")
         else:
             self.mode = "raw"
         return self.mode
