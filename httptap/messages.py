@@ -9,6 +9,7 @@ and bytes, never Python objects. Messages are grouped by the direction they trav
     tcp  -> proxy   FlowOpened, FlowData, FlowEof, FlowReset, FlowAcked, DatagramIn
     proxy-> tcp     FlowAccept, FlowRefuse, FlowData, FlowEof, FlowReset, FlowAcked, DatagramOut
     proxy-> sink    HttpRequest, HttpResponse, TcpSummary, DnsExchange, Notice
+    supervisor -> sink   StatsSnapshot (with --stats-interval)
     any  -> next    Drain  (the upstream stage is finished; pass it on once empty)
 
 ``flow`` ids are chosen by the tcp shard that saw the connection open; they are unique
@@ -170,6 +171,13 @@ class Notice(Msg):
     text: str
 
 
+class StatsSnapshot(Msg):
+    """supervisor -> sink: the ``--stats-interval`` numbers, for a ``stats`` ndjson line
+    (the same record the supervisor appends at exit; see ``stats.stats_record``)."""
+    elapsed_s: float
+    stages: list[dict[str, str | int | float]]
+
+
 # --- control ---------------------------------------------------------------------------
 
 class Drain(Msg):
@@ -180,7 +188,7 @@ class Drain(Msg):
 Message = Union[
     Packets, FlowOpened, FlowAccept, FlowRefuse, FlowData, FlowEof, FlowReset, FlowAcked,
     FlowClosed, DatagramIn, DatagramOut, HttpRequest, HttpResponse, TcpSummary,
-    DnsExchange, Notice, Drain,
+    DnsExchange, Notice, StatsSnapshot, Drain,
 ]
 
 ALL_TYPES: tuple[type[Msg], ...] = Message.__args__  # type: ignore[attr-defined]

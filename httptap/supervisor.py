@@ -165,7 +165,9 @@ class Supervisor:
         proxy_to_tcp = [self._ring(f"proxy{i}>tcp{i}") for i in range(n)]
         proxy_to_sink = [self._ring(f"proxy{i}>sink") for i in range(n)]
         suffixes = [str(i) if n > 1 else "" for i in range(n)]
-        self._start("sink", "sink", proxy_to_sink, [])
+        # The sink also hears from the supervisor: periodic stats for ndjson sinks.
+        self.to_sink = self._ring("supervisor>sink")
+        self._start("sink", "sink", [*proxy_to_sink, self.to_sink], [])
         for i in range(n):
             self._start("proxy" + suffixes[i], "proxy", [tcp_to_proxy[i]],
                         [proxy_to_tcp[i], proxy_to_sink[i]], shard=i, ca=self.ca)
@@ -378,8 +380,14 @@ class Supervisor:
         elapsed = time.monotonic() - self.started
         out = sys.stderr if self.config.use_stderr or "terminal" not in self.config.sinks else sys.stdout
         print(format_table(reports, elapsed), file=out, flush=True)
+        record = stats_record(reports, elapsed)
         if final:
-            self._write_stats_records(stats_record(reports, elapsed))
+            self._write_stats_records(record)
+        elif any(s.startswith("ndjson") for s in self.config.sinks):
+            from . import messages
+
+            snapshot = messages.StatsSnapshot(record["elapsed_s"], record["stages"])  # type: ignore[arg-type]
+            self.to_sink.try_put_many([messages.encode(snapshot)])  # a full ring: skip this one
 
     def _write_stats_records(self, record: dict[str, object]) -> None:
         """The final ``stats`` line of each ndjson sink. Written here, after the sink stage

@@ -185,3 +185,16 @@ def test_stats_record_in_ndjson(leaves_nothing, tmp_path):
     assert record["type"] == "stats"
     assert {s["name"] for s in record["stages"]} == {"tun", "tcp", "proxy", "sink"}
     assert all(s["cpu_s"] >= 0 for s in record["stages"])
+
+
+def test_stats_interval_records_in_ndjson(leaves_nothing, tmp_path):
+    import json
+
+    path = tmp_path / "out.ndjson"
+    r = run_httptap("--stats-interval", "0.3", "--sink", f"ndjson:{path}", "--", "sleep", "1.2")
+    assert r.returncode == 0, r.stderr
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    stats = [rec for rec in records if rec["type"] == "stats"]
+    assert len(stats) >= 3  # a few while running, and the final one
+    assert [s["elapsed_s"] for s in stats] == sorted(s["elapsed_s"] for s in stats)
+    assert all({st["name"] for st in s["stages"]} == {"tun", "tcp", "proxy", "sink"} for s in stats)

@@ -27,6 +27,7 @@ SAMPLES: list[m.Msg] = [
     m.TcpSummary(1.0, "10.1.1.100:1", "1.2.3.4:22", 10, 20, 0.5),
     m.DnsExchange(1.0, "example.com.", "A", ["93.184.215.14"], "NOERROR"),
     m.Notice("error", "TLS to x failed"),
+    m.StatsSnapshot(1.5, [{"name": "tcp", "packets_in": 3, "cpu_s": 0.25}]),
     m.Drain(),
 ]
 

@@ -21,7 +21,7 @@ def run(ctx: StageContext) -> None:
     config = ctx.config
     out = sys.stderr if config.use_stderr else sys.stdout
     sinks = make_sinks(config.sinks, config)
-    inboxes = ctx.inboxes()
+    *inboxes, from_supervisor = ctx.inboxes()  # one per proxy shard, then the supervisor's
     loop = Loop()
 
     def deliver(msg: messages.Msg) -> None:
@@ -38,6 +38,10 @@ def run(ctx: StageContext) -> None:
         elif kind is messages.DnsExchange:
             for sink in sinks:
                 sink.dns(msg)  # type: ignore[arg-type]
+        elif kind is messages.StatsSnapshot:
+            record = {"type": "stats", "elapsed_s": msg.elapsed_s, "stages": msg.stages}  # type: ignore[attr-defined]
+            for sink in sinks:
+                sink.stats(record)
         elif kind is messages.Notice:
             if msg.level == "packet":  # type: ignore[attr-defined]
                 print(msg.text, file=out, flush=True)  # type: ignore[attr-defined]
@@ -50,6 +54,10 @@ def run(ctx: StageContext) -> None:
         if all(i.drained for i in inboxes):
             loop.stop()
 
+    def on_supervisor(inbox: Inbox) -> None:
+        for msg in inbox.receive():
+            deliver(msg)
+
     def on_term(signum: int, frame: object) -> None:
         raise SystemExit(128 + signum)
 
@@ -57,6 +65,7 @@ def run(ctx: StageContext) -> None:
     signal.signal(signal.SIGTERM, on_term)
     for inbox in inboxes:
         loop.add_reader(inbox.fd, functools.partial(on_input, inbox))
+    loop.add_reader(from_supervisor.fd, functools.partial(on_supervisor, from_supervisor))
     try:
         loop.run()
     finally:
