@@ -25,7 +25,6 @@ CONNECT_TIMEOUT = 20.0       # then the command's connect times out (we stay sil
 RETRY_FLUSH = 0.005
 
 
-
 class UpstreamTls:
     """Client contexts for upstream TLS, one per ALPN list (ALPN is set per context).
 
