@@ -1,0 +1,131 @@
+"""The tcp stage's logic in one process: packets and proxy messages in, messages out.
+
+``TcpShard`` is driven with in-memory outboxes (no rings, no TUN device); a second TCP
+core plays the command's kernel, so what the shard emits is checked by a real peer.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from httptap import messages as m
+from httptap.stats import Counters
+from httptap.stages.tcp import TcpShard
+from httptap.tcp.connection import TcpConnection
+from httptap.tcp.events import DataReceived, Established, PeerEof
+from httptap.tcp.segment import ACK, RST, SYN, Segment
+from httptap.wire import VNET_HDR_LEN, build_tcp, parse_ip, parse_tcp
+
+CLIENT = socket.inet_aton("10.1.1.100")
+SERVER = socket.inet_aton("10.77.1.2")
+CPORT, SPORT = 40000, 80
+
+
+class FakeOutbox:
+    """What a stage's Outbox looks like to its code: ``send`` collects messages."""
+
+    def __init__(self) -> None:
+        self.sent: list[m.Msg] = []
+
+    def send(self, msg: m.Msg) -> None:
+        self.sent.append(msg)
+
+    def take(self) -> list[m.Msg]:
+        out, self.sent = self.sent, []
+        return out
+
+
+class Rig:
+    """A shard, and a client core standing in for the command's kernel."""
+
+    def __init__(self) -> None:
+        self.to_tun, self.to_proxy = FakeOutbox(), FakeOutbox()
+        self.shard = TcpShard(65520, self.to_tun, self.to_proxy, Counters())
+        self.client = TcpConnection.connect(iss=1000, now=0.0)
+        self.now = 0.0
+
+    def client_sends(self) -> None:
+        """Everything the client core wants to send, as packets into the shard."""
+        packets = [build_tcp(CLIENT, SERVER, CPORT, SPORT, seg, vnet=False)
+                   for seg in self.client.segments_to_send(self.now)]
+        if packets:
+            self.shard.on_packets(packets, self.now)
+
+    def shard_sends(self) -> list[Segment]:
+        """Packets the shard wrote towards the command, delivered to the client core."""
+        segments = []
+        for msg in self.to_tun.take():
+            assert isinstance(msg, m.Packets)
+            for pkt in msg.packets:
+                ip = parse_ip(pkt[VNET_HDR_LEN:])
+                assert (ip.src, ip.dst) == (SERVER, CLIENT)
+                sport, dport, seg = parse_tcp(ip.payload)
+                assert (sport, dport) == (SPORT, CPORT)
+                self.client.receive(seg, self.now)
+                segments.append(seg)
+        return segments
+
+
+def test_syn_waits_for_the_upstream_then_the_handshake_completes():
+    rig = Rig()
+    rig.client_sends()
+    (opened,) = rig.to_proxy.take()
+    assert opened == m.FlowOpened(1, "10.1.1.100", CPORT, "10.77.1.2", SPORT)
+    assert rig.shard_sends() == []  # no SYN-ACK before the upstream answered
+    rig.shard.on_proxy([m.FlowAccept(1)], rig.now)
+    (synack,) = rig.shard_sends()
+    assert synack.flags == SYN | ACK
+    assert Established() in rig.client.events()
+
+
+def test_data_both_ways_with_credit():
+    rig = Rig()
+    rig.client_sends()
+    rig.to_proxy.take()
+    rig.shard.on_proxy([m.FlowAccept(1)], rig.now)
+    rig.shard_sends()
+    rig.client.send(b"GET / HTTP/1.1\r\n\r\n")
+    rig.client_sends()
+    assert m.FlowData(1, b"GET / HTTP/1.1\r\n\r\n") in rig.to_proxy.take()
+    rig.shard.on_proxy([m.FlowAcked(1, 18), m.FlowData(1, b"HTTP/1.1 200 OK\r\n\r\n"),
+                        m.FlowEof(1)], rig.now)
+    rig.shard_sends()
+    events = rig.client.events()
+    assert DataReceived(b"HTTP/1.1 200 OK\r\n\r\n") in events and PeerEof() in events
+    rig.client_sends()  # the client acknowledges: credit goes back to the proxy
+    assert m.FlowAcked(1, 19) in rig.to_proxy.take()
+
+
+def test_refused_upstream_resets_the_command():
+    rig = Rig()
+    rig.client_sends()
+    rig.to_proxy.take()
+    rig.shard.on_proxy([m.FlowRefuse(1, "Connection refused")], rig.now)
+    (rst,) = rig.shard_sends()
+    assert rst.flags & RST
+    assert rig.shard.flows == {}
+    assert m.FlowClosed(1) in rig.to_proxy.take()
+
+
+def test_a_segment_for_no_connection_gets_a_reset():
+    rig = Rig()
+    stray = Segment(5000, 7000, ACK, 100, b"late data")
+    rig.shard.on_packets([build_tcp(CLIENT, SERVER, CPORT, SPORT, stray, vnet=False)], 0.0)
+    (packets,) = rig.to_tun.take()
+    ip = parse_ip(packets.packets[0][VNET_HDR_LEN:])
+    _, _, rst = parse_tcp(ip.payload)
+    assert rst.flags & RST and rst.seq == 7000
+    assert rig.to_proxy.take() == []
+
+
+def test_udp_goes_to_the_proxy_and_answers_come_back():
+    from httptap.wire import build_udp, parse_udp
+
+    rig = Rig()
+    query = build_udp(CLIENT, socket.inet_aton("10.1.1.1"), 5353, 53, b"\x12\x34", vnet=False)
+    rig.shard.on_packets([query], 0.0)
+    assert rig.to_proxy.take() == [m.DatagramIn("10.1.1.100", 5353, "10.1.1.1", 53, b"\x12\x34")]
+    rig.shard.on_proxy([m.DatagramOut("10.1.1.1", 53, "10.1.1.100", 5353, b"\x12\x35")], 0.0)
+    (packets,) = rig.to_tun.take()
+    ip = parse_ip(packets.packets[0][VNET_HDR_LEN:])
+    assert parse_udp(ip.payload) == (53, 5353, b"\x12\x35")
