@@ -22,33 +22,12 @@ from httptap.http1 import (
     MAX_HEAD, Http1Observer, RequestEnd, RequestHead, ResponseEnd, ResponseHead,
 )
 
-C, S, CE, SE = "client", "server", "client_eof", "server_eof"
+from observer_play import CE, SE, C, S, play
 
 
 def _play(script: list[tuple[str, bytes]], split: str, **kw: object) -> tuple[list, Http1Observer]:
     obs = Http1Observer(**kw)  # type: ignore[arg-type]
-    events: list = []
-    for now, (side, data) in enumerate(script):
-        t = float(now)
-        if side == CE:
-            obs.client_eof(t)
-        elif side == SE:
-            obs.server_eof(t)
-        else:
-            feed = obs.client_data if side == C else obs.server_data
-            if split == "whole":
-                pieces = [data]
-            elif split == "bytes":
-                pieces = [data[i:i + 1] for i in range(len(data))]
-            else:  # uneven pieces of 1, 2, 3... bytes
-                pieces, i, k = [], 0, 1
-                while i < len(data):
-                    pieces.append(data[i:i + k])
-                    i, k = i + k, k % 7 + 1
-            for piece in pieces:
-                feed(piece, t)
-        events += obs.events()
-    return events, obs
+    return play(obs, script, split), obs
 
 
 def run(script: list[tuple[str, bytes]], **kw: object) -> tuple[list, Http1Observer]:

@@ -10,7 +10,6 @@ lists agree before returning them.
 from __future__ import annotations
 
 import gzip
-import random
 
 import h2.config
 import h2.connection
@@ -23,7 +22,7 @@ from hypothesis import strategies as st
 from httptap.http1 import RequestEnd, RequestHead, ResponseEnd, ResponseHead
 from httptap.http2 import PREFACE, Http2Observer, StreamReset
 
-C, S, CE, SE = "client", "server", "client_eof", "server_eof"
+from observer_play import CE, SE, C, S, play
 Script = list[tuple[str, bytes]]
 
 
@@ -92,30 +91,9 @@ class Pair:
             self.pump()
 
 
-def _play(script: Script, split: str, **kw: object) -> tuple[list, Http2Observer]:
+def _play(script: list[tuple[str, bytes]], split: str, **kw: object) -> tuple[list, Http2Observer]:
     obs = Http2Observer(**kw)  # type: ignore[arg-type]
-    events: list = []
-    rng = random.Random(len(script))
-    for now, (side, data) in enumerate(script):
-        t = float(now)
-        if side == CE:
-            obs.client_eof(t)
-        elif side == SE:
-            obs.server_eof(t)
-        else:
-            feed = obs.client_data if side == C else obs.server_data
-            if split == "whole":
-                pieces = [data]
-            else:
-                pieces, i, k = [], 0, 1
-                while i < len(data):
-                    k = rng.randint(1, 7) if split == "random" else k % 7 + 1
-                    pieces.append(data[i:i + k])
-                    i += k
-            for piece in pieces:
-                feed(piece, t)
-        events += obs.events()
-    return events, obs
+    return play(obs, script, split), obs
 
 
 def run(script: Script, **kw: object) -> tuple[list, Http2Observer]:
