@@ -45,6 +45,18 @@ class Config:
     trust_mounts: tuple[tuple[str, str], ...] = ()
 
     @property
+    def tun_stage(self) -> bool:
+        """Whether a tun stage reads the device and steers packets to the tcp shards. Only
+        with --dump-pcap (one process sees every packet and writes the capture); otherwise
+        each shard reads its own queue of the device: one process hop less for every
+        packet the command sends."""
+        return self.dump_pcap is not None
+
+    @property
+    def tun_queues(self) -> int:
+        return 1 if self.tun_stage else self.workers
+
+    @property
     def interface(self) -> ipaddress.IPv4Interface:
         return ipaddress.IPv4Interface(self.subnet)
 

@@ -49,6 +49,7 @@ TUNSETOFFLOAD = 0x400454D0
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
+IFF_MULTI_QUEUE = 0x0100
 TUN_F_CSUM = 0x01
 
 HOST_LOOPBACK_ALIAS = "169.254.77.65"   # the proxy connects to 127.0.0.1 instead
@@ -133,9 +134,28 @@ def make_mounts_private() -> None:
     _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
 
 
-def open_tun(name: str) -> int:
-    """Open and create the TUN device. Every packet carries a virtio-net header, so the
-    kernel finishes the checksums of what we write (DESIGN.md, speed lever 2)."""
+def open_tun(name: str, queues: int = 1) -> list[int]:
+    """Open and create the TUN device, one file descriptor per queue. Every packet carries
+    a virtio-net header, so the kernel finishes the checksums of what we write (DESIGN.md,
+    speed lever 2).
+
+    With several queues (``IFF_MULTI_QUEUE``: one per tcp shard) the kernel steers each
+    flow to one queue by a symmetric hash of its addresses and ports, and then to the queue
+    that last wrote a packet of that flow: a shard that writes its flows' packets on its
+    own queue keeps receiving them there."""
+    flags = IFF_TUN | IFF_NO_PI | IFF_VNET_HDR | (IFF_MULTI_QUEUE if queues > 1 else 0)
+    fds: list[int] = []
+    try:
+        for _ in range(queues):
+            fds.append(_open_tun_queue(name, flags))
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds
+
+
+def _open_tun_queue(name: str, flags: int) -> int:
     try:
         fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
@@ -145,7 +165,7 @@ def open_tun(name: str) -> int:
         raise SetupError("no permission to open /dev/net/tun: most distributions make it "
                          "mode 0666 (sudo chmod 0666 /dev/net/tun), or run httptap as root") from None
     try:
-        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI | IFF_VNET_HDR))
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name.encode(), flags))
         fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM)
     except OSError as exc:
         os.close(fd)
@@ -267,7 +287,7 @@ def launch(config: Config, sock: socket.socket) -> NoReturn:
         try:
             enter_namespaces(config.new_user_namespace, sock)
             make_mounts_private()
-            tun_fd = open_tun(config.tun)
+            tun_fds = open_tun(config.tun, config.tun_queues)
             notes = configure_network(config)
             config = _receive_trust(config, sock)
             if config.overlay:
@@ -281,8 +301,9 @@ def launch(config: Config, sock: socket.socket) -> NoReturn:
         except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
             sock.sendall(b"E" + f"cannot set up the namespace: {exc}".encode())
             os._exit(125)
-        socket.send_fds(sock, [b"T" + "\n".join(notes).encode()], [tun_fd])
-        os.close(tun_fd)
+        socket.send_fds(sock, [b"T" + "\n".join(notes).encode()], tun_fds)
+        for fd in tun_fds:
+            os.close(fd)
         if sock.recv(1) != b"g":  # the supervisor went away: do not run the command
             os._exit(125)
         sock.close()

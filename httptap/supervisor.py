@@ -1,13 +1,15 @@
 """The supervisor: the httptap process itself. Starts the pipeline, runs the command, exits.
 
     launcher (fork)  -> namespaces, TUN device, waits for "go", becomes the command
-    sink, proxy×N, tcp×N (fork) -> started while the launcher builds the namespace
-    tun (fork)       -> started once the launcher has handed over the TUN fd
+    sink, proxy×N (fork) -> started while the launcher builds the namespace
+    tcp×N (fork)     -> started once the launcher has handed over the TUN device: each
+                        shard reads and writes its own queue of it
+    tun (fork)       -> only with --dump-pcap: reads the device, steers to the shards
 
 Then one loop over signals (``sigtimedwait``; every signal we care about is blocked, so
 none interrupts anything): SIGCHLD reaps children, SIGINT/SIGTERM/SIGHUP/SIGQUIT sent to
 httptap are passed to the command. When the command exits the pipeline drains front to
-back (tun -> tcp -> proxy -> sink) and httptap exits with the command's status. If a stage
+back ([tun ->] tcp -> proxy -> sink) and httptap exits with the command's status. If a stage
 dies first, httptap names it, stops the command and exits 125.
 """
 
@@ -158,9 +160,10 @@ class Supervisor:
                 ring.release()
 
     def _run_pipeline(self, sock: socket.socket) -> int:
-        n = self.config.workers
-        tun_to_tcp = [self._ring(f"tun>tcp{i}") for i in range(n)]
-        tcp_to_tun = [self._ring(f"tcp{i}>tun") for i in range(n)]
+        config = self.config
+        n = config.workers
+        tun_to_tcp = [self._ring(f"tun>tcp{i}") for i in range(n)] if config.tun_stage else []
+        tcp_to_tun = [self._ring(f"tcp{i}>tun") for i in range(n)] if config.tun_stage else []
         tcp_to_proxy = [self._ring(f"tcp{i}>proxy{i}") for i in range(n)]
         proxy_to_tcp = [self._ring(f"proxy{i}>tcp{i}") for i in range(n)]
         proxy_to_sink = [self._ring(f"proxy{i}>sink") for i in range(n)]
@@ -172,29 +175,36 @@ class Supervisor:
             self._start("proxy" + suffixes[i], "proxy", [tcp_to_proxy[i]],
                         [proxy_to_tcp[i], proxy_to_sink[i]], shard=i, ca=self.ca)
 
-        # The launcher answers with the TUN fd, or with one line saying what went wrong.
+        # The launcher answers with the TUN device (one fd per queue), or with one line
+        # saying what went wrong.
         try:
-            msg, fds, _, _ = socket.recv_fds(sock, 65536, 1)
+            msg, fds, _, _ = socket.recv_fds(sock, 65536, config.tun_queues)
         except OSError as exc:
             msg, fds = b"E" + f"launcher failed: {exc}".encode(), []
-        if not msg or msg[:1] == b"E" or not fds:
+        if not msg or msg[:1] == b"E" or len(fds) != config.tun_queues:
+            for fd in fds:
+                os.close(fd)
             self._launcher_failed(msg)
             return EXIT_FAILED
-        tun_fd = fds[0]
         notes = msg[1:].decode(errors="replace")
-        if notes and self.config.verbose:
+        if notes and config.verbose:
             for line in notes.splitlines():
                 print(f"httptap: {line}", file=sys.stderr)
         stop_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self.stop_fd = stop_fd
-        # The tun stage reads the device and steers packets to the tcp shards; the shards
-        # write their packets to the device themselves (one hop less for every byte the
-        # command receives), except with --dump-pcap, where the tun stage records them.
+        # The shards write their packets to the device themselves (one hop less for every
+        # byte the command receives) and, without a tun stage, read their own queue too.
         for i in range(n):
-            self._start("tcp" + suffixes[i], "tcp", [tun_to_tcp[i], proxy_to_tcp[i]],
-                        [tcp_to_tun[i], tcp_to_proxy[i]], shard=i, tun_fd=tun_fd)
-        self._start("tun", "tun", tcp_to_tun, tun_to_tcp, tun_fd=tun_fd, stop_fd=stop_fd)
-        os.close(tun_fd)  # the stages hold it now
+            if config.tun_stage:
+                self._start("tcp" + suffixes[i], "tcp", [tun_to_tcp[i], proxy_to_tcp[i]],
+                            [tcp_to_tun[i], tcp_to_proxy[i]], shard=i, tun_fd=fds[0])
+            else:
+                self._start("tcp" + suffixes[i], "tcp", [proxy_to_tcp[i]], [tcp_to_proxy[i]],
+                            shard=i, tun_fd=fds[i], reads_tun=True, stop_fd=stop_fd)
+        if config.tun_stage:
+            self._start("tun", "tun", tcp_to_tun, tun_to_tcp, tun_fd=fds[0], stop_fd=stop_fd)
+        for fd in fds:
+            os.close(fd)  # the stages hold them now
         sock.send(b"g")
         return self._wait()
 
@@ -305,7 +315,8 @@ class Supervisor:
     # --- shutting down --------------------------------------------------------------------
 
     def _drain(self) -> bool:
-        """Ask the tun stage to stop; each stage then drains into the next and exits."""
+        """Ask the stages that read the device to stop; each stage then drains into the
+        next and exits."""
         os.eventfd_write(self.stop_fd, 1)
         deadline = time.monotonic() + DRAIN_TIMEOUT
         while any(s.status is None for s in self.stages):

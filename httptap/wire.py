@@ -45,7 +45,7 @@ from httptap.tcp.segment import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, Segment
 
 __all__ = [
     "IPPROTO_ICMP", "IPPROTO_ICMPV6", "IPPROTO_TCP", "IPPROTO_UDP", "VIRTIO_NET_HDR_F_NEEDS_CSUM",
-    "VNET_HDR_LEN", "IpPacket", "ProtocolError", "build_icmp_echo_reply", "build_tcp",
+    "VNET_HDR_LEN", "IpPacket", "ProtocolError", "build_icmp_echo_reply", "build_tcp", "build_tcp_vnet",
     "build_udp", "describe", "flow_hash_key", "internet_checksum", "parse_icmp_echo",
     "parse_ip", "parse_tcp", "parse_udp", "strip_vnet",
 ]
@@ -388,6 +388,31 @@ def _tcp_options(seg: Segment) -> bytes:
     return b"".join(parts)
 
 
+def build_tcp_vnet(src: bytes, dst: bytes, sport: int, dport: int,
+                   seg: Segment) -> tuple[bytes, bytes | memoryview]:
+    """``build_tcp(..., vnet=True)`` as two parts, the headers (virtio-net, IP, TCP) and
+    the payload, uncopied: ``os.writev`` hands both to the device, which saves copying
+    every byte the command receives once more (the payload is a view of the send buffer).
+    """
+    opts, thl, ip, pseudo = _tcp_headers(src, dst, seg)
+    iphl = len(ip)
+    return b"".join((
+        _VNET.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, iphl + thl, 0, iphl, 16), ip,
+        _TCP.pack(sport, dport, seg.seq, seg.ack, thl << 2, seg.flags, seg.window,
+                  _fold(pseudo), 0),
+        opts)), seg.payload
+
+
+def _tcp_headers(src: bytes, dst: bytes, seg: Segment) -> tuple[bytes, int, bytes, int]:
+    """TCP options, TCP header length, IP header and pseudo-header sum of a segment."""
+    opts = _tcp_options(seg)
+    thl = 20 + len(opts)
+    tcp_len = thl + len(seg.payload)
+    addr_sum = int.from_bytes(src + dst, "big")
+    ip = _ip_header(src, dst, IPPROTO_TCP, tcp_len, addr_sum)
+    return opts, thl, ip, addr_sum + IPPROTO_TCP + tcp_len
+
+
 def build_tcp(src: bytes, dst: bytes, sport: int, dport: int, seg: Segment, *,
               vnet: bool) -> bytes:
     """An IPv4 (4-byte addresses) or IPv6 (16-byte) TCP packet carrying ``seg``.
@@ -395,21 +420,12 @@ def build_tcp(src: bytes, dst: bytes, sport: int, dport: int, seg: Segment, *,
     With ``vnet`` the packet starts with a virtio-net header asking the kernel to finish the
     TCP checksum; otherwise the checksum is computed here.
     """
-    opts = _tcp_options(seg)
-    payload = seg.payload
-    thl = 20 + len(opts)
-    tcp_len = thl + len(payload)
-    addr_sum = int.from_bytes(src + dst, "big")
-    ip = _ip_header(src, dst, IPPROTO_TCP, tcp_len, addr_sum)
-    pseudo = addr_sum + IPPROTO_TCP + tcp_len
-    off = thl << 2  # data offset in 32-bit words, in the high nibble
     if vnet:
-        iphl = len(ip)
-        return b"".join((
-            _VNET.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, iphl + thl, 0, iphl, 16), ip,
-            _TCP.pack(sport, dport, seg.seq, seg.ack, off, seg.flags, seg.window,
-                      _fold(pseudo), 0),
-            opts, payload))
+        headers, payload = build_tcp_vnet(src, dst, sport, dport, seg)
+        return headers + payload
+    opts, thl, ip, pseudo = _tcp_headers(src, dst, seg)
+    payload = seg.payload
+    off = thl << 2  # data offset in 32-bit words, in the high nibble
     # Header sum from the fields (32-bit seq/ack count as themselves, 65536 = 1 mod 0xFFFF).
     total = (pseudo + sport + dport + seg.seq + seg.ack + (off << 8 | seg.flags) + seg.window
              + (int.from_bytes(opts, "big") if opts else 0) + (_sum16(payload) if payload else 0))

@@ -187,6 +187,23 @@ def test_data_to_peer_segmented_by_mss_and_acked() -> None:
     assert conn.segments_to_send(1.02) == []
 
 
+def test_burst_limits_new_segments_and_says_more_is_allowed() -> None:
+    conn = server(peer_window=20_000)
+    data = bytes(range(256)) * 20                 # 5120 bytes: four segments' worth
+    conn.send(data)
+    first = conn.segments_to_send(1.0, burst=2)
+    assert [(s.seq, len(s.payload)) for s in first] == [(5001, 1460), (6461, 1460)]
+    assert conn.more_to_send
+    rest = conn.segments_to_send(1.0, burst=2)
+    assert [(s.seq, len(s.payload)) for s in rest] == [(7921, 1460), (9381, 740)]
+    assert b"".join(bytes(s.payload) for s in first + rest) == data
+    assert not conn.more_to_send                  # all sent, though the burst was used up
+    conn.receive(ack(1001, 10121, window=1000), 1.1)
+    conn.send(bytes(3000))
+    assert len(conn.segments_to_send(1.1, burst=1)) == 1
+    assert not conn.more_to_send                  # the peer's window allows no more
+
+
 def test_send_respects_peer_window_and_avoids_silly_segments() -> None:
     conn = server(peer_window=2000)
     conn.send(bytes(5000))

@@ -27,16 +27,17 @@ from ..tcp.connection import State, TcpConnection, rst_for
 from ..tcp.events import Acked, Closed, DataReceived, PeerEof, Reset
 from ..tcp.segment import ACK, RST, SYN
 from ..wire import (IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, ProtocolError,
-                    VNET_HDR_LEN, build_icmp_echo_reply, build_tcp, build_udp, describe,
+                    VNET_HDR_LEN, build_icmp_echo_reply, build_tcp, build_tcp_vnet, build_udp, describe,
                     parse_icmp_echo,
                     parse_ip, parse_tcp, parse_udp)
 from .base import Loop, StageContext
-from .tun import write_packets
+from .tun import Packet, joined, read_batch, write_packets
 
 RECV_BUFFER = 4 << 20   # bytes the command may send ahead of the proxy's upstream writes
 SEND_BUFFER = 8 << 20   # bytes of the proxy's data we hold until the command acknowledges
 RETRY_FLUSH = 0.005     # re-try a full ring this often (a space wake-up can be missed)
 MESSAGE_BYTES = 256 << 10  # a Packets message is cut at about this size (rings cap records)
+BURST = 8  # data segments per flow per turn of the loop: then read the command's ACKs
 
 
 class Flow:
@@ -70,9 +71,10 @@ class TcpShard:
         self.by_id: dict[int, Flow] = {}
         self.next_id = 1
         self.timers: list[tuple[float, int]] = []
-        self.out_packets: list[bytes] = []
+        self.out_packets: list[Packet] = []
         self.out_bytes = 0
         self.dirty: dict[int, Flow] = {}
+        self.busy: dict[int, Flow] = {}  # flows whose window allows more than one burst
 
     # --- from the command ----------------------------------------------------------------
 
@@ -194,6 +196,9 @@ class TcpShard:
         return None
 
     def on_timer(self, now: float) -> None:
+        if self.busy:
+            self.dirty.update(self.busy)
+            self.busy.clear()
         timers = self.timers
         while timers and timers[0][0] <= now:
             when, flow_id = heapq.heappop(timers)
@@ -226,16 +231,18 @@ class TcpShard:
                 elif kind is Closed:
                     closed = True
             src, dst, sport, dport = flow.dst, flow.src, flow.dport, flow.sport
-            for seg in conn.segments_to_send(now):
-                pkt = build_tcp(src, dst, sport, dport, seg, vnet=True)
+            for seg in conn.segments_to_send(now, BURST):
+                pkt = build_tcp_vnet(src, dst, sport, dport, seg)
                 out.append(pkt)
-                self.out_bytes += len(pkt)
+                self.out_bytes += len(pkt[0]) + len(pkt[1])
                 if self.out_bytes >= MESSAGE_BYTES:
                     self._send_packets()
                     out = self.out_packets
             if closed or conn.state is State.CLOSED:
                 self._forget(flow, notify=True)
                 continue
+            if conn.more_to_send:
+                self.busy[flow.id] = flow
             when = conn.next_timer()
             if when != flow.timer:
                 flow.timer = when
@@ -249,10 +256,10 @@ class TcpShard:
         if out:
             self.counters[PACKETS_OUT] += len(out)
             if self.dump:
-                for pkt in out:
+                for pkt in joined(out):
                     self.to_proxy.send(messages.Notice("packet", "out " + describe(pkt[VNET_HDR_LEN:])))
             if self.tun_fd is None:
-                self.to_tun.send(messages.Packets(out))
+                self.to_tun.send(messages.Packets(joined(out)))
             else:
                 write_packets(self.tun_fd, out)
             self.out_packets = []
@@ -272,31 +279,59 @@ class TcpShard:
 
 
 def run(ctx: StageContext) -> None:
-    from_tun, from_proxy = ctx.inboxes()
-    to_tun, to_proxy = ctx.outboxes()
-    direct = None if ctx.config.dump_pcap else ctx.extra.get("tun_fd")
+    # Two shapes (supervisor._run_pipeline): usually this shard reads its own queue of the
+    # TUN device; with --dump-pcap a tun stage reads the device and sends us Packets.
+    reads_tun = ctx.extra.get("reads_tun", False)
+    if reads_tun:
+        (from_proxy,), (to_proxy,) = ctx.inboxes(), ctx.outboxes()
+        from_tun = to_tun = None
+    else:
+        from_tun, from_proxy = ctx.inboxes()
+        to_tun, to_proxy = ctx.outboxes()
+    tun_fd = ctx.extra["tun_fd"]
     shard = TcpShard(ctx.config.mtu, to_tun, to_proxy, ctx.counters, dump=ctx.config.dump_tcp,
-                     tun_fd=direct)
+                     tun_fd=None if ctx.config.dump_pcap else tun_fd)
+    outboxes = [o for o in (to_tun, to_proxy) if o is not None]
     loop = Loop()
     monotonic = time.monotonic
     waiting_for_space = False
 
-    def on_tun() -> None:
+    def finish() -> None:
+        """The command is gone and its last packets are processed: drain into the proxy."""
+        shard.reset_all("the command exited")
+        to_proxy.send(messages.Drain())
+        to_proxy.flush_blocking(timeout=5.0)
+        loop.stop()
+
+    def on_ring_from_tun() -> None:
+        assert from_tun is not None
         now = monotonic()
         for msg in from_tun.receive():
             if type(msg) is messages.Packets:
                 shard.on_packets(msg.packets, now)
         if from_tun.drained:
-            shard.reset_all("the command exited")
-            to_proxy.send(messages.Drain())
-            to_proxy.flush_blocking(timeout=5.0)
-            loop.stop()
+            finish()
+
+    def on_device() -> None:
+        packets = read_batch(tun_fd)
+        if packets:
+            shard.on_packets(packets, monotonic())
+
+    def on_stop() -> None:
+        # The stop eventfd is shared by every shard: it stays readable (never read here)
+        # so each of them sees it. Take what the command left in our queue first.
+        for _ in range(64):  # bounded: the command's processes are gone, its queue is finite
+            packets = read_batch(tun_fd)
+            if not packets:
+                break
+            shard.on_packets(packets, monotonic())
+        finish()
 
     def on_proxy() -> None:
         shard.on_proxy(from_proxy.receive(), monotonic())
 
     def on_space() -> None:
-        for outbox in (to_tun, to_proxy):
+        for outbox in outboxes:
             try:
                 os.eventfd_read(outbox.space_fd)
             except BlockingIOError:
@@ -304,15 +339,15 @@ def run(ctx: StageContext) -> None:
 
     def after_batch() -> None:
         nonlocal waiting_for_space
-        flushed = to_tun.flush() & to_proxy.flush()
+        flushed = all([outbox.flush() for outbox in outboxes])
         if flushed != (not waiting_for_space):
             waiting_for_space = not flushed
-            for outbox in (to_tun, to_proxy):
+            for outbox in outboxes:
                 if waiting_for_space:
                     loop.add_reader(outbox.space_fd, on_space)
                 else:
                     loop.remove_reader(outbox.space_fd)
-        when = shard.next_timer()
+        when = monotonic() if shard.busy else shard.next_timer()
         if waiting_for_space:
             retry = monotonic() + RETRY_FLUSH
             when = retry if when is None else min(when, retry)
@@ -320,6 +355,12 @@ def run(ctx: StageContext) -> None:
 
     loop.on_timer = shard.on_timer
     loop.after_batch = after_batch
-    loop.add_reader(from_tun.fd, on_tun)
+    if reads_tun:
+        os.set_blocking(tun_fd, False)
+        loop.add_reader(tun_fd, on_device)
+        loop.add_reader(ctx.extra["stop_fd"], on_stop)
+    else:
+        assert from_tun is not None
+        loop.add_reader(from_tun.fd, on_ring_from_tun)
     loop.add_reader(from_proxy.fd, on_proxy)
     loop.run()

@@ -20,6 +20,8 @@ import errno
 import functools
 import os
 import zlib
+from collections.abc import Sequence
+from typing import Union
 
 from .. import messages
 from ..stats import PACKETS_IN, PACKETS_OUT
@@ -32,6 +34,9 @@ BATCH_BYTES = 256 << 10  # ... or until this many bytes (rings cap a record's si
 MAX_BACKLOG = 256        # Packets messages waiting for ring space before we stop reading
 
 
+# A packet to write: bytes, or (headers, payload) when the payload is a view of a send buffer.
+Packet = Union[bytes, tuple[bytes, Union[bytes, memoryview]]]
+
 LINKTYPE_RAW = 101  # pcap link type: packets start with the IP header
 
 
@@ -42,21 +47,53 @@ def open_pcap(path: str):  # type: ignore[no-untyped-def]
     return dpkt.pcap.Writer(open(path, "wb"), snaplen=65535, linktype=LINKTYPE_RAW)
 
 
-def write_packets(tun_fd: int, packets: list[bytes]) -> int:
+def write_packets(tun_fd: int, packets: Sequence[Packet]) -> int:
     """Write packets (virtio-net header first) to the device; returns how many it took.
 
-    A packet the kernel refuses (malformed, no route) is dropped as on a wire, and TCP
+    A packet is bytes, or (headers, payload) written with one ``writev``, uncopied. A
+    packet the kernel refuses (malformed, no route) is dropped as on a wire, and TCP
     retransmits; anything else is a real failure. Used by the tcp shards too."""
     sent = 0
+    write, writev = os.write, os.writev
     for pkt in packets:
         try:
-            os.write(tun_fd, pkt)
+            if isinstance(pkt, tuple):
+                writev(tun_fd, pkt)
+            else:
+                write(tun_fd, pkt)
             sent += 1
         except OSError as exc:
             if exc.errno not in (errno.EINVAL, errno.EIO, errno.EAGAIN, errno.ENOBUFS,
                                  errno.EMSGSIZE):
                 raise
     return sent
+
+
+def joined(packets: list[Packet]) -> list[bytes]:
+    """Packets as single bytes objects (for a ring, a capture or a dump)."""
+    return [b"".join(pkt) if isinstance(pkt, tuple) else pkt for pkt in packets]
+
+
+def read_batch(tun_fd: int) -> list[bytes]:
+    """What the device has now, up to a batch, virtio-net headers stripped (the device
+    always carries one: ``namespace.open_tun``). Used by the tcp shards too."""
+    packets: list[bytes] = []
+    size = 0
+    read = os.read
+    for _ in range(READ_BATCH):
+        try:
+            pkt = read(tun_fd, READ_SIZE)
+        except BlockingIOError:
+            break
+        except OSError as exc:
+            if exc.errno in (errno.EINTR, errno.EAGAIN):
+                break
+            raise
+        packets.append(pkt[VNET_HDR_LEN:])
+        size += len(pkt)
+        if size >= BATCH_BYTES:
+            break
+    return packets
 
 
 def run(ctx: StageContext) -> None:
@@ -67,32 +104,19 @@ def run(ctx: StageContext) -> None:
     shards = ctx.outboxes()   # one per tcp shard
     returns = ctx.inboxes()   # one per tcp shard
     nshards = len(shards)
-    skip = VNET_HDR_LEN  # the device always carries a virtio-net header (namespace.open_tun)
     loop = Loop()
     pcap = open_pcap(ctx.config.dump_pcap) if ctx.config.dump_pcap else None
 
     def read_packets() -> None:
+        packets = read_batch(tun_fd)
         batches: list[list[bytes]] = [[] for _ in range(nshards)]
-        count = size = 0
-        for _ in range(READ_BATCH):
-            try:
-                pkt = os.read(tun_fd, READ_SIZE)
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno in (errno.EINTR, errno.EAGAIN):
-                    break
-                raise
-            pkt = pkt[skip:]
-            if nshards == 1:
-                batches[0].append(pkt)
-            else:
+        if nshards == 1:
+            batches[0] = packets
+        else:
+            for pkt in packets:
                 key = flow_hash_key(pkt)
                 batches[zlib.crc32(key) % nshards if key else 0].append(pkt)
-            count += 1
-            size += len(pkt)
-            if size >= BATCH_BYTES:
-                break
+        count = len(packets)
         if count:
             if pcap is not None:
                 for batch in batches:
@@ -110,7 +134,7 @@ def run(ctx: StageContext) -> None:
             if type(msg) is messages.Packets:
                 if pcap is not None:
                     for pkt in msg.packets:
-                        pcap.writepkt(pkt[skip:])
+                        pcap.writepkt(pkt[VNET_HDR_LEN:])
                 sent += write_packets(tun_fd, msg.packets)
         counters[PACKETS_OUT] += sent
 

@@ -138,7 +138,7 @@ class TcpConnection:
         # options
         "_peer_mss", "_ts_ok", "_ts_recent", "_sack_ok", "_wscale_ok", "_passive",
         # congestion control and retransmission
-        "cwnd", "ssthresh", "_dupacks", "_recover", "_in_recovery",
+        "cwnd", "ssthresh", "more_to_send", "_dupacks", "_recover", "_in_recovery",
         "_srtt", "_rttvar", "_base_rto", "_backoff", "_rtt_seq", "_rtt_time", "_retries",
         "_persist_backoff", "_probes", "_oow_ack_time", "_ack_time",
         # timers (absolute times or None)
@@ -195,6 +195,7 @@ class TcpConnection:
         self._ts_recent = 0
         self._send_mss = min(mss, DEFAULT_PEER_MSS)
         self.cwnd = INITIAL_CWND_SEGMENTS * self._send_mss
+        self.more_to_send = False
         self.ssthresh = 1 << 62
         self._dupacks = 0
         self._recover = iss
@@ -698,8 +699,10 @@ class TcpConnection:
             self._rto_at = now + self._rto()
         return seg
 
-    def segments_to_send(self, now: float) -> list[Segment]:
-        """Everything to transmit now, in order."""
+    def segments_to_send(self, now: float, burst: int = 1 << 30) -> list[Segment]:
+        """Everything to transmit now, in order; at most ``burst`` new data segments (then
+        ``more_to_send`` says the window allows more: ask again)."""
+        self.more_to_send = False
         out = self._ctl
         if out:
             self._ctl = []
@@ -788,6 +791,10 @@ class TcpConnection:
                 nxt += n
                 if flags & FIN:
                     nxt += 1
+                burst -= 1
+                if burst <= 0:
+                    self.more_to_send = nxt < data_end and nxt < limit
+                    break
         if fin_seq is not None and nxt == fin_seq:         # FIN on its own (ignores the window)
             last = Segment(nxt & MASK, ack, ACK | FIN, win, b"", sack=sack,
                            ts_val=ts_val, ts_ecr=ts_ecr)
