@@ -226,10 +226,9 @@ def _parse_fields(lines: list[str]) -> list[tuple[str, str]]:
     return fields
 
 
-# The whole header block at once: most heads are well formed, and two regex passes in C
-# beat a Python loop over lines (keep-alive traffic parses a head per request and per
-# response). Anything else (obs-fold, stray CRs, bad lines) takes the line-by-line path.
-_FIELD = re.compile(rf"([{_TCHAR}]+)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?\n")
+# The whole header block checked at once: most heads are well formed (keep-alive traffic
+# parses a head per request and per response). Anything else (obs-fold, stray CRs, bad
+# lines) takes the line-by-line path.
 _FIELDS_BLOCK = re.compile(rf"(?:[{_TCHAR}]+[ \t]*:[^\r\n]*\r?\n)*")
 
 
@@ -240,7 +239,14 @@ def _split_head(head: bytes) -> tuple[str, list[tuple[str, str]]]:
     block = text[eol + 1:]
     block = block[:-2] if block.endswith("\r\n") else block[:-1]  # the empty line
     if _FIELDS_BLOCK.fullmatch(block):
-        return first, _FIELD.findall(block)
+        # Well formed: every line is "token [ws] : value \r?\n" and values hold no CR, so
+        # splitting on LF and stripping is exact (a loop over str.partition beats a
+        # capturing regex here: 1.5 vs 4-11 us for a typical nginx response head).
+        fields = []
+        for line in block.split("\n")[:-1]:
+            name, _, value = line.partition(":")
+            fields.append((name.rstrip(" \t"), value.strip(" \t\r")))
+        return first, fields
     lines = block.split("\n")
     lines = [line[:-1] if line.endswith("\r") else line for line in lines]
     return first, _parse_fields(lines)
@@ -433,6 +439,14 @@ class _Reader:
                 pos += 1
             if pos == n:
                 return n
+            # The usual case, a whole head in one read: take it without the buffer.
+            m = _HEAD_END.search(data, pos, pos + MAX_HEAD + 4)
+            if m is not None:
+                end = m.end()
+                self.scanned = 0
+                self.line_ok = False
+                self.on_head(bytes(data[pos:end]), now)
+                return end
         start = len(buf)
         buf += data[pos:pos + MAX_HEAD + 4 - start]
         m = _HEAD_END.search(buf, self.scanned - 3 if self.scanned > 3 else 0)
