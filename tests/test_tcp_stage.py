@@ -10,7 +10,7 @@ import socket
 
 from httptap import messages as m
 from httptap.stats import Counters
-from httptap.stages.tcp import TcpShard
+from httptap.stages.tcp import CREDIT_STEP, TcpShard
 from httptap.tcp.connection import TcpConnection
 from httptap.tcp.events import DataReceived, Established, PeerEof
 from httptap.tcp.segment import ACK, RST, SYN, Segment
@@ -87,13 +87,23 @@ def test_data_both_ways_with_credit():
     rig.client.send(b"GET / HTTP/1.1\r\n\r\n")
     rig.client_sends()
     assert m.FlowData(1, b"GET / HTTP/1.1\r\n\r\n") in rig.to_proxy.take()
-    rig.shard.on_proxy([m.FlowAcked(1, 18), m.FlowData(1, b"HTTP/1.1 200 OK\r\n\r\n"),
-                        m.FlowEof(1)], rig.now)
+    head = b"HTTP/1.1 200 OK\r\n\r\n"
+    rig.shard.on_proxy([m.FlowAcked(1, 18), m.FlowData(1, head)], rig.now)
     rig.shard_sends()
+    assert DataReceived(head) in rig.client.events()
+    rig.client_sends()  # acknowledged, but credit goes back in steps: not yet
+    assert not any(type(msg) is m.FlowAcked for msg in rig.to_proxy.take())
+    body = bytes(CREDIT_STEP)
+    rig.shard.on_proxy([m.FlowData(1, body), m.FlowEof(1)], rig.now)
+    for _ in range(20):  # bursts: the shard keeps sending while the window allows
+        rig.shard_sends()
+        rig.client_sends()
+        rig.shard.on_timer(rig.now)
     events = rig.client.events()
-    assert DataReceived(b"HTTP/1.1 200 OK\r\n\r\n") in events and PeerEof() in events
-    rig.client_sends()  # the client acknowledges: credit goes back to the proxy
-    assert m.FlowAcked(1, 19) in rig.to_proxy.take()
+    assert b"".join(e.data for e in events if type(e) is DataReceived) == body
+    assert PeerEof() in events
+    credit = [msg for msg in rig.to_proxy.take() if type(msg) is m.FlowAcked]
+    assert credit == [m.FlowAcked(1, len(head) + len(body))]
 
 
 def test_refused_upstream_resets_the_command():

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 MAX_IN_FLIGHT = 8 << 20      # upstream bytes not yet acknowledged by the command
 WRITE_HIGH_WATER = 1 << 20   # upstream socket buffer before we stop returning credit
+CREDIT_STEP = 64 << 10       # credit to the tcp stage goes back in steps of this much
 MAX_HELLO = 64 << 10         # a ClientHello larger than this is not one we intercept
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 TLS_HANDSHAKE_TIMEOUT = 15.0
@@ -64,7 +65,7 @@ class Relay(asyncio.Protocol):
         self.bytes_up = 0       # command -> upstream (as the command sent them)
         self.bytes_down = 0     # upstream -> command
         self.in_flight = 0      # sent towards the command, not yet acknowledged by it
-        self.owed_credit = 0    # command bytes written while the socket was over high water
+        self.owed_credit = 0    # command bytes written upstream, not yet credited back
         self.write_paused = False
         self.read_paused = False
         self.upstream_eof = False
@@ -183,10 +184,12 @@ class Relay(asyncio.Protocol):
             self.transport.write(data)
 
     def _credit(self, count: int) -> None:
-        if self.write_paused:
-            self.owed_credit += count
-        else:
-            self.proxy.send_tcp(messages.FlowAcked(self.flow, count))
+        # Returned in steps (see tcp.CREDIT_STEP), and not while the upstream socket is
+        # over its high-water mark: the command's window then closes, as it should.
+        self.owed_credit += count
+        if not self.write_paused and self.owed_credit >= CREDIT_STEP:
+            self.proxy.send_tcp(messages.FlowAcked(self.flow, self.owed_credit))
+            self.owed_credit = 0
 
     def _decide(self, first: bytes) -> str:
         config = self.proxy.ctx.config

@@ -37,13 +37,17 @@ RECV_BUFFER = 4 << 20   # bytes the command may send ahead of the proxy's upstre
 SEND_BUFFER = 8 << 20   # bytes of the proxy's data we hold until the command acknowledges
 RETRY_FLUSH = 0.005     # re-try a full ring this often (a space wake-up can be missed)
 MESSAGE_BYTES = 256 << 10  # a Packets message is cut at about this size (rings cap records)
+# Credit goes back to the proxy in steps of at least this much: a keep-alive exchange then
+# costs one message each way instead of two. The proxy's window (8 MiB) dwarfs it.
+CREDIT_STEP = 64 << 10
 BURST = 8  # data segments per flow per turn of the loop: then read the command's ACKs
 
 
 class Flow:
     """One TCP connection from the command, as this shard knows it."""
 
-    __slots__ = ("id", "key", "conn", "src", "dst", "sport", "dport", "accepted", "timer")
+    __slots__ = ("id", "key", "conn", "src", "dst", "sport", "dport", "accepted", "timer",
+                 "acked")
 
     def __init__(self, flow_id: int, key: tuple, conn: TcpConnection,
                  src: bytes, dst: bytes, sport: int, dport: int) -> None:
@@ -54,6 +58,7 @@ class Flow:
         self.src, self.dst, self.sport, self.dport = src, dst, sport, dport
         self.accepted = False
         self.timer: float | None = None
+        self.acked = 0  # bytes the command acknowledged, not yet credited to the proxy
 
 
 class TcpShard:
@@ -223,7 +228,10 @@ class TcpShard:
                 if kind is DataReceived:
                     to_proxy.send(messages.FlowData(flow.id, event.data))
                 elif kind is Acked:
-                    to_proxy.send(messages.FlowAcked(flow.id, event.count))
+                    flow.acked += event.count
+                    if flow.acked >= CREDIT_STEP:
+                        to_proxy.send(messages.FlowAcked(flow.id, flow.acked))
+                        flow.acked = 0
                 elif kind is PeerEof:
                     to_proxy.send(messages.FlowEof(flow.id))
                 elif kind is Reset:
