@@ -9,8 +9,9 @@ Map of the package (see ../shared/DESIGN.md for the why):
 - ``ring``        single-producer single-consumer shared-memory rings.
 - ``messages``    every message that crosses a process boundary.
 - ``stats``       per-stage counters in shared memory, and the ``--stats`` table.
-- ``stages/``     one module per pipeline stage process (tun, tcp, proxy, sink).
-- pure cores      ``wire`` (packets), ``tcpcore`` (TCP state machine), ... : bytes and
+- ``stages/``     one module per pipeline stage process: tcp (reads and writes its own
+                  queue of the TUN device), proxy, sink; tun only with --dump-pcap.
+- pure cores      ``wire`` (packets), ``tcp/`` (TCP state machine), ... : bytes and
                   ``now`` in, events and bytes out, no I/O.
 """
 

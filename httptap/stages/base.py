@@ -186,6 +186,23 @@ class StageContext:
         return [Outbox(r, self.counters) for r in self.outputs]
 
 
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+
+
+def keep_freed_memory() -> None:
+    """Make malloc keep and reuse what a stage frees instead of returning it to the kernel.
+
+    Payloads of 64-256 KiB are allocated and freed thousands of times a second (decoded
+    and encoded messages). glibc serves them with mmap, or grows and trims the heap top
+    around them, so every one costs fresh pages and page faults: measured, 20% of the
+    proxy's time in bulk HTTPS went to first touches of newly mapped pages. With large
+    thresholds the freed blocks are reused; a stage's memory stays at its peak, which the
+    ring and window sizes bound."""
+    _libc.mallopt(M_MMAP_THRESHOLD, 64 << 20)
+    _libc.mallopt(M_TRIM_THRESHOLD, 256 << 20)
+
+
 def set_process_name(name: str) -> None:
     _libc.prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 
@@ -205,6 +222,7 @@ def start_stage(ctx: StageContext, module: str, close_fds: list[int]) -> int:
     code = 1
     try:
         set_process_name(f"httptap-{ctx.name}")
+        keep_freed_memory()
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTSTP):
             signal.signal(sig, signal.SIG_IGN)
