@@ -197,10 +197,11 @@ def keep_freed_memory() -> None:
     and encoded messages). glibc serves them with mmap, or grows and trims the heap top
     around them, so every one costs fresh pages and page faults: measured, 20% of the
     proxy's time in bulk HTTPS went to first touches of newly mapped pages. With large
-    thresholds the freed blocks are reused; a stage's memory stays at its peak, which the
-    ring and window sizes bound."""
-    _libc.mallopt(M_MMAP_THRESHOLD, 64 << 20)
-    _libc.mallopt(M_TRIM_THRESHOLD, 256 << 20)
+    thresholds the freed blocks are reused. Modest ones (1 MiB, 16 MiB) keep the same speed
+    as huge ones and give memory back above 16 MiB free: peak RSS of all processes in a
+    bulk download 192 -> ~207 MB (64 and 256 MiB thresholds: 211-225 MB)."""
+    _libc.mallopt(M_MMAP_THRESHOLD, 1 << 20)
+    _libc.mallopt(M_TRIM_THRESHOLD, 16 << 20)
 
 
 def set_process_name(name: str) -> None:
