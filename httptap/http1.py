@@ -196,7 +196,20 @@ class ResponseEnd(Event):
 # Head parsing
 
 _TCHAR = r"!#$%&'*+\-.^_`|~0-9A-Za-z"
-_HEAD_END = re.compile(rb"\r?\n\r?\n")
+
+
+def _head_end(data: bytes | bytearray, start: int, end: int) -> int:
+    """Where the first empty line (``\r?\n\r?\n``) within ``data[start:end]`` ends, or -1.
+
+    Two ``find`` calls (memchr speed) instead of a regex search, which stepped through
+    every byte of the head in Python's regex engine: 9% of the proxy's time on keep-alive
+    traffic. Every match of the pattern contains ``\n\r\n`` or ``\n\n``, so the first
+    one ends at the earlier of their first occurrences' ends."""
+    crlf = data.find(b"\n\r\n", start, end)
+    lf = data.find(b"\n\n", start, end if crlf < 0 else crlf + 2)
+    if lf >= 0:
+        return lf + 2
+    return crlf + 3 if crlf >= 0 else -1
 _REQUEST_LINE = re.compile(rf"([{_TCHAR}]{{1,32}}) +([^\x00-\x20\x7f]+) +HTTP/1\.([0-9])")
 _STATUS_LINE = re.compile(r"HTTP/1\.([0-9]) +([0-9]{3})(?:[ \t]+(.*?))?[ \t]*")
 _HEADER_LINE = re.compile(rf"([{_TCHAR}]+)[ \t]*:[ \t]*(.*?)[ \t]*")
@@ -440,24 +453,22 @@ class _Reader:
             if pos == n:
                 return n
             # The usual case, a whole head in one read: take it without the buffer.
-            m = _HEAD_END.search(data, pos, pos + MAX_HEAD + 4)
-            if m is not None:
-                end = m.end()
+            end = _head_end(data, pos, pos + MAX_HEAD + 4)
+            if end >= 0:
                 self.scanned = 0
                 self.line_ok = False
                 self.on_head(bytes(data[pos:end]), now)
                 return end
         start = len(buf)
         buf += data[pos:pos + MAX_HEAD + 4 - start]
-        m = _HEAD_END.search(buf, self.scanned - 3 if self.scanned > 3 else 0)
-        if m is None:
+        end = _head_end(buf, self.scanned - 3 if self.scanned > 3 else 0, len(buf))
+        if end < 0:
             if not self.line_ok:
                 self.check_first_line(buf)
             if len(buf) > MAX_HEAD:
                 raise HttpError("head too large")
             self.scanned = len(buf)
             return pos + len(buf) - start
-        end = m.end()
         head = bytes(buf[:end])
         buf.clear()
         self.scanned = 0

@@ -605,3 +605,17 @@ def test_large_body_is_counted_not_kept() -> None:
         obs.server_data(piece, 0.0)
     events = obs.events()
     assert events[-1].body_size == total and events[-1].body is None
+
+
+@given(st.lists(st.sampled_from([b"\r", b"\n", b"a"]), max_size=40).map(b"".join),
+       st.integers(0, 10), st.integers(0, 45))
+def test_head_end_agrees_with_the_pattern(data: bytes, start: int, end: int) -> None:
+    """The empty line that ends a head: ``_head_end`` (two finds) is the first match of
+    ``\\r?\\n\\r?\\n`` within [start, end)."""
+    import re
+
+    from httptap.http1 import _head_end
+
+    m = re.compile(rb"\r?\n\r?\n").search(data, start, end)
+    assert _head_end(data, start, end) == (m.end() if m else -1)
+    assert _head_end(bytearray(data), start, end) == (m.end() if m else -1)
