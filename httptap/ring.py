@@ -192,24 +192,32 @@ class Ring:
         if records:
             self._write(records, 0, True)
 
-    def try_put_many(self, records: Sequence[bytes], start: int = 0) -> int:
+    def try_put_many(self, records: Sequence[bytes], start: int = 0, signal: bool = True) -> int:
         """Append ``records[start:]`` while they fit, never blocking.
 
         Signals ``data_fd`` once if anything was written, and returns how many records
         were written.  When that is fewer than ``len(records) - start`` the ring is
         full: the caller should wait for ``space_fd`` to become readable (plus a
         short fallback timer, e.g. 5 ms) and call again with the new ``start``.
+
+        ``signal=False`` publishes without waking the consumer (unless the ring is a
+        quarter full or fills up): for a consumer that need not hear of every record at
+        once, woken later by :meth:`signal`.
         """
         if start >= len(records):
             return 0
-        return self._write(records, start, False)
+        return self._write(records, start, False, signal)
+
+    def signal(self) -> None:
+        """Wake the consumer (records published with ``signal=False``)."""
+        os.eventfd_write(self.data_fd, 1)
 
     def close_producer(self) -> None:
         """Mark the end of the stream and wake the consumer."""
         self._q[_CLOSED] = 1
         os.eventfd_write(self.data_fd, 1)
 
-    def _write(self, records: Sequence, start: int, block: bool) -> int:
+    def _write(self, records: Sequence, start: int, block: bool, signal: bool = True) -> int:
         q = self._q
         u32 = self._u32
         mm = self._mm
@@ -276,16 +284,18 @@ class Ring:
                 used = head - q[_TAIL]
                 if used > high:
                     high = used
-                self._publish(head, i - batch, nbytes, high)
+                self._publish(head, i - batch, nbytes, high, signal or used * 4 >= cap)
         return i - start
 
-    def _publish(self, head: int, nrecords: int, nbytes: int, high: int) -> None:
+    def _publish(self, head: int, nrecords: int, nbytes: int, high: int,
+                 signal: bool = True) -> None:
         q = self._q
         q[_RECORDS] += nrecords
         q[_BYTES] += nbytes
         q[_HIGH_WATER] = high
         q[_HEAD] = head  # payloads were written first (TSO keeps the order)
-        os.eventfd_write(self.data_fd, 1)
+        if signal:
+            os.eventfd_write(self.data_fd, 1)
 
     def _space_ok(self, head: int, need: int) -> tuple[bool, int]:
         tail = self._q[_TAIL]

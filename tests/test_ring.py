@@ -134,6 +134,17 @@ def test_put_many_signals_once(ring: Ring) -> None:
     assert not _readable(ring.data_fd)
 
 
+def test_publish_without_signal_until_a_quarter_full(ring: Ring) -> None:
+    assert ring.try_put_many([b"a" * 8, b"b" * 8], signal=False) == 2
+    assert not _readable(ring.data_fd)          # published, consumer not woken
+    assert ring.get_many() == [b"a" * 8, b"b" * 8]
+    ring.signal()
+    assert os.eventfd_read(ring.data_fd) == 1
+    # A quarter of the capacity used: the consumer is woken anyway.
+    assert ring.try_put_many([b"c" * 100, b"d" * 100, b"e" * 100], signal=False) == 3
+    assert _readable(ring.data_fd)
+
+
 def test_max_record_size(ring: Ring) -> None:
     assert ring.max_record == 256
     ring.put(b"m" * 256)

@@ -82,6 +82,7 @@ class Outbox:
         self.space_fd = ring.space_fd
         self._counters = counters.v
         self._pending: deque[bytes] = deque()
+        self.unsignaled = False  # records published by flush(signal=False), consumer not woken
 
     def send(self, msg: messages.Msg) -> None:
         self._pending.append(messages.encode(msg))
@@ -90,14 +91,16 @@ class Outbox:
     def backlog(self) -> int:
         return len(self._pending)
 
-    def flush(self) -> bool:
-        """Write as much as fits; True when nothing is left pending."""
+    def flush(self, signal: bool = True) -> bool:
+        """Write as much as fits; True when nothing is left pending. ``signal=False``:
+        leave the consumer asleep (see ``Ring.try_put_many``) until :meth:`wake`."""
         pending = self._pending
         if not pending:
             return True
         batch = list(pending)
-        written = self.ring.try_put_many(batch)
+        written = self.ring.try_put_many(batch, signal=signal)
         if written:
+            self.unsignaled = not signal
             c = self._counters
             c[MSGS_OUT] += written
             c[BYTES_OUT] += sum(map(len, batch[:written]))
@@ -107,6 +110,12 @@ class Outbox:
                 for _ in range(written):
                     pending.popleft()
         return not pending
+
+    def wake(self) -> None:
+        """Wake the consumer if records wait unsignaled."""
+        if self.unsignaled:
+            self.unsignaled = False
+            self.ring.signal()
 
     def flush_blocking(self, timeout: float) -> bool:
         """Wait until everything pending is in the ring (used when draining)."""

@@ -23,6 +23,7 @@ from .relay import Relay
 
 CONNECT_TIMEOUT = 20.0       # then the command's connect times out (we stay silent)
 RETRY_FLUSH = 0.005
+SINK_WAKE_DELAY = 0.005  # seconds events may wait in the sink's ring before it is woken
 
 
 class UpstreamTls:
@@ -73,6 +74,7 @@ class Proxy:
         self.relays: dict[int, Relay | DnsOverTcp] = {}
         self.connecting: dict[int, asyncio.Task[None]] = {}
         self.flush_scheduled = False
+        self.sink_wake: asyncio.TimerHandle | None = None
         self.done = loop.create_future()
         config = ctx.config
         self.capture_bodies = config.body or any(s.startswith("har:") for s in config.sinks)
@@ -102,7 +104,13 @@ class Proxy:
 
     def _flush(self) -> None:
         self.flush_scheduled = False
-        if self.to_tcp.flush() & self.to_sink.flush():
+        # The sink is woken at most every SINK_WAKE_DELAY, not for every batch: output
+        # can wait a few milliseconds, and under load one wake-up then carries dozens of
+        # events (keep-alive: one eventfd write and one sink wake-up less per request).
+        flushed = self.to_tcp.flush() & self.to_sink.flush(signal=False)
+        if self.to_sink.unsignaled and self.sink_wake is None:
+            self.sink_wake = self.loop.call_later(SINK_WAKE_DELAY, self._wake_sink)
+        if flushed:
             return
         # A ring is full: flush again when its consumer frees space, or shortly anyway
         # (the space wake-up is best effort, see httptap.ring).
@@ -111,6 +119,10 @@ class Proxy:
             if outbox.backlog:
                 self.loop.add_reader(outbox.space_fd, self._on_space)
         self.retry = self.loop.call_later(RETRY_FLUSH, self._on_space)
+
+    def _wake_sink(self) -> None:
+        self.sink_wake = None
+        self.to_sink.wake()
 
     def _on_space(self) -> None:
         for outbox in (self.to_tcp, self.to_sink):
