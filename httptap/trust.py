@@ -13,10 +13,12 @@ Theory of operation
 * Bundles are PEM text. The system roots are read from the first bundle of
   :data:`SYSTEM_BUNDLE_PATHS` that can be read, and our CA is appended last; with no
   system bundle the result is our CA alone.
-* ``SSL_CERT_DIR``: rather than linking to the host's hashed directory (which may not
-  exist, may be incomplete, or may sit under a path the namespace overlays), every
-  certificate of the combined bundle is written as its own PEM file named
-  ``<subject hash>.<n>``, so the directory is self-contained and agrees with the bundle.
+* ``SSL_CERT_DIR``: a directory of the run, so that our CA is in it. Where the system
+  bundle's directory is also a hashed directory (Debian, Alpine: ``/etc/ssl/certs``), it
+  holds a symlink to each of its ``<hash>.<n>`` entries plus our CA
+  (:func:`linked_cert_dir`, ~2 ms). Elsewhere every certificate of the combined bundle
+  is written as its own PEM file named ``<subject hash>.<n>`` (:func:`hashed_cert_dir`,
+  ~50 ms for 150 roots: every subject is parsed and hashed here).
   The hash is OpenSSL's ``X509_NAME_hash_ex`` (what ``openssl x509 -hash`` prints):
   the subject's canonical encoding (each string value as a UTF8String, lower-cased ASCII,
   whitespace trimmed and collapsed; RDN SETs concatenated without the outer SEQUENCE),
@@ -48,7 +50,8 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 __all__ = [
     "JAVA_TRUSTSTORE_PASSWORD", "SYSTEM_BUNDLE_PATHS", "TRUST_VARIABLES", "TrustFiles",
     "build", "combined_bundle", "environment", "existing_bundle_targets", "hashed_cert_dir",
-    "java_options", "java_truststore", "pem_certificates", "subject_hash",
+    "java_options", "java_truststore", "linked_cert_dir", "pem_certificates", "subject_hash",
+    "system_bundle", "system_roots",
 ]
 
 SYSTEM_BUNDLE_PATHS: Final[tuple[str, ...]] = (
@@ -90,15 +93,21 @@ def existing_bundle_targets(paths: Iterable[str] = SYSTEM_BUNDLE_PATHS) -> list[
     return out
 
 
-def system_roots(paths: Iterable[str] = SYSTEM_BUNDLE_PATHS) -> bytes:
-    """The PEM text of the first readable system bundle, or ``b""`` when there is none."""
+def system_bundle(paths: Iterable[str] = SYSTEM_BUNDLE_PATHS) -> tuple[str, bytes] | None:
+    """The first readable system bundle: its path and PEM text."""
     for path in paths:
         try:
             with open(path, "rb") as f:
-                return f.read()
+                return path, f.read()
         except OSError:
             continue
-    return b""
+    return None
+
+
+def system_roots(paths: Iterable[str] = SYSTEM_BUNDLE_PATHS) -> bytes:
+    """The PEM text of the first readable system bundle, or ``b""`` when there is none."""
+    found = system_bundle(paths)
+    return found[1] if found else b""
 
 
 def combined_bundle(ca_pem: bytes, paths: Iterable[str] = SYSTEM_BUNDLE_PATHS) -> bytes:
@@ -285,6 +294,40 @@ def hashed_cert_dir(ca_pem: bytes, directory: str, bundle: bytes | None = None) 
     return written
 
 
+_HASHED_NAME = re.compile(r"[0-9a-f]{8}\.[0-9]+")
+
+
+def linked_cert_dir(ca_pem: bytes, directory: str, host_dir: str) -> list[str] | None:
+    """Fill ``directory`` as an ``SSL_CERT_DIR`` from the host's hashed directory: a symlink
+    to each of its ``<hash>.<n>`` entries, plus our CA as a file of its own.
+
+    The fast way (about 2 ms against about 50 for :func:`hashed_cert_dir`, which parses
+    and hashes every root): the host's directory already carries OpenSSL's names for its
+    roots (Debian and Alpine keep it next to the bundle). Returns the names written, or
+    ``None`` when ``host_dir`` has no hashed entries (then use :func:`hashed_cert_dir`).
+    """
+    try:
+        names = sorted(n for n in os.listdir(host_dir) if _HASHED_NAME.fullmatch(n))
+    except OSError:
+        return None
+    if not names:
+        return None
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    for name in names:
+        os.symlink(os.path.join(host_dir, name), os.path.join(directory, name))
+    used = set(names)
+    for der in pem_certificates(ca_pem):
+        digest = subject_hash(der)
+        n = 0
+        while f"{digest:08x}.{n}" in used:
+            n += 1
+        name = f"{digest:08x}.{n}"
+        used.add(name)
+        _write(os.path.join(directory, name), _pem(der))
+        names.append(name)
+    return names
+
+
 # ---------------------------------------------------------------------- Java
 
 
@@ -362,13 +405,17 @@ def build(ca_pem: bytes, directory: str, current: Mapping[str, str],
     ``overlay_targets`` are the files to bind-mount the bundle over (unless
     ``--no-overlay``).
     """
+    found = system_bundle(bundle_paths)
+    roots = found[1] if found else b""
     bundle = combined_bundle(ca_pem, bundle_paths)
     bundle_path = os.path.join(directory, "ca-bundle.crt")
     cert_dir = os.path.join(directory, "certs")
     truststore_path = os.path.join(directory, "truststore.p12")
     _write(bundle_path, bundle)
-    hashed_cert_dir(ca_pem, cert_dir, bundle)
-    _write(truststore_path, java_truststore(ca_pem, system_roots(bundle_paths)))
+    # The hashed directory next to the system bundle, if there is one, names the same roots.
+    if found is None or linked_cert_dir(ca_pem, cert_dir, os.path.dirname(found[0])) is None:
+        hashed_cert_dir(ca_pem, cert_dir, bundle)
+    _write(truststore_path, java_truststore(ca_pem, roots))
     return TrustFiles(bundle_path=bundle_path, cert_dir=cert_dir,
                       truststore_path=truststore_path,
                       environ=environment(bundle_path, cert_dir, truststore_path, current),

@@ -299,3 +299,26 @@ def test_build(tmp_path: os.PathLike[str], authority: CertificateAuthority) -> N
         store = pkcs12.load_pkcs12(f.read(), b"changeit")
     assert [c.certificate for c in store.additional_certs] == [authority.cert, roots.cert]
     verify_handshake(authority, "build.example", cafile=files.bundle_path)
+
+
+def test_build_links_a_hashed_directory_next_to_the_bundle(
+        tmp_path: os.PathLike[str], authority: CertificateAuthority) -> None:
+    """Where the system bundle sits in a hashed directory (Debian's /etc/ssl/certs), the
+    run's SSL_CERT_DIR links its entries instead of hashing every root again."""
+    roots = [CertificateAuthority.ephemeral() for _ in range(2)]
+    host = os.path.join(tmp_path, "host")
+    bundle = b"".join(r.cert_pem for r in roots)
+    names = trust.hashed_cert_dir(b"", host, bundle=bundle)  # the host's own entries
+    _write(os.path.join(host, "ca-certificates.crt"), bundle)
+    run = os.path.join(tmp_path, "run")
+    os.mkdir(run)
+    files = trust.build(authority.cert_pem, run, {},
+                        bundle_paths=[os.path.join(host, "ca-certificates.crt")])
+    entries = sorted(os.listdir(files.cert_dir))
+    assert len(entries) == 3 and set(names) < set(entries)
+    for name in names:
+        assert os.readlink(os.path.join(files.cert_dir, name)) == os.path.join(host, name)
+    for name in ("linked.example",):
+        verify_handshake(authority, name, capath=files.cert_dir)   # our CA is there
+    assert trust.linked_cert_dir(authority.cert_pem, os.path.join(tmp_path, "x"),
+                                 run) is None                       # no hashed entries
