@@ -1,16 +1,20 @@
-"""The tcp stage: the userspace network stack between the tun stage and the proxy.
+"""The tcp stage: the userspace network stack between the TUN device and the proxy.
 
-Packets from the command arrive in batches from the tun stage. Each TCP packet is parsed
-(``httptap.wire``) and handed to the :class:`~httptap.tcp.connection.TcpConnection` of
-its flow; a SYN for an unknown flow creates one and asks the proxy to connect upstream
-(``FlowOpened``); the handshake completes only on ``FlowAccept``. What the cores produce
-goes out as stream messages to the proxy and as packets written straight to the TUN
-device (through the tun stage with ``--dump-pcap``), once per batch, so ACKs coalesce
-naturally.
+Each shard reads its own queue of the TUN device in batches (the kernel steers every flow
+to one queue; with ``--dump-pcap`` a tun stage reads the device instead and sends us the
+packets). Each TCP packet is parsed (``httptap.wire``) and handed to the
+:class:`~httptap.tcp.connection.TcpConnection` of its flow; a SYN for an unknown flow
+creates one and asks the proxy to connect upstream (``FlowOpened``); the handshake
+completes only on ``FlowAccept``. What the cores produce goes out as stream messages to
+the proxy and as packets written straight to our queue of the device (through the tun
+stage with ``--dump-pcap``), once per batch, so ACKs coalesce naturally. A flow sends at
+most ``BURST`` new segments per turn of the loop, so the command's ACKs are read between
+bursts rather than queueing behind a whole window.
 
 Flow control is end to end: the proxy returns ``FlowAcked`` credit for bytes it has
 written upstream and only then does the receive window reopen; the other way, we return
-credit to the proxy as the command acknowledges data. ICMP echo is answered here.
+credit to the proxy as the command acknowledges data (both in steps of ``CREDIT_STEP``).
+ICMP echo is answered here.
 """
 
 from __future__ import annotations
@@ -27,9 +31,8 @@ from ..tcp.connection import State, TcpConnection, rst_for
 from ..tcp.events import Acked, Closed, DataReceived, PeerEof, Reset
 from ..tcp.segment import ACK, RST, SYN
 from ..wire import (IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, ProtocolError,
-                    VNET_HDR_LEN, build_icmp_echo_reply, build_tcp, build_tcp_vnet, build_udp, describe,
-                    parse_icmp_echo,
-                    parse_ip, parse_tcp, parse_udp)
+                    VNET_HDR_LEN, build_icmp_echo_reply, build_tcp, build_tcp_vnet, build_udp,
+                    describe, parse_icmp_echo, parse_ip, parse_tcp, parse_udp)
 from .base import Loop, StageContext
 from .tun import Packet, joined, read_batch, write_packets
 

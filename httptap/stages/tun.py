@@ -1,14 +1,15 @@
-"""The tun stage: reads the TUN device; every packet from the command passes through here.
+"""The tun stage, only with ``--dump-pcap``: one process sees every packet and writes the
+capture. Also the device helpers every tcp shard uses (``read_batch``, ``write_packets``).
 
-Reads IP packets in batches (the device is non-blocking), strips the virtio-net header the
-kernel puts in front of each, and steers every packet to one tcp shard by a hash of its
-addresses and ports, so a flow always lands on the same shard.
+Normally there is no tun stage: each tcp shard reads and writes its own queue of the
+device (``IFF_MULTI_QUEUE``, one queue per shard; the kernel steers each flow to one
+queue), which saves a process hop for every packet the command sends.
 
-The other direction does not come back through here: each tcp shard writes its packets
-to the device itself (``write_packets``; the file descriptor is shared), which saves a
-process hop and three copies of every byte the command receives (measured: 260-300 ->
-410-530 MB/s for a bulk download). Only with ``--dump-pcap`` do the shards send their
-packets here, so that one process writes the capture.
+With ``--dump-pcap`` this stage reads IP packets in batches (the device is non-blocking),
+strips the virtio-net header the kernel puts in front of each, records them, and steers
+every packet to one tcp shard by a hash of its addresses and ports, so a flow always
+lands on the same shard. The shards send their packets back here to be recorded and
+written.
 
 On the supervisor's stop request (an eventfd) it reads what the command left in the
 device, tells every shard ``Drain`` and exits.
