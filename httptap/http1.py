@@ -72,7 +72,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 from httptap.contentcoding import ContentDecoder, parse_content_encoding
 
@@ -350,12 +350,18 @@ class _Reader:
 
     # -- driving --------------------------------------------------------
 
-    def feed(self, data: bytes, now: float) -> None:
+    def feed(self, data: bytes | memoryview, now: float) -> None:
         n = len(data)
         pos = 0
         mv: memoryview | None = None
         while pos < n:
             state = self.state
+            if type(data) is not bytes and state != _LENGTH and state != _UNTIL_EOF \
+                    and state != _CHUNK_DATA:
+                # Heads and chunk lines are searched and sliced as bytes; body bytes are
+                # only counted, straight from the view.
+                data, n, pos, mv = bytes(data[pos:]), n - pos, 0, None
+            raw = cast(bytes, data)  # bytes in every state below that searches or slices
             if state == _LENGTH or state == _CHUNK_DATA:
                 take = self.remaining if self.remaining < n - pos else n - pos
                 if self.decoder is not None:
@@ -378,9 +384,9 @@ class _Reader:
                 self.body_size += n - pos
                 pos = n
             elif state == _HEAD:
-                pos = self.read_head(data, pos, now)
+                pos = self.read_head(raw, pos, now)
             elif state == _CHUNK_SIZE:
-                line, pos = self.read_line(data, pos, MAX_CHUNK_LINE)
+                line, pos = self.read_line(raw, pos, MAX_CHUNK_LINE)
                 if line is not None:
                     m = _CHUNK_LINE.fullmatch(line)
                     if m is None:
@@ -407,7 +413,7 @@ class _Reader:
                 self.state = _CHUNK_SIZE
             elif state == _TRAILERS:
                 start = pos
-                line, pos = self.read_line(data, pos, MAX_CHUNK_LINE)
+                line, pos = self.read_line(raw, pos, MAX_CHUNK_LINE)
                 self.trailer_bytes += pos - start
                 if self.trailer_bytes > MAX_TRAILERS:
                     raise HttpError("trailer section too large")
@@ -418,7 +424,7 @@ class _Reader:
                         self.trailers = _parse_fields(self.trailer_lines)
                         self.end_body(now, True)
             elif state == _WAIT:
-                pos = self.wait_data(data, pos)
+                pos = self.wait_data(raw, pos)
             else:  # _CLOSED: the connection is over as far as HTTP goes
                 pos = n
 
@@ -736,11 +742,12 @@ class Http1Observer:
             return
         self._run(self._req.feed, bytes(data) if isinstance(data, memoryview) else data, now)
 
-    def server_data(self, data: bytes, now: float) -> None:
-        """Bytes the server sent (any chunking)."""
+    def server_data(self, data: bytes | memoryview, now: float) -> None:
+        """Bytes the server sent (any chunking). A memoryview need only live for the call:
+        body bytes are counted from it, anything kept is copied."""
         if self.failed or self.upgraded or not data:
             return
-        self._run(self._resp.feed, bytes(data) if isinstance(data, memoryview) else data, now)
+        self._run(self._resp.feed, data, now)
 
     def client_eof(self, now: float) -> None:
         """The client closed (or half-closed) its side."""
@@ -758,7 +765,7 @@ class Http1Observer:
         self.events_ = []
         return out
 
-    def _run(self, fn: Any, data: bytes, now: float) -> None:
+    def _run(self, fn: Any, data: bytes | memoryview, now: float) -> None:
         try:
             fn(data, now)
         except HttpError as exc:

@@ -502,10 +502,10 @@ class Http2Observer:
         if not self.failed and data:
             self._run(self._client.feed, data, now)
 
-    def server_data(self, data: bytes, now: float) -> None:
+    def server_data(self, data: bytes | memoryview, now: float) -> None:
         """Bytes the server sent (any chunking)."""
         if not self.failed and data:
-            self._run(self._server.feed, data, now)
+            self._run(self._server.feed, bytes(data), now)
 
     def client_eof(self, now: float) -> None:
         """The client closed its side: open request bodies end incomplete."""

@@ -68,7 +68,7 @@ class ServerTls:
             raise TlsError(_describe(exc), out) from None
         return bytes(plain), self._out.read()
 
-    def send(self, plaintext: bytes) -> bytes:
+    def send(self, plaintext: bytes | memoryview) -> bytes:
         """Encrypt bytes from upstream for the command."""
         if not self.handshake_done:
             self._unsent += plaintext
