@@ -32,7 +32,7 @@ from .stats import Counters, StageReport, format_table, stats_record
 EXIT_FAILED = 125
 DRAIN_TIMEOUT = 5.0      # seconds the pipeline gets to flush after the command exits
 COMMAND_GRACE = 2.0      # seconds between SIGTERM and SIGKILL when we stop the command
-RING_CAPACITY = 8 << 20
+RING_CAPACITY = 4 << 20
 RUN_DIR_PREFIX = "httptap-run-"   # + supervisor pid: the run's trust files
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
