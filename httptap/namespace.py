@@ -31,6 +31,7 @@ import tempfile
 from typing import NoReturn
 
 from .config import Config
+from .signalrelay import relay_signals
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
@@ -54,6 +55,10 @@ TUN_F_CSUM = 0x01
 
 HOST_LOOPBACK_ALIAS = "169.254.77.65"   # the proxy connects to 127.0.0.1 instead
 HOST_LOOPBACK_NAME = "host.httptap.local"
+
+# The two waiting processes (the launcher, then PID 1) swap their copy of the supervisor's
+# interpreter for a small one once the command has run this long (httptap.signalrelay).
+SHRINK_AFTER = 0.2
 
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
@@ -313,7 +318,8 @@ def launch(config: Config, sock: socket.socket) -> NoReturn:
         init_pid = os.fork()
         if init_pid == 0:
             _init(config)
-        os._exit(relay_signals(init_pid, keep_running=False))
+        os._exit(relay_signals(init_pid, keep_running=False, shrink_after=SHRINK_AFTER,
+                               name="httptap-ns"))
     finally:
         os._exit(125)
 
@@ -330,44 +336,10 @@ def _init(config: Config) -> NoReturn:
         command_pid = os.fork()
         if command_pid == 0:
             _exec_command(config)
-        os._exit(relay_signals(command_pid, keep_running=config.no_exit))
+        os._exit(relay_signals(command_pid, keep_running=config.no_exit,
+                               shrink_after=SHRINK_AFTER, name="httptap-init"))
     finally:
         os._exit(125)
-
-
-RELAYED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-
-
-def relay_signals(child: int, keep_running: bool) -> int:
-    """Wait for ``child``, passing on signals sent to us by another process (a terminal's
-    Ctrl-C reaches the child's process group by itself), and reap every other child.
-    Returns the child's exit code (128 + signal when killed). With ``keep_running``, stay
-    after the child has exited until a signal arrives. Signals are blocked (inherited
-    from the supervisor), so they are taken one by one here."""
-    watched = {signal.SIGCHLD, *RELAYED}
-    signal.pthread_sigmask(signal.SIG_BLOCK, watched)
-    code: int | None = None
-    while True:
-        info = signal.sigwaitinfo(watched)
-        if info.si_signo == signal.SIGCHLD:
-            while True:
-                try:
-                    pid, status = os.waitpid(-1, os.WNOHANG)
-                except ChildProcessError:
-                    break
-                if pid == 0:
-                    break
-                if pid == child:
-                    code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-            if code is not None and not keep_running:
-                return code
-        elif code is not None:
-            return code  # --no-exit and the command is gone: any interrupt ends it
-        elif info.si_code <= 0:  # SI_USER (0), SI_QUEUE (-1)...: sent by a process
-            try:
-                os.kill(child, info.si_signo)
-            except ProcessLookupError:
-                pass
 
 
 def _become(run_as: tuple[int, int, str, str], env: dict[str, str]) -> None:

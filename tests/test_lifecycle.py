@@ -166,6 +166,30 @@ def test_a_dead_stage_is_named_and_stops_the_command(stage, leaves_nothing, tmp_
     assert f"the {stage} stage killed by SIGKILL" in err
 
 
+def test_waiting_processes_shrink_and_still_relay_signals(leaves_nothing):
+    """After SHRINK_AFTER the launcher and the namespace's PID 1 are small interpreters
+    (httptap.signalrelay) that still pass a signal on and report the exit status."""
+    from httptap.namespace import SHRINK_AFTER
+
+    script = 'trap "echo got-term; exit 5" TERM; echo ready; sleep 60 & wait'
+    proc = subprocess.Popen(httptap_argv("--", "sh", "-c", script),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        time.sleep(SHRINK_AFTER + 0.5)
+        launcher = _stage_pids(proc.pid)["httptap-ns"]
+        init = _stage_pids(launcher)["httptap-init"]
+        with open(f"/proc/{init}/status") as f:
+            rss_kb = int(f.read().split("VmRSS:")[1].split()[0])
+        assert rss_kb < 16_000  # a fresh interpreter, not a copy of the supervisor's
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        proc.kill()
+    assert "got-term" in out
+    assert proc.returncode == 5, err
+
+
 def test_sigint_to_httptap_reaches_the_command(leaves_nothing):
     script = 'trap "echo got-int; exit 3" INT; echo ready; sleep 60 & wait'
     proc = subprocess.Popen(httptap_argv("--", "sh", "-c", script),
