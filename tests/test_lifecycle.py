@@ -166,42 +166,35 @@ def test_a_dead_stage_is_named_and_stops_the_command(stage, leaves_nothing, tmp_
     assert f"the {stage} stage killed by SIGKILL" in err
 
 
-def test_waiting_processes_shrink_and_still_relay_signals(leaves_nothing):
-    """After SHRINK_AFTER the launcher and the namespace's PID 1 are small interpreters
-    (httptap.signalrelay) that still pass a signal on and report the exit status."""
+def _init_rss_kb(httptap_pid: int) -> int:
+    launcher = _stage_pids(httptap_pid)["httptap-ns"]
+    init = _stage_pids(launcher)["httptap-init"]
+    with open(f"/proc/{init}/status") as f:
+        return int(f.read().split("VmRSS:")[1].split()[0])
+
+
+@pytest.mark.parametrize("sig, code, after_shrink", [(signal.SIGINT, 3, False),
+                                                    (signal.SIGTERM, 5, True)])
+def test_a_signal_to_httptap_reaches_the_command(sig, code, after_shrink, leaves_nothing):
+    """Also once the launcher and the namespace's PID 1 have become small interpreters
+    (after SHRINK_AFTER, httptap.signalrelay): the signal still reaches the command and
+    its status comes back."""
     from httptap.namespace import SHRINK_AFTER
 
-    script = 'trap "echo got-term; exit 5" TERM; echo ready; sleep 60 & wait'
+    script = f'trap "echo got-it; exit {code}" {sig.name[3:]}; echo ready; sleep 60 & wait'
     proc = subprocess.Popen(httptap_argv("--", "sh", "-c", script),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-        time.sleep(SHRINK_AFTER + 0.5)
-        launcher = _stage_pids(proc.pid)["httptap-ns"]
-        init = _stage_pids(launcher)["httptap-init"]
-        with open(f"/proc/{init}/status") as f:
-            rss_kb = int(f.read().split("VmRSS:")[1].split()[0])
-        assert rss_kb < 16_000  # a fresh interpreter, not a copy of the supervisor's
-        proc.send_signal(signal.SIGTERM)
+        if after_shrink:
+            time.sleep(SHRINK_AFTER + 0.5)
+            assert _init_rss_kb(proc.pid) < 16_000  # a fresh interpreter, not a fork's copy
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=15)
     finally:
         proc.kill()
-    assert "got-term" in out
-    assert proc.returncode == 5, err
-
-
-def test_sigint_to_httptap_reaches_the_command(leaves_nothing):
-    script = 'trap "echo got-int; exit 3" INT; echo ready; sleep 60 & wait'
-    proc = subprocess.Popen(httptap_argv("--", "sh", "-c", script),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=15)
-    finally:
-        proc.kill()
-    assert "got-int" in out
-    assert proc.returncode == 3, err
+    assert "got-it" in out
+    assert proc.returncode == code, err
 
 
 def test_stats_record_in_ndjson(leaves_nothing, tmp_path):
