@@ -46,11 +46,12 @@ class Config:
 
     @property
     def tun_stage(self) -> bool:
-        """Whether a tun stage reads the device and steers packets to the tcp shards. Only
-        with --dump-pcap (one process sees every packet and writes the capture); otherwise
-        each shard reads its own queue of the device: one process hop less for every
-        packet the command sends."""
-        return self.dump_pcap is not None
+        """Whether a tun stage reads the device and steers packets to the tcp shards: with
+        --dump-pcap (one process sees every packet and writes the capture), and for
+        several shards on kernels that do not steer a flow's packets to one queue.
+        Otherwise each shard reads its own queue of the device: one process hop less for
+        every packet the command sends."""
+        return self.dump_pcap is not None or (self.workers > 1 and not kernel_steers_flows())
 
     @property
     def tun_queues(self) -> int:
@@ -63,3 +64,16 @@ class Config:
     @property
     def interface6(self) -> ipaddress.IPv6Interface:
         return ipaddress.IPv6Interface(self.subnet6)
+
+
+def kernel_steers_flows(release: str | None = None) -> bool:
+    """Whether a multi-queue TUN device keeps each flow on one queue: since Linux 4.16 it
+    picks the queue by a symmetric hash of the packet's addresses and ports (and then by
+    the queue that last wrote for that hash). Before, it used the sending socket's hash,
+    which the kernel may change mid-connection (after a retransmission timeout), and a
+    flow could move to another shard, which knows nothing of it."""
+    import os
+    import re
+
+    m = re.match(r"(\d+)\.(\d+)", release if release is not None else os.uname().release)
+    return m is not None and (int(m[1]), int(m[2])) >= (4, 16)

@@ -134,3 +134,14 @@ def test_disabled_user_namespaces_name_the_sysctl():
     assert r.returncode == 125
     assert r.stderr.count("\n") == 1
     assert "user namespace" in r.stderr and "sysctl -w user.max_user_namespaces" in r.stderr
+
+
+def test_shards_read_the_device_where_the_kernel_keeps_flows_on_one_queue():
+    from httptap.config import Config, kernel_steers_flows
+
+    assert kernel_steers_flows("4.16.0") and kernel_steers_flows("6.18.44-fc")
+    assert not kernel_steers_flows("4.15.18") and not kernel_steers_flows("3.10.0-1160.el7")
+    assert not kernel_steers_flows("unknown")
+    assert Config(command=("true",), dump_pcap="x.pcap").tun_stage
+    assert not Config(command=("true",)).tun_stage  # one queue: nothing to steer
+    assert Config(command=("true",), workers=2).tun_stage == (not kernel_steers_flows())
