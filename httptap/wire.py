@@ -1,11 +1,13 @@
 """Packets on the TUN device: parse what the command's kernel sends, build what we send back.
 
-Role in the pipeline: the tun stage calls :func:`strip_vnet` and :func:`flow_hash_key` on
-every packet it reads, to pick a tcp shard. The tcp stage calls :func:`parse_ip`, then
-:func:`parse_tcp` / :func:`parse_udp` / :func:`parse_icmp_echo`, feeds the result to its
-core, and turns the core's output back into packets with :func:`build_tcp`,
-:func:`build_udp` and :func:`build_icmp_echo_reply`. ``--dump-tcp`` prints
-:func:`describe` of each packet.
+Role in the pipeline: each tcp shard reads its queue of the device, calls
+:func:`parse_ip`, then :func:`parse_tcp` / :func:`parse_udp` / :func:`parse_icmp_echo`,
+feeds the result to its core, and turns the core's output back into packets with
+:func:`build_tcp_vnet` (headers and payload apart, for ``writev``), :func:`build_udp` and
+:func:`build_icmp_echo_reply`. Where a tun stage steers packets to the shards (with
+``--dump-pcap``), it calls :func:`flow_hash_key` on every packet it reads to pick one.
+``--dump-tcp`` prints :func:`describe` of each packet; :func:`strip_vnet` and
+:func:`build_tcp` serve the tests and the cold paths.
 
 Theory of operation
 -------------------
@@ -313,7 +315,7 @@ def flow_hash_key(pkt: bytes | bytearray | memoryview) -> bytes | None:
     """A key naming the packet's flow, for steering it to a shard; None if not TCP/UDP.
 
     The key is (proto, src, dst, sport, dport) as raw bytes, read at fixed offsets. It is
-    direction-dependent: the tun stage only keys packets from the command. Never raises;
+    direction-dependent: only packets from the command are keyed. Never raises;
     malformed packets and fragments also give None (any shard may take them, and the
     shard's parser rejects them).
     """

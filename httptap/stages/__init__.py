@@ -1,4 +1,5 @@
-"""The pipeline's stage processes: tun -> tcp -> proxy -> sink (see ``base`` for the shared parts).
+"""The pipeline's stage processes: tcp -> proxy -> sink, with a tun stage in front only for
+``--dump-pcap`` (see ``base`` for the shared parts).
 
 Each module has one ``run(ctx)`` function, executed in its own forked process by the
 supervisor."""
