@@ -1,15 +1,17 @@
-"""The tun stage, only with ``--dump-pcap``: one process sees every packet and writes the
-capture. Also the device helpers every tcp shard uses (``read_batch``, ``write_packets``).
+"""The tun stage, only with ``--dump-pcap`` (one process sees every packet and writes the
+capture) or, before Linux 4.16, with ``--workers N`` (``config.kernel_steers_flows``). Also
+the device helpers every tcp shard uses (``read_batch``, ``write_packets``).
 
 Normally there is no tun stage: each tcp shard reads and writes its own queue of the
 device (``IFF_MULTI_QUEUE``, one queue per shard; the kernel steers each flow to one
 queue), which saves a process hop for every packet the command sends.
 
-With ``--dump-pcap`` this stage reads IP packets in batches (the device is non-blocking),
-strips the virtio-net header the kernel puts in front of each, records them, and steers
+When it runs, this stage reads IP packets in batches (the device is non-blocking),
+strips the virtio-net header the kernel puts in front of each, records them (with
+``--dump-pcap``), and steers
 every packet to one tcp shard by a hash of its addresses and ports, so a flow always
-lands on the same shard. The shards send their packets back here to be recorded and
-written.
+lands on the same shard. With ``--dump-pcap`` the shards send their packets back here to
+be recorded and written; otherwise they write them to the device themselves.
 
 On the supervisor's stop request (an eventfd) it reads what the command left in the
 device, tells every shard ``Drain`` and exits.
