@@ -8,9 +8,8 @@ queue), which saves a process hop for every packet the command sends.
 
 When it runs, this stage reads IP packets in batches (the device is non-blocking),
 strips the virtio-net header the kernel puts in front of each, records them (with
-``--dump-pcap``), and steers
-every packet to one tcp shard by a hash of its addresses and ports, so a flow always
-lands on the same shard. With ``--dump-pcap`` the shards send their packets back here to
+``--dump-pcap``), and steers every packet to one tcp shard by a hash of its addresses
+and ports, so a flow always lands on the same shard. With ``--dump-pcap`` the shards send their packets back here to
 be recorded and written; otherwise they write them to the device themselves.
 
 On the supervisor's stop request (an eventfd) it reads what the command left in the
