@@ -23,7 +23,7 @@ from .relay import Relay
 
 CONNECT_TIMEOUT = 20.0       # then the command's connect times out (we stay silent)
 RETRY_FLUSH = 0.005
-SINK_WAKE_DELAY = 0.005  # seconds events may wait in the sink's ring before it is woken
+SINK_WAKE_DELAY = 0.001  # the sink is woken at most this often (events wait at most this long)
 
 
 class UpstreamTls:
@@ -75,6 +75,7 @@ class Proxy:
         self.connecting: dict[int, asyncio.Task[None]] = {}
         self.flush_scheduled = False
         self.sink_wake: asyncio.TimerHandle | None = None
+        self.sink_woken = float("-inf")  # loop time of the sink's last wake-up
         self.done = loop.create_future()
         config = ctx.config
         self.capture_bodies = config.body or any(s.startswith("har:") for s in config.sinks)
@@ -104,12 +105,17 @@ class Proxy:
 
     def _flush(self) -> None:
         self.flush_scheduled = False
-        # The sink is woken at most every SINK_WAKE_DELAY, not for every batch: output
-        # can wait a few milliseconds, and under load one wake-up then carries dozens of
-        # events (keep-alive: one eventfd write and one sink wake-up less per request).
+        # The sink is woken at most once every SINK_WAKE_DELAY, not for every batch: the
+        # first events go out at once (output keeps its place among the command's own),
+        # and under load one wake-up carries dozens of events (keep-alive: one eventfd
+        # write and one sink wake-up less per request).
         flushed = self.to_tcp.flush() & self.to_sink.flush(signal=False)
         if self.to_sink.unsignaled and self.sink_wake is None:
-            self.sink_wake = self.loop.call_later(SINK_WAKE_DELAY, self._wake_sink)
+            due = self.sink_woken + SINK_WAKE_DELAY
+            if self.loop.time() >= due:
+                self._wake_sink()
+            else:
+                self.sink_wake = self.loop.call_at(due, self._wake_sink)
         if flushed:
             return
         # A ring is full: flush again when its consumer frees space, or shortly anyway
@@ -122,6 +128,7 @@ class Proxy:
 
     def _wake_sink(self) -> None:
         self.sink_wake = None
+        self.sink_woken = self.loop.time()
         self.to_sink.wake()
 
     def _on_space(self) -> None:
