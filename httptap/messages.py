@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Union
 
+import struct
+
 import msgspec
 
 
@@ -198,3 +200,19 @@ _decoder = msgspec.msgpack.Decoder(Message)
 
 encode = _encoder.encode
 decode = _decoder.decode
+
+
+_FLOW_DATA_PREFIX = encode(FlowData(0, b""))[:-3]  # array header and tag; then flow, bin
+_BIN8, _BIN16, _BIN32 = struct.Struct(">BB"), struct.Struct(">BH"), struct.Struct(">BI")
+
+
+def flow_data_header(flow: int, size: int) -> bytes:
+    """The encoding of ``FlowData(flow, data)`` up to its payload: this plus ``size``
+    bytes of data is exactly ``encode(FlowData(flow, data))``. Lets a stage copy a payload
+    straight into a ring, once, instead of into a message and then into the ring."""
+    head = encode(flow)
+    if size < 0x100:
+        return _FLOW_DATA_PREFIX + head + _BIN8.pack(0xC4, size)
+    if size < 0x10000:
+        return _FLOW_DATA_PREFIX + head + _BIN16.pack(0xC5, size)
+    return _FLOW_DATA_PREFIX + head + _BIN32.pack(0xC6, size)

@@ -193,7 +193,8 @@ class Ring:
             self._write(records, 0, True)
 
     def try_put_many(self, records: Sequence[bytes], start: int = 0, signal: bool = True) -> int:
-        """Append ``records[start:]`` while they fit, never blocking.
+        """Append ``records[start:]`` while they fit, never blocking. A record may also be
+        a ``(header, payload)`` tuple, written as their concatenation without joining them.
 
         Signals ``data_fd`` once if anything was written, and returns how many records
         were written.  When that is fewer than ``len(records) - start`` the ring is
@@ -238,7 +239,8 @@ class Ring:
         try:
             while i < end:
                 rec = records[i]
-                n = len(rec)
+                parts = type(rec) is tuple  # (header, payload): copied in, never joined
+                n = len(rec[0]) + len(rec[1]) if parts else len(rec)
                 if n > max_record:
                     raise ValueError(
                         f"ring {self.label!r}: record of {n} bytes exceeds the maximum of {max_record}"
@@ -273,7 +275,12 @@ class Ring:
                 else:
                     off = _DATA_OFF + pos
                 u32[off >> 2] = n
-                mm[off + 4 : off + 4 + n] = rec
+                if parts:
+                    split = off + 4 + len(rec[0])
+                    mm[off + 4 : split] = rec[0]
+                    mm[split : off + 4 + n] = rec[1]
+                else:
+                    mm[off + 4 : off + 4 + n] = rec
                 # only now move head (past the wrap gap too): if copying failed,
                 # nothing half-written can ever be published
                 head += slot

@@ -40,3 +40,11 @@ def test_the_samples_cover_every_message_type():
 def test_every_type_round_trips(msg):
     assert m.decode(m.encode(msg)) == msg
     assert m.decode(memoryview(m.encode(msg))) == msg  # as consumers read it from a ring
+
+
+@pytest.mark.parametrize("flow", [0, 1, 127, 128, 65535, 1 << 40])
+@pytest.mark.parametrize("size", [0, 1, 255, 256, 65535, 65536, 300_000])
+def test_flow_data_header_is_the_encoding_up_to_the_payload(flow: int, size: int) -> None:
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    header = m.flow_data_header(flow, size)
+    assert header + data == m.encode(m.FlowData(flow, data))

@@ -473,3 +473,12 @@ def test_zz_no_shm_files_and_no_children() -> None:
     # Other test modules' session fixtures (test hosts' servers) may be running: only
     # processes these tests forked count.
     assert set(_children()) - _CHILDREN_BEFORE == set()
+
+
+def test_a_record_in_two_parts_reads_back_joined(ring: Ring) -> None:
+    payload = memoryview(bytearray(b"0123456789" * 10))[5:95]
+    for _ in range(30):  # around the ring several times, across the wrap
+        assert ring.try_put_many([(b"head:", payload), b"plain"]) == 2
+        assert ring.get_many() == [b"head:" + bytes(payload), b"plain"]
+    with pytest.raises(ValueError):
+        ring.try_put_many([(b"x", bytes(ring.max_record))])  # the parts count together

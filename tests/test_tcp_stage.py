@@ -30,6 +30,9 @@ class FakeOutbox:
     def send(self, msg: m.Msg) -> None:
         self.sent.append(msg)
 
+    def send_data(self, flow: int, data: bytes) -> None:
+        self.sent.append(m.FlowData(flow, bytes(data)))
+
     def take(self) -> list[m.Msg]:
         out, self.sent = self.sent, []
         return out

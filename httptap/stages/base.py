@@ -87,6 +87,21 @@ class Outbox:
     def send(self, msg: messages.Msg) -> None:
         self._pending.append(messages.encode(msg))
 
+    def send_data(self, flow: int, data: bytes | memoryview) -> None:
+        """``send(FlowData(flow, data))``, with the payload copied once: straight into the
+        ring when nothing waits before it and it fits (published, the consumer woken by
+        the next ``flush``), else encoded into a message like any other. ``data`` need
+        only live for the call."""
+        if not self._pending:
+            header = messages.flow_data_header(flow, len(data))
+            if self.ring.try_put_many([(header, data)], signal=False):  # type: ignore[list-item]
+                self.unsignaled = True
+                c = self._counters
+                c[MSGS_OUT] += 1
+                c[BYTES_OUT] += len(header) + len(data)
+                return
+        self._pending.append(messages.encode(messages.FlowData(flow, data)))  # type: ignore[arg-type]
+
     @property
     def backlog(self) -> int:
         return len(self._pending)
@@ -95,20 +110,21 @@ class Outbox:
         """Write as much as fits; True when nothing is left pending. ``signal=False``:
         leave the consumer asleep (see ``Ring.try_put_many``) until :meth:`wake`."""
         pending = self._pending
-        if not pending:
-            return True
-        batch = list(pending)
-        written = self.ring.try_put_many(batch, signal=signal)
-        if written:
-            self.unsignaled = not signal
-            c = self._counters
-            c[MSGS_OUT] += written
-            c[BYTES_OUT] += sum(map(len, batch[:written]))
-            if written == len(batch):
-                pending.clear()
-            else:
-                for _ in range(written):
-                    pending.popleft()
+        if pending:
+            batch = list(pending)
+            written = self.ring.try_put_many(batch, signal=signal)
+            if written:
+                self.unsignaled = not signal
+                c = self._counters
+                c[MSGS_OUT] += written
+                c[BYTES_OUT] += sum(map(len, batch[:written]))
+                if written == len(batch):
+                    pending.clear()
+                else:
+                    for _ in range(written):
+                        pending.popleft()
+        if signal:
+            self.wake()  # records published unsignalled before (send_data)
         return not pending
 
     def wake(self) -> None:

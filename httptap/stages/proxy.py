@@ -94,6 +94,11 @@ class Proxy:
         self.to_tcp.send(msg)
         self._schedule_flush()
 
+    def send_tcp_data(self, flow: int, data: bytes | memoryview) -> None:
+        """FlowData towards the command, the payload copied once (``Outbox.send_data``)."""
+        self.to_tcp.send_data(flow, data)
+        self._schedule_flush()
+
     def send_sink(self, msg: messages.Msg) -> None:
         self.to_sink.send(msg)
         self._schedule_flush()

@@ -119,8 +119,8 @@ class Relay(asyncio.BufferedProtocol):
         if not wire:
             return
         self.in_flight += len(wire)
-        # A view of the read buffer is fine: sending encodes (copies) the message at once.
-        self.proxy.send_tcp(messages.FlowData(self.flow, wire))  # type: ignore[arg-type]
+        # A view of the read buffer is fine: it is copied (into the ring) before we return.
+        self.proxy.send_tcp_data(self.flow, wire)
         if self.in_flight > MAX_IN_FLIGHT and not self.read_paused and self.transport:
             self.read_paused = True
             self.transport.pause_reading()

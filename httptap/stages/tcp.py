@@ -229,7 +229,7 @@ class TcpShard:
             for event in conn.events():
                 kind = type(event)
                 if kind is DataReceived:
-                    to_proxy.send(messages.FlowData(flow.id, event.data))
+                    to_proxy.send_data(flow.id, event.data)
                 elif kind is Acked:
                     flow.acked += event.count
                     if flow.acked >= CREDIT_STEP:
