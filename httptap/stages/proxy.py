@@ -181,8 +181,8 @@ class Proxy:
         host = "127.0.0.1" if opened.dst == HOST_LOOPBACK_ALIAS else opened.dst
         relay = Relay(self, opened)
         try:
-            await asyncio.wait_for(
-                self.loop.create_connection(lambda: relay, host, opened.dport), CONNECT_TIMEOUT)
+            async with asyncio.timeout(CONNECT_TIMEOUT):  # no extra task, unlike wait_for
+                await self.loop.create_connection(lambda: relay, host, opened.dport)
         except asyncio.TimeoutError:
             self.send_tcp(messages.FlowRefuse(opened.flow, "upstream connect timed out", reset=False))
             self.notice(f"connect to {relay.server} timed out")
