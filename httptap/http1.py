@@ -78,7 +78,7 @@ from httptap.contentcoding import ContentDecoder, parse_content_encoding
 
 __all__ = [
     "HttpError", "Http1Observer", "RequestHead", "RequestEnd", "ResponseHead",
-    "ResponseEnd", "Event", "MAX_HEAD",
+    "ResponseEnd", "Event", "ObserverBase", "MAX_HEAD",
 ]
 
 #: Largest request or response head (request line plus headers) accepted.
@@ -706,7 +706,32 @@ class _ResponseReader(_Reader):
 # The observer
 
 
-class Http1Observer:
+class ObserverBase:
+    """What the HTTP/1 and HTTP/2 observers share: their settings, the failure state the
+    proxy reads (``failed``, ``error``, ``upgraded``) and the queue of events."""
+
+    def __init__(self, *, capture_bodies: bool = False, max_capture: int = 1 << 20,
+                 decode_content: bool = True) -> None:
+        self.capture_bodies = capture_bodies
+        self.max_capture = max_capture
+        self.decode_content = decode_content
+        self.upgraded = False
+        self.failed = False
+        self.error: str | None = None
+        self.events_: list[Event] = []
+
+    def events(self) -> list[Event]:
+        """Drain the events produced so far, in order."""
+        out = self.events_
+        self.events_ = []
+        return out
+
+    def _fail(self, why: str) -> None:
+        self.failed = True
+        self.error = why
+
+
+class Http1Observer(ObserverBase):
     """Decode both directions of one HTTP/1.x connection, passively.
 
     Feed every chunk the client sent to :meth:`client_data` and every chunk
@@ -723,13 +748,8 @@ class Http1Observer:
 
     def __init__(self, *, capture_bodies: bool = False, max_capture: int = 1 << 20,
                  decode_content: bool = True) -> None:
-        self.capture_bodies = capture_bodies
-        self.max_capture = max_capture
-        self.decode_content = decode_content
-        self.upgraded = False
-        self.failed = False
-        self.error: str | None = None
-        self.events_: list[Event] = []
+        super().__init__(capture_bodies=capture_bodies, max_capture=max_capture,
+                         decode_content=decode_content)
         self.pending: deque[_Pending] = deque()
         self._req = _RequestReader(self)
         self._resp = _ResponseReader(self)
@@ -759,18 +779,11 @@ class Http1Observer:
         if not (self.failed or self.upgraded):
             self._run(lambda _d, t: self._resp.eof(t), b"", now)
 
-    def events(self) -> list[Event]:
-        """Drain the events produced so far, in order."""
-        out = self.events_
-        self.events_ = []
-        return out
-
     def _run(self, fn: Any, data: bytes | memoryview, now: float) -> None:
         try:
             fn(data, now)
         except HttpError as exc:
-            self.failed = True
-            self.error = str(exc)
+            self._fail(str(exc))
 
     # -- between the readers --------------------------------------------
 

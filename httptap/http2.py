@@ -120,7 +120,8 @@ from hyperframe.exceptions import HyperframeError
 from hyperframe.frame import Frame
 
 from httptap.contentcoding import ContentDecoder, parse_content_encoding
-from httptap.http1 import Event, RequestEnd, RequestHead, ResponseEnd, ResponseHead
+from httptap.http1 import (Event, ObserverBase, RequestEnd, RequestHead, ResponseEnd,
+                           ResponseHead)
 
 __all__ = [
     "Http2Error", "Http2Observer", "StreamReset", "PREFACE", "MAX_HEADER_BLOCK",
@@ -465,7 +466,7 @@ class _FrameReader:
 # The observer
 
 
-class Http2Observer:
+class Http2Observer(ObserverBase):
     """Decode both directions of one HTTP/2 connection, passively.
 
     Feed every chunk the client sent (starting with the connection preface)
@@ -483,13 +484,8 @@ class Http2Observer:
 
     def __init__(self, *, capture_bodies: bool = False, max_capture: int = 1 << 20,
                  decode_content: bool = True) -> None:
-        self.capture_bodies = capture_bodies
-        self.max_capture = max_capture
-        self.decode_content = decode_content
-        self.upgraded = False
-        self.failed = False
-        self.error: str | None = None
-        self.events_: list[Event] = []
+        super().__init__(capture_bodies=capture_bodies, max_capture=max_capture,
+                         decode_content=decode_content)
         self.streams: dict[int, _Stream] = {}
         self.last_client_sid = 0
         self._client = _FrameReader(self, True)
@@ -517,12 +513,6 @@ class Http2Observer:
         if not self.failed:
             self._run(lambda _d, t: self._eof(False, t), b"", now)
 
-    def events(self) -> list[Event]:
-        """Drain the events produced so far, in order."""
-        out = self.events_
-        self.events_ = []
-        return out
-
     def _run(self, fn: Any, data: Any, now: float) -> None:
         try:
             fn(data, now)
@@ -533,10 +523,6 @@ class Http2Observer:
             raise
         except Exception as exc:  # noqa: BLE001 - a bug here must not kill the relay
             self._fail(f"internal error: {type(exc).__name__}: {exc}")
-
-    def _fail(self, why: str) -> None:
-        self.failed = True
-        self.error = why
 
     # -- from the frame readers -----------------------------------------
 
