@@ -141,11 +141,15 @@ class Outbox:
             if left <= 0:
                 return False
             select.select([self.space_fd], [], [], min(left, 0.01))
-            try:
-                os.eventfd_read(self.space_fd)
-            except BlockingIOError:
-                pass
+            self.clear_space_fd()
         return True
+
+    def clear_space_fd(self) -> None:
+        """Reset ``space_fd`` (the consumer freed space) after it woke the loop."""
+        try:
+            os.eventfd_read(self.space_fd)
+        except BlockingIOError:
+            pass
 
 
 class Loop:

@@ -343,10 +343,7 @@ def run(ctx: StageContext) -> None:
 
     def on_space() -> None:
         for outbox in outboxes:
-            try:
-                os.eventfd_read(outbox.space_fd)
-            except BlockingIOError:
-                pass
+            outbox.clear_space_fd()
 
     def after_batch() -> None:
         nonlocal waiting_for_space

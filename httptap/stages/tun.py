@@ -156,10 +156,7 @@ def run(ctx: StageContext) -> None:
 
     def on_space() -> None:
         for outbox in shards:
-            try:
-                os.eventfd_read(outbox.space_fd)
-            except BlockingIOError:
-                pass
+            outbox.clear_space_fd()
             loop.remove_reader(outbox.space_fd)
         flush()
 
