@@ -418,9 +418,12 @@ def test_http_ports_option(test_host, form, decodes_80):
     assert lines == expected
 
 
-NON_HTTP = """
+def echo_client(data: str) -> str:
+    """A client script: sends ``data`` (a Python bytes expression) to the echo port,
+    half-closes, reads everything back, prints the size and whether it came back intact."""
+    return f"""
 import socket, sys
-data = b"\\x00\\x01\\x02 this is not HTTP \\xff\\xfe\\r\\n\\r\\n" + bytes(range(256)) * 256
+data = {data}
 s = socket.create_connection((sys.argv[1], 7), timeout=30)
 s.sendall(data)
 s.shutdown(socket.SHUT_WR)
@@ -429,6 +432,9 @@ while chunk := s.recv(65536):
     got += chunk
 print(len(data), got == data)
 """
+
+
+NON_HTTP = echo_client('b"\\x00\\x01\\x02 this is not HTTP \\xff\\xfe\\r\\n\\r\\n" + bytes(range(256)) * 256')
 
 
 def test_non_http_bytes_on_an_http_port_are_relayed_and_reported_as_tcp(test_host, tmp_path):
@@ -447,18 +453,9 @@ def test_non_http_bytes_on_an_http_port_are_relayed_and_reported_as_tcp(test_hos
     assert tcp["bytes_received"] == size
 
 
-GREETING_FIRST = """
-import socket, sys
 # HTTP-looking start, then garbage: the decoder must give up and relay the rest untouched.
-data = b"GET / HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: zz\\r\\n\\r\\n" + bytes(range(256)) * 64
-s = socket.create_connection((sys.argv[1], 7), timeout=30)
-s.sendall(data)
-s.shutdown(socket.SHUT_WR)
-got = bytearray()
-while chunk := s.recv(65536):
-    got += chunk
-print(len(data), got == data)
-"""
+GREETING_FIRST = echo_client('b"GET / HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: zz\\r\\n\\r\\n" '
+                             '+ bytes(range(256)) * 64')
 
 
 def test_malformed_http_on_an_http_port_is_relayed_untouched(test_host, tmp_path):

@@ -215,6 +215,22 @@ def check_timings(entry) -> None:
     assert entry.time < 30_000
 
 
+def read_through_response_line(proc: subprocess.Popen[bytes], timeout: float = 30) -> bytes:
+    """What httptap printed up to the end of its first ``<---`` line (within ``timeout``)."""
+    assert proc.stdout is not None
+    out = b""
+    deadline = time.monotonic() + timeout
+    while b"<---" not in out or not out.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        assert left > 0, f"no response line in {timeout:.0f} s: {out!r}"
+        ready, _, _ = select.select([proc.stdout], [], [], left)
+        if ready:
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            assert chunk, f"httptap closed stdout early: {out!r} {proc.communicate(timeout=10)}"
+            out += chunk
+    return out
+
+
 def test_har_field_by_field(test_host, tmp_path):
     har = tmp_path / "out.har"
     post = test_host.url("/upload?x=1&y=two%20words")
@@ -359,19 +375,7 @@ def test_har_written_after_ctrl_c(test_host, tmp_path, how, sig, tail):
                      f"curl -sS --max-time 30 -o /dev/null {url}; {tail}"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
-        assert proc.stdout is not None
-        out = b""
-        deadline = time.monotonic() + 30
-        while b"<---" not in out:
-            left = deadline - time.monotonic()
-            assert left > 0, f"no response line in 30 s: {out!r}"
-            ready, _, _ = select.select([proc.stdout], [], [], left)
-            if ready:
-                chunk = os.read(proc.stdout.fileno(), 65536)
-                assert chunk, f"httptap closed stdout early: {out!r} {proc.communicate(timeout=10)}"
-                out += chunk
-        while not out.endswith(b"\n"):             # the rest of the line
-            out += os.read(proc.stdout.fileno(), 65536)
+        out = read_through_response_line(proc)
         assert not har.exists()                     # written at exit, not before
         # Signal only once `sleep` runs: a shell that gets SIGINT while it waits for curl
         # (which exits normally) goes on to the next command, terminal or not.
@@ -418,17 +422,7 @@ def test_har_written_when_no_exit_is_interrupted(test_host, tmp_path):
         httptap_argv("--no-exit", "--dump-har", str(har), "--", *CURL, "-o", "/dev/null", url),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
-        assert proc.stdout is not None
-        out = b""
-        deadline = time.monotonic() + 30
-        while b"<---" not in out or not out.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            assert left > 0, f"no response line in 30 s: {out!r}"
-            ready, _, _ = select.select([proc.stdout], [], [], left)
-            if ready:
-                chunk = os.read(proc.stdout.fileno(), 65536)
-                assert chunk, f"httptap closed stdout early: {out!r} {proc.communicate(timeout=10)}"
-                out += chunk
+        out = read_through_response_line(proc)
         time.sleep(0.5)
         assert proc.poll() is None                  # curl is done, httptap stays
         assert not har.exists()
