@@ -291,16 +291,23 @@ def _read_question(data: bytes, offset: int) -> tuple[Question, int]:
     return Question(name, qtype, qclass, offset), pos + 4
 
 
-def _skip_rr(data: bytes, offset: int) -> tuple[int, int, int]:
-    """Walk one resource record; return its type, class and the offset after it."""
-    _, pos = read_name(data, offset)
+def _read_rr(data: bytes, offset: int) -> tuple[str, int, int, int, int, int]:
+    """Walk one resource record: its name, type, class and TTL, and where its data
+    starts and ends (the next record starts there)."""
+    name, pos = read_name(data, offset)
     if pos + 10 > len(data):
         raise DnsError("record header runs past the end of the message")
-    rtype, rclass, _ttl, rdlen = struct.unpack_from("!HHIH", data, pos)
+    rtype, rclass, ttl, rdlen = struct.unpack_from("!HHIH", data, pos)
     pos += 10
     if pos + rdlen > len(data):
         raise DnsError("record data runs past the end of the message")
-    return rtype, rclass, pos + rdlen
+    return name, rtype, rclass, ttl, pos, pos + rdlen
+
+
+def _skip_rr(data: bytes, offset: int) -> tuple[int, int, int]:
+    """Walk one resource record; return its type, class and the offset after it."""
+    _, rtype, rclass, _ttl, _start, end = _read_rr(data, offset)
+    return rtype, rclass, end
 
 
 def parse_query(data: bytes) -> Query:
@@ -504,16 +511,9 @@ def parse_response(data: bytes) -> Response:
         questions.append(q)
     answers = []
     for _ in range(ancount):
-        name, pos = read_name(data, pos)
-        if pos + 10 > len(data):
-            raise DnsError("record header runs past the end of the message")
-        rtype, rclass, ttl, rdlen = struct.unpack_from("!HHIH", data, pos)
-        pos += 10
-        if pos + rdlen > len(data):
-            raise DnsError("record data runs past the end of the message")
-        text = _rdata_text(data, pos, pos + rdlen, rtype)
-        answers.append(Answer(name, rtype, rclass, ttl, data[pos:pos + rdlen], text))
-        pos += rdlen
+        name, rtype, rclass, ttl, start, pos = _read_rr(data, pos)
+        answers.append(Answer(name, rtype, rclass, ttl, data[start:pos],
+                              _rdata_text(data, start, pos, rtype)))
     return Response(ident, flags, flags & 0xF, questions, answers)
 
 
