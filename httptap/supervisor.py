@@ -360,22 +360,12 @@ class Supervisor:
         """Kill every stage still running. ``graceful``: SIGTERM first, so the sink can
         still write its files, then SIGKILL after a second."""
         if graceful:
-            for stage in self.stages:
-                if stage.status is None:
-                    try:
-                        os.kill(stage.pid, signal.SIGTERM)
-                    except ProcessLookupError:
-                        pass
+            self._signal_stages(signal.SIGTERM)
             deadline = time.monotonic() + 1.0
             while any(s.status is None for s in self.stages) and time.monotonic() < deadline:
                 signal.sigtimedwait({signal.SIGCHLD}, 0.05)
                 self._reap()
-        for stage in self.stages:
-            if stage.status is None:
-                try:
-                    os.kill(stage.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        self._signal_stages(signal.SIGKILL)
         for stage in self.stages:
             if stage.status is None:
                 try:
@@ -384,6 +374,14 @@ class Supervisor:
                     stage.cpu = rusage.ru_utime + rusage.ru_stime
                 except ChildProcessError:
                     stage.status = 0
+
+    def _signal_stages(self, sig: int) -> None:
+        for stage in self.stages:
+            if stage.status is None:
+                try:
+                    os.kill(stage.pid, sig)
+                except ProcessLookupError:
+                    pass
 
     # --- --stats -----------------------------------------------------------------------------
 

@@ -17,6 +17,13 @@ from ..sinks import make_sinks
 from .base import Inbox, Loop, StageContext
 
 
+# The sink method each event goes to.
+SINK_METHOD: dict[type, str] = {
+    messages.HttpRequest: "request", messages.HttpResponse: "response",
+    messages.TcpSummary: "tcp", messages.DnsExchange: "dns",
+}
+
+
 def run(ctx: StageContext) -> None:
     config = ctx.config
     out = sys.stderr if config.use_stderr else sys.stdout
@@ -26,18 +33,10 @@ def run(ctx: StageContext) -> None:
 
     def deliver(msg: messages.Msg) -> None:
         kind = type(msg)
-        if kind is messages.HttpRequest:
+        method = SINK_METHOD.get(kind)
+        if method is not None:
             for sink in sinks:
-                sink.request(msg)  # type: ignore[arg-type]
-        elif kind is messages.HttpResponse:
-            for sink in sinks:
-                sink.response(msg)  # type: ignore[arg-type]
-        elif kind is messages.TcpSummary:
-            for sink in sinks:
-                sink.tcp(msg)  # type: ignore[arg-type]
-        elif kind is messages.DnsExchange:
-            for sink in sinks:
-                sink.dns(msg)  # type: ignore[arg-type]
+                getattr(sink, method)(msg)
         elif kind is messages.StatsSnapshot:
             record = {"type": "stats", "elapsed_s": msg.elapsed_s, "stages": msg.stages}  # type: ignore[attr-defined]
             for sink in sinks:
