@@ -3,9 +3,12 @@
 For every ``FlowOpened`` from the tcp stage it connects to the original destination from
 the host's network namespace, and answers ``FlowAccept`` (the command's handshake then
 completes) or ``FlowRefuse`` (the command sees a reset, or a timeout). Then bytes relay
-both ways, half-closes and resets pass through. What happens on one connection (TLS
-interception, HTTP decoding, flow control) is ``stages.relay``; this module dispatches
-the tcp stage's messages to relays and batches what they send to the rings.
+both ways, half-closes and resets pass through.
+
+Each TCP flow is a pure :class:`~httptap.flowcore.FlowCore` (what happens on the
+connection: TLS interception, HTTP decoding, flow control) driven by a
+:class:`~httptap.stages.relay.Relay` (its upstream socket); this module routes the tcp
+stage's messages to relays and batches what they send to the rings.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ import asyncio
 import errno
 import os
 import ssl
+import time
 
 from .. import messages
+from ..flowcore import FlowCore, FlowSettings, endpoint
 from ..namespace import HOST_LOOPBACK_ALIAS
 from .base import StageContext
 from .datagrams import DNS_PORT, Datagrams, DnsOverTcp
@@ -83,6 +88,12 @@ class Proxy:
         self._exchange_ids = iter(range((ctx.extra.get("shard", 0) << 40) + 1, 1 << 62))
         self.ca = ctx.extra["ca"]
         self.upstream_tls = UpstreamTls(config.insecure, config.keylog)
+        self.flow_settings = FlowSettings(
+            http_ports=config.http_ports, https_ports=config.https_ports,
+            capture_bodies=self.capture_bodies, verbose=config.verbose,
+            new_exchange_id=self.new_exchange_id, upstream_context=self.upstream_tls.context,
+            server_context=self.ca.server_context)
+        self.output_blocked = False  # see stages.relay.FlowLink
         self.datagrams = Datagrams(self)
 
     def new_exchange_id(self) -> int:
@@ -179,20 +190,20 @@ class Proxy:
     async def _connect(self, opened: messages.FlowOpened) -> None:
         # host.httptap.local: the host's loopback, reachable from inside the namespace.
         host = "127.0.0.1" if opened.dst == HOST_LOOPBACK_ALIAS else opened.dst
-        relay = Relay(self, opened)
+        relay = Relay(self, FlowCore(self.flow_settings, opened, time.time()))
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):  # no extra task, unlike wait_for
                 await self.loop.create_connection(lambda: relay, host, opened.dport)
         except asyncio.TimeoutError:
             self.send_tcp(messages.FlowRefuse(opened.flow, "upstream connect timed out", reset=False))
-            self.notice(f"connect to {relay.server} timed out")
+            self.notice(f"connect to {endpoint(opened.dst, opened.dport)} timed out")
             return
         except OSError as exc:
             # Refused or unreachable: the command sees "connection refused" at once.
             self.send_tcp(messages.FlowRefuse(opened.flow, exc.strerror or str(exc)))
             if exc.errno != errno.ECONNREFUSED:
-                self.notice(f"connect to {relay.server} failed: {exc.strerror or exc}",
-                            verbose_only=True)
+                self.notice(f"connect to {endpoint(opened.dst, opened.dport)} failed: "
+                            f"{exc.strerror or exc}", verbose_only=True)
             return
         finally:
             self.connecting.pop(opened.flow, None)
@@ -204,14 +215,8 @@ class Proxy:
         if task is not None:
             task.cancel()
         relay = self.relays.pop(flow, None)
-        if relay is None:
-            return
-        if reset:
-            relay.command_reset()
-        else:
-            relay.close()
-        for msg in relay.final_report():
-            self.send_sink(msg)
+        if relay is not None:
+            relay.end(reset)
 
     def notice(self, text: str, level: str = "info", verbose_only: bool = False) -> None:
         if not verbose_only or self.ctx.config.verbose:
