@@ -82,10 +82,13 @@ class Outbox:
         self.space_fd = ring.space_fd
         self._counters = counters.v
         self._pending: deque[bytes] = deque()
+        self.pending_bytes = 0  # encoded size of what waits in _pending
         self.unsignaled = False  # records published by flush(signal=False), consumer not woken
 
     def send(self, msg: messages.Msg) -> None:
-        self._pending.append(messages.encode(msg))
+        record = messages.encode(msg)
+        self._pending.append(record)
+        self.pending_bytes += len(record)
 
     def send_data(self, flow: int, data: bytes | memoryview) -> None:
         """``send(FlowData(flow, data))``, with the payload copied once: straight into the
@@ -100,7 +103,9 @@ class Outbox:
                 c[MSGS_OUT] += 1
                 c[BYTES_OUT] += len(header) + len(data)
                 return
-        self._pending.append(messages.encode(messages.FlowData(flow, data)))  # type: ignore[arg-type]
+        record = messages.encode(messages.FlowData(flow, data))  # type: ignore[arg-type]
+        self._pending.append(record)
+        self.pending_bytes += len(record)
 
     @property
     def backlog(self) -> int:
@@ -116,8 +121,10 @@ class Outbox:
             if written:
                 self.unsignaled = not signal
                 c = self._counters
+                size = sum(map(len, batch[:written]))
+                self.pending_bytes -= size
                 c[MSGS_OUT] += written
-                c[BYTES_OUT] += sum(map(len, batch[:written]))
+                c[BYTES_OUT] += size
                 if written == len(batch):
                     pending.clear()
                 else:
@@ -133,16 +140,25 @@ class Outbox:
             self.unsignaled = False
             self.ring.signal()
 
-    def flush_blocking(self, timeout: float) -> bool:
-        """Wait until everything pending is in the ring (used when draining)."""
-        deadline = time.monotonic() + timeout
-        while not self.flush():
-            left = deadline - time.monotonic()
-            if left <= 0:
+    def flush_blocking(self, idle_timeout: float | None) -> bool:
+        """Wait until everything pending is in the ring (used when draining), for as long
+        as the consumer keeps taking records: False after ``idle_timeout`` seconds in which
+        nothing could be written (None: wait for as long as it takes; the supervisor
+        ends a stage whose consumer died)."""
+        forever = idle_timeout is None
+        idle = 0.0 if idle_timeout is None else idle_timeout
+        deadline = time.monotonic() + idle
+        while True:
+            before = len(self._pending)
+            if self.flush():
+                return True
+            now = time.monotonic()
+            if len(self._pending) < before:
+                deadline = now + idle
+            elif now >= deadline and not forever:
                 return False
-            select.select([self.space_fd], [], [], min(left, 0.01))
+            select.select([self.space_fd], [], [], 0.01)
             self.clear_space_fd()
-        return True
 
     def clear_space_fd(self) -> None:
         """Reset ``space_fd`` (the consumer freed space) after it woke the loop."""

@@ -29,6 +29,11 @@ from .relay import Relay
 CONNECT_TIMEOUT = 20.0       # then the command's connect times out (we stay silent)
 RETRY_FLUSH = 0.005
 SINK_WAKE_DELAY = 0.001  # the sink is woken at most this often (events wait at most this long)
+# The backlog of records for the sink (what did not fit in its ring) is bounded: above
+# HIGH the proxy stops reading upstream and stops taking the tcp stage's messages (so no
+# credit goes back and the command's windows close), until the backlog is under LOW.
+SINK_BACKLOG_HIGH = 8 << 20
+SINK_BACKLOG_LOW = 2 << 20
 
 
 class UpstreamTls:
@@ -126,6 +131,8 @@ class Proxy:
         # and under load one wake-up carries dozens of events (keep-alive: one eventfd
         # write and one sink wake-up less per request).
         flushed = self.to_tcp.flush() & self.to_sink.flush(signal=False)
+        if self.output_blocked or self.to_sink.pending_bytes > SINK_BACKLOG_HIGH:
+            self._check_output_backlog()
         if self.to_sink.unsignaled and self.sink_wake is None:
             due = self.sink_woken + SINK_WAKE_DELAY
             if self.loop.time() >= due:
@@ -141,6 +148,24 @@ class Proxy:
             if outbox.backlog:
                 self.loop.add_reader(outbox.space_fd, self._on_space)
         self.retry = self.loop.call_later(RETRY_FLUSH, self._on_space)
+
+    def _check_output_backlog(self) -> None:
+        """Stop taking work while the sink's backlog is over SINK_BACKLOG_HIGH; take it up
+        again under SINK_BACKLOG_LOW. A slow reader of httptap's output then slows the
+        command, as a full pipe slows any program, and the proxy's memory stays bounded."""
+        backlog = self.to_sink.pending_bytes
+        if not self.output_blocked and backlog > SINK_BACKLOG_HIGH:
+            self.output_blocked = True
+            self.loop.remove_reader(self.from_tcp.fd)
+        elif self.output_blocked and backlog <= SINK_BACKLOG_LOW:
+            self.output_blocked = False
+            self.loop.add_reader(self.from_tcp.fd, self.on_input)
+            self.loop.call_soon(self.on_input)  # what arrived meanwhile (its wake-up was read)
+        else:
+            return
+        for relay in self.relays.values():
+            if isinstance(relay, Relay):
+                relay.update_reading()
 
     def _wake_sink(self) -> None:
         self.sink_wake = None
@@ -230,7 +255,7 @@ class Proxy:
             self._end(flow, reset=False)
         self.to_tcp.flush()
         self.to_sink.send(messages.Drain())
-        self.to_sink.flush_blocking(timeout=5.0)
+        self.to_sink.flush_blocking(idle_timeout=None)  # a slow reader gets every line
         if not self.done.done():
             self.done.set_result(None)
 

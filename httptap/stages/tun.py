@@ -164,7 +164,7 @@ def run(ctx: StageContext) -> None:
         read_packets()
         for outbox in shards:
             outbox.send(messages.Drain())
-            outbox.flush_blocking(timeout=5.0)
+            outbox.flush_blocking(idle_timeout=5.0)
         loop.stop()
 
     loop.add_reader(tun_fd, read_packets)
