@@ -23,8 +23,15 @@ What a flow is, is decided by the command's first bytes (:class:`Mode`)::
 
     SNIFF --ClientHello--> HELLO --complete--> UPSTREAM_HANDSHAKE --up--> TLS
       |                                                  `--failed/timeout--> REFUSED
-      +--HTTP port--> HTTP    (an HTTP/1.x or h2c observer sees a copy of every byte)
+      +--request line, h2 preface, --http port--> HTTP   (an observer sees every byte)
+      +--the server speaks first: h2 SETTINGS--> HTTP    (h2c: gRPC servers do that)
       `--otherwise--> RAW     (bytes relayed untouched; a tcp summary at the end)
+
+HTTP is recognised on any port by the first bytes (an HTTP/1.x request line, or the
+HTTP/2 preface), as mitmproxy's transparent mode does; ``--http`` ports are decoded
+whatever comes. The first chunk decides and is relayed at once, never held: a request
+line split over two segments on another port is relayed raw (clients write a head in
+one go). A decoder that cannot follow lets go, and the flow is relayed raw from there.
 
 In TLS the command's session is terminated here (``tlsterm.ServerTls``, a certificate
 from the run's CA for the name it asked for) and the upstream session is a verifying TLS
@@ -43,6 +50,7 @@ them, and reading upstream pauses above ``MAX_IN_FLIGHT``.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +67,16 @@ CREDIT_STEP = 64 << 10       # credit to the tcp stage goes back in steps of thi
 MAX_HELLO = 64 << 10         # a ClientHello larger than this is not one we intercept
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 TLS_HANDSHAKE_TIMEOUT = 15.0
+# An HTTP/1.x request line: a token of capitals (any method, WebDAV's too), a target
+# without spaces, the version (RFC 9112 §3).
+_REQUEST_LINE = re.compile(rb"[A-Z][A-Z_-]{0,31} [^ \r\n]+ HTTP/1\.[01]\r?\n")
+
+
+def looks_like_h2_settings(data: bytes | memoryview) -> bool:
+    """The first bytes a server sends in HTTP/2 (RFC 9113 §3.4): a SETTINGS frame (type 4),
+    not an ACK, on stream 0, its length a multiple of 6."""
+    return (len(data) >= 9 and data[3] == 4 and data[4] == 0 and data[5:9] == b"\0\0\0\0"
+            and int.from_bytes(data[0:3], "big") % 6 == 0)
 
 
 def endpoint(host: str, port: int) -> str:
@@ -288,8 +306,12 @@ class FlowCore:
         if self.finished:
             return
         mode = self.mode
-        if mode is Mode.SNIFF:
-            self.mode = Mode.RAW  # the server spoke first: neither TLS nor HTTP
+        if mode is Mode.SNIFF:  # the server speaks first: HTTP/2 (gRPC), or neither TLS nor HTTP
+            if looks_like_h2_settings(data):
+                self.mode = Mode.HTTP
+                self._start_decoding("h2", "http")
+            else:
+                self.mode = Mode.RAW
         elif mode is Mode.UPSTREAM_HANDSHAKE:
             self._upstream_handshake(data, now)
             return
@@ -367,12 +389,12 @@ class FlowCore:
         settings = self.settings
         if looks_like_tls(first[:3]) or (self.dport in settings.https_ports and len(first) < 3):
             self.mode = Mode.HELLO
-        elif self.dport in settings.http_ports:
+        elif len(first) >= 4 and first.startswith(H2_PREFACE[:len(first)]):
             self.mode = Mode.HTTP
-            if first.startswith(H2_PREFACE[:len(first)]) and len(first) >= 4:
-                self._start_decoding("h2", "http")  # HTTP/2 with prior knowledge (h2c)
-            else:
-                self._start_decoding("http/1.1", "http")
+            self._start_decoding("h2", "http")  # HTTP/2 with prior knowledge (h2c)
+        elif self.dport in settings.http_ports or _REQUEST_LINE.match(first):
+            self.mode = Mode.HTTP
+            self._start_decoding("http/1.1", "http")
         else:
             self.mode = Mode.RAW
         return self.mode

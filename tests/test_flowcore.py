@@ -392,3 +392,67 @@ def test_a_fin_in_the_middle_of_a_client_hello_relays_what_was_held():
     assert core.take() == []
     core.command_eof(T0)
     assert core.take() == [SendUpstream(b"\x16\x03\x01"), FIN_UPSTREAM]
+
+
+# --- HTTP on any port ----------------------------------------------------------------------
+
+def test_a_request_line_on_any_port_is_decoded():
+    core = core_for(3000)
+    request = b"POST /api HTTP/1.1\r\nHost: dev.test:3000\r\nContent-Length: 0\r\n\r\n"
+    core.command_data(request, T0)
+    assert core.take() == [SendUpstream(request),
+                           report(messages.HttpRequest, method="POST", url="http://dev.test:3000/api")]
+
+
+@pytest.mark.parametrize("first", [
+    b"GET /\r\n\r\n",                      # HTTP/0.9: no version
+    b"get / HTTP/1.1\r\n\r\n",             # not a method token
+    b"SSH-2.0-OpenSSH_9.2\r\n",
+    b"GET / HTTP/1.1",                     # the line is not complete in the first chunk
+])
+def test_first_bytes_that_are_not_a_request_line_stay_raw_off_the_http_ports(first):
+    core = core_for(3000)
+    core.command_data(first, T0)
+    assert core.take() == [SendUpstream(first)]
+    assert core.mode is Mode.RAW
+
+
+def _h2_conversation() -> tuple[bytes, bytes, bytes]:
+    """(server's SETTINGS, the client's preface and request, the server's response) of a
+    gRPC-style h2c call in which the server speaks first, made with the h2 library."""
+    import h2.config
+    import h2.connection
+
+    server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    server.initiate_connection()
+    server_first = server.data_to_send()
+    client.initiate_connection()
+    client.send_headers(1, [(":method", "POST"), (":scheme", "http"), (":authority", "grpc.test:50051"),
+                            (":path", "/pkg.Svc/Get"), ("content-type", "application/grpc")])
+    client.send_data(1, b"\0\0\0\0\0", end_stream=True)
+    request = client.data_to_send()
+    server.receive_data(request)
+    server.send_headers(1, [(":status", "200"), ("content-type", "application/grpc")])
+    server.send_data(1, b"\0\0\0\0\0")
+    server.send_headers(1, [("grpc-status", "0")], end_stream=True)
+    return server_first, request, server.data_to_send()
+
+
+def test_h2c_whose_server_speaks_first_is_decoded():
+    server_first, request, response = _h2_conversation()
+    core = core_for(50051)
+    core.upstream_data(server_first, T0)
+    assert core.take() == [SendToCommand(server_first)]
+    assert isinstance(core.observer, Http2Observer)
+    core.command_data(request, T0)
+    assert core.take() == [SendUpstream(request), report(
+        messages.HttpRequest, method="POST", url="http://grpc.test:50051/pkg.Svc/Get")]
+    core.upstream_data(response, T0)
+    assert core.take()[-1] == report(messages.HttpResponse, status=200)
+
+
+def test_a_server_first_frame_that_is_not_settings_stays_raw():
+    core = core_for(50051)
+    core.upstream_data(b"\x00\x00\x06\x04\x01\x00\x00\x00\x00abcdef", T0)  # a SETTINGS ACK
+    assert core.mode is Mode.RAW
