@@ -52,7 +52,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import messages
@@ -180,6 +180,13 @@ class FlowSettings:
     new_exchange_id: Callable[[], int]
     upstream_context: Callable[[tuple[str, ...]], Any]
     server_context: Callable[[str, list[str] | None], Any]
+    rejected_names: set[str] = field(default_factory=set)  # told once each: see _rejected
+
+
+# The alerts with which a TLS client says it does not trust a certificate (RFC 8446 §6.2),
+# as OpenSSL names them, and how the user is told.
+_REJECTIONS = {"UNKNOWN_CA": "unknown CA", "BAD_CERTIFICATE": "bad certificate",
+               "CERTIFICATE_UNKNOWN": "certificate unknown"}
 
 
 class FlowCore:
@@ -246,6 +253,8 @@ class FlowCore:
     def command_eof(self, now: float) -> None:
         """A FIN from the command: passed on as a FIN (over TLS too: a FIN without
         close_notify is what the command sent)."""
+        if self._closed_during_our_handshake():
+            self._rejected("it closed the connection after the certificate")
         if self.observer is not None:
             self.observer.client_eof(now)
             self._report()
@@ -267,6 +276,11 @@ class FlowCore:
 
     def command_reset(self) -> None:
         """The command reset the connection: so do we, upstream."""
+        if self._closed_during_our_handshake() and not self.finished:
+            self._rejected("it reset the connection after the certificate")
+        self._reset_upstream()
+
+    def _reset_upstream(self) -> None:
         if not self.finished:
             self.finished = True
             self.commands.append(SetTimer(None))
@@ -492,9 +506,13 @@ class FlowCore:
             plain, back = tls.receive(data)
         except TlsError as exc:
             self._to_command(exc.pending)
-            self._notice(f"TLS with the command failed ({self._tls_name}): {exc}",
-                         verbose_only=True)
-            self.command_reset()
+            why = next((text for alert, text in _REJECTIONS.items() if alert in str(exc)), None)
+            if why is not None and not tls.handshake_done:
+                self._rejected(why)
+            else:
+                self._notice(f"TLS with the command failed ({self._tls_name}): {exc}",
+                             verbose_only=True)
+            self._reset_upstream()
             return
         self._to_command(back)
         if plain and not self.fin_upstream:
@@ -512,6 +530,21 @@ class FlowCore:
             self.fin_upstream = True
             self.commands.append(FIN_UPSTREAM)
 
+    def _rejected(self, why: str) -> None:
+        """The command's TLS client refused our certificate: it does not trust the run's
+        CA. Said once per name, as an error: nothing on that connection will be seen."""
+        name = self._tls_name
+        if name not in self.settings.rejected_names:
+            self.settings.rejected_names.add(name)
+            self._notice(f"the client rejected httptap's certificate for {name} ({why}): it does "
+                         "not use the system trust store; see \"Trusting httptap's CA\" in the "
+                         "README", level="error")
+
+    def _closed_during_our_handshake(self) -> bool:
+        """The command closed or reset right after our certificate, as some clients do
+        instead of sending an alert."""
+        return self.mode is Mode.TLS and self.tls is not None and not self.tls.handshake_done
+
     def _plain_to_command(self, plain: bytes, now: float) -> None:
         tls = self.tls
         assert tls is not None
@@ -520,7 +553,7 @@ class FlowCore:
         except TlsError as exc:
             self._notice(f"TLS with the command failed ({self._tls_name}): {exc}",
                          verbose_only=True)
-            self.command_reset()
+            self._reset_upstream()
             return
         self.bytes_down += len(wire)
         self._to_command(wire)

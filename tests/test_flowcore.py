@@ -199,7 +199,8 @@ class TlsWorld:
     """A command's TLS client and an upstream TLS server around one core, over memory BIOs."""
 
     def __init__(self, tmp_path: Any, server_alpn: list[str], trusted: bool = True,
-                 client_alpn: tuple[str, ...] = ("h2", "http/1.1")) -> None:
+                 client_alpn: tuple[str, ...] = ("h2", "http/1.1"),
+                 command_trusts_us: bool = True) -> None:
         self.run_ca = CertificateAuthority.ephemeral()
         test_ca = session_ca()
         issuer = test_ca if trusted else type(test_ca)("some other CA")
@@ -219,7 +220,8 @@ class TlsWorld:
             return ctx
 
         client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        client_ctx.load_verify_locations(cadata=self.run_ca.cert_pem.decode())
+        if command_trusts_us:
+            client_ctx.load_verify_locations(cadata=self.run_ca.cert_pem.decode())
         client_ctx.set_alpn_protocols(list(client_alpn))
         self.command = self._end(client_ctx, server_side=False, hostname=NAME)
         self.core = core_for(443, upstream_context=upstream_context,
@@ -456,3 +458,55 @@ def test_a_server_first_frame_that_is_not_settings_stays_raw():
     core = core_for(50051)
     core.upstream_data(b"\x00\x00\x06\x04\x01\x00\x00\x00\x00abcdef", T0)  # a SETTINGS ACK
     assert core.mode is Mode.RAW
+
+
+# --- a command that does not trust the run's CA ------------------------------------------------
+
+HINT = (f"the client rejected httptap's certificate for {NAME} (unknown CA): it does not use "
+        "the system trust store; see \"Trusting httptap's CA\" in the README")
+
+
+def test_a_client_that_rejects_our_certificate_is_told_once_per_name(tmp_path):
+    world = TlsWorld(tmp_path, server_alpn=["http/1.1"], command_trusts_us=False)
+    world.pump()
+    assert world.command_error is not None  # its verification failed; it sent an alert
+    assert report(messages.Notice, level="error", text=HINT) in world.log
+    assert world.log[-2:] == [SetTimer(None), ABORT_UPSTREAM]
+    # A second connection to the same name (the same proxy's settings): no second line.
+    again = TlsWorld(tmp_path, server_alpn=["http/1.1"], command_trusts_us=False)
+    again.core.settings = world.core.settings
+    again.pump()
+    assert not any(isinstance(c, Report) and isinstance(c.message, messages.Notice)
+                   for c in again.log)
+
+
+def test_a_client_that_closes_right_after_our_certificate_is_a_rejection_too(tmp_path):
+    world = TlsWorld(tmp_path, server_alpn=["http/1.1"], command_trusts_us=False)
+    obj = world.command[0]
+    # Play the command by hand: its ClientHello, our flight back, then a FIN instead of an alert.
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    world.core.command_data(world.command[2].read(), T0)
+    world._carry_out()
+    for _ in range(5):  # the server answers; we finish upstream and answer the command
+        world._step(world.server)
+        data = world.server[2].read()
+        if data:
+            world.core.upstream_data(data, T0)
+            world._carry_out()
+    assert world.core.mode is Mode.TLS and world.command[1].pending  # our certificate is there
+    world.core.command_eof(T0)
+    assert world.core.take()[0] == report(
+        messages.Notice, level="error",
+        text=HINT.replace("(unknown CA)", "(it closed the connection after the certificate)"))
+
+
+def test_other_tls_failures_of_the_command_are_not_called_rejections(tmp_path):
+    world = TlsWorld(tmp_path, server_alpn=["http/1.1"])
+    world.pump()
+    world.core.command_data(b"\x17\x03\x03\x00\x05garbage", T0)  # a record that does not decrypt
+    cmds = world.core.take()
+    assert not any(isinstance(c, Report) for c in cmds)  # (a verbose-only line)
+    assert cmds[-2:] == [SetTimer(None), ABORT_UPSTREAM]

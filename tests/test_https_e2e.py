@@ -555,3 +555,31 @@ def test_close_notify_from_the_command_closes_the_session(test_host):
     r = _httptap(test_host, "--", sys.executable, "-c", CLOSE_NOTIFY, test_host.ipv4)
     _ok(r)
     assert r.stdout.split() == ["True", "True"]
+
+
+# --------------------------------------------------------------------------- a client that rejects our CA
+
+REJECTING_CLIENT = """
+import socket, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)   # an empty trust store: trusts no CA at all
+failures = 0
+for _ in range(2):
+    with socket.create_connection((sys.argv[1], 443), timeout=30) as sock:
+        try:
+            ctx.wrap_socket(sock, server_hostname=sys.argv[1])
+        except ssl.SSLCertVerificationError:
+            failures += 1
+print(failures)
+"""
+
+
+def test_a_client_that_rejects_httptaps_ca_gets_one_hint_line(test_host):
+    r = _httptap(test_host, "--", sys.executable, "-c", REJECTING_CLIENT, test_host.ipv4)
+    _ok(r)
+    assert r.stdout.strip() == "2"
+    ip = test_host.ipv4
+    hint = (f"httptap: the client rejected httptap's certificate for {ip} (unknown CA): it does "
+            "not use the system trust store; see \"Trusting httptap's CA\" in the README")
+    # Once for the name, though both connections were refused (the command writes nothing
+    # on stderr, so the lines are whole).
+    assert [line for line in r.stderr.splitlines() if "rejected" in line] == [hint]
