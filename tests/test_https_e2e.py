@@ -111,6 +111,19 @@ def test_curl_http11(test_host):
     assert _lines(r) == _exchange(url, 200, size)
 
 
+def test_a_server_that_closes_first_leaves_no_stray_lines(test_host):
+    """``Connection: close``: the server closes first (close_notify, then FIN). Both reach
+    the command in that order, and nothing but httptap's own lines reaches stderr (once,
+    asyncio's TLS transport printed a warning about eof_received here)."""
+    _need("curl")
+    url, size = _small(test_host)
+    r = _httptap(test_host, "--", "curl", "-sS", "--http1.1", "-H", "Connection: close",
+                 "-o", "/dev/null", "-w", "%{http_code} %{size_download}\n", url)
+    _ok(r)
+    assert r.stdout.split() == ["200", str(size)]
+    assert r.stderr.splitlines() == _exchange(url, 200, size)
+
+
 def test_curl_http2_two_requests_one_connection(test_host):
     _need("curl")
     _need_h2(test_host)
