@@ -25,6 +25,7 @@ What a flow is, is decided by the command's first bytes (:class:`Mode`)::
       |                                                  `--failed/timeout--> REFUSED
       +--request line, h2 preface, --http port--> HTTP   (an observer sees every byte)
       +--the server speaks first: h2 SETTINGS--> HTTP    (h2c: gRPC servers do that)
+      |                   `--a 2xx to CONNECT--> SNIFF   (what the tunnel carries, anew)
       `--otherwise--> RAW     (bytes relayed untouched; a tcp summary at the end)
 
 HTTP is recognised on any port by the first bytes (an HTTP/1.x request line, or the
@@ -220,6 +221,7 @@ class FlowCore:
         self.tls_alpn = ""
         self.observer: Any = None  # Http1Observer | Http2Observer while decoding
         self.reporter: ExchangeReporter | None = None
+        self.last_request: messages.HttpRequest | None = None  # (for CONNECT)
 
     def take(self) -> list[Command]:
         """The commands queued since the last call, in order."""
@@ -625,10 +627,29 @@ class FlowCore:
     def _report(self) -> None:
         observer = self.observer
         assert observer is not None and self.reporter is not None
-        for msg in self.reporter.on_events(observer.events()):
+        events = observer.events()
+        for msg in self.reporter.on_events(events):
             self.commands.append(Report(msg))
+            if type(msg) is messages.HttpRequest:
+                self.last_request = msg
         if observer.failed or observer.upgraded:
             self.observer = None  # not HTTP after all, or a WebSocket: relay raw from now on
+            request = self.last_request
+            if observer.upgraded and request is not None and request.method == "CONNECT":
+                self._enter_tunnel(request.url)
+
+    def _enter_tunnel(self, target: str) -> None:
+        """The command's proxy accepted a CONNECT: what follows on this connection is the
+        command's conversation with ``target`` (host:port), TLS or not, through the
+        proxy. It is recognised and intercepted as any connection to ``target`` is; its
+        records keep naming the proxy as the server they went through."""
+        host, _, port = target.rpartition(":")
+        if not host or not port.isdigit():
+            return  # not host:port: relay raw
+        self.dst, self.dport = host.strip("[]"), int(port)
+        self.mode = Mode.SNIFF
+        self.reporter = None
+        self.last_request = None
 
     def _notice(self, text: str, level: str = "info", verbose_only: bool = False) -> None:
         if not verbose_only or self.settings.verbose:

@@ -69,8 +69,11 @@ class ExchangeReporter:
         for event in events:
             kind = type(event)
             if kind is RequestHead:
-                url = build_url(self.scheme, header(event.headers, "host"), self.server_host,
-                                self.server_port, event.target)
+                if event.method == "CONNECT":  # authority-form: the target is host:port
+                    url = event.target
+                else:
+                    url = build_url(self.scheme, header(event.headers, "host"),
+                                    self.server_host, self.server_port, event.target)
                 request = messages.HttpRequest(
                     exchange=self.new_id(), time=event.time, method=event.method, url=url,
                     version=event.version, headers=event.headers, client=self.client,

@@ -510,3 +510,46 @@ def test_other_tls_failures_of_the_command_are_not_called_rejections(tmp_path):
     cmds = world.core.take()
     assert not any(isinstance(c, Report) for c in cmds)  # (a verbose-only line)
     assert cmds[-2:] == [SetTimer(None), ABORT_UPSTREAM]
+
+
+# --- CONNECT tunnels (a program configured with an explicit proxy) ---------------------------
+
+def test_tls_inside_a_connect_tunnel_is_intercepted_for_the_connect_target(tmp_path):
+    world = TlsWorld(tmp_path, server_alpn=["http/1.1"])
+    opened = messages.FlowOpened(flow=7, src="10.1.1.100", sport=40000, dst="192.0.2.1", dport=3128)
+    world.core = core = FlowCore(world.core.settings, opened, T0)
+    connect = b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n"
+    core.command_data(connect, T0)
+    assert core.take() == [SendUpstream(connect), report(
+        messages.HttpRequest, method="CONNECT", url="example.test:443", server="192.0.2.1:3128")]
+    established = b"HTTP/1.1 200 Connection established\r\n\r\n"
+    core.upstream_data(established, T0)
+    assert core.take() == [SendToCommand(established),
+                           report(messages.HttpResponse, status=200)]
+    assert core.mode is Mode.SNIFF  # the tunnel's first bytes decide anew
+    # (The test's "server" plays the far end of the tunnel: the proxy relays bytes.)
+    world.pump()
+    assert world.command_error is None and core.mode is Mode.TLS
+    assert world.command[0].getpeercert()["subjectAltName"] == (("DNS", NAME),)
+    world.log.clear()
+    world.command[0].write(REQUEST)
+    world.pump()
+    assert world.log == [report(messages.HttpRequest, url=f"https://{NAME}/a",
+                                server="192.0.2.1:3128", tls_sni=NAME)]
+
+
+def test_plain_http_through_a_proxy_keeps_its_absolute_url():
+    core = core_for(3128)
+    request = b"GET http://example.test/x HTTP/1.1\r\nHost: example.test\r\n\r\n"
+    core.command_data(request, T0)
+    assert core.take() == [SendUpstream(request),
+                           report(messages.HttpRequest, url="http://example.test/x")]
+
+
+def test_a_refused_connect_stays_http():
+    core = core_for(3128)
+    core.command_data(b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n", T0)
+    core.take()
+    core.upstream_data(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n", T0)
+    assert core.take()[-1] == report(messages.HttpResponse, status=403)
+    assert core.mode is Mode.HTTP

@@ -596,3 +596,86 @@ def test_a_client_that_rejects_httptaps_ca_gets_one_hint_line(test_host):
     # Once for the name, though both connections were refused (the command writes nothing
     # on stderr, so the lines are whole).
     assert [line for line in r.stderr.splitlines() if "rejected" in line] == [hint]
+
+
+# --------------------------------------------------------------------------- CONNECT tunnels
+
+class _ConnectProxy:
+    """A minimal CONNECT proxy on the host's loopback (reached from inside as
+    host.httptap.local), relaying each tunnel to the address the client named."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.targets: list[str] = []
+        self.threads: list[threading.Thread] = []
+        accept = threading.Thread(target=self._accept, daemon=True)
+        accept.start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            client.settimeout(30)
+            head = b""
+            while b"\r\n\r\n" not in head and len(head) < 8192:
+                chunk = client.recv(4096)
+                if not chunk:
+                    break
+                head += chunk
+            target = head.split(b" ")[1].decode() if head.startswith(b"CONNECT ") else ""
+            self.targets.append(target)
+            host, _, port = target.rpartition(":")
+            try:
+                upstream = socket.create_connection((host.strip("[]"), int(port)), timeout=30)
+            except (OSError, ValueError):
+                client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+                client.close()
+                continue
+            client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            for a, b in ((client, upstream), (upstream, client)):
+                t = threading.Thread(target=self._pipe, args=(a, b), daemon=True)
+                t.start()
+                self.threads.append(t)
+
+    @staticmethod
+    def _pipe(src, dst) -> None:  # noqa: ANN001
+        import socket
+
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.listener.close()
+        for t in self.threads:
+            t.join(timeout=10)
+
+
+def test_https_through_a_connect_proxy_is_intercepted(test_host):
+    _need("curl")
+    proxy = _ConnectProxy()
+    try:
+        url, size = _small(test_host)
+        r = _httptap(test_host, "--", "curl", "-sS", "--http1.1", "-x",
+                     f"http://host.httptap.local:{proxy.port}", "-o", "/dev/null",
+                     "-w", "%{http_code} %{size_download}\n", url)
+    finally:
+        proxy.close()
+    _ok(r)
+    assert r.stdout.split() == ["200", str(size)]
+    target = f"{test_host.ipv4}:{test_host.https_port}"
+    assert proxy.targets == [target]
+    assert _lines(r) == [f"---> CONNECT {target}", f"<--- 200 {target} (0 bytes)",
+                         *_exchange(url, 200, size)]
