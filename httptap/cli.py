@@ -20,7 +20,7 @@ from .config import Config
 EXIT_HTTPTAP_FAILED = 125
 
 # Options that take several values after one flag (``--http 80 8080``).
-_MULTI_VALUE = ("--http", "--https")
+_MULTI_VALUE = ("--http", "--https", "--no-intercept")
 
 
 def spread_multi_values(argv: list[str]) -> list[str]:
@@ -136,6 +136,9 @@ def run(
     dump_pcap: Annotated[Optional[str], typer.Option(metavar="PATH", envvar=_env("dump_pcap"), help="write TUN packets to a pcap file")] = None,
     keylog: Annotated[Optional[str], typer.Option(metavar="PATH", envvar=_env("keylog"), help="write TLS secrets in NSS key-log format")] = None,
     insecure: Annotated[bool, typer.Option("--insecure", envvar=_env("insecure"), help="do not verify upstream certificates")] = False,
+    no_intercept: Annotated[Optional[list[str]], typer.Option(
+        "--no-intercept", metavar="HOST", envvar=_env("no_intercept"),
+        help="relay TLS to these hosts (globs: '*.example.com') untouched, for clients that pin certificates")] = None,
 ) -> None:
     """Run COMMAND in its own network namespace and show every HTTP and HTTPS request it makes."""
     argv = list(command or [])
@@ -180,6 +183,7 @@ def run(
         overlay=not no_overlay, tun=tun, subnet=subnet, gateway=gateway, dump_tcp=dump_tcp,
         use_stderr=stderr, verbose=verbose, ca_dir=ca, dump_pcap=dump_pcap, keylog=keylog,
         insecure=insecure,
+        no_intercept=tuple(g.lower() for v in no_intercept or () for g in v.replace(",", " ").split()),
     )
     from .supervisor import run_supervisor
     raise typer.Exit(run_supervisor(config))

@@ -39,6 +39,7 @@ class Config:
     dump_pcap: str | None = None
     keylog: str | None = None
     insecure: bool = False
+    no_intercept: tuple[str, ...] = ()  # host globs whose TLS is relayed untouched
     extra_env: dict[str, str] = field(default_factory=dict)
     # Set by the supervisor once the run's CA exists: (bundle file, file it covers) pairs
     # to bind-mount in the command's mount namespace.

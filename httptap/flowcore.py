@@ -51,6 +51,7 @@ them, and reading upstream pauses above ``MAX_IN_FLIGHT``.
 from __future__ import annotations
 
 import enum
+import fnmatch
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -181,6 +182,7 @@ class FlowSettings:
     new_exchange_id: Callable[[], int]
     upstream_context: Callable[[tuple[str, ...]], Any]
     server_context: Callable[[str, list[str] | None], Any]
+    no_intercept: tuple[str, ...] = ()  # host globs (lower case) whose TLS is relayed untouched
     rejected_names: set[str] = field(default_factory=set)  # told once each: see _rejected
 
 
@@ -312,7 +314,7 @@ class FlowCore:
         self.commands.append(Report(messages.TcpSummary(
             time=self.started, client=self.client, server=self.server,
             bytes_sent=self.bytes_up, bytes_received=self.bytes_down,
-            duration=now - self.started)))
+            duration=now - self.started, tls_sni=self.tls_sni)))
 
     # --- events from the upstream socket ------------------------------------------------------
 
@@ -441,8 +443,11 @@ class FlowCore:
         if hello is None:
             self._hello_is_not_tls()
             return
-        self.mode = Mode.UPSTREAM_HANDSHAKE
         self.tls_sni = hello.sni or ""
+        if self._not_intercepted(self.tls_sni or self.dst):
+            self._hello_is_not_tls()  # relayed untouched; the summary names the host
+            return
+        self.mode = Mode.UPSTREAM_HANDSHAKE
         alpn = tuple(p for p in hello.alpn if p.isascii() and p)
         try:
             self.upstream_tls = ClientTls(self.settings.upstream_context(alpn), self._tls_name)
@@ -451,6 +456,10 @@ class FlowCore:
             return
         self.commands.append(SendUpstream(self.upstream_tls.start()))
         self.commands.append(SetTimer(now + TLS_HANDSHAKE_TIMEOUT))
+
+    def _not_intercepted(self, name: str) -> bool:
+        name = name.lower().rstrip(".")
+        return any(fnmatch.fnmatchcase(name, glob) for glob in self.settings.no_intercept)
 
     def _hello_is_not_tls(self) -> None:
         """Not a ClientHello we understand: relay what we held, untouched, from now on."""

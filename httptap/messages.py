@@ -156,6 +156,7 @@ class TcpSummary(Msg):
     bytes_received: int
     duration: float
     transport: str = "tcp"
+    tls_sni: str = ""  # TLS relayed untouched (--no-intercept): the name the client asked for
 
 
 class DnsExchange(Msg):

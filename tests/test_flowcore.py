@@ -553,3 +553,16 @@ def test_a_refused_connect_stays_http():
     core.upstream_data(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n", T0)
     assert core.take()[-1] == report(messages.HttpResponse, status=403)
     assert core.mode is Mode.HTTP
+
+
+# --- --no-intercept ------------------------------------------------------------------------------
+
+def test_tls_to_a_host_not_intercepted_is_relayed_untouched_and_summarised_with_its_name(tmp_path):
+    world = TlsWorld(tmp_path, server_alpn=["http/1.1"])
+    world.core.settings.no_intercept = ("*.test",)
+    world.pump()
+    assert world.command_error is not None  # the command met the test CA's certificate itself
+    assert world.core.mode is Mode.RAW and world.core.upstream_tls is None
+    world.core.close()
+    world.core.final_report(T0 + 1)
+    assert world.core.take()[-1] == report(messages.TcpSummary, tls_sni=NAME)

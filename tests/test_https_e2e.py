@@ -679,3 +679,22 @@ def test_https_through_a_connect_proxy_is_intercepted(test_host):
     assert proxy.targets == [target]
     assert _lines(r) == [f"---> CONNECT {target}", f"<--- 200 {target} (0 bytes)",
                          *_exchange(url, 200, size)]
+
+
+# --------------------------------------------------------------------------- --no-intercept
+
+def test_no_intercept_relays_tls_untouched_and_records_the_name(test_host, tmp_path):
+    _need("curl")
+    import json
+
+    name, port = "wrong.httptap.test", test_host.wrong_name_port  # its certificate's name
+    url = f"https://{name}:{port}/files/small"
+    nd = tmp_path / "out.ndjson"
+    r = _httptap(test_host, "--no-intercept", "*.httptap.test", "--sink", f"ndjson:{nd}", "--",
+                 "curl", "-sS", "--cacert", str(test_host.ca_file), "--resolve",
+                 f"{name}:{port}:{test_host.ipv4}", "-o", "/dev/null", "-w", "%{http_code}", url)
+    _ok(r)  # curl verified the test host's own certificate: nothing was intercepted
+    assert r.stdout == "200"
+    records = [json.loads(line) for line in nd.read_text().splitlines()]
+    assert [(x["type"], x.get("tls_sni"), x["server"]) for x in records] == [
+        ("tcp", name, f"{test_host.ipv4}:{port}")]

@@ -102,6 +102,7 @@ class NdjsonSink:
             "bytes_sent": summary.bytes_sent,
             "bytes_received": summary.bytes_received,
             "duration_ms": round(summary.duration * 1000.0, 3),
+            **({"tls_sni": summary.tls_sni} if summary.tls_sni else {}),
         })
 
     def dns(self, dns: DnsExchange) -> None:
