@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pytest
-from runner import httptap_argv, run_httptap
+from runner import UNPRIVILEGED_UID, httptap_argv, run_httptap, unprivileged_skip_reason
 
 pytestmark = pytest.mark.root
 
@@ -90,6 +92,32 @@ def test_the_ca_directory_is_hidden_from_the_command(tmp_path):
     assert "BEGIN" not in r.stdout
     assert r.stdout.split() == ["head=1", "ls=0"]  # the key unreadable, the directory empty
     assert (ca_dir / "ca-key.pem").read_bytes().startswith(b"-----BEGIN")  # still there
+
+
+def test_the_ca_directory_is_hidden_from_an_unprivileged_run_too():
+    """As ``nobody``, in a user namespace of its own. /dev/net/tun is made 0666 in a mount
+    namespace of this test only (the host's device is left as it is)."""
+    import shlex
+
+    reason = unprivileged_skip_reason()
+    if reason and "/dev/net/tun" not in reason:
+        pytest.skip(reason)
+    base = tempfile.mkdtemp(prefix="httptap-test-ca-")  # pytest's tmp_path is root's alone
+    try:
+        os.chown(base, UNPRIVILEGED_UID, UNPRIVILEGED_UID)
+        ca_dir = os.path.join(base, "ca")
+        inner = " ".join(shlex.quote(a) for a in httptap_argv(
+            "--ca", ca_dir, "--", "sh", "-c", f"id -u; cat {ca_dir}/ca-key.pem; echo cat=$?"))
+        r = subprocess.run(
+            ["unshare", "-m", "sh", "-c",
+             "mount -t tmpfs none /dev/net && mknod -m 0666 /dev/net/tun c 10 200 && exec "
+             f"setpriv --reuid={UNPRIVILEGED_UID} --regid={UNPRIVILEGED_UID} --clear-groups {inner}"],
+            capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == [str(UNPRIVILEGED_UID), "cat=1"]
+        assert os.stat(os.path.join(ca_dir, "ca-key.pem")).st_uid == UNPRIVILEGED_UID
+    finally:
+        shutil.rmtree(base)
 
 
 def test_a_command_started_inside_the_ca_directory_cannot_read_it(tmp_path):
