@@ -301,7 +301,8 @@ def hide_ca_directory(config: Config) -> list[str]:
     An empty read-only tmpfs covers DIR in the command's mount namespace (failing closed:
     no cover, no run). A command whose working directory is inside DIR is moved to the
     cover, since a working directory keeps reaching under a mount made after it. A
-    command running as root (uid 0) could still unmount it; it can read the key anyway."""
+    command running as uid 0 keeps the capabilities to unmount the cover in its own
+    namespaces: against such a command, ``--user`` is the protection."""
     assert config.ca_dir is not None
     directory = os.path.realpath(config.ca_dir)
     if hides_whole_directory(directory, trust_paths(config)):
