@@ -18,6 +18,7 @@ from . import __version__
 from .config import Config
 
 EXIT_HTTPTAP_FAILED = 125
+MAX_ID = 4294967294  # uid_t is 32 bits and (uid_t)-1 means "no change" to setuid(2)
 
 # Options that take several values after one flag (``--http 80 8080``).
 _MULTI_VALUE = ("--http", "--https", "--no-intercept")
@@ -79,7 +80,11 @@ def resolve_user(user: str) -> tuple[int, int, str, str]:
     except KeyError:
         if not user.isdigit():
             raise typer.BadParameter(f"no such user: {user!r}", param_hint="--user") from None
-        return int(user), int(user), user, "/"  # a bare uid without a passwd entry
+        uid = int(user)
+        if uid > MAX_ID:
+            raise typer.BadParameter(f"{user} is not a user id (0-{MAX_ID})",
+                                     param_hint="--user") from None
+        return uid, uid, user, "/"  # a bare uid without a passwd entry
     return entry.pw_uid, entry.pw_gid, entry.pw_name, entry.pw_dir
 
 
@@ -144,6 +149,8 @@ def run(
     argv = list(command or [])
     if not argv:
         argv = [os.environ.get("SHELL") or "/bin/sh"]
+    if not argv[0]:
+        raise typer.BadParameter("the command name is empty", param_hint="COMMAND")
     sinks = [_check_sink(s) for s in (sink or [])]
     if dump_har:
         sinks += ["har:" + dump_har]
@@ -185,6 +192,13 @@ def run(
         insecure=insecure,
         no_intercept=tuple(g.lower() for v in no_intercept or () for g in v.replace(",", " ").split()),
     )
+    # Before anything starts: a path we could not write must not cost the command's run.
+    from .outputs import OutputError, check_outputs
+    try:
+        check_outputs(config)
+    except OutputError as exc:
+        print(f"httptap: {exc}", file=sys.stderr)
+        raise typer.Exit(EXIT_HTTPTAP_FAILED) from None
     from .supervisor import run_supervisor
     raise typer.Exit(run_supervisor(config))
 

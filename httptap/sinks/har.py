@@ -39,6 +39,7 @@ import msgspec
 
 from .. import __version__
 from ..messages import DnsExchange, HttpRequest, HttpResponse, TcpSummary
+from ..outputs import PRIVATE_MODE
 from .common import (UNFINISHED, body_is_text, decode_text_strict, header, header_values,
                      host_of, iso_time, port_of, timings)
 
@@ -106,9 +107,7 @@ def write_atomic(path: str, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
                                suffix=".tmp")
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the usual mode for a new file
+        os.fchmod(fd, PRIVATE_MODE)  # bodies, cookies: 0600 whatever the umask
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

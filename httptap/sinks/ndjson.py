@@ -56,6 +56,7 @@ from typing import IO, Any, TextIO
 import msgspec
 
 from ..messages import DnsExchange, HttpRequest, HttpResponse, TcpSummary
+from ..outputs import open_private
 from .common import UNFINISHED, iso_time, timings
 
 _encode = msgspec.json.Encoder().encode
@@ -73,7 +74,9 @@ class NdjsonSink:
         self._file: IO[bytes] | None = None
         self._stream: TextIO | None = None
         if isinstance(stream_or_path, (str, os.PathLike)):
-            self._file = open(stream_or_path, "wb")
+            # Private (0600) when created: the lines hold URLs, headers and cookies.
+            self._file = os.fdopen(open_private(os.fspath(stream_or_path),
+                                                os.O_WRONLY | os.O_TRUNC), "wb")
         else:
             self._stream = stream_or_path
         self._requests: dict[int, HttpRequest] = {}

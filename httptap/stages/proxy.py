@@ -221,7 +221,10 @@ class Proxy:
                 await self.loop.create_connection(lambda: relay, host, opened.dport)
         except asyncio.TimeoutError:
             self.send_tcp(messages.FlowRefuse(opened.flow, "upstream connect timed out", reset=False))
-            self.notice(f"connect to {endpoint(opened.dst, opened.dport)} timed out")
+            # -v only: the command sees its own timeout, and a SYN flood would print a
+            # line for every unanswered SYN.
+            self.notice(f"connect to {endpoint(opened.dst, opened.dport)} timed out",
+                        verbose_only=True)
             return
         except OSError as exc:
             # Refused or unreachable: the command sees "connection refused" at once.

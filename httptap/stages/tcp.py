@@ -15,6 +15,12 @@ Flow control is end to end: the proxy returns ``FlowAcked`` credit for bytes it 
 written upstream and only then does the receive window reopen; the other way, we return
 credit to the proxy as the command acknowledges data (both in steps of ``CREDIT_STEP``).
 ICMP echo is answered here.
+
+TCP and UDP towards the host's loopback (127.0.0.0/8, ::1, and the addresses that lead
+there too) are refused here: a SYN gets a reset, a datagram is dropped. Such packets reach
+the device only when the command writes raw packets (its own ``lo`` takes the rest), and
+relaying them would let it reach any service the host keeps on loopback. The documented
+way there, ``169.254.77.65`` (``host.httptap.local``), leads to 127.0.0.1 alone.
 """
 
 from __future__ import annotations
@@ -44,6 +50,23 @@ MESSAGE_BYTES = 256 << 10  # a Packets message is cut at about this size (rings 
 # costs one message each way instead of two. The proxy's window (8 MiB) dwarfs it.
 CREDIT_STEP = 64 << 10
 BURST = 8  # data segments per flow per turn of the loop: then read the command's ACKs
+
+
+_V4_MAPPED = bytes(10) + b"\xff\xff"
+
+
+def leads_to_host_loopback(dst: bytes) -> bool:
+    """Whether connecting to ``dst`` (4 or 16 bytes) from the host reaches its loopback:
+    127.0.0.0/8, and 0.0.0.0/8 (Linux connects 0.0.0.0 to itself); ::1, :: (the same),
+    and those IPv4 addresses mapped into IPv6 (``::ffff:127.0.0.1``), which a dual-stack
+    socket connects to over IPv4."""
+    if len(dst) == 16:
+        if dst[:15] == bytes(15) and dst[15] in (0, 1):
+            return True
+        if dst[:12] != _V4_MAPPED:
+            return False
+        dst = dst[12:]
+    return dst[0] in (127, 0)
 
 
 class Flow:
@@ -83,6 +106,7 @@ class TcpShard:
         self.out_bytes = 0
         self.dirty: dict[int, Flow] = {}
         self.busy: dict[int, Flow] = {}  # flows whose window allows more than one burst
+        self.refused_loopback = 0  # packets towards the host's loopback (said once, -v)
 
     # --- from the command ----------------------------------------------------------------
 
@@ -99,6 +123,9 @@ class TcpShard:
                     self._on_segment(ip.src, ip.dst, sport, dport, seg, now)
                 elif ip.proto == IPPROTO_UDP:
                     sport, dport, data = parse_udp(ip.payload)
+                    if leads_to_host_loopback(ip.dst):
+                        self._refuse_loopback(ip.dst, dport, "UDP")
+                        continue  # dropped, as a firewall would
                     family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
                     self.to_proxy.send(messages.DatagramIn(
                         socket.inet_ntop(family, ip.src), sport,
@@ -116,11 +143,13 @@ class TcpShard:
         flow = self.flows.get(key)
         if flow is None:
             if seg.flags & (SYN | ACK | RST) == SYN:
-                self._open(key, src, dst, sport, dport, seg, now)
-            else:
-                reply = rst_for(seg)
-                if reply is not None:
-                    self.out_packets.append(build_tcp(dst, src, dport, sport, reply, vnet=True))
+                if not leads_to_host_loopback(dst):
+                    self._open(key, src, dst, sport, dport, seg, now)
+                    return
+                self._refuse_loopback(dst, dport, "TCP")
+            reply = rst_for(seg)
+            if reply is not None:
+                self.out_packets.append(build_tcp(dst, src, dport, sport, reply, vnet=True))
             return
         if seg.flags & (SYN | ACK | RST) == SYN:
             if not flow.accepted:
@@ -145,6 +174,15 @@ class TcpShard:
         family = socket.AF_INET if len(src) == 4 else socket.AF_INET6
         self.to_proxy.send(messages.FlowOpened(
             flow.id, socket.inet_ntop(family, src), sport, socket.inet_ntop(family, dst), dport))
+
+    def _refuse_loopback(self, dst: bytes, dport: int, proto: str) -> None:
+        self.refused_loopback += 1
+        if self.refused_loopback == 1:  # a raw-packet flood must not flood the output too
+            family = socket.AF_INET if len(dst) == 4 else socket.AF_INET6
+            self.to_proxy.send(messages.Notice("info", (
+                f"refused {proto} to {socket.inet_ntop(family, dst)} port {dport}: the host's "
+                "loopback is reached only through 169.254.77.65 (host.httptap.local); "
+                "further refusals are not shown")))
 
     # --- from the proxy ------------------------------------------------------------------
 
