@@ -11,6 +11,7 @@ import asyncio
 import pytest
 
 from httptap import messages
+from httptap.ca import CertificateAuthority
 from httptap.config import Config
 from httptap.ring import Ring
 from httptap.stages import proxy as proxy_stage
@@ -26,7 +27,8 @@ def _timed_out_connects(verbose: bool, count: int,
     loop = asyncio.new_event_loop()
     try:
         ctx = StageContext("proxy", Config(command=("true",), verbose=verbose), Counters(),
-                           [rings[0]], [rings[1], rings[2]], {"ca": None})
+                           [rings[0]], [rings[1], rings[2]],
+                           {"ca": CertificateAuthority.ephemeral()})
         proxy = proxy_stage.Proxy(ctx, loop)
 
         async def never_answers(*args: object, **kwargs: object) -> None:
