@@ -552,6 +552,7 @@ def test_make_sinks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(terminal, TerminalSink) and terminal.stream is stderr
     assert terminal.head and terminal.body and terminal.print_dns and not terminal.color
     assert isinstance(nd_out, NdjsonSink) and isinstance(nd_file, NdjsonSink)
+    assert nd_out.bodies and nd_file.bodies  # --body: ndjson writes them too
     assert isinstance(har_sink, HarSink)
     for sink in sinks:
         sink.request(req())
@@ -596,3 +597,86 @@ def test_addresses() -> None:
     assert common.port_of("fd00::1") == ""
     assert common.port_of("") == ""
 
+
+
+# --------------------------------------------------------------------------- bodies
+
+def test_body_assembler_joins_chunks_per_exchange_up_to_the_limit() -> None:
+    from httptap.messages import BodyChunk
+    from httptap.sinks.bodies import NO_BODIES, BodyAssembler
+
+    bodies = BodyAssembler(max_size=10)
+    for exchange, request, data in [(1, True, b"up"), (2, False, b"0123456"), (1, False, b"dn"),
+                                    (2, False, b"789abc"), (1, True, b"load"), (2, False, b"x")]:
+        bodies.add(BodyChunk(exchange, request, data))
+    assert bodies.held == 8 + 10  # never more than max_size per body
+    first, second = resp(1)[0], resp(2)[0]
+    assert bodies.take(first) == Bodies(b"upload", b"dn")
+    assert bodies.take(second) == Bodies(b"", b"0123456789", False, True)
+    assert bodies.held == 0 and bodies.take(first) is NO_BODIES
+    # The proxy's own cut (its --max-body-size) comes on the response.
+    cut = resp(3, truncated=True, request_truncated=True)[0]
+    assert bodies.take(cut) == Bodies(b"", b"", True, True)
+
+
+def test_truncated_bodies_are_marked_in_every_sink(tmp_path: Path) -> None:
+    big = resp(headers=[("Content-Type", "text/plain")], body=b"first part", decoded_size=5000,
+               truncated=True, request_body=b"\x00\x01", request_body_size=900,
+               request_truncated=True)
+    out = io.StringIO()
+    terminal = TerminalSink(out, body=True)
+    terminal.request(req(method="PUT", headers=[("Content-Type", "application/octet-stream")]))
+    terminal.response(*big)
+    assert lines(out) == [
+        "---> PUT https://example.com/",
+        "<2 bytes of binary data>",
+        "<truncated: 2 of 900 bytes shown>",
+        "<--- 200 https://example.com/ (5000 bytes)",
+        "first part",
+        "<truncated: 10 of 5000 bytes shown>",
+    ]
+    nd = io.StringIO()
+    ndjson = NdjsonSink(nd, bodies=True)
+    ndjson.request(req(method="PUT", headers=[("Content-Type", "application/octet-stream")]))
+    ndjson.response(*big)
+    ndjson.request(req(2))
+    ndjson.response(*resp(2, body=b"<p>all</p>"))
+    first, second = (json.loads(line) for line in lines(nd))
+    assert list(first["request"])[-4:] == ["body_size", "body", "body_encoding", "truncated"]
+    assert (first["request"]["body"], first["request"]["body_encoding"],
+            first["request"]["truncated"]) == ("AAE=", "base64", True)
+    assert list(first["response"])[-3:] == ["body", "body_encoding", "truncated"]
+    assert (first["response"]["body"], first["response"]["body_encoding"],
+            first["response"]["truncated"]) == ("first part", "text", True)
+    assert (second["response"]["body"], second["response"]["truncated"]) == ("<p>all</p>", False)
+    path = tmp_path / "x.har"
+    har = HarSink(path)
+    har.request(req(method="PUT", headers=[("Content-Type", "application/octet-stream")]))
+    har.response(*big)
+    har.close()
+    (entry,) = har_entries(path)
+    assert entry.request.raw_entry["postData"]["comment"] == \
+        "truncated: the first 2 of 900 bytes are kept (--max-body-size)"
+    assert entry.response.raw_entry["content"]["comment"] == \
+        "truncated: the first 10 of 5000 bytes are kept (--max-body-size)"
+    assert entry.response.text == "first part"
+
+
+@pytest.mark.parametrize("text, size", [
+    ("16M", 16 << 20), ("0", 0), ("100", 100), ("100K", 102400), ("2g", 2 << 30),
+    ("1MiB", 1 << 20), ("64KB", 65536), (" 5M ", 5 << 20),
+])
+def test_parse_size(text: str, size: int) -> None:
+    from httptap.cli import parse_size
+
+    assert parse_size(text, "--max-body-size") == size
+
+
+@pytest.mark.parametrize("text", ["", "M", "-1", "1.5M", "16T", "lots", "1 6M", "٣M"])
+def test_parse_size_rejects(text: str) -> None:
+    import typer
+
+    from httptap.cli import parse_size
+
+    with pytest.raises(typer.BadParameter):
+        parse_size(text, "--max-body-size")
