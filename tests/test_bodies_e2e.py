@@ -166,6 +166,17 @@ def test_max_body_size_option_bounds_what_is_kept(test_host, tmp_path):
     assert f"<truncated: {100 * 1024} of {size} bytes shown>" in r.stderr.splitlines()
 
 
+@pytest.mark.xfail(strict=True, reason="the proxy's observers keep their default 16 MiB: "
+                   "stages/relay.py (being replaced) must pass max_capture=config.max_body_size")
+def test_max_body_size_above_the_default_keeps_more(test_host, tmp_path):
+    size = 20 * MiB
+    big = test_host.url(f"/bytes/{size}")
+    _, entries, records = run_with_every_output(
+        test_host, tmp_path, f"{CURL} {big}", "--max-body-size", "32M")
+    assert records[0]["response"]["truncated"] is False
+    assert len(b64(entries[0]["response"]["content"]["text"])) == size
+
+
 def test_max_body_size_rejects_a_bad_size():
     r = run_httptap("--max-body-size", "lots", "--", "true")
     assert r.returncode == 125

@@ -62,3 +62,22 @@ def test_a_full_body_chunk_is_far_below_a_ring_record():
     assert size < m.BODY_CHUNK + 64
     with Ring(RING_CAPACITY, label="test") as ring:
         assert size * 2 < ring.max_record
+
+
+def test_the_largest_heads_the_observers_accept_fit_a_ring_record():
+    """Heads are bounded by the observers (HTTP/1: MAX_HEAD for the whole head; HTTP/2:
+    MAX_HEADER_LIST for the decoded list, the URL included), so a message built from one
+    fits a ring record with room to spare, whatever the peers send."""
+    from httptap.http1 import MAX_HEAD
+    from httptap.http2 import MAX_HEADER_LIST
+    from httptap.supervisor import RING_CAPACITY
+
+    for limit in (MAX_HEAD, MAX_HEADER_LIST):
+        fields = [(f"x-{i:05d}", "v" * 100) for i in range(limit // 110)]  # "n: v\r\n"
+        url = "https://h/" + "p" * limit
+        request = m.HttpRequest(1 << 62, 1.5, "GET", url, "HTTP/2", fields, "c" * 60, "s" * 60,
+                                tls_sni="n" * 255, tls_alpn="h2")
+        response = m.HttpResponse(1 << 62, 2.5, 200, "r" * limit, "HTTP/2", fields, 1 << 40,
+                                  1 << 40, 1 << 40, error="e" * 200)
+        for msg in (request, response):  # the URL and the fields each at the limit
+            assert len(m.encode(msg)) < RING_CAPACITY // 4 * 0.6
