@@ -8,8 +8,9 @@ upstream server unchanged and feeds a copy of every chunk to one
 stream as one exchange with the same event classes (:class:`RequestHead`,
 :class:`RequestEnd`, :class:`ResponseHead`, :class:`ResponseEnd`, with
 ``seq`` = the stream id and ``version`` = ``"HTTP/2"``; :class:`BodyData`
-when bodies are captured) plus :class:`StreamReset` for RST_STREAM. It never changes, holds back or answers
-bytes; when it cannot follow the connection it sets ``failed``.
+when bodies are captured) plus :class:`StreamReset` for RST_STREAM. It never
+changes, holds back or answers bytes; when it cannot follow the connection it
+sets ``failed``.
 
 This module is a pure core: bytes and ``now`` in, events out; it imports no
 ``os``, ``socket``, ``asyncio`` or ``time`` (a test walks its imports).
@@ -80,8 +81,8 @@ Streams (``seq`` = stream id):
   1xx heads are ``informational`` and the final head is still to come.
 * DATA payloads (minus padding) are counted, content-decoded and captured
   like HTTP/1 bodies (captured bytes leave as :class:`BodyData` events as each
-  piece is decoded, so no body is held); END_STREAM on HEADERS or DATA ends that side
-  (:class:`RequestEnd` / :class:`ResponseEnd`). A HEADERS after the head of
+  piece is decoded, so no body is held); END_STREAM on HEADERS or DATA ends
+  that side (:class:`RequestEnd` / :class:`ResponseEnd`). A HEADERS after the head of
   a side is a trailer section (``trailers``).
 * RST_STREAM on a live stream → :class:`StreamReset`, then a
   ``RequestEnd(complete=False)`` if the request body was still open and a

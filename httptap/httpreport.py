@@ -71,8 +71,9 @@ class ExchangeReporter:
 
     def on_events(self, events: list[Any]) -> list[messages.Msg]:
         out: list[messages.Msg] = []
-        # Body bytes of one side of one exchange, not yet in a message: (exchange, request).
-        body_key: tuple[int, bool] | None = None
+        # Body bytes of one side of one exchange (body_key: exchange id, request?) not yet
+        # in a message.
+        body_key = (0, False)
         body: list[bytes] = []
         body_size = 0
         for event in events:
@@ -84,14 +85,14 @@ class ExchangeReporter:
                 key = (exchange.id, event.request)
                 if key != body_key or body_size + len(event.data) > messages.BODY_CHUNK:
                     if body:
-                        _chunks(out, body_key, body)  # type: ignore[arg-type]
+                        _chunks(out, body_key, body)
                     body_key, body, body_size = key, [], 0
                 body.append(event.data)
                 body_size += len(event.data)
                 continue
             if body:
-                _chunks(out, body_key, body)  # type: ignore[arg-type]
-                body_key, body, body_size = None, [], 0
+                _chunks(out, body_key, body)
+                body, body_size = [], 0
             if kind is RequestHead:
                 url = build_url(self.scheme, header(event.headers, "host"), self.server_host,
                                 self.server_port, event.target)
@@ -115,7 +116,7 @@ class ExchangeReporter:
                 if exchange is not None and exchange.response_head is not None:
                     out.append(self._response(exchange, event))
         if body:
-            _chunks(out, body_key, body)  # type: ignore[arg-type]
+            _chunks(out, body_key, body)
         return out
 
     def _response(self, exchange: _Exchange, end: ResponseEnd) -> messages.HttpResponse:

@@ -2,10 +2,11 @@
 
 Role in the pipeline: the sink stage (``httptap.stages.sink``) owns the loop and the
 rings; for every ``HttpRequest``, ``HttpResponse``, ``TcpSummary`` and ``DnsExchange`` it
-receives it calls the matching method on each sink (a response comes with its exchange's
-bodies, joined from the ``BodyChunk`` messages before it by ``bodies.BodyAssembler``) that :func:`make_sinks` built from
-the ``--sink`` options, and calls ``close()`` exactly once on every way out. The sinks
-only format and write; they never read rings or the clock.
+receives it calls the matching method on each sink that :func:`make_sinks` built from
+the ``--sink`` options (a response comes with its exchange's bodies, joined from the
+``BodyChunk`` messages before it by ``bodies.BodyAssembler``), and calls ``close()``
+exactly once on every way out. The sinks only format and write; they never read rings
+or the clock.
 
 - ``terminal``  :class:`~.terminal.TerminalSink`, the human-readable lines (default).
 - ``ndjson``    :class:`~.ndjson.NdjsonSink`, one JSON object per line (schema in its docstring).

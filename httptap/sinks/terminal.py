@@ -14,14 +14,14 @@ request line and ``< Name: value`` under a response line.
 
 ``--body``: bodies follow the headers. The request body is handed over with the response
 (``Bodies``, joined from the exchange's body chunks), so it is printed when the response
-arrives, just *before* the response line; in the usual sequential case that is right under the request
-line and its headers. Text bodies (``text/*``, JSON, XML, form data, ...; without a
-content type, bytes that look like UTF-8) are decoded in their declared charset, else
-UTF-8, with bad bytes replaced; any other body prints as ``<N bytes of binary data>``.
-A body that was not captured, or is empty, prints nothing. A body cut at
-``--max-body-size`` is followed by ``<truncated: N of M bytes shown>``. Control characters other than
-tab and newline (a stray ESC could drive the user's terminal) are shown escaped, as
-``\\x1b``; ``\\r\\n`` line ends become ``\\n``.
+arrives, just *before* the response line; in the usual sequential case that is right
+under the request line and its headers. Text bodies (``text/*``, JSON, XML, form data,
+...; without a content type, bytes that look like UTF-8) are decoded in their declared
+charset, else UTF-8, with bad bytes replaced; any other body prints as
+``<N bytes of binary data>``. A body that was not captured, or is empty, prints nothing.
+A body cut at ``--max-body-size`` is followed by ``<truncated: N of M bytes shown>``.
+Control characters other than tab and newline (a stray ESC could drive the user's
+terminal) are shown escaped, as ``\\x1b``; ``\\r\\n`` line ends become ``\\n``.
 
 An exchange that ended without a response (``status == 0`` and ``error`` set) prints
 ``<--- error URL: <error>``; a response cut short (status set and ``error``) prints its

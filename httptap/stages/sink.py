@@ -2,9 +2,10 @@
 
 Consumes one ring per proxy shard and hands each event to every configured sink
 (``httptap.sinks``: terminal, ndjson, HAR); body chunks are joined per exchange (at most
-``--max-body-size`` each) and handed over with the exchange's response. Notices (errors, and information with
-``--verbose``) go to stderr. Exits after every input has sent ``Drain``; the sinks are
-closed (files written) on every way out, including SIGTERM from the supervisor.
+``--max-body-size`` each) and handed over with the exchange's response. Notices (errors,
+and information with ``--verbose``) go to stderr. Exits after every input has sent
+``Drain``; the sinks are closed (files written) on every way out, including SIGTERM from
+the supervisor.
 """
 
 from __future__ import annotations
