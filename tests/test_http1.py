@@ -682,3 +682,24 @@ def test_head_end_agrees_with_the_pattern(data: bytes, start: int, end: int) -> 
     m = re.compile(rb"\r?\n\r?\n").search(data, start, end)
     assert _head_end(data, start, end) == (m.end() if m else -1)
     assert _head_end(bytearray(data), start, end) == (m.end() if m else -1)
+
+
+@given(st.binary(max_size=3000), st.lists(st.integers(1, 500), max_size=20),
+       st.integers(0, 4000), st.sampled_from(["gzip", "br", "zstd", "identity"]))
+def test_fuzz_captured_pieces_join_to_the_kept_prefix(plain: bytes, cuts: list[int], keep: int,
+                                                      coding: str) -> None:
+    """However the body is split, what take() hands on joins to the first ``keep`` decoded
+    bytes, and ``truncated`` says exactly whether there were more."""
+    packed = {"gzip": gzip.compress, "br": brotli.compress,
+              "zstd": zstandard.ZstdCompressor().compress, "identity": bytes}[coding](plain)
+    dec = ContentDecoder(parse_content_encoding([coding]), capture=True, max_capture=keep)
+    taken, pos = [], 0
+    for cut in cuts + [len(packed)]:
+        dec.feed(packed[pos:pos + cut])
+        taken.append(dec.take())
+        pos += cut
+    dec.feed(packed[pos:])
+    dec.finish()
+    taken.append(dec.take())
+    assert not dec.failed and dec.decoded_size == len(plain)
+    assert b"".join(taken) == plain[:keep] and dec.truncated == (len(plain) > keep)
