@@ -71,6 +71,25 @@ def _check_sink(spec: str) -> str:
     return spec
 
 
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def parse_size(text: str, flag: str) -> int:
+    """``"16M"`` -> 16777216: a whole number of bytes, optionally followed by K, M or G
+    (powers of 1024; ``KB``, ``MiB`` and lower case are accepted too)."""
+    value = text.strip().upper()
+    for suffix in ("IB", "B"):
+        if value.endswith(suffix) and value[:-len(suffix)][-1:] in ("K", "M", "G"):
+            value = value[:-len(suffix)]
+            break
+    unit = value[-1:] if value[-1:] in ("K", "M", "G") else ""
+    number = value[:len(value) - len(unit)].strip()
+    if not number.isdigit() or not number.isascii():
+        raise typer.BadParameter(f"{text!r} is not a size (a number of bytes, or with K, M "
+                                 "or G: 16M)", param_hint=flag)
+    return int(number) * _SIZE_UNITS[unit]
+
+
 def resolve_user(user: str) -> tuple[int, int, str, str]:
     """``--user NAME|UID`` as (uid, gid, name, home), from the host's user database."""
     import pwd
@@ -112,6 +131,8 @@ def run(
         "--https", metavar="PORT", envvar=_env("https"), help="TCP ports where TLS is intercepted (default 443)")] = None,
     head: Annotated[bool, typer.Option("--head", envvar=_env("head"), help="print request and response headers")] = False,
     body: Annotated[bool, typer.Option("--body", envvar=_env("body"), help="print request and response bodies")] = False,
+    max_body_size: Annotated[str, typer.Option(metavar="SIZE", envvar=_env("max_body_size"),
+        help="keep up to SIZE of each body for --body, HAR and ndjson (K, M, G suffixes)")] = "16M",
     print_dns: Annotated[bool, typer.Option("--print-dns", envvar=_env("print_dns"), help="print DNS queries and answers")] = False,
     dump_har: Annotated[Optional[str], typer.Option(metavar="PATH", envvar=_env("dump_har"), help="write a HAR file of every exchange")] = None,
     sink: Annotated[Optional[list[str]], typer.Option(metavar="SPEC", 
@@ -184,7 +205,8 @@ def run(
         command=tuple(argv),
         http_ports=parse_ports(http, 80, "--http"),
         https_ports=parse_ports(https, 443, "--https"),
-        head=head, body=body, print_dns=print_dns, sinks=tuple(sinks),
+        head=head, body=body, max_body_size=parse_size(max_body_size, "--max-body-size"),
+        print_dns=print_dns, sinks=tuple(sinks),
         stats=stats or stats_interval > 0, stats_interval=stats_interval, workers=workers,
         no_exit=no_exit, user=user, run_as=run_as, new_user_namespace=not no_new_user_namespace,
         overlay=not no_overlay, tun=tun, subnet=subnet, gateway=gateway, dump_tcp=dump_tcp,

@@ -16,6 +16,7 @@ class Config:
     https_ports: frozenset[int] = frozenset({443})
     head: bool = False
     body: bool = False
+    max_body_size: int = 16 << 20  # bytes of each body kept for --body, HAR and ndjson
     print_dns: bool = False
     sinks: tuple[str, ...] = ("terminal",)
     stats: bool = False

@@ -179,6 +179,7 @@ class FlowSettings:
     http_ports: frozenset[int]
     https_ports: frozenset[int]
     capture_bodies: bool
+    max_body_size: int  # what an observer keeps of each body (--max-body-size)
     verbose: bool
     new_exchange_id: Callable[[], int]
     upstream_context: Callable[[tuple[str, ...]], Any]
@@ -425,13 +426,13 @@ class FlowCore:
         return self.mode
 
     def _start_decoding(self, protocol: str, scheme: str) -> None:
-        capture = self.settings.capture_bodies
+        capture, limit = self.settings.capture_bodies, self.settings.max_body_size
         if protocol == "h2":
             from .http2 import Http2Observer  # hpack and hyperframe: only when needed
 
-            self.observer = Http2Observer(capture_bodies=capture)
+            self.observer = Http2Observer(capture_bodies=capture, max_capture=limit)
         else:
-            self.observer = Http1Observer(capture_bodies=capture)
+            self.observer = Http1Observer(capture_bodies=capture, max_capture=limit)
         self.reporter = ExchangeReporter(
             scheme=scheme, server_host=self.dst, server_port=self.dport, client=self.client,
             server=self.server, new_id=self.settings.new_exchange_id, tls_sni=self.tls_sni,

@@ -8,9 +8,13 @@ and bytes, never Python objects. Messages are grouped by the direction they trav
     tcp  -> tun     Packets
     tcp  -> proxy   FlowOpened, FlowData, FlowEof, FlowReset, FlowAcked, DatagramIn
     proxy-> tcp     FlowAccept, FlowRefuse, FlowData, FlowEof, FlowReset, FlowAcked, DatagramOut
-    proxy-> sink    HttpRequest, HttpResponse, TcpSummary, DnsExchange, Notice
+    proxy-> sink    HttpRequest, BodyChunk, HttpResponse, TcpSummary, DnsExchange, Notice
     supervisor -> sink   StatsSnapshot (with --stats-interval)
     any  -> next    Drain  (the upstream stage is finished; pass it on once empty)
+
+No message can exceed a ring's largest record (a quarter of its capacity: 1 MiB with
+the supervisor's 4 MiB rings) whatever the traffic: a body travels as a sequence of
+``BodyChunk`` messages of at most :data:`BODY_CHUNK` bytes, never inside one message.
 
 ``flow`` ids are chosen by the tcp shard that saw the connection open; they are unique
 within that shard, and a shard talks to exactly one proxy shard, so no id is ever shared.
@@ -128,8 +132,26 @@ class HttpRequest(Msg):
     tls_alpn: str = ""
 
 
+#: Largest ``BodyChunk.data``: far below a ring's largest record with the rest of the
+#: message, and small enough that a chunk costs little to hold or copy.
+BODY_CHUNK = 256 * 1024
+
+
+class BodyChunk(Msg):
+    """The next piece of a captured body (content-decoded), sent as the body streams and
+    before the ``HttpResponse`` that closes ``exchange``; the sink joins the pieces of
+    each side in order. Only the first ``--max-body-size`` bytes of a body are sent;
+    ``HttpResponse.body_truncated`` (``request_body_truncated``) says when there were
+    more."""
+    exchange: int
+    request: bool  # True: the request body; False: the response body
+    data: bytes
+
+
 class HttpResponse(Msg):
-    """The response to ``exchange`` is complete (or the exchange ended without one)."""
+    """The response to ``exchange`` is complete (or the exchange ended without one).
+
+    The bodies came before it as ``BodyChunk`` messages (when bodies are captured)."""
     exchange: int
     time: float
     status: int
@@ -137,14 +159,14 @@ class HttpResponse(Msg):
     version: str
     headers: list[tuple[str, str]]
     request_body_size: int
-    request_body: bytes | None
     body_size: int
     decoded_size: int
-    body: bytes | None
     request_headers_done: float = 0.0
     response_started: float = 0.0
     error: str = ""
     request_done: float = 0.0  # the request body was complete (http1.RequestEnd.time); 0: unknown
+    request_body_truncated: bool = False  # the captured request body is only its first part
+    body_truncated: bool = False  # the captured response body is only its first part
 
 
 class TcpSummary(Msg):
@@ -190,7 +212,7 @@ class Drain(Msg):
 
 Message = Union[
     Packets, FlowOpened, FlowAccept, FlowRefuse, FlowData, FlowEof, FlowReset, FlowAcked,
-    FlowClosed, DatagramIn, DatagramOut, HttpRequest, HttpResponse, TcpSummary,
+    FlowClosed, DatagramIn, DatagramOut, HttpRequest, BodyChunk, HttpResponse, TcpSummary,
     DnsExchange, Notice, StatsSnapshot, Drain,
 ]
 

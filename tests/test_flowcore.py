@@ -47,7 +47,8 @@ def settings(upstream_context: Any = None, server_context: Any = None,
              verbose: bool = False) -> FlowSettings:
     ids = itertools.count(1)
     return FlowSettings(http_ports=frozenset({80}), https_ports=frozenset({443}),
-                        capture_bodies=False, verbose=verbose, new_exchange_id=lambda: next(ids),
+                        capture_bodies=False, max_body_size=16 << 20, verbose=verbose,
+                        new_exchange_id=lambda: next(ids),
                         upstream_context=upstream_context or (lambda alpn: None),
                         server_context=server_context or (lambda name, alpn: None))
 

@@ -16,6 +16,7 @@ from httptap.config import Config
 from httptap.messages import DnsExchange, HttpRequest, HttpResponse, TcpSummary
 from httptap.sinks import HarSink, NdjsonSink, TerminalSink, make_sinks
 from httptap.sinks import common
+from httptap.sinks.bodies import Bodies
 
 T0 = 1_700_000_000.5  # 2023-11-14T22:13:20.500Z
 
@@ -35,14 +36,20 @@ def req(exchange: int = 1, *, method: str = "GET", url: str = "https://example.c
 def resp(exchange: int = 1, *, status: int = 200, reason: str = "OK",
          headers: list[tuple[str, str]] | None = None, body: bytes | None = None,
          request_body: bytes | None = None, decoded_size: int | None = None,
-         body_size: int | None = None, time: float = T0 + 0.5, **kw: Any) -> HttpResponse:
+         body_size: int | None = None, time: float = T0 + 0.5, request_truncated: bool = False,
+         truncated: bool = False, request_body_size: int | None = None,
+         **kw: Any) -> tuple[HttpResponse, Bodies]:
+    """A response and the bodies the sink stage hands over with it: ``sink.response(*resp())``."""
     size = len(body) if body is not None else 1256
-    return HttpResponse(
+    message = HttpResponse(
         exchange=exchange, time=time, status=status, reason=reason, version="HTTP/1.1",
         headers=headers if headers is not None else [("Content-Type", "text/html")],
-        request_body_size=len(request_body or b""), request_body=request_body,
+        request_body_size=(len(request_body or b"") if request_body_size is None
+                           else request_body_size),
         body_size=size if body_size is None else body_size,
-        decoded_size=size if decoded_size is None else decoded_size, body=body, **kw)
+        decoded_size=size if decoded_size is None else decoded_size,
+        request_body_truncated=request_truncated, body_truncated=truncated, **kw)
+    return message, Bodies(request_body or b"", body or b"", request_truncated, truncated)
 
 
 class FlushCounter(io.StringIO):
@@ -69,7 +76,7 @@ def test_terminal_spec_lines() -> None:
     out = io.StringIO()
     sink = TerminalSink(out)
     sink.request(req())
-    sink.response(resp())
+    sink.response(*resp())
     sink.close()
     assert lines(out) == [
         "---> GET https://example.com/",
@@ -83,8 +90,8 @@ def test_terminal_count_is_decoded_size_and_url_is_the_requests() -> None:
     sink = TerminalSink(out)
     sink.request(req(1, url="http://a.test:8080/x"))
     sink.request(req(2, url="https://b.test/y?q=1"))
-    sink.response(resp(2, status=404, body_size=100, decoded_size=300))
-    sink.response(resp(1, status=301))
+    sink.response(*resp(2, status=404, body_size=100, decoded_size=300))
+    sink.response(*resp(1, status=301))
     assert lines(out) == [
         "---> GET http://a.test:8080/x",
         "---> GET https://b.test/y?q=1",
@@ -97,7 +104,7 @@ def test_terminal_head() -> None:
     out = io.StringIO()
     sink = TerminalSink(out, head=True)
     sink.request(req(headers=[("Host", "example.com"), ("Accept", "*/*"), ("X-A", "1")]))
-    sink.response(resp(headers=[("Content-Type", "text/html"), ("Set-Cookie", "a=1"),
+    sink.response(*resp(headers=[("Content-Type", "text/html"), ("Set-Cookie", "a=1"),
                                 ("Set-Cookie", "b=2")]))
     assert lines(out) == [
         "---> GET https://example.com/",
@@ -115,10 +122,10 @@ def test_terminal_body_text_binary_and_request_body_before_response_line() -> No
     out = io.StringIO()
     sink = TerminalSink(out, head=True, body=True)
     sink.request(req(method="POST", headers=[("Content-Type", "application/json")]))
-    sink.response(resp(headers=[("Content-Type", "text/plain; charset=utf-8")],
+    sink.response(*resp(headers=[("Content-Type", "text/plain; charset=utf-8")],
                        body="héllo\r\nworld\r\n".encode(), request_body=b'{"a": 1}'))
     sink.request(req(2, url="https://example.com/logo.png"))
-    sink.response(resp(2, headers=[("Content-Type", "image/png")], body=b"\x89PNG" + bytes(96)))
+    sink.response(*resp(2, headers=[("Content-Type", "image/png")], body=b"\x89PNG" + bytes(96)))
     assert lines(out) == [
         "---> POST https://example.com/",
         "> Content-Type: application/json",
@@ -149,7 +156,7 @@ def test_terminal_body_decoding_rules() -> None:
     ]
     for i, (headers, body) in enumerate(cases):
         sink.request(req(i))
-        sink.response(resp(i, headers=headers, body=body))
+        sink.response(*resp(i, headers=headers, body=body))
     body_lines = [line for line in lines(out) if not line.startswith(("--->", "<---"))]
     assert body_lines == [
         "café",
@@ -165,7 +172,7 @@ def test_terminal_body_not_captured_prints_nothing() -> None:
     out = io.StringIO()
     sink = TerminalSink(out, body=True)
     sink.request(req())
-    sink.response(resp(body=None))
+    sink.response(*resp(body=None))
     assert lines(out) == ["---> GET https://example.com/",
                           "<--- 200 https://example.com/ (1256 bytes)"]
 
@@ -175,9 +182,9 @@ def test_terminal_colours() -> None:
     sink = TerminalSink(out, color=True)
     for i, status in enumerate((200, 204, 302, 404, 503)):
         sink.request(req(i))
-        sink.response(resp(i, status=status))
+        sink.response(*resp(i, status=status))
     sink.request(req(9))
-    sink.response(resp(9, status=0, reason="", headers=[], error="connection refused"))
+    sink.response(*resp(9, status=0, reason="", headers=[], error="connection refused"))
     assert lines(out) == [
         f"{BLUE}---> GET https://example.com/{RESET}",
         f"{GREEN}<--- 200 https://example.com/ (1256 bytes){RESET}",
@@ -198,9 +205,9 @@ def test_terminal_errors_without_colour() -> None:
     out = io.StringIO()
     sink = TerminalSink(out, head=True)
     sink.request(req())
-    sink.response(resp(status=0, reason="", headers=[], error="upstream reset"))
+    sink.response(*resp(status=0, reason="", headers=[], error="upstream reset"))
     sink.request(req(2))
-    sink.response(resp(2, body_size=10, decoded_size=10, error="server closed early",
+    sink.response(*resp(2, body_size=10, decoded_size=10, error="server closed early",
                        headers=[("A", "b")]))
     assert lines(out)[2:] == [
         "<--- error https://example.com/: upstream reset",
@@ -247,7 +254,7 @@ def test_terminal_flushes_every_group_and_survives_a_closed_pipe() -> None:
     out = FlushCounter()
     sink = TerminalSink(out, head=True)
     sink.request(req())
-    sink.response(resp())
+    sink.response(*resp())
     sink.tcp(TcpSummary(time=T0, client="a:1", server="b:2", bytes_sent=1,
                         bytes_received=2, duration=1.0))
     assert out.flushes == 2
@@ -259,7 +266,7 @@ def test_terminal_flushes_every_group_and_survives_a_closed_pipe() -> None:
 
     broken = TerminalSink(Broken())
     broken.request(req())
-    broken.response(resp())
+    broken.response(*resp())
     broken.close()
     broken.close()
 
@@ -285,7 +292,7 @@ def test_ndjson_http_schema() -> None:
                      headers=[("Host", "example.com"), ("Content-Type", "application/json")],
                      tls_sni="example.com", tls_alpn="h2"))
     assert out.getvalue() == ""  # written when the response completes
-    sink.response(resp(headers=[("Content-Type", "application/json"),
+    sink.response(*resp(headers=[("Content-Type", "application/json"),
                                 ("Content-Encoding", "gzip")],
                        body=None, body_size=40, decoded_size=100, request_body=b"{}",
                        request_done=T0 + 0.1, response_started=T0 + 0.3))
@@ -318,7 +325,7 @@ def test_ndjson_plain_http_errors_and_unfinished() -> None:
     out = io.StringIO()
     sink = NdjsonSink(out)
     sink.request(req(1, url="http://a.test/"))
-    sink.response(resp(1, status=0, reason="", headers=[], error="connection refused"))
+    sink.response(*resp(1, status=0, reason="", headers=[], error="connection refused"))
     sink.request(req(2, url="http://a.test/slow"))
     sink.close()
     sink.close()
@@ -357,7 +364,7 @@ def test_ndjson_odd_strings() -> None:
     out = io.StringIO()
     sink = NdjsonSink(out)
     sink.request(req(headers=[("X-Latin", "caf\xe9"), ("X-Surrogate", "\udcff")]))
-    sink.response(resp())
+    sink.response(*resp())
     obj = json.loads(out.getvalue())
     assert obj["request"]["headers"][0] == ["X-Latin", "café"]
 
@@ -382,9 +389,9 @@ def test_har_entries(tmp_path: Path) -> None:
     sink.request(req(2, url="https://example.com/logo.png", time=T0 + 1,
                      headers=[("Host", "example.com")]))
     png = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
-    sink.response(resp(2, time=T0 + 1.25, headers=[("Content-Type", "image/png")], body=png,
+    sink.response(*resp(2, time=T0 + 1.25, headers=[("Content-Type", "image/png")], body=png,
                        response_started=T0 + 1.1))
-    sink.response(resp(1, status=302, reason="Found", time=T0 + 0.4,
+    sink.response(*resp(1, status=302, reason="Found", time=T0 + 0.4,
                        headers=[("Content-Type", "text/html; charset=utf-8"),
                                 ("Content-Encoding", "gzip"),
                                 ("Location", "https://example.com/done"),
@@ -450,7 +457,7 @@ def test_har_binary_post_and_undecodable_text(tmp_path: Path) -> None:
     path = tmp_path / "out.har"
     sink = HarSink(path)
     sink.request(req(headers=[("Content-Type", "application/octet-stream")], method="PUT"))
-    sink.response(resp(headers=[("Content-Type", "text/plain; charset=utf-8")],
+    sink.response(*resp(headers=[("Content-Type", "text/plain; charset=utf-8")],
                        body=b"bad \xff", request_body=b"\x00\x01\xff"))
     sink.close()
     (e,) = har_entries(path)
@@ -464,7 +471,7 @@ def test_har_exchanges_without_response(tmp_path: Path) -> None:
     path = tmp_path / "out.har"
     sink = HarSink(path)
     sink.request(req(1, url="https://a.test/refused"))
-    sink.response(resp(1, status=0, reason="", headers=[], error="connection refused"))
+    sink.response(*resp(1, status=0, reason="", headers=[], error="connection refused"))
     sink.request(req(2, url="https://a.test/pending", time=T0 + 2))
     sink.close()
     refused, pending = har_entries(path)
@@ -496,7 +503,7 @@ def test_har_replaces_an_existing_file_whole(tmp_path: Path) -> None:
     old_inode = path.stat().st_ino
     sink = HarSink(path)
     sink.request(req())
-    sink.response(resp(body=b"<html></html>"))
+    sink.response(*resp(body=b"<html></html>"))
     sink.close()
     assert path.stat().st_ino != old_inode  # renamed over, not rewritten in place
     assert len(har_entries(path)) == 1
@@ -539,10 +546,11 @@ def test_make_sinks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(terminal, TerminalSink) and terminal.stream is stderr
     assert terminal.head and terminal.body and terminal.print_dns and not terminal.color
     assert isinstance(nd_out, NdjsonSink) and isinstance(nd_file, NdjsonSink)
+    assert nd_out.bodies and nd_file.bodies  # --body: ndjson writes them too
     assert isinstance(har_sink, HarSink)
     for sink in sinks:
         sink.request(req())
-        sink.response(resp())
+        sink.response(*resp())
         sink.close()
     assert stderr.getvalue().startswith("---> GET https://example.com/\n")
     assert json.loads(stdout.getvalue())["type"] == "http"
@@ -565,12 +573,12 @@ def test_make_sinks_closes_what_it_built_on_failure(tmp_path: Path) -> None:
 
 def test_timings_are_clamped() -> None:
     r = req(time=T0)
-    assert common.timings(r, resp(time=T0 + 1)) == (0.0, 0.0, 1000.0, 1000.0)
+    assert common.timings(r, resp(time=T0 + 1)[0]) == (0.0, 0.0, 1000.0, 1000.0)
     # stamps out of order or outside the exchange never give negative phases
-    t = common.timings(r, resp(time=T0 + 1, request_done=T0 + 2, response_started=T0 - 1))
+    t = common.timings(r, resp(time=T0 + 1, request_done=T0 + 2, response_started=T0 - 1)[0])
     assert t == (1000.0, 0.0, 0.0, 1000.0)
-    assert common.timings(r, resp(time=T0 - 5)) == (0.0, 0.0, 0.0, 0.0)
-    t = common.timings(r, resp(time=T0 + 1, request_headers_done=T0 + 0.25))
+    assert common.timings(r, resp(time=T0 - 5)[0]) == (0.0, 0.0, 0.0, 0.0)
+    t = common.timings(r, resp(time=T0 + 1, request_headers_done=T0 + 0.25)[0])
     assert t == (250.0, 0.0, 750.0, 1000.0)
 
 
@@ -583,3 +591,86 @@ def test_addresses() -> None:
     assert common.port_of("fd00::1") == ""
     assert common.port_of("") == ""
 
+
+
+# --------------------------------------------------------------------------- bodies
+
+def test_body_assembler_joins_chunks_per_exchange_up_to_the_limit() -> None:
+    from httptap.messages import BodyChunk
+    from httptap.sinks.bodies import NO_BODIES, BodyAssembler
+
+    bodies = BodyAssembler(max_size=10)
+    for exchange, request, data in [(1, True, b"up"), (2, False, b"0123456"), (1, False, b"dn"),
+                                    (2, False, b"789abc"), (1, True, b"load"), (2, False, b"x")]:
+        bodies.add(BodyChunk(exchange, request, data))
+    assert bodies.held == 8 + 10  # never more than max_size per body
+    first, second = resp(1)[0], resp(2)[0]
+    assert bodies.take(first) == Bodies(b"upload", b"dn")
+    assert bodies.take(second) == Bodies(b"", b"0123456789", False, True)
+    assert bodies.held == 0 and bodies.take(first) is NO_BODIES
+    # The proxy's own cut (its --max-body-size) comes on the response.
+    cut = resp(3, truncated=True, request_truncated=True)[0]
+    assert bodies.take(cut) == Bodies(b"", b"", True, True)
+
+
+def test_truncated_bodies_are_marked_in_every_sink(tmp_path: Path) -> None:
+    big = resp(headers=[("Content-Type", "text/plain")], body=b"first part", decoded_size=5000,
+               truncated=True, request_body=b"\x00\x01", request_body_size=900,
+               request_truncated=True)
+    out = io.StringIO()
+    terminal = TerminalSink(out, body=True)
+    terminal.request(req(method="PUT", headers=[("Content-Type", "application/octet-stream")]))
+    terminal.response(*big)
+    assert lines(out) == [
+        "---> PUT https://example.com/",
+        "<2 bytes of binary data>",
+        "<truncated: 2 of 900 bytes shown>",
+        "<--- 200 https://example.com/ (5000 bytes)",
+        "first part",
+        "<truncated: 10 of 5000 bytes shown>",
+    ]
+    nd = io.StringIO()
+    ndjson = NdjsonSink(nd, bodies=True)
+    ndjson.request(req(method="PUT", headers=[("Content-Type", "application/octet-stream")]))
+    ndjson.response(*big)
+    ndjson.request(req(2))
+    ndjson.response(*resp(2, body=b"<p>all</p>"))
+    first, second = (json.loads(line) for line in lines(nd))
+    assert list(first["request"])[-4:] == ["body_size", "body", "body_encoding", "truncated"]
+    assert (first["request"]["body"], first["request"]["body_encoding"],
+            first["request"]["truncated"]) == ("AAE=", "base64", True)
+    assert list(first["response"])[-3:] == ["body", "body_encoding", "truncated"]
+    assert (first["response"]["body"], first["response"]["body_encoding"],
+            first["response"]["truncated"]) == ("first part", "text", True)
+    assert (second["response"]["body"], second["response"]["truncated"]) == ("<p>all</p>", False)
+    path = tmp_path / "x.har"
+    har = HarSink(path)
+    har.request(req(method="PUT", headers=[("Content-Type", "application/octet-stream")]))
+    har.response(*big)
+    har.close()
+    (entry,) = har_entries(path)
+    assert entry.request.raw_entry["postData"]["comment"] == \
+        "truncated: the first 2 of 900 bytes are kept (--max-body-size)"
+    assert entry.response.raw_entry["content"]["comment"] == \
+        "truncated: the first 10 of 5000 bytes are kept (--max-body-size)"
+    assert entry.response.text == "first part"
+
+
+@pytest.mark.parametrize("text, size", [
+    ("16M", 16 << 20), ("0", 0), ("100", 100), ("100K", 102400), ("2g", 2 << 30),
+    ("1MiB", 1 << 20), ("64KB", 65536), (" 5M ", 5 << 20),
+])
+def test_parse_size(text: str, size: int) -> None:
+    from httptap.cli import parse_size
+
+    assert parse_size(text, "--max-body-size") == size
+
+
+@pytest.mark.parametrize("text", ["", "M", "-1", "1.5M", "16T", "lots", "1 6M", "٣M"])
+def test_parse_size_rejects(text: str) -> None:
+    import typer
+
+    from httptap.cli import parse_size
+
+    with pytest.raises(typer.BadParameter):
+        parse_size(text, "--max-body-size")

@@ -14,6 +14,8 @@ What goes into an entry (http://www.softwareishard.com/blog/har-12-spec/):
 - ``request``: ``cookies`` from ``Cookie``, ``queryString`` from the URL, ``postData``
   when a request body was captured (text as text, anything else base64 with
   ``"encoding": "base64"``), ``bodySize`` as read from the command.
+- A body kept only in part (``--max-body-size``) has a ``comment`` in its ``postData`` or
+  ``content``: ``"truncated: the first N of M bytes are kept (--max-body-size)"``.
 - ``response``: ``cookies`` parsed from each ``Set-Cookie``, ``content`` with ``size``
   (decoded), ``compression`` (bytes saved by content coding), ``mimeType`` and, when the
   body was captured, ``text`` (text types decoded in their charset, others or undecodable
@@ -40,6 +42,7 @@ import msgspec
 from .. import __version__
 from ..messages import DnsExchange, HttpRequest, HttpResponse, TcpSummary
 from ..outputs import PRIVATE_MODE
+from .bodies import NO_BODIES, Bodies
 from .common import (UNFINISHED, body_is_text, decode_text_strict, header, header_values,
                      host_of, iso_time, port_of, timings)
 
@@ -63,12 +66,12 @@ class HarSink:
     def request(self, req: HttpRequest) -> None:
         self._requests[req.exchange] = req
 
-    def response(self, resp: HttpResponse) -> None:
+    def response(self, resp: HttpResponse, bodies: Bodies = NO_BODIES) -> None:
         req = self._requests.pop(resp.exchange, None)
         if req is None:  # a response to a request we never saw: keep what we know
             req = HttpRequest(exchange=resp.exchange, time=resp.time, method="", url="",
                               version=resp.version, headers=[], client="", server="")
-        self._entries.append((req.time, entry(req, resp)))
+        self._entries.append((req.time, entry(req, resp, bodies)))
 
     def tcp(self, summary: TcpSummary) -> None:
         pass
@@ -131,13 +134,14 @@ def write_atomic(path: str, data: bytes) -> None:
 
 # --- one entry -----------------------------------------------------------------------------
 
-def entry(req: HttpRequest, resp: HttpResponse | None) -> Json:
-    """The HAR entry for an exchange (``resp`` None: it never completed)."""
+def entry(req: HttpRequest, resp: HttpResponse | None, bodies: Bodies = NO_BODIES) -> Json:
+    """The HAR entry for an exchange (``resp`` None: it never completed) with the bodies
+    captured of it."""
     result: Json = {
         "startedDateTime": iso_time(req.time),
         "time": 0.0,
-        "request": _request(req, resp),
-        "response": _response(req, resp),
+        "request": _request(req, resp, bodies),
+        "response": _response(req, resp, bodies),
         "cache": {},
         "timings": {"blocked": -1, "dns": -1, "connect": -1, "send": 0.0, "wait": 0.0,
                     "receive": 0.0, "ssl": -1},
@@ -160,7 +164,7 @@ def _headers(headers: list[tuple[str, str]]) -> list[Json]:
     return [{"name": n, "value": v} for n, v in headers]
 
 
-def _request(req: HttpRequest, resp: HttpResponse | None) -> Json:
+def _request(req: HttpRequest, resp: HttpResponse | None, bodies: Bodies) -> Json:
     try:
         query = urlsplit(req.url).query
     except ValueError:
@@ -176,13 +180,16 @@ def _request(req: HttpRequest, resp: HttpResponse | None) -> Json:
         "headersSize": -1,
         "bodySize": resp.request_body_size if resp is not None else -1,
     }
-    if resp is not None and resp.request_body:
+    if resp is not None and (bodies.request or bodies.request_truncated):
         ctype = header(req.headers, "content-type")
-        result["postData"] = {"mimeType": ctype or "", **_body(ctype, resp.request_body)}
+        post: Json = {"mimeType": ctype or "", **_body(ctype, bodies.request)}
+        if bodies.request_truncated:
+            post["comment"] = truncated_comment(len(bodies.request), resp.request_body_size)
+        result["postData"] = post
     return result
 
 
-def _response(req: HttpRequest, resp: HttpResponse | None) -> Json:
+def _response(req: HttpRequest, resp: HttpResponse | None, bodies: Bodies) -> Json:
     if resp is None or (resp.status == 0 and resp.error):
         return {
             "status": 0, "statusText": "", "httpVersion": resp.version if resp else "",
@@ -193,8 +200,10 @@ def _response(req: HttpRequest, resp: HttpResponse | None) -> Json:
     content: Json = {"size": resp.decoded_size, "mimeType": ctype or ""}
     if resp.decoded_size > resp.body_size:
         content["compression"] = resp.decoded_size - resp.body_size
-    if resp.body:
-        content.update(_body(ctype, resp.body))
+    if bodies.response:
+        content.update(_body(ctype, bodies.response))
+    if bodies.response_truncated:
+        content["comment"] = truncated_comment(len(bodies.response), resp.decoded_size)
     return {
         "status": resp.status,
         "statusText": resp.reason,
@@ -206,6 +215,10 @@ def _response(req: HttpRequest, resp: HttpResponse | None) -> Json:
         "headersSize": -1,
         "bodySize": resp.body_size,
     }
+
+
+def truncated_comment(kept: int, size: int) -> str:
+    return f"truncated: the first {kept} of {size} bytes are kept (--max-body-size)"
 
 
 def _body(content_type: str | None, body: bytes) -> Json:

@@ -2,7 +2,8 @@
 
 Role in the pipeline: the sink stage hands every proxy event to :class:`NdjsonSink`, which
 writes a line as each event completes and flushes it, so ``httptap --sink ndjson -- cmd |
-jq`` sees exchanges as they happen. Bodies are never written, only their sizes.
+jq`` sees exchanges as they happen. Bodies are written only with ``--body`` (else only
+their sizes), up to ``--max-body-size`` each.
 
 Schema (every object has ``type``; times are ISO 8601 UTC with milliseconds, e.g.
 ``"2024-05-01T12:00:00.123Z"``; addresses are ``"ip:port"``, ``"[ipv6]:port"``):
@@ -23,6 +24,10 @@ type           field                 value
                                      request read to response complete, split into sending
                                      the request, waiting for the response head, and
                                      receiving the response; null if the exchange never ended
+               (``--body``)          ``request`` and ``response`` also end with ``"body"``
+                                     (text, or base64), ``"body_encoding"`` (``"text"`` or
+                                     ``"base64"``) and ``"truncated"`` (true when only the
+                                     first ``--max-body-size`` bytes are kept)
                ``client``            the command's address
                ``server``            the address the command connected to
                ``tls``               ``{"sni", "alpn"}`` (each a string or null) for HTTPS,
@@ -49,6 +54,7 @@ each object always appear in the order above.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from typing import IO, Any, TextIO
@@ -57,7 +63,8 @@ import msgspec
 
 from ..messages import DnsExchange, HttpRequest, HttpResponse, TcpSummary
 from ..outputs import open_private
-from .common import UNFINISHED, iso_time, timings
+from .bodies import NO_BODIES, Bodies
+from .common import UNFINISHED, body_is_text, decode_text_strict, header, iso_time, timings
 
 _encode = msgspec.json.Encoder().encode
 
@@ -70,7 +77,9 @@ def _dumps(obj: dict[str, Any]) -> bytes:
 
 
 class NdjsonSink:
-    def __init__(self, stream_or_path: TextIO | str | os.PathLike[str]) -> None:
+    def __init__(self, stream_or_path: TextIO | str | os.PathLike[str], *,
+                 bodies: bool = False) -> None:
+        self.bodies = bodies
         self._file: IO[bytes] | None = None
         self._stream: TextIO | None = None
         if isinstance(stream_or_path, (str, os.PathLike)):
@@ -88,12 +97,12 @@ class NdjsonSink:
     def request(self, req: HttpRequest) -> None:
         self._requests[req.exchange] = req
 
-    def response(self, resp: HttpResponse) -> None:
+    def response(self, resp: HttpResponse, bodies: Bodies = NO_BODIES) -> None:
         req = self._requests.pop(resp.exchange, None)
         if req is None:
             req = HttpRequest(exchange=resp.exchange, time=resp.time, method="", url="",
                               version="", headers=[], client="", server="")
-        self._emit(http_record(req, resp))
+        self._emit(http_record(req, resp, bodies if self.bodies else None))
 
     def tcp(self, summary: TcpSummary) -> None:
         self._emit({
@@ -125,7 +134,7 @@ class NdjsonSink:
         if self._closed:
             return
         for req in list(self._requests.values()):
-            self._emit(http_record(req, None))
+            self._emit(http_record(req, None, NO_BODIES if self.bodies else None))
         self._requests.clear()
         self._closed = True
         if self._file is not None:
@@ -154,8 +163,20 @@ class NdjsonSink:
             self._broken = True
 
 
-def http_record(req: HttpRequest, resp: HttpResponse | None) -> dict[str, Any]:
-    """The ``http`` object for an exchange (``resp`` None: it never completed)."""
+def body_fields(content_type: str | None, body: bytes, truncated: bool) -> dict[str, Any]:
+    """``body``, ``body_encoding`` and ``truncated`` of a request or response object."""
+    if body_is_text(content_type, body):
+        text = decode_text_strict(content_type, body)
+        if text is not None:
+            return {"body": text, "body_encoding": "text", "truncated": truncated}
+    return {"body": base64.b64encode(body).decode("ascii"), "body_encoding": "base64",
+            "truncated": truncated}
+
+
+def http_record(req: HttpRequest, resp: HttpResponse | None,
+                bodies: Bodies | None = None) -> dict[str, Any]:
+    """The ``http`` object for an exchange (``resp`` None: it never completed); with
+    ``bodies`` (``--body``) the request and response carry their bodies."""
     tls = None
     if req.tls_sni or req.tls_alpn or req.url.startswith("https:"):
         tls = {"sni": req.tls_sni or None, "alpn": req.tls_alpn or None}
@@ -169,23 +190,30 @@ def http_record(req: HttpRequest, resp: HttpResponse | None) -> dict[str, Any]:
             "body_size": resp.body_size,
             "decoded_size": resp.decoded_size,
         }
+        if bodies is not None:
+            response.update(body_fields(header(resp.headers, "content-type"),
+                                        bodies.response, bodies.response_truncated))
     timing = None
     if resp is not None:
         t = timings(req, resp)
         timing = {"total_ms": t.total, "send_ms": t.send, "wait_ms": t.wait,
                   "receive_ms": t.receive}
     error = UNFINISHED if resp is None else (resp.error or None)
+    request: dict[str, Any] = {
+        "method": req.method,
+        "url": req.url,
+        "version": req.version,
+        "headers": [[n, v] for n, v in req.headers],
+        "body_size": resp.request_body_size if resp is not None else None,
+    }
+    if bodies is not None:
+        request.update(body_fields(header(req.headers, "content-type"), bodies.request,
+                                   bodies.request_truncated))
     return {
         "type": "http",
         "time": iso_time(req.time),
         "exchange": req.exchange,
-        "request": {
-            "method": req.method,
-            "url": req.url,
-            "version": req.version,
-            "headers": [[n, v] for n, v in req.headers],
-            "body_size": resp.request_body_size if resp is not None else None,
-        },
+        "request": request,
         "response": response,
         "timings": timing,
         "client": req.client,

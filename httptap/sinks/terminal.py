@@ -12,15 +12,16 @@ response line reuses the URL of its request (kept in a dict by exchange id until
 ``--head``: the headers follow their line, in received order, ``> Name: value`` under a
 request line and ``< Name: value`` under a response line.
 
-``--body``: bodies follow the headers. The request body only exists once the exchange is
-over (``HttpResponse.request_body``), so it is printed when the response arrives, just
-*before* the response line; in the usual sequential case that is right under the request
-line and its headers. Text bodies (``text/*``, JSON, XML, form data, ...; without a
-content type, bytes that look like UTF-8) are decoded in their declared charset, else
-UTF-8, with bad bytes replaced; any other body prints as ``<N bytes of binary data>``.
-A body that was not captured, or is empty, prints nothing. Control characters other than
-tab and newline (a stray ESC could drive the user's terminal) are shown escaped, as
-``\\x1b``; ``\\r\\n`` line ends become ``\\n``.
+``--body``: bodies follow the headers. The request body is handed over with the response
+(``Bodies``, joined from the exchange's body chunks), so it is printed when the response
+arrives, just *before* the response line; in the usual sequential case that is right
+under the request line and its headers. Text bodies (``text/*``, JSON, XML, form data,
+...; without a content type, bytes that look like UTF-8) are decoded in their declared
+charset, else UTF-8, with bad bytes replaced; any other body prints as
+``<N bytes of binary data>``. A body that was not captured, or is empty, prints nothing.
+A body cut at ``--max-body-size`` is followed by ``<truncated: N of M bytes shown>``.
+Control characters other than tab and newline (a stray ESC could drive the user's
+terminal) are shown escaped, as ``\\x1b``; ``\\r\\n`` line ends become ``\\n``.
 
 An exchange that ended without a response (``status == 0`` and ``error`` set) prints
 ``<--- error URL: <error>``; a response cut short (status set and ``error``) prints its
@@ -41,6 +42,7 @@ import re
 from typing import TextIO
 
 from ..messages import DnsExchange, HttpRequest, HttpResponse, TcpSummary
+from .bodies import NO_BODIES, Bodies
 from .common import body_is_text, decode_text, header
 
 BLUE = "\x1b[34m"
@@ -84,16 +86,23 @@ def default_color(stream: TextIO) -> bool:
         return False
 
 
-def format_body(content_type: str | None, body: bytes) -> list[str]:
-    """The lines a body prints as (no trailing newlines)."""
+def format_body(content_type: str | None, body: bytes, truncated: bool = False,
+                size: int = 0) -> list[str]:
+    """The lines a body prints as (no trailing newlines); ``truncated``: only the first
+    part of a body of ``size`` bytes was kept, which a last line says."""
+    lines: list[str] = []
     if not body:
-        return []
-    if not body_is_text(content_type, body):
-        return [f"<{len(body)} bytes of binary data>"]
-    text = decode_text(content_type, body).replace("\r\n", "\n")
-    if text.endswith("\n"):
-        text = text[:-1]
-    return _escape(text).split("\n")
+        pass
+    elif not body_is_text(content_type, body):
+        lines = [f"<{len(body)} bytes of binary data>"]
+    else:
+        text = decode_text(content_type, body).replace("\r\n", "\n")
+        if text.endswith("\n"):
+            text = text[:-1]
+        lines = _escape(text).split("\n")
+    if truncated:
+        lines.append(f"<truncated: {len(body)} of {size} bytes shown>")
+    return lines
 
 
 class TerminalSink:
@@ -117,13 +126,14 @@ class TerminalSink:
             lines += self._headers("> ", req.headers)
         self._write(lines)
 
-    def response(self, resp: HttpResponse) -> None:
+    def response(self, resp: HttpResponse, bodies: Bodies = NO_BODIES) -> None:
         req = self._requests.pop(resp.exchange, None)
         url = _escape_line(req.url) if req is not None else "<unknown request>"
         lines: list[str] = []
-        if self.body and resp.request_body:
+        if self.body and (bodies.request or bodies.request_truncated):
             ctype = header(req.headers, "content-type") if req is not None else None
-            lines += format_body(ctype, resp.request_body)
+            lines += format_body(ctype, bodies.request, bodies.request_truncated,
+                                 resp.request_body_size)
         if resp.error and resp.status == 0:
             lines.append(self._paint(RED, f"<--- error {url}: {_escape_line(resp.error)}"))
         else:
@@ -136,8 +146,9 @@ class TerminalSink:
                 lines.append(self._paint(status_color(resp.status), text))
             if self.head:
                 lines += self._headers("< ", resp.headers)
-            if self.body and resp.body:
-                lines += format_body(header(resp.headers, "content-type"), resp.body)
+            if self.body and (bodies.response or bodies.response_truncated):
+                lines += format_body(header(resp.headers, "content-type"), bodies.response,
+                                     bodies.response_truncated, resp.decoded_size)
         self._write(lines)
 
     def tcp(self, summary: TcpSummary) -> None:

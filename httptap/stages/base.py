@@ -4,7 +4,9 @@ A stage is a function ``run(ctx)`` executed in its own forked process. It talks 
 neighbours only through :class:`Inbox` (one ring it consumes) and :class:`Outbox` (one ring
 it produces), in messages from ``httptap.messages``. Writes never block the loop: an Outbox
 keeps what did not fit and the loop stops reading inputs that would add to it until the
-ring has room again; that is how backpressure travels back towards the command.
+ring has room again; that is how backpressure travels back towards the command. A record
+the ring can never take (over its largest record size: a bug, since messages are built to
+fit) is reported on stderr once and dropped alone; it never stops the records after it.
 
 :class:`Loop` is the one event loop of the non-asyncio stages: epoll over file
 descriptors plus one timer callback.
@@ -13,6 +15,7 @@ descriptors plus one timer callback.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import os
 import select
 import signal
@@ -84,19 +87,42 @@ class Outbox:
         self._pending: deque[bytes] = deque()
         self.pending_bytes = 0  # encoded size of what waits in _pending
         self.unsignaled = False  # records published by flush(signal=False), consumer not woken
+        self.dropped = 0  # records refused by the ring, reported and dropped
 
     def send(self, msg: messages.Msg) -> None:
-        record = messages.encode(msg)
+        try:
+            record = messages.encode(msg)
+        except Exception as exc:  # noqa: BLE001 - e.g. a lone surrogate in a str field
+            self._drop(type(msg).__name__, f"it cannot be encoded ({type(exc).__name__}: {exc})")
+            return
+        if len(record) > self.ring.max_record:
+            self._drop(type(msg).__name__, f"its {len(record)} bytes are over the ring's "
+                       f"largest record ({self.ring.max_record} bytes)")
+            return
         self._pending.append(record)
         self.pending_bytes += len(record)
+
+    def _drop(self, kind: str, why: str) -> None:
+        """A message the ring can never take: report it (once: it is gone after this) and
+        forget it. Only that message is lost; everything before and after is delivered."""
+        self.dropped += 1
+        try:
+            print(f"httptap: dropped a {kind} message on ring {self.ring.label!r}: {why} "
+                  "(a bug in httptap; please report it)", file=sys.stderr, flush=True)
+        except (OSError, ValueError):
+            pass
 
     def send_data(self, flow: int, data: bytes | memoryview) -> None:
         """``send(FlowData(flow, data))``, with the payload copied once: straight into the
         ring when nothing waits before it and it fits (published, the consumer woken by
         the next ``flush``), else encoded into a message like any other. ``data`` need
         only live for the call."""
+        header = messages.flow_data_header(flow, len(data))
+        if len(header) + len(data) > self.ring.max_record:
+            self._drop("FlowData", f"its {len(header) + len(data)} bytes are over the ring's "
+                       f"largest record ({self.ring.max_record} bytes)")
+            return
         if not self._pending:
-            header = messages.flow_data_header(flow, len(data))
             if self.ring.try_put_many([(header, data)], signal=False):  # type: ignore[list-item]
                 self.unsignaled = True
                 c = self._counters
@@ -116,7 +142,10 @@ class Outbox:
         leave the consumer asleep (see ``Ring.try_put_many``) until :meth:`wake`."""
         pending = self._pending
         if pending:
-            batch = list(pending)
+            # At most a ring's worth of records at a time: a long backlog is not copied
+            # whole on every flush.
+            batch = list(itertools.islice(pending, 4096))
+            # Never raises: send() and send_data() let in only records the ring can take.
             written = self.ring.try_put_many(batch, signal=signal)
             if written:
                 self.unsignaled = not signal
