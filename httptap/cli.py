@@ -90,6 +90,20 @@ def parse_size(text: str, flag: str) -> int:
     return int(number) * _SIZE_UNITS[unit]
 
 
+def choose_sinks(specs: list[str], dump_har: str | None, *, quiet: bool = False,
+                 use_stderr: bool = False) -> list[str]:
+    """The sinks of a run: those asked for, ``--dump-har``'s, and the terminal unless
+    ``-q`` is given or another sink writes to stdout (a bare ``ndjson``, when the terminal
+    would write there too). ``--sink terminal`` always counts."""
+    sinks = [_check_sink(s) for s in specs]
+    if dump_har:
+        sinks.append("har:" + dump_har)
+    stdout_taken = "ndjson" in sinks and not use_stderr
+    if "terminal" not in sinks and not quiet and not stdout_taken:
+        sinks.insert(0, "terminal")
+    return sinks
+
+
 def resolve_user(user: str) -> tuple[int, int, str, str]:
     """``--user NAME|UID`` as (uid, gid, name, home), from the host's user database."""
     import pwd
@@ -117,11 +131,13 @@ def _env(name: str) -> str:
     return "HTTPTAP_" + name.upper().replace("-", "_")
 
 
-app = typer.Typer(add_completion=False, context_settings={"help_option_names": ["-h", "--help"]})
+# Completion for bash, zsh and fish: typer's --install-completion and --show-completion.
+app = typer.Typer(add_completion=True)
 
 
 @app.command(context_settings={"allow_interspersed_args": False,
-                               "ignore_unknown_options": False})
+                               "ignore_unknown_options": False,
+                               "help_option_names": ["-h", "--help"]})
 def run(
     command: Annotated[Optional[list[str]], typer.Argument(
         help="The command to run (after --); default $SHELL, else /bin/sh")] = None,
@@ -156,6 +172,8 @@ def run(
     stderr: Annotated[bool, typer.Option("--stderr", envvar=_env("stderr"), help="write httptap's output to stderr")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", envvar=_env("verbose"),
                                           help="also print setup notes and upstream errors")] = False,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", envvar=_env("quiet"),
+                                        help="no terminal output (errors still print)")] = False,
     version: Annotated[bool, typer.Option("-V", "--version", callback=_version, is_eager=True,
                                           help="print the version and exit")] = False,
     ca: Annotated[Optional[str], typer.Option(metavar="DIR", envvar=_env("ca"), help="load the CA from DIR, or create it there")] = None,
@@ -172,13 +190,7 @@ def run(
         argv = [os.environ.get("SHELL") or "/bin/sh"]
     if not argv[0]:
         raise typer.BadParameter("the command name is empty", param_hint="COMMAND")
-    sinks = [_check_sink(s) for s in (sink or [])]
-    if dump_har:
-        sinks += ["har:" + dump_har]
-        if not any(s == "terminal" for s in sinks) and not sink:
-            sinks.append("terminal")
-    if not sinks:
-        sinks = ["terminal"]
+    sinks = choose_sinks(sink or [], dump_har, quiet=quiet, use_stderr=stderr)
     try:
         iface = ipaddress.IPv4Interface(subnet)
     except ValueError as exc:

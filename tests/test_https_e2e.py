@@ -698,3 +698,35 @@ def test_no_intercept_relays_tls_untouched_and_records_the_name(test_host, tmp_p
     records = [json.loads(line) for line in nd.read_text().splitlines()]
     assert [(x["type"], x.get("tls_sni"), x["server"]) for x in records] == [
         ("tcp", name, f"{test_host.ipv4}:{port}")]
+
+
+# --------------------------------------------------------------------------- Java
+
+JAVA_FETCH = """
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+
+public class Fetch {
+    public static void main(String[] args) throws Exception {
+        HttpClient client = HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).build();
+        HttpResponse<byte[]> r = client.send(HttpRequest.newBuilder(URI.create(args[0])).build(),
+                                             HttpResponse.BodyHandlers.ofByteArray());
+        System.out.println(r.statusCode() + " " + r.body().length);
+    }
+}
+"""
+
+
+def test_java_trusts_httptaps_ca_with_one_note(test_host, tmp_path):
+    java = _need("java")
+    source = tmp_path / "Fetch.java"
+    source.write_text(JAVA_FETCH)
+    url, size = _small(test_host)
+    r = _httptap(test_host, "--", java, str(source), url)
+    _ok(r)
+    assert r.stdout.split() == ["200", str(size)]
+    assert _lines(r) == _exchange(url, 200, size)
+    notes = [line for line in r.stderr.splitlines() if "Picked up" in line]
+    assert len(notes) == 1, r.stderr
