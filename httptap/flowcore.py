@@ -58,6 +58,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import messages
+from .messages import CREDIT_STEP
 from .ca import CAError
 from .clienthello import ClientHelloError, looks_like_tls, parse_client_hello
 from .http1 import Http1Observer
@@ -65,7 +66,6 @@ from .httpreport import ExchangeReporter
 from .tlsterm import ClientTls, ServerTls, TlsError, refusal
 
 MAX_IN_FLIGHT = 8 << 20      # upstream bytes not yet acknowledged by the command
-CREDIT_STEP = 64 << 10       # credit to the tcp stage goes back in steps of this much
 MAX_HELLO = 64 << 10         # a ClientHello larger than this is not one we intercept
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 TLS_HANDSHAKE_TIMEOUT = 15.0

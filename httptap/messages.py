@@ -93,6 +93,12 @@ class FlowAcked(Msg):
     count: int
 
 
+# FlowAcked credit goes back in steps of at least this much, both ways: a keep-alive
+# exchange then costs one message each way instead of two. The windows it feeds (the
+# proxy's 8 MiB in flight, the tcp stage's 4 MiB receive buffer) dwarf it.
+CREDIT_STEP = 64 << 10
+
+
 class FlowClosed(Msg):
     """The tcp shard has forgotten this flow (both sides closed or reset)."""
     flow: int

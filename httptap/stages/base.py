@@ -32,6 +32,7 @@ from ..config import Config
 from ..ring import Ring
 from ..stats import BYTES_IN, BYTES_OUT, MSGS_IN, MSGS_OUT, Counters
 
+RETRY_FLUSH = 0.005  # re-try a full ring this often (a space wake-up is best effort)
 PR_SET_NAME = 15
 PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)

@@ -22,12 +22,11 @@ import time
 from .. import messages
 from ..flowcore import FlowCore, FlowSettings, endpoint
 from ..namespace import HOST_LOOPBACK_ALIAS
-from .base import StageContext
+from .base import RETRY_FLUSH, StageContext
 from .datagrams import DNS_PORT, Datagrams, DnsOverTcp
 from .relay import Relay
 
 CONNECT_TIMEOUT = 20.0       # then the command's connect times out (we stay silent)
-RETRY_FLUSH = 0.005
 SINK_WAKE_DELAY = 0.001  # the sink is woken at most this often (events wait at most this long)
 # The backlog of records for the sink (what did not fit in its ring) is bounded: above
 # HIGH the proxy stops reading upstream and stops taking the tcp stage's messages (so no

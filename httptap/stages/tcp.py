@@ -39,16 +39,13 @@ from ..tcp.segment import ACK, RST, SYN
 from ..wire import (IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, ProtocolError,
                     VNET_HDR_LEN, build_icmp_echo_reply, build_tcp, build_tcp_vnet, build_udp,
                     describe, parse_icmp_echo, parse_ip, parse_tcp, parse_udp)
-from .base import Loop, StageContext
+from ..messages import CREDIT_STEP
+from .base import RETRY_FLUSH, Loop, StageContext
 from .tun import Packet, joined, read_batch, write_packets
 
 RECV_BUFFER = 4 << 20   # bytes the command may send ahead of the proxy's upstream writes
 SEND_BUFFER = 8 << 20   # bytes of the proxy's data we hold until the command acknowledges
-RETRY_FLUSH = 0.005     # re-try a full ring this often (a space wake-up can be missed)
 MESSAGE_BYTES = 256 << 10  # a Packets message is cut at about this size (rings cap records)
-# Credit goes back to the proxy in steps of at least this much: a keep-alive exchange then
-# costs one message each way instead of two. The proxy's window (8 MiB) dwarfs it.
-CREDIT_STEP = 64 << 10
 BURST = 8  # data segments per flow per turn of the loop: then read the command's ACKs
 
 
