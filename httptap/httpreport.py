@@ -137,6 +137,7 @@ class ExchangeReporter:
             error="" if end.complete else "the server closed before the body was complete",
             request_body_truncated=req_end.truncated if req_end else False,
             body_truncated=end.truncated,
+            trailers=end.trailers,
         )
 
     def finish(self, now: float, reason: str) -> list[messages.Msg]:

@@ -171,6 +171,7 @@ class HttpResponse(Msg):
     response_started: float = 0.0
     error: str = ""
     request_done: float = 0.0  # the request body was complete (http1.RequestEnd.time); 0: unknown
+    trailers: list[tuple[str, str]] = []  # the response's trailer section (gRPC's status)
     request_body_truncated: bool = False  # the captured request body is only its first part
     body_truncated: bool = False  # the captured response body is only its first part
 

@@ -674,3 +674,43 @@ def test_parse_size_rejects(text: str) -> None:
 
     with pytest.raises(typer.BadParameter):
         parse_size(text, "--max-body-size")
+
+
+# --- gRPC: the call's status, from the trailers ----------------------------------------------
+
+GRPC_HEADERS = [("content-type", "application/grpc")]
+
+
+def test_terminal_names_the_grpc_status_of_a_call() -> None:
+    out = io.StringIO()
+    sink = TerminalSink(out)
+    url = "https://host/pkg.Svc/Get"
+    sink.request(req(1, method="POST", url=url))
+    sink.response(*resp(1, headers=GRPC_HEADERS, body=b"", trailers=[("grpc-status", "5"),
+                                                                      ("grpc-message", "no")]))
+    sink.request(req(2, method="POST", url=url))
+    sink.response(*resp(2, headers=GRPC_HEADERS, body=bytes(12), trailers=[("grpc-status", "0")]))
+    sink.request(req(3, method="POST", url=url))  # trailers-only: the status in the headers
+    sink.response(*resp(3, headers=[*GRPC_HEADERS, ("grpc-status", "12")], body=b""))
+    assert [line for line in lines(out) if line.startswith("<---")] == [
+        f"<--- 200 {url} (0 bytes) grpc-status 5 NOT_FOUND",
+        f"<--- 200 {url} (12 bytes) grpc-status 0 OK",
+        f"<--- 200 {url} (0 bytes) grpc-status 12 UNIMPLEMENTED",
+    ]
+
+
+def test_ndjson_and_har_keep_the_trailers(tmp_path: Path) -> None:
+    trailers = [("grpc-status", "5"), ("grpc-message", "not here")]
+    out = FlushCounter()
+    sink = NdjsonSink(out)
+    sink.request(req(1, method="POST"))
+    sink.response(*resp(1, headers=GRPC_HEADERS, body=b"", trailers=trailers))
+    (line,) = lines(out)
+    assert json.loads(line)["response"]["trailers"] == [list(t) for t in trailers]
+    path = tmp_path / "out.har"
+    har = HarSink(path)
+    har.request(req(1, method="POST"))
+    har.response(*resp(1, headers=GRPC_HEADERS, body=b"", trailers=trailers))
+    har.close()
+    (entry,) = har_entries(path)
+    assert entry["response"]["_trailers"] == [{"name": n, "value": v} for n, v in trailers]

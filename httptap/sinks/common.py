@@ -148,6 +148,26 @@ def decode_text_strict(content_type: str | None, body: bytes) -> str | None:
         return None
 
 
+# gRPC status codes (grpc/doc/statuscodes.md).
+GRPC_STATUS_NAMES = (
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+    "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+    "UNAUTHENTICATED")
+
+
+def grpc_status(resp: HttpResponse) -> str | None:
+    """``"5 NOT_FOUND"`` for a gRPC call's outcome: ``grpc-status`` from the trailers, or
+    from the headers of a trailers-only response; None for anything else."""
+    value = header(resp.trailers, "grpc-status") or header(resp.headers, "grpc-status")
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit() and int(value) < len(GRPC_STATUS_NAMES):
+        return f"{value} {GRPC_STATUS_NAMES[int(value)]}"
+    return value
+
+
 def host_of(address: str) -> str:
     """``"1.2.3.4:443"`` -> ``"1.2.3.4"``; ``"[fd00::1]:443"`` -> ``"fd00::1"``."""
     if address.startswith("["):

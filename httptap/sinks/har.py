@@ -210,6 +210,7 @@ def _response(req: HttpRequest, resp: HttpResponse | None, bodies: Bodies) -> Js
         "httpVersion": resp.version,
         "cookies": response_cookies(resp.headers, resp.time),
         "headers": _headers(resp.headers),
+        **({"_trailers": _headers(resp.trailers)} if resp.trailers else {}),
         "content": content,
         "redirectURL": header(resp.headers, "location") or "",
         "headersSize": -1,

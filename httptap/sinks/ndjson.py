@@ -187,6 +187,7 @@ def http_record(req: HttpRequest, resp: HttpResponse | None,
             "reason": resp.reason,
             "version": resp.version,
             "headers": [[n, v] for n, v in resp.headers],
+            **({"trailers": [[n, v] for n, v in resp.trailers]} if resp.trailers else {}),
             "body_size": resp.body_size,
             "decoded_size": resp.decoded_size,
         }

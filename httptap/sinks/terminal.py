@@ -43,7 +43,7 @@ from typing import TextIO
 
 from ..messages import DnsExchange, HttpRequest, HttpResponse, TcpSummary
 from .bodies import NO_BODIES, Bodies
-from .common import body_is_text, decode_text, header
+from .common import body_is_text, decode_text, grpc_status, header
 
 BLUE = "\x1b[34m"
 GREEN = "\x1b[32m"
@@ -143,7 +143,12 @@ class TerminalSink:
                 lines.append(self._paint(RED, text))
             else:
                 text = f"<--- {resp.status} {url} ({resp.decoded_size} bytes)"
-                lines.append(self._paint(status_color(resp.status), text))
+                grpc = grpc_status(resp)
+                if grpc is not None:  # a failed call is not just "200"
+                    text += f" grpc-status {_escape_line(grpc)}"
+                color = status_color(resp.status)
+                lines.append(self._paint(RED if grpc and not grpc.startswith("0 ") else color,
+                                         text))
             if self.head:
                 lines += self._headers("< ", resp.headers)
             if self.body and (bodies.response or bodies.response_truncated):
