@@ -187,7 +187,7 @@ class _ZstdStage:
 
     def finish(self) -> None:
         try:
-            self._writer.flush()
+            self._writer.flush()  # type: ignore[no-untyped-call]  # zstandard ships no hints for it
         except self._error as exc:
             raise _DecodeError(str(exc)) from None
 

@@ -29,7 +29,7 @@ import socket
 import struct
 import sys
 import tempfile
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .config import Config
 from .signalrelay import relay_signals
@@ -180,7 +180,7 @@ def _open_tun_queue(name: str, flags: int) -> int:
     return fd
 
 
-def _import_iproute():  # type: ignore[no-untyped-def]
+def _import_iproute() -> Any:
     """pyroute2's IPRoute, imported without the package's ``__init__``.
 
     ``import pyroute2`` loads every API it has (NDB, IPDB, conntrack, nftables...): ~60 ms

@@ -28,7 +28,7 @@ import codecs
 from datetime import datetime, timezone
 from typing import NamedTuple
 
-from ..headers import header  # noqa: F401 - re-exported for the sinks
+from ..headers import header as header  # re-exported for the sinks
 from ..messages import HttpRequest, HttpResponse
 
 #: Content types whose bodies are text, beyond ``text/*``.

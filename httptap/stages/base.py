@@ -25,7 +25,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from .. import messages
 from ..config import Config
@@ -78,6 +78,14 @@ class Inbox:
         return out
 
 
+class OutboxLike(Protocol):
+    """What a stage's logic needs of its output: an :class:`Outbox`, or a test's double
+    that collects what is sent."""
+
+    def send(self, msg: messages.Msg) -> None: ...
+    def send_data(self, flow: int, data: bytes | memoryview) -> None: ...
+
+
 class Outbox:
     """The producing end of one ring. ``send`` never blocks; ``flush`` moves what it can."""
 
@@ -124,7 +132,7 @@ class Outbox:
                        f"largest record ({self.ring.max_record} bytes)")
             return
         if not self._pending:
-            if self.ring.try_put_many([(header, data)], signal=False):  # type: ignore[list-item]
+            if self.ring.try_put_many([(header, data)], signal=False):
                 self.unsignaled = True
                 c = self._counters
                 c[MSGS_OUT] += 1
@@ -311,7 +319,7 @@ def start_stage(ctx: StageContext, module: str, close_fds: list[int]) -> int:
                 pass
         import importlib
 
-        importlib.import_module(f"httptap.stages.{module}").run(ctx)  # type: ignore[attr-defined]
+        importlib.import_module(f"httptap.stages.{module}").run(ctx)
         code = 0
     except BaseException as exc:  # noqa: BLE001 - the process must report and exit
         try:

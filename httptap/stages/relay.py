@@ -17,7 +17,7 @@ import asyncio
 import socket
 import struct
 import time
-from typing import Protocol, cast
+from typing import Protocol, TypeGuard, cast
 
 from .. import messages
 from .. import flowcore as fc
@@ -126,33 +126,35 @@ class Relay(asyncio.BufferedProtocol):
     def execute(self) -> None:
         link, flow, transport = self.link, self.flow, self.transport
         for cmd in self.core.take():
-            kind = type(cmd)
-            if kind is fc.SendToCommand:
-                link.send_tcp_data(flow, cmd.data)  # type: ignore[union-attr]
-            elif kind is fc.SendUpstream:
-                if transport is not None and not transport.is_closing():
-                    transport.write(cmd.data)  # type: ignore[union-attr]
-            elif kind is fc.Credit:
-                link.send_tcp(messages.FlowAcked(flow, cmd.count))  # type: ignore[union-attr]
-            elif kind is fc.Report:
-                link.send_sink(cmd.message)  # type: ignore[union-attr]
-            elif kind is fc.FinToCommand:
-                link.send_tcp(messages.FlowEof(flow))
-            elif kind is fc.ResetCommand:
-                link.send_tcp(messages.FlowReset(flow, cmd.reason))  # type: ignore[union-attr]
-            elif kind is fc.PauseUpstream or kind is fc.ResumeUpstream:
-                self.core_paused = kind is fc.PauseUpstream
-                self.update_reading()
-            elif kind is fc.SetTimer:
-                self._set_timer(cmd.deadline)  # type: ignore[union-attr]
-            elif transport is not None and not transport.is_closing():
-                if kind is fc.FinUpstream:
-                    if transport.can_write_eof():
+            # Most frequent first: class patterns are tried in order.
+            match cmd:
+                case fc.SendToCommand(data):
+                    link.send_tcp_data(flow, data)
+                case fc.SendUpstream(data):
+                    if transport is not None and not transport.is_closing():
+                        transport.write(data)
+                case fc.Credit(count):
+                    link.send_tcp(messages.FlowAcked(flow, count))
+                case fc.Report(message):
+                    link.send_sink(message)
+                case fc.FinToCommand():
+                    link.send_tcp(messages.FlowEof(flow))
+                case fc.ResetCommand(reason):
+                    link.send_tcp(messages.FlowReset(flow, reason))
+                case fc.PauseUpstream() | fc.ResumeUpstream():
+                    self.core_paused = type(cmd) is fc.PauseUpstream
+                    self.update_reading()
+                case fc.SetTimer(deadline):
+                    self._set_timer(deadline)
+                case fc.FinUpstream():
+                    if _open(transport) and transport.can_write_eof():
                         transport.write_eof()
-                elif kind is fc.CloseUpstream:
-                    transport.close()
-                elif kind is fc.AbortUpstream:
-                    _abort_with_reset(transport)
+                case fc.CloseUpstream():
+                    if _open(transport):
+                        transport.close()
+                case fc.AbortUpstream():
+                    if _open(transport):
+                        _abort_with_reset(transport)
 
     def update_reading(self) -> None:
         """Read upstream unless the core's credit or the proxy's full sink backlog says no."""
@@ -173,6 +175,10 @@ class Relay(asyncio.BufferedProtocol):
         if deadline is not None:
             self.timer = self.link.loop.call_later(max(0.0, deadline - time.time()),
                                                    self.on_timer)
+
+
+def _open(transport: asyncio.Transport | None) -> TypeGuard[asyncio.Transport]:
+    return transport is not None and not transport.is_closing()
 
 
 def _abort_with_reset(transport: asyncio.Transport) -> None:

@@ -40,7 +40,9 @@ from ..wire import (IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Prot
                     VNET_HDR_LEN, build_icmp_echo_reply, build_tcp, build_tcp_vnet, build_udp,
                     describe, parse_icmp_echo, parse_ip, parse_tcp, parse_udp)
 from ..messages import CREDIT_STEP
-from .base import RETRY_FLUSH, Loop, StageContext
+from ..stats import Counters
+from ..tcp.segment import Segment
+from .base import RETRY_FLUSH, Loop, OutboxLike, StageContext
 from .tun import Packet, joined, read_batch, write_packets
 
 RECV_BUFFER = 4 << 20   # bytes the command may send ahead of the proxy's upstream writes
@@ -66,13 +68,17 @@ def leads_to_host_loopback(dst: bytes) -> bool:
     return dst[0] in (127, 0)
 
 
+# A flow as the command sees it: its address, ours (the destination), its port, ours.
+FlowKey = tuple[bytes, bytes, int, int]
+
+
 class Flow:
     """One TCP connection from the command, as this shard knows it."""
 
     __slots__ = ("id", "key", "conn", "src", "dst", "sport", "dport", "accepted", "timer",
                  "acked")
 
-    def __init__(self, flow_id: int, key: tuple, conn: TcpConnection,
+    def __init__(self, flow_id: int, key: FlowKey, conn: TcpConnection,
                  src: bytes, dst: bytes, sport: int, dport: int) -> None:
         self.id = flow_id
         self.key = key
@@ -87,15 +93,15 @@ class Flow:
 class TcpShard:
     """The stage's state and logic, separate from its loop so it can be driven in tests."""
 
-    def __init__(self, mtu: int, to_tun, to_proxy, counters, dump: bool = False,  # type: ignore[no-untyped-def]
-                 tun_fd: int | None = None) -> None:
+    def __init__(self, mtu: int, to_tun: OutboxLike | None, to_proxy: OutboxLike,
+                 counters: Counters, dump: bool = False, tun_fd: int | None = None) -> None:
         self.mtu = mtu
         self.tun_fd = tun_fd  # write packets to the device directly (else: through to_tun)
         self.dump = dump  # --dump-tcp: a line per packet, to the sink through the proxy
         self.to_tun = to_tun
         self.to_proxy = to_proxy
         self.counters = counters.v
-        self.flows: dict[tuple, Flow] = {}
+        self.flows: dict[FlowKey, Flow] = {}
         self.by_id: dict[int, Flow] = {}
         self.next_id = 1
         self.timers: list[tuple[float, int]] = []
@@ -135,7 +141,8 @@ class TcpShard:
                 continue  # malformed or not ours (IPv6 neighbour discovery...): ignore
         self._finish(now)
 
-    def _on_segment(self, src: bytes, dst: bytes, sport: int, dport: int, seg, now: float) -> None:  # type: ignore[no-untyped-def]
+    def _on_segment(self, src: bytes, dst: bytes, sport: int, dport: int, seg: Segment,
+                    now: float) -> None:
         key = (src, dst, sport, dport)
         flow = self.flows.get(key)
         if flow is None:
@@ -160,7 +167,8 @@ class TcpShard:
         flow.conn.receive(seg, now)
         self.dirty[flow.id] = flow
 
-    def _open(self, key: tuple, src: bytes, dst: bytes, sport: int, dport: int, seg, now: float) -> None:  # type: ignore[no-untyped-def]
+    def _open(self, key: FlowKey, src: bytes, dst: bytes, sport: int, dport: int, seg: Segment,
+              now: float) -> None:
         mss = self.mtu - (40 if len(src) == 4 else 60)
         conn = TcpConnection(seg, iss=random.getrandbits(32), now=now, mss=mss,
                              recv_buffer=RECV_BUFFER, send_buffer=SEND_BUFFER)
@@ -183,36 +191,39 @@ class TcpShard:
 
     # --- from the proxy ------------------------------------------------------------------
 
-    def on_proxy(self, msgs: list, now: float) -> None:  # type: ignore[type-arg]
+    def on_proxy(self, msgs: list[messages.Message], now: float) -> None:
         by_id = self.by_id
         for msg in msgs:
-            kind = type(msg)
-            if kind is messages.Drain:
-                continue
-            if kind is messages.DatagramOut:
-                self._datagram_out(msg)
-                continue
-            flow = by_id.get(msg.flow)
-            if flow is None:
-                continue  # already forgotten (reset meanwhile)
-            conn = flow.conn
-            if kind is messages.FlowData:
-                conn.send(msg.data)
-            elif kind is messages.FlowAcked:
-                conn.consumed(msg.count)
-            elif kind is messages.FlowAccept:
-                flow.accepted = True
-                conn.accept(now)
-            elif kind is messages.FlowEof:
-                conn.shutdown(now)
-            elif kind is messages.FlowReset:
-                conn.abort(now)
-            elif kind is messages.FlowRefuse:
-                if msg.reset:
-                    conn.refuse(now)
-                else:  # silence: the command's connect times out, as on a real network
-                    self._forget(flow, notify=False)
+            match msg:
+                case (messages.FlowData() | messages.FlowAcked() | messages.FlowAccept()
+                      | messages.FlowEof() | messages.FlowReset() | messages.FlowRefuse()):
+                    flow = by_id.get(msg.flow)
+                    if flow is None:
+                        continue  # already forgotten (reset meanwhile)
+                case messages.DatagramOut():
+                    self._datagram_out(msg)
                     continue
+                case _:
+                    continue  # Drain
+            conn = flow.conn
+            match msg:
+                case messages.FlowData():
+                    conn.send(msg.data)
+                case messages.FlowAcked():
+                    conn.consumed(msg.count)
+                case messages.FlowAccept():
+                    flow.accepted = True
+                    conn.accept(now)
+                case messages.FlowEof():
+                    conn.shutdown(now)
+                case messages.FlowReset():
+                    conn.abort(now)
+                case messages.FlowRefuse():
+                    if msg.reset:
+                        conn.refuse(now)
+                    else:  # silence: the command's connect times out, as on a real network
+                        self._forget(flow, notify=False)
+                        continue
             self.dirty[flow.id] = flow
         self._finish(now)
 
@@ -304,10 +315,10 @@ class TcpShard:
             if self.dump:
                 for pkt in joined(out):
                     self.to_proxy.send(messages.Notice("packet", "out " + describe(pkt[VNET_HDR_LEN:])))
-            if self.tun_fd is None:
-                self.to_tun.send(messages.Packets(joined(out)))
-            else:
+            if self.tun_fd is not None:
                 write_packets(self.tun_fd, out)
+            elif self.to_tun is not None:
+                self.to_tun.send(messages.Packets(joined(out)))
             self.out_packets = []
             self.out_bytes = 0
 
