@@ -1,8 +1,10 @@
-"""Turns one connection's HTTP/1.x observer events into the sink's messages (pure).
+"""Turns one connection's HTTP observer events into the sink's messages (pure).
 
-The proxy feeds a connection's bytes to an :class:`~httptap.http1.Http1Observer` and its
-events to an :class:`ExchangeReporter`, which pairs requests with responses (by their
-sequence number on the connection), builds the URL the user sees and returns
+The flow core (``httptap.flowcore``) feeds a connection's bytes to an HTTP/1.x or HTTP/2
+observer (:class:`~httptap.http1.Http1Observer`, :class:`~httptap.http2.Http2Observer`:
+the same events) and their events to an :class:`ExchangeReporter`, which pairs requests
+with responses (by their sequence number on the connection, or HTTP/2 stream id), builds
+the URL the user sees and returns
 ``HttpRequest`` (when a request head is complete), ``BodyChunk`` (captured body bytes, as
 the observer hands them on) and ``HttpResponse`` (when its response is complete) messages.
 
@@ -13,7 +15,8 @@ exchange. Nothing is held between calls.
 
 The URL (SPEC, "Terminal output"): scheme, the request's Host (else the destination
 address), the port when it is not the scheme's default, and the request target. An
-absolute-form target (``GET http://x/ HTTP/1.1``, as sent to proxies) is used as it is.
+absolute-form target (``GET http://x/ HTTP/1.1``, as sent to proxies) is used as it is;
+a CONNECT shows its authority-form target (``host:443``).
 """
 
 from __future__ import annotations

@@ -2,17 +2,22 @@
 
 In order (DESIGN.md, "The namespace"):
 
-1. unshare a user, network and mount namespace (with ``--no-new-user-namespace``, as root,
-   only network and mount) and map the caller's uid and gid, so the command later runs as
-   the caller while this process still holds every capability inside its new namespace;
-2. open ``/dev/net/tun`` (IFF_TUN | IFF_NO_PI | IFF_VNET_HDR, checksum offload) and
-   configure the device and ``lo`` by netlink (pyroute2);
+1. unshare a user, network, mount and PID namespace (with ``--no-new-user-namespace``, as
+   root, only network, mount and PID) and map the caller's uid and gid, so the command
+   later runs as the caller while this process still holds every capability inside its
+   new namespace;
+2. open ``/dev/net/tun`` (IFF_TUN | IFF_NO_PI | IFF_VNET_HDR, checksum offload; with
+   IFF_MULTI_QUEUE one fd per tcp shard) and configure the device and ``lo`` by netlink
+   (pyroute2);
 3. bind-mount a resolv.conf naming the gateway, an /etc/hosts naming
    ``host.httptap.local`` and CA bundles that include the run's CA (unless
    ``--no-overlay``); with ``--ca DIR``, mount an empty read-only tmpfs over DIR, so
    the command cannot read the CA's key;
 4. hand the TUN fd to the supervisor over a Unix socket (SCM_RIGHTS) and wait for "go";
-5. reset signals and exec the command (its capabilities vanish at exec: it is not root).
+5. fork PID 1 of the new PID namespace (``_init``), which runs the command as its child,
+   passes signals on and reaps orphans; reset signals and exec the command (its
+   capabilities vanish at exec: it is not root). When PID 1 exits, the kernel kills
+   everything left in the namespace: nothing the command started outlives the run.
 
 Any failure before exec is sent to the supervisor as one line ("E" + text) and the
 launcher exits; the supervisor prints it and exits 125.

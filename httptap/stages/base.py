@@ -3,8 +3,19 @@
 A stage is a function ``run(ctx)`` executed in its own forked process. It talks to its
 neighbours only through :class:`Inbox` (one ring it consumes) and :class:`Outbox` (one ring
 it produces), in messages from ``httptap.messages``. Writes never block the loop: an Outbox
-keeps what did not fit and the loop stops reading inputs that would add to it until the
-ring has room again; that is how backpressure travels back towards the command. A record
+keeps what did not fit, and the stage stops taking in what would add to it until the
+ring has room again; that is how backpressure travels back towards the command:
+
+- the tun stage stops reading the device while a shard's ring is full (the kernel
+  queues, then drops, and the command's TCP retransmits);
+- a tcp shard's flows stop acknowledging what the proxy has not credited (the command's
+  window closes), and the shard retries its full rings every ``RETRY_FLUSH``;
+- the proxy stops reading an upstream socket while too much of its flow is in flight to
+  the tcp shard, and stops reading every socket and the tcp shard's ring while the sink's
+  backlog is over its bound (``stages.proxy``: a slow reader of the output slows the
+  command, as a full pipe slows any program).
+
+A record
 the ring can never take (over its largest record size: a bug, since messages are built to
 fit) is reported on stderr once and dropped alone; it never stops the records after it.
 
