@@ -8,8 +8,9 @@ ring has room again; that is how backpressure travels back towards the command:
 
 - the tun stage stops reading the device while a shard's ring is full (the kernel
   queues, then drops, and the command's TCP retransmits);
-- a tcp shard's flows stop acknowledging what the proxy has not credited (the command's
-  window closes), and the shard retries its full rings every ``RETRY_FLUSH``;
+- a tcp shard opens each flow's receive window only as far as the proxy's credit
+  (``FlowAcked``) allows, so the command's sending stops when the proxy's does, and the
+  shard retries its full rings every ``RETRY_FLUSH``;
 - the proxy stops reading an upstream socket while too much of its flow is in flight to
   the tcp shard, and stops reading every socket and the tcp shard's ring while the sink's
   backlog is over its bound (``stages.proxy``: a slow reader of the output slows the
