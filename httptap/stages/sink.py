@@ -21,6 +21,7 @@ from .base import Inbox, Loop, StageContext
 SINK_METHOD: dict[type, str] = {
     messages.HttpRequest: "request", messages.HttpResponse: "response",
     messages.TcpSummary: "tcp", messages.DnsExchange: "dns",
+    messages.WsMessage: "ws", messages.WsEnd: "ws_end",
 }
 
 
