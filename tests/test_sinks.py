@@ -624,10 +624,13 @@ def test_terminal_websocket_lines() -> None:
     assert lines(out) == [
         f"---> WS text {WS_URL} (5 bytes)",
         f"<--- WS binary {WS_URL} (200 bytes)",
-        f"<--- WS text {WS_URL} (100000 bytes, 65536 shown)",
+        f"<--- WS text {WS_URL} (100000 bytes)",  # (data kept for a HAR, not shown here)
         f'---> WS close {WS_URL} (code 1000, "bye")',
         f"<--- WS close {WS_URL} (no code)",
     ]
+    out = io.StringIO()
+    TerminalSink(out, body=True).ws(WS_EXCHANGE[2])
+    assert lines(out)[0] == f"<--- WS text {WS_URL} (100000 bytes, 65536 shown)"
 
 
 def test_terminal_websocket_body_text_as_text_binary_as_a_short_hex_dump() -> None:

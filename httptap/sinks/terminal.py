@@ -34,7 +34,7 @@ WebSocket (after the ``<--- 101`` line), one line per message, ``--->`` from the
 
 With ``--body`` the payload follows: text as text (as bodies are), binary as a hex dump
 of its first ``HEX_DUMP_BYTES`` bytes and how many more there were. A message longer than
-what was kept says so (``, 65536 shown``). Pings and pongs are counted in the ndjson
+what was kept says so, with ``--body`` (``, 65536 shown``). Pings and pongs are counted in the ndjson
 ``ws_end`` record, not printed.
 
 DNS (only with ``--print-dns``): ``---> DNS example.com. (A)`` then
@@ -193,7 +193,7 @@ class TerminalSink:
                 detail += f", \"{_escape_line(msg.close_reason)}\""
         else:
             detail = f"{msg.size} bytes"
-            if msg.truncated and msg.data is not None:
+            if self.body and msg.truncated and msg.data is not None:
                 detail += f", {len(msg.data)} shown"
         lines = [self._paint(color, f"{arrow} WS {kind} {_escape_line(msg.url)} ({detail})")]
         if self.body and msg.data and msg.opcode != 8:
