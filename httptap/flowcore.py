@@ -73,6 +73,7 @@ CREDIT_STEP = 64 << 10       # credit to the tcp stage goes back in steps of thi
 MAX_HELLO = 64 << 10         # a ClientHello larger than this is not one we intercept
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 TLS_HANDSHAKE_TIMEOUT = 15.0
+MAX_SESSIONS = 1024          # upstream TLS sessions kept for resumption (per proxy shard)
 # An HTTP/1.x request line: a token of capitals (any method, WebDAV's too), a target
 # without spaces, the version (RFC 9112 §3).
 _REQUEST_LINE = re.compile(rb"[A-Z][A-Z_-]{0,31} [^ \r\n]+ HTTP/1\.[01]\r?\n")
@@ -187,6 +188,10 @@ class FlowSettings:
     upstream_context: Callable[[tuple[str, ...]], Any]
     server_context: Callable[[str, list[str] | None], Any]
     no_intercept: tuple[str, ...] = ()  # host globs (lower case) whose TLS is relayed untouched
+    # Upstream TLS sessions to resume, per (ALPN offered, name, port): a new connection to a
+    # server we spoke to skips the certificate exchange and its verification, as any TLS
+    # client does. Oldest first (dicts keep order); at most MAX_SESSIONS.
+    sessions: dict[tuple[tuple[str, ...], str, int], Any] = field(default_factory=dict)
     rejected_names: set[str] = field(default_factory=set)  # told once each: see _rejected
 
 
@@ -229,6 +234,7 @@ class FlowCore:
         self.reporter: ExchangeReporter | None = None
         self.last_request: messages.HttpRequest | None = None  # (for CONNECT, WebSocket)
         self.websocket: WsReporter | None = None  # after a 101 to Upgrade: websocket
+        self.session_key: tuple[tuple[str, ...], str, int] = ((), "", 0)  # see _keep_session
 
     def take(self) -> list[Command]:
         """The commands queued since the last call, in order."""
@@ -308,6 +314,7 @@ class FlowCore:
     def final_report(self, now: float) -> None:
         """What the sink hears when the connection is over: errors for unanswered
         requests, or a tcp summary if nothing on it was HTTP."""
+        self._keep_session()
         if self.observer is not None:
             self.observer.client_eof(now)
             self.observer.server_eof(now)
@@ -457,8 +464,11 @@ class FlowCore:
             return
         self.mode = Mode.UPSTREAM_HANDSHAKE
         alpn = tuple(p for p in hello.alpn if p.isascii() and p)
+        self.session_key = (alpn, self._tls_name, self.dport)
+        session = self.settings.sessions.get(self.session_key)
         try:
-            self.upstream_tls = ClientTls(self.settings.upstream_context(alpn), self._tls_name)
+            self.upstream_tls = ClientTls(self.settings.upstream_context(alpn), self._tls_name,
+                                          session)
         except (ValueError, UnicodeError) as exc:  # a name no TLS client can ask for
             self._refuse(str(exc))
             return
@@ -577,6 +587,21 @@ class FlowCore:
         self.bytes_down += len(wire)
         self._to_command(wire)
         self._observe(False, plain, now)
+
+    def _keep_session(self) -> None:
+        """Keep the upstream session for the next connection to the same server (its
+        ticket has arrived by the time the connection ends)."""
+        upstream_tls = self.upstream_tls
+        if upstream_tls is None or self.mode is not Mode.TLS:
+            return
+        session = upstream_tls.session
+        if session is None:
+            return
+        sessions = self.settings.sessions
+        sessions.pop(self.session_key, None)
+        sessions[self.session_key] = session
+        while len(sessions) > MAX_SESSIONS:
+            del sessions[next(iter(sessions))]
 
     def _close_notify_to_command(self) -> None:
         self.close_notify_to_command = True

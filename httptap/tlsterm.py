@@ -100,13 +100,31 @@ class ClientTls:
     returns (plaintext, bytes to send back); ``handshake_done`` and ``alpn`` tell when the
     session is up and what the server chose; ``closed`` that the server sent close_notify."""
 
-    def __init__(self, context: ssl.SSLContext, server_hostname: str) -> None:
+    def __init__(self, context: ssl.SSLContext, server_hostname: str,
+                 session: ssl.SSLSession | None = None) -> None:
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
-        self._obj = context.wrap_bio(self._in, self._out, server_side=False,
-                                     server_hostname=server_hostname)
+        try:
+            self._obj = context.wrap_bio(self._in, self._out, server_side=False,
+                                         server_hostname=server_hostname, session=session)
+        except ValueError:
+            if session is None:
+                raise
+            # A session from another context (it cannot be resumed here): a full handshake.
+            self._obj = context.wrap_bio(self._in, self._out, server_side=False,
+                                         server_hostname=server_hostname)
         self.handshake_done = False
         self.closed = False
+
+    @property
+    def session(self) -> ssl.SSLSession | None:
+        """The session to resume next time, once the server has sent a ticket for it."""
+        session = self._obj.session
+        return session if session is not None and session.has_ticket else None
+
+    @property
+    def resumed(self) -> bool:
+        return self._obj.session_reused
 
     @property
     def alpn(self) -> str | None:

@@ -186,8 +186,10 @@ class TlsWorld:
 
     def __init__(self, tmp_path: Any, server_alpn: list[str], trusted: bool = True,
                  client_alpn: tuple[str, ...] = ("h2", "http/1.1"),
-                 command_trusts_us: bool = True) -> None:
-        self.run_ca = CertificateAuthority.ephemeral()
+                 command_trusts_us: bool = True, same_proxy_as: TlsWorld | None = None) -> None:
+        """``same_proxy_as``: a second connection through the proxy of another world (its
+        run CA, its flow settings) to the same server (its server context)."""
+        self.run_ca = same_proxy_as.run_ca if same_proxy_as else CertificateAuthority.ephemeral()
         test_ca = session_ca()
         issuer = test_ca if trusted else type(test_ca)("some other CA")
         cert, key = issuer.issue([NAME])
@@ -196,14 +198,19 @@ class TlsWorld:
         server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         server_ctx.load_cert_chain(tmp_path / "s.crt", tmp_path / "s.key")
         server_ctx.set_alpn_protocols(server_alpn)
+        if same_proxy_as is not None:
+            server_ctx = same_proxy_as.server[0].context
         self.server = self._end(server_ctx, server_side=True)
 
+        contexts: dict[tuple[str, ...], ssl.SSLContext] = {}
+
         def upstream_context(alpn: tuple[str, ...]) -> ssl.SSLContext:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.load_verify_locations(cadata=test_ca.cert_pem.decode())
-            if alpn:
-                ctx.set_alpn_protocols(list(alpn))
-            return ctx
+            if alpn not in contexts:  # one per ALPN list, as the proxy keeps them
+                ctx = contexts[alpn] = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                ctx.load_verify_locations(cadata=test_ca.cert_pem.decode())
+                if alpn:
+                    ctx.set_alpn_protocols(list(alpn))
+            return contexts[alpn]
 
         client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         if command_trusts_us:
@@ -212,6 +219,8 @@ class TlsWorld:
         self.command = self._end(client_ctx, server_side=False, hostname=NAME)
         self.core = core_for(443, upstream_context=upstream_context,
                              server_context=self.run_ca.server_context)
+        if same_proxy_as is not None:
+            self.core.settings = same_proxy_as.core.settings
         self.log: list[Any] = []  # the commands other than the bytes shuttled
         self.command_error: ssl.SSLError | None = None
         self.server_error: ssl.SSLError | None = None
@@ -459,8 +468,8 @@ def test_a_client_that_rejects_our_certificate_is_told_once_per_name(tmp_path):
     assert report(messages.Notice, level="error", text=HINT) in world.log
     assert world.log[-2:] == [SetTimer(None), ABORT_UPSTREAM]
     # A second connection to the same name (the same proxy's settings): no second line.
-    again = TlsWorld(tmp_path, server_alpn=["http/1.1"], command_trusts_us=False)
-    again.core.settings = world.core.settings
+    again = TlsWorld(tmp_path, server_alpn=["http/1.1"], command_trusts_us=False,
+                     same_proxy_as=world)
     again.pump()
     assert not any(isinstance(c, Report) and isinstance(c.message, messages.Notice)
                    for c in again.log)
@@ -657,3 +666,22 @@ def test_a_101_to_another_protocol_is_not_read_as_websocket():
     assert core.websocket is None and core.observer is None
     core.command_data(wsframes.client(1, b"x"), T0)
     assert [type(c) for c in core.take()] == [SendUpstream]
+
+
+# --- upstream session resumption -------------------------------------------------------------
+
+def test_a_second_connection_to_the_same_server_resumes_the_upstream_session(tmp_path):
+    world = TlsWorld(tmp_path, server_alpn=["http/1.1"])
+    world.pump()
+    world.command[0].write(REQUEST)
+    world.pump()
+    world.server[0].write(RESPONSE)
+    world.pump()  # (the server's session ticket came with its first records)
+    world.core.close()
+    world.core.final_report(T0)
+    assert len(world.core.settings.sessions) == 1
+    # A new connection, the same proxy: the server context must be the same for a resumption.
+    again = TlsWorld(tmp_path, server_alpn=["http/1.1"], same_proxy_as=world)
+    again.pump()
+    assert again.command_error is None and again.core.mode is Mode.TLS
+    assert again.core.upstream_tls is not None and again.core.upstream_tls.resumed
