@@ -143,6 +143,7 @@ def unmask(data: bytes | memoryview, key: bytes, offset: int) -> bytes:
 
 
 _HEAD, _PAYLOAD, _CLOSED = range(3)
+_EXTENDED = {126: 2, 127: 8}  # bytes of extended payload length after these 7-bit lengths
 
 
 class _Reader:
@@ -204,7 +205,7 @@ class _Reader:
             if len(head) < need:
                 return pos  # the rest of the header comes with the next chunk
             if need == 2:
-                need = 2 + {126: 2, 127: 8}.get(head[1] & 0x7F, 0) + (4 if head[1] & 0x80 else 0)
+                need = 2 + _EXTENDED.get(head[1] & 0x7F, 0) + (4 if head[1] & 0x80 else 0)
                 if need > 2:
                     continue
             break
@@ -318,8 +319,9 @@ class _Reader:
         self.truncated = self.size > len(self.kept) and self.obs.keep_data
         self.messages += 1
         kept, self.kept = bytes(self.kept), bytearray()
+        assert self.message is not None
         self.obs.events_.append(WsEvent(
-            self.from_client, now, self.message or OP_BINARY, self.size,
+            self.from_client, now, self.message, self.size,
             kept if self.obs.keep_data else None, self.truncated, self.compressed))
         self.message = None
 
