@@ -668,6 +668,22 @@ def test_a_101_to_another_protocol_is_not_read_as_websocket():
     assert [type(c) for c in core.take()] == [SendUpstream]
 
 
+def test_websocket_over_tls_is_decoded_as_wss(tmp_path):
+    world = TlsWorld(tmp_path, server_alpn=["http/1.1"])
+    world.pump()
+    world.command[0].write(WS_REQUEST.replace(b"Host: h", b"Host: " + NAME.encode()))
+    world.pump()
+    answer = ws_101("permessage-deflate") + wsframes.frame(
+        1, wsframes.Deflater().message(b"over TLS"), rsv1=True)
+    world.server[0].write(answer)
+    command_got, _ = world.pump()
+    assert command_got == answer  # relayed as it came
+    assert [c for c in world.log if isinstance(c, Report)
+            and isinstance(c.message, messages.WsMessage)] == [report(
+        messages.WsMessage, url=f"wss://{NAME}/chat", from_client=False, opcode=1, size=8,
+        compressed=True)]
+
+
 # --- upstream session resumption -------------------------------------------------------------
 
 def test_a_second_connection_to_the_same_server_resumes_the_upstream_session(tmp_path):
