@@ -33,6 +33,9 @@ HTTP/2 preface), as mitmproxy's transparent mode does; ``--http`` ports are deco
 whatever comes. The first chunk decides and is relayed at once, never held: a request
 line split over two segments on another port is relayed raw (clients write a head in
 one go). A decoder that cannot follow lets go, and the flow is relayed raw from there.
+After a ``101`` to ``Upgrade: websocket`` the HTTP decoder hands over to a WebSocket one
+(``wsreport``, ``websocket``): one ``WsMessage`` per message each way, a ``WsEnd`` at the
+end; the bytes are relayed as before.
 
 In TLS the command's session is terminated here (``tlsterm.ServerTls``, a certificate
 from the run's CA for the name it asked for) and the upstream session is a verifying TLS
@@ -57,13 +60,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import messages
+from . import messages, wsreport
 from .messages import CREDIT_STEP
 from .ca import CAError
 from .clienthello import ClientHelloError, looks_like_tls, parse_client_hello
 from .http1 import Http1Observer
 from .httpreport import ExchangeReporter
 from .tlsterm import ClientTls, ServerTls, TlsError, refusal
+from .wsreport import WsReporter, is_websocket
 
 MAX_IN_FLIGHT = 8 << 20      # upstream bytes not yet acknowledged by the command
 MAX_HELLO = 64 << 10         # a ClientHello larger than this is not one we intercept
@@ -229,7 +233,8 @@ class FlowCore:
         self.tls_alpn = ""
         self.observer: Any = None  # Http1Observer | Http2Observer while decoding
         self.reporter: ExchangeReporter | None = None
-        self.last_request: messages.HttpRequest | None = None  # (for CONNECT)
+        self.last_request: messages.HttpRequest | None = None  # (for CONNECT, WebSocket)
+        self.websocket: WsReporter | None = None  # after a 101 to Upgrade: websocket
         self.session_key: tuple[tuple[str, ...], str, int] = ((), "", 0)  # see _keep_session
 
     def take(self) -> list[Command]:
@@ -268,7 +273,7 @@ class FlowCore:
             self._rejected("it closed the connection after the certificate")
         if self.observer is not None:
             self.observer.client_eof(now)
-            self._report()
+            self._report(now)
         if self.finished or self.upstream_gone or self.fin_upstream:
             return
         if self.mode is Mode.UPSTREAM_HANDSHAKE:
@@ -314,7 +319,10 @@ class FlowCore:
         if self.observer is not None:
             self.observer.client_eof(now)
             self.observer.server_eof(now)
-            self._report()
+            self._report(now)
+        if self.websocket is not None:
+            self._report_all(self.websocket.end(now))
+            self.websocket = None
         if self.reporter is not None and self.reporter.exchanges:
             for msg in self.reporter.finish(now, "the connection closed before a response"):
                 self.commands.append(Report(msg))
@@ -378,7 +386,7 @@ class FlowCore:
         self.commands.append(FIN_TO_COMMAND)
         if self.observer is not None:
             self.observer.server_eof(now)
-            self._report()
+            self._report(now)
 
     def upstream_lost(self, error: str | None, now: float) -> None:
         """The socket is closed (``error``: it failed, or the server reset it)."""
@@ -651,27 +659,62 @@ class FlowCore:
 
     def _observe(self, from_command: bool, data: bytes | memoryview, now: float) -> None:
         observer = self.observer
-        if observer is None or not data:
+        if observer is None:
+            if self.websocket is not None and data:
+                self._observe_websocket(from_command, data, now)
+            return
+        if not data:
             return
         if from_command:
             observer.client_data(data, now)
         else:
             observer.server_data(data, now)
-        self._report()
+        self._report(now)
 
-    def _report(self) -> None:
+    def _report(self, now: float) -> None:
         observer = self.observer
         assert observer is not None and self.reporter is not None
         events = observer.events()
+        switching: messages.HttpResponse | None = None
         for msg in self.reporter.on_events(events):
             self.commands.append(Report(msg))
             if type(msg) is messages.HttpRequest:
                 self.last_request = msg
+            elif type(msg) is messages.HttpResponse and msg.status == 101:
+                switching = msg
         if observer.failed or observer.upgraded:
-            self.observer = None  # not HTTP after all, or a WebSocket: relay raw from now on
+            self.observer = None  # not HTTP after all, or switched: no more HTTP decoding
             request = self.last_request
             if observer.upgraded and request is not None and request.method == "CONNECT":
                 self._enter_tunnel(request.url)
+            elif (switching is not None and request is not None
+                  and isinstance(observer, Http1Observer) and is_websocket(request, switching)):
+                self._start_websocket(observer, request, switching, now)
+
+    def _start_websocket(self, observer: Http1Observer, request: messages.HttpRequest,
+                         switching: messages.HttpResponse, now: float) -> None:
+        """The exchange switched to WebSocket: its messages are decoded from here on, the
+        bytes still relayed as they come (``websocket``, ``wsreport``)."""
+        first_client, first_server = observer.switched_bytes()
+        reporter, out = wsreport.start(request, switching, self.settings.capture_bodies,
+                                       first_client, first_server, now)
+        self.websocket = reporter if reporter is not None and not reporter.ended else None
+        self._report_all(out)
+
+    def _observe_websocket(self, from_command: bool, data: bytes | memoryview,
+                           now: float) -> None:
+        websocket = self.websocket
+        assert websocket is not None
+        self._report_all(websocket.data(from_command, data, now))
+        if websocket.ended:
+            self.websocket = None  # the peer broke the protocol: relay raw from here
+
+    def _report_all(self, out: list[messages.Msg]) -> None:
+        for msg in out:
+            self.commands.append(Report(msg))
+            if type(msg) is messages.WsEnd and msg.error:
+                self._notice(f"WebSocket {msg.url}: not decoded further: {msg.error}",
+                             verbose_only=True)
 
     def _enter_tunnel(self, target: str) -> None:
         """The command's proxy accepted a CONNECT: what follows on this connection is the

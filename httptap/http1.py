@@ -456,6 +456,8 @@ class _Reader:
             elif state == _WAIT:
                 pos = self.wait_data(raw, pos)
             else:  # _CLOSED: the connection is over as far as HTTP goes
+                if self.obs.upgraded and pos < n:  # the new protocol's first bytes
+                    self.obs.server_after_switch += raw[pos:]
                 pos = n
 
     def read_line(self, data: bytes, pos: int, limit: int) -> tuple[str | None, int]:
@@ -805,6 +807,7 @@ class Http1Observer(ObserverBase):
         self.pending: deque[_Pending] = deque()
         self._req = _RequestReader(self)
         self._resp = _ResponseReader(self)
+        self.server_after_switch = b""  # what followed the 101 head in its chunk
 
     # -- the proxy's side -----------------------------------------------
 
@@ -844,6 +847,15 @@ class Http1Observer(ObserverBase):
 
     def switched(self) -> None:
         self.upgraded = True
+
+    def switched_bytes(self) -> tuple[bytes | None, bytes]:
+        """After ``upgraded``: the new protocol's first bytes each way, which the observer
+        read but did not decode. The client's are those it sent while the switch was
+        pending (None: more than ``MAX_WAIT_BUFFER``, some were not kept); the server's
+        are those that came after the switching response's head in the same chunk."""
+        req = self._req
+        client = None if req.overflow else bytes(req.waiting)
+        return client, self.server_after_switch
 
     def switch_refused(self, now: float) -> None:
         self._req.switch_refused(now)

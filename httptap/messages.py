@@ -8,7 +8,8 @@ and bytes, never Python objects. Messages are grouped by the direction they trav
     tcp  -> tun     Packets
     tcp  -> proxy   FlowOpened, FlowData, FlowEof, FlowReset, FlowAcked, DatagramIn
     proxy-> tcp     FlowAccept, FlowRefuse, FlowData, FlowEof, FlowReset, FlowAcked, DatagramOut
-    proxy-> sink    HttpRequest, BodyChunk, HttpResponse, TcpSummary, DnsExchange, Notice
+    proxy-> sink    HttpRequest, BodyChunk, HttpResponse, TcpSummary, DnsExchange, Notice,
+                    WsMessage, WsEnd
     supervisor -> sink   StatsSnapshot (with --stats-interval)
     any  -> next    Drain  (the upstream stage is finished; pass it on once empty)
 
@@ -188,6 +189,42 @@ class TcpSummary(Msg):
     tls_sni: str = ""  # TLS relayed untouched (--no-intercept): the name the client asked for
 
 
+class WsMessage(Msg):
+    """One WebSocket message (text, binary or close) on the connection that ``exchange``
+    (its ``101`` response) switched to WebSocket. ``size`` is the whole payload after
+    permessage-deflate; ``data`` its first bytes when bodies are kept, never more than
+    ``websocket.MAX_KEPT`` (64 KiB: one record stays far below a ring's largest), with
+    ``truncated`` set when the message was longer. A close carries its code (0: none) and
+    reason; its ``data`` is the raw close payload."""
+    exchange: int
+    time: float
+    url: str              # ws:// or wss://
+    from_client: bool
+    opcode: int           # 1 text, 2 binary, 8 close (RFC 6455 section 5.2)
+    size: int
+    data: bytes | None = None
+    truncated: bool = False
+    compressed: bool = False
+    close_code: int = 0
+    close_reason: str = ""
+
+
+class WsEnd(Msg):
+    """The WebSocket of ``exchange`` is over (the connection closed), or its decoding
+    stopped (``error``: a peer broke the protocol; the bytes were relayed on, raw). Pings
+    and pongs are counted here, not reported one by one."""
+    exchange: int
+    time: float
+    url: str
+    messages_sent: int      # text and binary messages from the command
+    messages_received: int  # ... and from the server
+    pings_sent: int = 0
+    pongs_sent: int = 0
+    pings_received: int = 0
+    pongs_received: int = 0
+    error: str = ""
+
+
 class DnsExchange(Msg):
     time: float
     name: str
@@ -220,7 +257,7 @@ class Drain(Msg):
 Message = Union[
     Packets, FlowOpened, FlowAccept, FlowRefuse, FlowData, FlowEof, FlowReset, FlowAcked,
     FlowClosed, DatagramIn, DatagramOut, HttpRequest, BodyChunk, HttpResponse, TcpSummary,
-    DnsExchange, Notice, StatsSnapshot, Drain,
+    DnsExchange, Notice, StatsSnapshot, Drain, WsMessage, WsEnd,
 ]
 
 ALL_TYPES: tuple[type[Msg], ...] = Message.__args__  # type: ignore[attr-defined]

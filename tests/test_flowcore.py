@@ -20,6 +20,7 @@ from httptap.flowcore import (
     PAUSE_UPSTREAM, RESUME_UPSTREAM, TLS_HANDSHAKE_TIMEOUT, Credit, FlowCore, FlowSettings,
     Mode, Report, ResetCommand, SendToCommand, SendUpstream, SetTimer)
 from httptap.http2 import Http2Observer
+import wsframes
 from testca import session_ca
 
 T0 = 1000.0
@@ -44,10 +45,10 @@ def report(kind: type, **fields: Any) -> Like:
 
 
 def settings(upstream_context: Any = None, server_context: Any = None,
-             verbose: bool = False) -> FlowSettings:
+             verbose: bool = False, capture_bodies: bool = False) -> FlowSettings:
     ids = itertools.count(1)
     return FlowSettings(http_ports=frozenset({80}), https_ports=frozenset({443}),
-                        capture_bodies=False, max_body_size=16 << 20, verbose=verbose,
+                        capture_bodies=capture_bodies, max_body_size=16 << 20, verbose=verbose,
                         new_exchange_id=lambda: next(ids),
                         upstream_context=upstream_context or (lambda alpn: None),
                         server_context=server_context or (lambda name, alpn: None))
@@ -95,22 +96,6 @@ def test_h2_preface_on_an_http_port_is_decoded_as_http2():
     core = core_for(80)
     core.command_data(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", T0)
     assert isinstance(core.observer, Http2Observer)
-
-
-def test_websocket_after_101_is_relayed_without_decoding():
-    core = core_for(80)
-    core.command_data(b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n"
-                      b"Connection: Upgrade\r\n\r\n", T0)
-    core.take()
-    core.upstream_data(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                       b"Connection: Upgrade\r\n\r\n", T0)
-    assert core.take()[-1] == report(messages.HttpResponse, status=101)
-    assert core.observer is None
-    frame = b"\x81\x85\x00\x00\x00\x00hello"
-    core.command_data(frame, T0)
-    assert core.take() == [SendUpstream(frame)]
-    core.upstream_data(b"\x81\x02hi", T0)
-    assert core.take() == [SendToCommand(b"\x81\x02hi")]
 
 
 def test_other_ports_are_raw_and_summarised():
@@ -576,6 +561,127 @@ def test_tls_to_a_host_not_intercepted_is_relayed_untouched_and_summarised_with_
     world.core.close()
     world.core.final_report(T0 + 1)
     assert world.core.take()[-1] == report(messages.TcpSummary, tls_sni=NAME)
+
+
+# --- WebSocket after a 101 ------------------------------------------------------------------------
+
+WS_REQUEST = (b"GET /chat HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+def ws_101(extensions: str = "", upgrade: str = "websocket") -> bytes:
+    ext = f"Sec-WebSocket-Extensions: {extensions}\r\n" if extensions else ""
+    return (f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: {upgrade}\r\nConnection: Upgrade\r\n"
+            f"{ext}\r\n").encode()
+
+
+def ws_core(capture_bodies: bool = True, verbose: bool = False) -> FlowCore:
+    core = core_for(80, capture_bodies=capture_bodies, verbose=verbose)
+    core.command_data(WS_REQUEST, T0)
+    core.take()
+    return core
+
+
+def test_websocket_messages_each_way_are_reported_and_relayed():
+    core = ws_core()
+    core.upstream_data(ws_101(), T0 + 1)
+    assert core.take()[-1] == report(messages.HttpResponse, status=101, exchange=1)
+    hello = wsframes.client(1, b"hello")
+    core.command_data(hello, T0 + 2)
+    assert core.take() == [SendUpstream(hello), report(
+        messages.WsMessage, exchange=1, time=T0 + 2, url="ws://h/chat", from_client=True,
+        opcode=1, size=5, data=b"hello", truncated=False)]
+    echo = wsframes.frame(2, b"\x00\xff") + wsframes.frame(9, b"")
+    core.upstream_data(memoryview(echo), T0 + 3)
+    assert core.take() == [SendToCommand(echo), report(
+        messages.WsMessage, from_client=False, opcode=2, size=2, data=b"\x00\xff")]
+    close = wsframes.client(8, b"\x03\xe8bye")
+    core.command_data(close, T0 + 4)
+    assert core.take() == [SendUpstream(close), report(
+        messages.WsMessage, from_client=True, opcode=8, close_code=1000, close_reason="bye")]
+    core.close()
+    core.final_report(T0 + 5)
+    assert core.take() == [SetTimer(None), CLOSE_UPSTREAM, report(
+        messages.WsEnd, exchange=1, time=T0 + 5, url="ws://h/chat", messages_sent=1,
+        messages_received=1, pings_received=1, pongs_sent=0, error="")]
+
+
+def test_frames_in_the_101s_chunk_and_sent_before_it_are_decoded():
+    core = ws_core()
+    early = wsframes.client(1, b"eager")  # the client did not wait for the 101
+    core.command_data(early, T0 + 1)
+    assert core.take() == [SendUpstream(early)]
+    core.upstream_data(ws_101() + wsframes.frame(1, b"welcome"), T0 + 2)
+    assert core.take()[1:] == [
+        report(messages.HttpResponse, status=101),
+        report(messages.WsMessage, from_client=True, data=b"eager", time=T0 + 2),
+        report(messages.WsMessage, from_client=False, data=b"welcome", time=T0 + 2)]
+
+
+def test_permessage_deflate_from_the_101_is_inflated_and_data_needs_bodies_kept():
+    core = ws_core(capture_bodies=False)
+    core.upstream_data(ws_101("permessage-deflate; client_no_context_takeover"), T0)
+    core.take()
+    sender = wsframes.Deflater(takeover=False)
+    wire = wsframes.client(1, sender.message(b"squeeze me " * 50), rsv1=True)
+    core.command_data(wire, T0)
+    assert core.take() == [SendUpstream(wire), report(
+        messages.WsMessage, opcode=1, size=550, data=None, compressed=True)]
+
+
+def test_a_protocol_break_ends_decoding_and_the_bytes_still_pass():
+    core = ws_core(verbose=True)
+    core.upstream_data(ws_101(), T0)
+    core.take()
+    bad = wsframes.frame(1, b"unmasked from the client")
+    core.command_data(bad, T0 + 1)
+    assert core.take() == [
+        SendUpstream(bad),
+        report(messages.WsEnd, exchange=1, messages_sent=0, error="a client frame without a mask"),
+        report(messages.Notice, level="info",
+               text="WebSocket ws://h/chat: not decoded further: a client frame without a mask")]
+    assert core.websocket is None
+    later = wsframes.client(1, b"later")
+    core.command_data(later, T0 + 2)
+    assert core.take() == [SendUpstream(later)]
+    core.close()
+    core.final_report(T0 + 3)
+    assert core.take() == [SetTimer(None), CLOSE_UPSTREAM]  # the WsEnd went already
+
+
+def test_an_extension_we_cannot_follow_leaves_the_websocket_undecoded():
+    core = ws_core()
+    core.upstream_data(ws_101("x-custom-frames"), T0)
+    assert core.take()[-1] == report(messages.WsEnd, messages_sent=0,
+                                     error="unknown WebSocket extension 'x-custom-frames'")
+    frame = wsframes.client(1, b"x")
+    core.command_data(frame, T0)
+    assert core.take() == [SendUpstream(frame)]
+
+
+def test_a_101_to_another_protocol_is_not_read_as_websocket():
+    core = ws_core()
+    core.upstream_data(ws_101(upgrade="something-else"), T0)
+    core.take()
+    assert core.websocket is None and core.observer is None
+    core.command_data(wsframes.client(1, b"x"), T0)
+    assert [type(c) for c in core.take()] == [SendUpstream]
+
+
+def test_websocket_over_tls_is_decoded_as_wss(tmp_path):
+    world = TlsWorld(tmp_path, server_alpn=["http/1.1"])
+    world.pump()
+    world.command[0].write(WS_REQUEST.replace(b"Host: h", b"Host: " + NAME.encode()))
+    world.pump()
+    answer = ws_101("permessage-deflate") + wsframes.frame(
+        1, wsframes.Deflater().message(b"over TLS"), rsv1=True)
+    world.server[0].write(answer)
+    command_got, _ = world.pump()
+    assert command_got == answer  # relayed as it came
+    assert [c for c in world.log if isinstance(c, Report)
+            and isinstance(c.message, messages.WsMessage)] == [report(
+        messages.WsMessage, url=f"wss://{NAME}/chat", from_client=False, opcode=1, size=8,
+        compressed=True)]
 
 
 # --- upstream session resumption -------------------------------------------------------------

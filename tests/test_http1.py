@@ -267,6 +267,19 @@ def test_websocket_upgrade() -> None:
     assert obs.upgraded and not obs.failed
     obs.client_data(b"\x00\xff raw frames", 9.0)   # ignored once upgraded
     assert obs.events() == []
+    # What came with the switch each way is handed over to the WebSocket decoder.
+    assert obs.switched_bytes() == (b"\x81\x85early frame", b"\x81\x05hello")
+
+
+def test_switched_bytes_after_too_much_early_client_data() -> None:
+    from httptap.http1 import MAX_WAIT_BUFFER
+    _, obs = run([
+        (C, req(headers="Host: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n")
+         + bytes(MAX_WAIT_BUFFER + 1)),
+        (S, resp(101, "Upgrade: websocket\r\nConnection: Upgrade\r\n")),
+    ])
+    assert obs.upgraded
+    assert obs.switched_bytes() == (None, b"")  # the client's side cannot be followed
 
 
 def test_upgrade_refused_keeps_decoding_pipelined_requests() -> None:

@@ -354,7 +354,14 @@ def test_websocket_handshake_then_frames_both_ways(test_host, tmp_path):
     nd = str(tmp_path / "out.ndjson")
     lines, out = tap("--sink", "terminal", "--sink", f"ndjson:{nd}",
                      cmd=[PY, "-c", WEBSOCKET, test_host.ipv4])
-    assert lines == [f"---> GET {url}", f"<--- 101 {url} (0 bytes)"]
+    ws = "ws" + url[len("http"):]
+    http_like = len(b"GET /files/small HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert lines == [f"---> GET {url}", f"<--- 101 {url} (0 bytes)",
+                     f"---> WS text {ws} (15 bytes)", f"<--- WS text {ws} (15 bytes)",
+                     f"---> WS binary {ws} (200000 bytes)", f"<--- WS binary {ws} (200000 bytes)",
+                     f"---> WS text {ws} ({http_like} bytes)",
+                     f"<--- WS text {ws} ({http_like} bytes)",  # not decoded as HTTP
+                     f"---> WS close {ws} (code 1000)", f"<--- WS close {ws} (code 1000)"]
     assert json.loads(out) == {"status": "HTTP/1.1 101 Switching Protocols", "accept": True,
                                "text": True, "binary": True, "http-like": True, "ping": True,
                                "close": True, "eof": True}

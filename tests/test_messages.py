@@ -29,6 +29,12 @@ SAMPLES: list[m.Msg] = [
     m.TcpSummary(1.0, "10.1.1.100:1", "1.2.3.4:22", 10, 20, 0.5),
     m.DnsExchange(1.0, "example.com.", "A", ["93.184.215.14"], "NOERROR"),
     m.Notice("error", "TLS to x failed"),
+    m.WsMessage(7, 3.0, "ws://x/chat", True, 1, 5, b"hello"),
+    m.WsMessage(7, 3.5, "wss://x/chat", False, 8, 5, b"\x03\xe8bye", close_code=1000,
+                close_reason="bye"),
+    m.WsMessage(7, 3.6, "ws://x/chat", False, 2, 1 << 30, bytes(65536), truncated=True,
+                compressed=True),
+    m.WsEnd(7, 4.0, "ws://x/chat", 2, 3, pings_sent=1, pongs_received=1, error="bad"),
     m.StatsSnapshot(1.5, [{"name": "tcp", "packets_in": 3, "cpu_s": 0.25}]),
     m.Drain(),
 ]
@@ -81,3 +87,15 @@ def test_the_largest_heads_the_observers_accept_fit_a_ring_record():
                                   1 << 40, 1 << 40, error="e" * 200)
         for msg in (request, response):  # the URL and the fields each at the limit
             assert len(m.encode(msg)) < RING_CAPACITY // 4 * 0.6
+
+
+def test_a_ws_message_always_fits_a_ring_record() -> None:
+    """The largest WsMessage the proxy can make (the most data kept, a URL as long as a
+    request head allows) is far below the largest record of the proxy -> sink ring."""
+    from httptap.http1 import MAX_HEAD
+    from httptap.supervisor import RING_CAPACITY
+    from httptap.websocket import MAX_KEPT
+
+    worst = m.WsMessage(1 << 40, 1e9, "wss://" + "x" * MAX_HEAD, False, 2, 1 << 62,
+                        bytes(MAX_KEPT), truncated=True, close_reason="r" * 123)
+    assert len(m.encode(worst)) < RING_CAPACITY // 4 // 4

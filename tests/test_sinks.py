@@ -13,7 +13,8 @@ import pytest
 from haralyzer import HarPage, HarParser  # type: ignore[import-untyped]
 
 from httptap.config import Config
-from httptap.messages import DnsExchange, HttpRequest, HttpResponse, TcpSummary
+from httptap.messages import (DnsExchange, HttpRequest, HttpResponse, TcpSummary, WsEnd,
+                              WsMessage)
 from httptap.sinks import HarSink, NdjsonSink, TerminalSink, make_sinks
 from httptap.sinks import common
 from httptap.sinks.bodies import Bodies
@@ -714,3 +715,132 @@ def test_ndjson_and_har_keep_the_trailers(tmp_path: Path) -> None:
     har.close()
     (entry,) = har_entries(path)
     assert entry["response"]["_trailers"] == [{"name": n, "value": v} for n, v in trailers]
+
+
+# --- WebSocket messages ------------------------------------------------------------------------
+
+WS_URL = "wss://example.com/chat"
+
+
+def ws(from_client: bool, opcode: int, data: bytes | None, *, size: int | None = None,
+       exchange: int = 1, time: float = T0 + 1, **kw: Any) -> WsMessage:
+    return WsMessage(exchange=exchange, time=time, url=WS_URL, from_client=from_client,
+                     opcode=opcode, size=len(data or b"") if size is None else size, data=data,
+                     **kw)
+
+
+WS_EXCHANGE = [
+    ws(True, 1, b"hello"),
+    ws(False, 2, bytes(range(200)), time=T0 + 2),
+    ws(False, 1, b"x" * 65536, size=100_000, truncated=True, compressed=True, time=T0 + 3),
+    ws(True, 8, b"\x03\xe8bye", close_code=1000, close_reason="bye", time=T0 + 4),
+    ws(False, 8, b"", close_code=0, time=T0 + 5),
+]
+WS_END = WsEnd(exchange=1, time=T0 + 6, url=WS_URL, messages_sent=1, messages_received=2,
+               pings_sent=3, pongs_received=3)
+
+
+def test_terminal_websocket_lines() -> None:
+    out = io.StringIO()
+    sink = TerminalSink(out)
+    for msg in WS_EXCHANGE:
+        sink.ws(msg)
+    sink.ws_end(WS_END)
+    assert lines(out) == [
+        f"---> WS text {WS_URL} (5 bytes)",
+        f"<--- WS binary {WS_URL} (200 bytes)",
+        f"<--- WS text {WS_URL} (100000 bytes)",  # (data kept for a HAR, not shown here)
+        f'---> WS close {WS_URL} (code 1000, "bye")',
+        f"<--- WS close {WS_URL} (no code)",
+    ]
+    out = io.StringIO()
+    TerminalSink(out, body=True).ws(WS_EXCHANGE[2])
+    assert lines(out)[0] == f"<--- WS text {WS_URL} (100000 bytes, 65536 shown)"
+
+
+def test_terminal_websocket_body_text_as_text_binary_as_a_short_hex_dump() -> None:
+    out = io.StringIO()
+    sink = TerminalSink(out, body=True, color=True)
+    sink.ws(ws(True, 1, b"two\r\nlines \x1b[31m"))
+    sink.ws(ws(False, 2, b"\x00hi\xff" * 20))
+    sink.ws(ws(False, 2, b"\x01\x02"))
+    sink.ws(ws(False, 2, None, size=7))  # bodies not kept: the line alone
+    assert lines(out) == [
+        f"{BLUE}---> WS text {WS_URL} (16 bytes){RESET}",
+        "two",
+        "lines \\x1b[31m",
+        f"{GREEN}<--- WS binary {WS_URL} (80 bytes){RESET}",
+        "0000  00 68 69 ff 00 68 69 ff 00 68 69 ff 00 68 69 ff  |.hi..hi..hi..hi.|",
+        "0010  00 68 69 ff 00 68 69 ff 00 68 69 ff 00 68 69 ff  |.hi..hi..hi..hi.|",
+        "0020  00 68 69 ff 00 68 69 ff 00 68 69 ff 00 68 69 ff  |.hi..hi..hi..hi.|",
+        "0030  00 68 69 ff 00 68 69 ff 00 68 69 ff 00 68 69 ff  |.hi..hi..hi..hi.|",
+        "... 16 more bytes",
+        f"{GREEN}<--- WS binary {WS_URL} (2 bytes){RESET}",
+        "0000  01 02                                            |..|",
+        f"{GREEN}<--- WS binary {WS_URL} (7 bytes){RESET}",
+    ]
+
+
+def test_ndjson_ws_records() -> None:
+    out = io.StringIO()
+    sink = NdjsonSink(out)
+    for msg in WS_EXCHANGE[:4]:
+        sink.ws(msg)
+    sink.ws(ws(False, 2, None, size=9))
+    sink.ws_end(WS_END)
+    sink.ws_end(WsEnd(2, T0, "ws://h/", 0, 0, error="a server frame with a mask"))
+    records = [json.loads(line) for line in lines(out)]
+    common_keys = {"type": "ws", "exchange": 1, "url": WS_URL}
+    assert records == [
+        {**common_keys, "time": "2023-11-14T22:13:21.500Z", "direction": "send",
+         "opcode": "text", "size": 5, "compressed": False, "truncated": False, "data": "hello"},
+        {**common_keys, "time": "2023-11-14T22:13:22.500Z", "direction": "receive",
+         "opcode": "binary", "size": 200, "compressed": False, "truncated": False,
+         "data": base64.b64encode(bytes(range(200))).decode(), "data_encoding": "base64"},
+        {**common_keys, "time": "2023-11-14T22:13:23.500Z", "direction": "receive",
+         "opcode": "text", "size": 100_000, "compressed": True, "truncated": True,
+         "data": "x" * 65536},
+        {**common_keys, "time": "2023-11-14T22:13:24.500Z", "direction": "send",
+         "opcode": "close", "size": 5, "compressed": False, "truncated": False,
+         "data": base64.b64encode(b"\x03\xe8bye").decode(), "data_encoding": "base64",
+         "close_code": 1000, "close_reason": "bye"},
+        {**common_keys, "time": "2023-11-14T22:13:21.500Z", "direction": "receive",
+         "opcode": "binary", "size": 9, "compressed": False, "truncated": False, "data": None},
+        {"type": "ws_end", "time": "2023-11-14T22:13:26.500Z", "exchange": 1, "url": WS_URL,
+         "messages_sent": 1, "messages_received": 2, "pings_sent": 3, "pongs_sent": 0,
+         "pings_received": 0, "pongs_received": 3, "error": None},
+        {"type": "ws_end", "time": "2023-11-14T22:13:20.500Z", "exchange": 2, "url": "ws://h/",
+         "messages_sent": 0, "messages_received": 0, "pings_sent": 0, "pongs_sent": 0,
+         "pings_received": 0, "pongs_received": 0, "error": "a server frame with a mask"},
+    ]
+    assert list(records[3]) == ["type", "time", "exchange", "url", "direction", "opcode", "size",
+                                "compressed", "truncated", "data", "data_encoding",
+                                "close_code", "close_reason"]
+
+
+def test_har_websocket_messages_on_the_101_entry(tmp_path: Path) -> None:
+    path = tmp_path / "ws.har"
+    sink = HarSink(path)
+    sink.request(req(1, url="https://example.com/chat",
+                     headers=[("Host", "example.com"), ("Upgrade", "websocket")]))
+    sink.response(*resp(1, status=101, reason="Switching Protocols", body=b"",
+                       headers=[("Upgrade", "websocket")]))
+    sink.request(req(2, url="https://example.com/other", time=T0 + 2))
+    sink.response(*resp(2, time=T0 + 2.5))
+    for msg in WS_EXCHANGE:
+        sink.ws(msg)
+    sink.ws(ws(True, 1, b"no such exchange", exchange=99))
+    sink.ws_end(WS_END)
+    sink.close()
+    switched, other = har_entries(path)
+    assert switched["_resourceType"] == "websocket"
+    assert switched["_webSocketMessages"] == [
+        {"type": "send", "time": T0 + 1, "opcode": 1, "data": "hello"},
+        {"type": "receive", "time": T0 + 2, "opcode": 2,
+         "data": base64.b64encode(bytes(range(200))).decode()},
+        {"type": "receive", "time": T0 + 3, "opcode": 1, "data": "x" * 65536, "_truncated": True},
+        {"type": "send", "time": T0 + 4, "opcode": 8,
+         "data": base64.b64encode(b"\x03\xe8bye").decode()},
+        {"type": "receive", "time": T0 + 5, "opcode": 8, "data": ""},
+    ]
+    assert "_webSocketMessages" not in other

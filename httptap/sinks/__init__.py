@@ -1,12 +1,12 @@
 """Output formats: what the sink stage does with each proxy event.
 
 Role in the pipeline: the sink stage (``httptap.stages.sink``) owns the loop and the
-rings; for every ``HttpRequest``, ``HttpResponse``, ``TcpSummary`` and ``DnsExchange`` it
-receives it calls the matching method on each sink that :func:`make_sinks` built from
-the ``--sink`` options (a response comes with its exchange's bodies, joined from the
-``BodyChunk`` messages before it by ``bodies.BodyAssembler``), and calls ``close()``
-exactly once on every way out. The sinks only format and write; they never read rings
-or the clock.
+rings; for every ``HttpRequest``, ``HttpResponse``, ``TcpSummary``, ``DnsExchange``,
+``WsMessage`` and ``WsEnd`` it receives it calls the matching method on each sink that
+:func:`make_sinks` built from the ``--sink`` options (a response comes with its
+exchange's bodies, joined from the ``BodyChunk`` messages before it by
+``bodies.BodyAssembler``), and calls ``close()`` exactly once on every way out. The sinks
+only format and write; they never read rings or the clock.
 
 - ``terminal``  :class:`~.terminal.TerminalSink`, the human-readable lines (default).
 - ``ndjson``    :class:`~.ndjson.NdjsonSink`, one JSON object per line (schema in its docstring).
@@ -23,7 +23,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..messages import DnsExchange, HttpRequest, HttpResponse, TcpSummary
+from ..messages import DnsExchange, HttpRequest, HttpResponse, TcpSummary, WsEnd, WsMessage
 from .bodies import NO_BODIES, Bodies
 from .har import HarSink
 from .ndjson import NdjsonSink
@@ -49,6 +49,12 @@ class Sink(Protocol):
 
     def dns(self, dns: DnsExchange) -> None:
         """A DNS query was answered."""
+
+    def ws(self, msg: WsMessage) -> None:
+        """A WebSocket message, after its exchange's 101 (``msg.exchange``)."""
+
+    def ws_end(self, end: WsEnd) -> None:
+        """That WebSocket is over, or is no longer decoded; its ping and pong counts."""
 
     def stats(self, table: dict[str, Any]) -> None:
         """The ``--stats`` table (only ndjson writes it; the others ignore it)."""

@@ -25,6 +25,14 @@ What goes into an entry (http://www.softwareishard.com/blog/har-12-spec/):
 - An exchange that ended without a response, or was still open at exit, has status 0
   and an ``_error`` string. Entries are sorted by ``startedDateTime``.
 
+- WebSocket: the messages of a connection that a 101 switched to WebSocket go, as
+  browsers export them, in ``_webSocketMessages`` on that 101's entry: ``type``
+  (``send``: from the command, ``receive``), ``time`` (epoch seconds), ``opcode``
+  (1 text, 2 binary, 8 close) and ``data`` (text as text; binary and close payloads
+  base64, as Chrome's DevTools protocol gives them); ``_truncated`` when only the first
+  64 KiB were kept. They are collected by exchange id and attached when the file is
+  written (:meth:`HarSink._attach_websocket_messages`).
+
 DNS and TCP summaries are not part of HAR and are ignored.
 """
 
@@ -40,7 +48,7 @@ from urllib.parse import parse_qsl, urlsplit
 import msgspec
 
 from .. import __version__
-from ..messages import DnsExchange, HttpRequest, HttpResponse, TcpSummary
+from ..messages import DnsExchange, HttpRequest, HttpResponse, TcpSummary, WsEnd, WsMessage
 from ..outputs import PRIVATE_MODE
 from .bodies import NO_BODIES, Bodies
 from .common import (UNFINISHED, body_is_text, decode_text_strict, header, header_values,
@@ -60,6 +68,8 @@ class HarSink:
         self._requests: dict[int, HttpRequest] = {}
         self._entries: list[tuple[float, Json]] = []
         self._closed = False
+        self._switched: dict[int, Json] = {}         # 101 entries, by exchange id
+        self._ws_messages: dict[int, list[Json]] = {}  # their WebSocket messages
 
     # --- events ----------------------------------------------------------------------------
 
@@ -71,13 +81,30 @@ class HarSink:
         if req is None:  # a response to a request we never saw: keep what we know
             req = HttpRequest(exchange=resp.exchange, time=resp.time, method="", url="",
                               version=resp.version, headers=[], client="", server="")
-        self._entries.append((req.time, entry(req, resp, bodies)))
+        built = entry(req, resp, bodies)
+        self._entries.append((req.time, built))
+        if resp.status == 101:
+            self._switched[resp.exchange] = built
 
     def tcp(self, summary: TcpSummary) -> None:
         pass
 
     def dns(self, dns: DnsExchange) -> None:
         pass
+
+    def ws(self, msg: WsMessage) -> None:
+        self._ws_messages.setdefault(msg.exchange, []).append(ws_message(msg))
+
+    def ws_end(self, end: WsEnd) -> None:
+        pass
+
+    def _attach_websocket_messages(self) -> None:
+        for exchange, messages in self._ws_messages.items():
+            switched = self._switched.get(exchange)
+            if switched is not None:
+                switched["_resourceType"] = "websocket"
+                switched["_webSocketMessages"] = messages
+        self._ws_messages.clear()
 
     def stats(self, table: dict[str, object]) -> None:
         pass
@@ -87,6 +114,7 @@ class HarSink:
         if self._closed:
             return
         self._closed = True
+        self._attach_websocket_messages()
         for req in self._requests.values():
             self._entries.append((req.time, entry(req, None)))
         self._requests.clear()
@@ -229,6 +257,21 @@ def _body(content_type: str | None, body: bytes) -> Json:
         if text is not None:
             return {"text": text}
     return {"text": base64.b64encode(body).decode("ascii"), "encoding": "base64"}
+
+
+def ws_message(msg: WsMessage) -> Json:
+    """One ``_webSocketMessages`` item, as Chrome and Firefox export it."""
+    data = msg.data or b""
+    result: Json = {
+        "type": "send" if msg.from_client else "receive",
+        "time": msg.time,
+        "opcode": msg.opcode,
+        "data": (data.decode("utf-8", "replace") if msg.opcode == 1
+                 else base64.b64encode(data).decode("ascii")),
+    }
+    if msg.truncated:
+        result["_truncated"] = True
+    return result
 
 
 # --- cookies -------------------------------------------------------------------------------

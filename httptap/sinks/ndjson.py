@@ -3,7 +3,8 @@
 Role in the pipeline: the sink stage hands every proxy event to :class:`NdjsonSink`, which
 writes a line as each event completes and flushes it, so ``httptap --sink ndjson -- cmd |
 jq`` sees exchanges as they happen. Bodies are written only with ``--body`` (else only
-their sizes), up to ``--max-body-size`` each.
+their sizes), up to ``--max-body-size`` each; WebSocket message data likewise, when
+bodies are kept (``--body``, a HAR sink).
 
 Schema (every object has ``type``; times are ISO 8601 UTC with milliseconds, e.g.
 ``"2024-05-01T12:00:00.123Z"``; addresses are ``"ip:port"``, ``"[ipv6]:port"``):
@@ -44,6 +45,24 @@ type           field                 value
                ``bytes_sent``        bytes the command sent
                ``bytes_received``    bytes the command received
                ``duration_ms``       how long the connection lasted
+``ws``         ``time``              when the message's last byte was seen
+               ``exchange``          the id of the ``http`` record whose 101 opened the WebSocket
+               ``url``               its URL as ``ws://`` or ``wss://``
+               ``direction``         ``"send"`` (from the command) or ``"receive"``
+               ``opcode``            ``"text"``, ``"binary"`` or ``"close"``
+               ``size``              payload bytes (after permessage-deflate)
+               ``compressed``        the message was sent with permessage-deflate
+               ``truncated``         only the first 64 KiB of the payload are in ``data``
+               ``data``              the payload: text as a string, binary and close payloads
+                                     base64 (then ``"data_encoding": "base64"`` follows); null
+                                     when bodies are not kept
+               ``close_code``,       close only: the status code (null: none) and reason
+               ``close_reason``
+``ws_end``     ``time``, ``exchange``, ``url``   the WebSocket ended (or is no longer decoded)
+               ``messages_sent``,    text and binary messages each way
+               ``messages_received``
+               ``pings_sent``, ``pongs_sent``, ``pings_received``, ``pongs_received``
+               ``error``             why decoding stopped (a peer broke the protocol), else null
 ``stats``      (the table's keys)    the ``--stats`` table, as the caller passes it
 =============  ====================  ==========================================================
 
@@ -61,7 +80,7 @@ from typing import IO, Any, TextIO
 
 import msgspec
 
-from ..messages import DnsExchange, HttpRequest, HttpResponse, TcpSummary
+from ..messages import DnsExchange, HttpRequest, HttpResponse, TcpSummary, WsEnd, WsMessage
 from ..outputs import open_private
 from .bodies import NO_BODIES, Bodies
 from .common import UNFINISHED, body_is_text, decode_text_strict, header, iso_time, timings
@@ -125,6 +144,24 @@ class NdjsonSink:
             "qtype": dns.qtype,
             "rcode": dns.rcode,
             "answers": list(dns.answers),
+        })
+
+    def ws(self, msg: WsMessage) -> None:
+        self._emit(ws_record(msg))
+
+    def ws_end(self, end: WsEnd) -> None:
+        self._emit({
+            "type": "ws_end",
+            "time": iso_time(end.time),
+            "exchange": end.exchange,
+            "url": end.url,
+            "messages_sent": end.messages_sent,
+            "messages_received": end.messages_received,
+            "pings_sent": end.pings_sent,
+            "pongs_sent": end.pongs_sent,
+            "pings_received": end.pings_received,
+            "pongs_received": end.pongs_received,
+            "error": end.error or None,
         })
 
     def stats(self, table: dict[str, Any]) -> None:
@@ -222,3 +259,32 @@ def http_record(req: HttpRequest, resp: HttpResponse | None,
         "tls": tls,
         "error": error,
     }
+
+
+_WS_OPCODES = {1: "text", 2: "binary", 8: "close"}
+
+
+def ws_record(msg: WsMessage) -> dict[str, Any]:
+    """The ``ws`` object for one WebSocket message."""
+    record: dict[str, Any] = {
+        "type": "ws",
+        "time": iso_time(msg.time),
+        "exchange": msg.exchange,
+        "url": msg.url,
+        "direction": "send" if msg.from_client else "receive",
+        "opcode": _WS_OPCODES.get(msg.opcode, str(msg.opcode)),
+        "size": msg.size,
+        "compressed": msg.compressed,
+        "truncated": msg.truncated,
+        "data": None,
+    }
+    if msg.data is not None:
+        if msg.opcode == 1:
+            record["data"] = msg.data.decode("utf-8", "replace")
+        else:
+            record["data"] = base64.b64encode(msg.data).decode("ascii")
+            record["data_encoding"] = "base64"
+    if msg.opcode == 8:
+        record["close_code"] = msg.close_code or None
+        record["close_reason"] = msg.close_reason
+    return record

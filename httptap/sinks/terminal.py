@@ -27,6 +27,17 @@ An exchange that ended without a response (``status == 0`` and ``error`` set) pr
 ``<--- error URL: <error>``; a response cut short (status set and ``error``) prints its
 normal line with ``, error: <error>`` inside the parentheses, both in red.
 
+WebSocket (after the ``<--- 101`` line), one line per message, ``--->`` from the command::
+
+    ---> WS text wss://example.com/chat (5 bytes)
+    <--- WS binary wss://example.com/chat (200 bytes)
+    <--- WS close wss://example.com/chat (code 1000, "bye")
+
+With ``--body`` the payload follows: text as text (as bodies are), binary as a hex dump
+of its first ``HEX_DUMP_BYTES`` bytes and how many more there were. A message longer than
+what was kept says so, with ``--body`` (``, 65536 shown``). Pings and pongs are counted in the ndjson
+``ws_end`` record, not printed.
+
 DNS (only with ``--print-dns``): ``---> DNS example.com. (A)`` then
 ``<--- 93.184.215.14, ...`` or the rcode (``<--- NXDOMAIN``) when there is no answer.
 
@@ -41,7 +52,7 @@ import os
 import re
 from typing import TextIO
 
-from ..messages import DnsExchange, HttpRequest, HttpResponse, TcpSummary
+from ..messages import DnsExchange, HttpRequest, HttpResponse, TcpSummary, WsEnd, WsMessage
 from .bodies import NO_BODIES, Bodies
 from .common import body_is_text, decode_text, grpc_status, header
 
@@ -84,6 +95,25 @@ def default_color(stream: TextIO) -> bool:
         return bool(isatty and isatty())
     except (ValueError, OSError):  # a closed or detached stream
         return False
+
+
+#: How much of a binary WebSocket message ``--body`` shows, 16 bytes a line.
+HEX_DUMP_BYTES = 64
+_OPCODES = {1: "text", 2: "binary", 8: "close"}
+
+
+def hex_dump(data: bytes, size: int) -> list[str]:
+    """``0000  68 69 ...  |hi|`` lines for the first ``HEX_DUMP_BYTES`` of a ``size``-byte
+    payload whose kept part is ``data``; then how many bytes were not shown."""
+    shown = data[:HEX_DUMP_BYTES]
+    lines = []
+    for at in range(0, len(shown), 16):
+        row = shown[at:at + 16]
+        text = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in row)
+        lines.append(f"{at:04x}  {row.hex(' '):<47}  |{text}|")
+    if size > len(shown):
+        lines.append(f"... {size - len(shown)} more bytes")
+    return lines
 
 
 def format_body(content_type: str | None, body: bytes, truncated: bool = False,
@@ -169,6 +199,28 @@ class TerminalSink:
             rcode = _escape_line(dns.rcode or "NOERROR")
             answer = self._paint(GREEN if rcode == "NOERROR" else RED, f"<--- {rcode}")
         self._write([query, answer])
+
+    def ws(self, msg: WsMessage) -> None:
+        arrow, color = ("--->", BLUE) if msg.from_client else ("<---", GREEN)
+        kind = _OPCODES.get(msg.opcode, f"opcode {msg.opcode}")
+        if msg.opcode == 8:
+            detail = f"code {msg.close_code}" if msg.close_code else "no code"
+            if msg.close_reason:
+                detail += f", \"{_escape_line(msg.close_reason)}\""
+        else:
+            detail = f"{msg.size} bytes"
+            if self.body and msg.truncated and msg.data is not None:
+                detail += f", {len(msg.data)} shown"
+        lines = [self._paint(color, f"{arrow} WS {kind} {_escape_line(msg.url)} ({detail})")]
+        if self.body and msg.data and msg.opcode != 8:
+            if msg.opcode == 1:
+                lines += format_body("text/plain; charset=utf-8", msg.data)
+            else:
+                lines += hex_dump(msg.data, msg.size)
+        self._write(lines)
+
+    def ws_end(self, end: WsEnd) -> None:
+        """Counted, not printed (a decoding that stopped is a ``--verbose`` notice)."""
 
     def stats(self, table: dict[str, object]) -> None:
         """The ``--stats`` table is printed by the supervisor, not here."""

@@ -23,6 +23,7 @@ from .base import Inbox, Loop, StageContext
 # The sink method each event goes to (HttpResponse: with its bodies, see deliver).
 SINK_METHOD: dict[type, str] = {
     messages.HttpRequest: "request", messages.TcpSummary: "tcp", messages.DnsExchange: "dns",
+    messages.WsMessage: "ws", messages.WsEnd: "ws_end",
 }
 
 
