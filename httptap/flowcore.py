@@ -6,7 +6,7 @@ carries out the commands the core queued (:meth:`FlowCore.take`), in order. The 
 never touches a socket, a ring or the clock, so a test drives it with a script of events
 and compares the exact commands (tests/test_flowcore.py), as mitmproxy's Playbook does.
 
-Events (methods)                         Commands (queued)
+Events (methods)                         Commands (queued; ``httptap.flowcommands``)
   command_data(data, now)                  SendToCommand(data)    FlowData to the tcp stage
   command_eof(now)                         FinToCommand()         FlowEof
   command_acked(count)                     ResetCommand(reason)   FlowReset
@@ -56,16 +56,18 @@ from __future__ import annotations
 import enum
 import fnmatch
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from . import messages, wsreport
-from .messages import CREDIT_STEP
 from .ca import CAError
 from .clienthello import ClientHelloError, looks_like_tls, parse_client_hello
+from .flowcommands import (ABORT_UPSTREAM, CLOSE_UPSTREAM, FIN_TO_COMMAND, FIN_UPSTREAM,
+                           PAUSE_UPSTREAM, RESUME_UPSTREAM, Command, Credit, FlowSettings,
+                           Report, ResetCommand, SendToCommand, SendUpstream, SetTimer,
+                           endpoint)
 from .http1 import Http1Observer
 from .httpreport import ExchangeReporter
+from .messages import CREDIT_STEP
 from .tlsterm import ClientTls, ServerTls, TlsError, refusal
 from .wsreport import WsReporter, is_websocket
 
@@ -86,85 +88,6 @@ def looks_like_h2_settings(data: bytes | memoryview) -> bool:
             and int.from_bytes(data[0:3], "big") % 6 == 0)
 
 
-def endpoint(host: str, port: int) -> str:
-    """``host:port``, with brackets around an IPv6 address."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-# --- commands -------------------------------------------------------------------------------
-
-@dataclass(slots=True)
-class SendToCommand:
-    data: bytes | memoryview  # may be a view of the stage's read buffer: use it at once
-
-
-@dataclass(slots=True)
-class FinToCommand:
-    pass
-
-
-@dataclass(slots=True)
-class ResetCommand:
-    reason: str
-
-
-@dataclass(slots=True)
-class Credit:
-    count: int
-
-
-@dataclass(slots=True)
-class SendUpstream:
-    data: bytes
-
-
-@dataclass(slots=True)
-class FinUpstream:
-    pass
-
-
-@dataclass(slots=True)
-class CloseUpstream:
-    pass
-
-
-@dataclass(slots=True)
-class AbortUpstream:
-    pass
-
-
-@dataclass(slots=True)
-class PauseUpstream:
-    pass
-
-
-@dataclass(slots=True)
-class ResumeUpstream:
-    pass
-
-
-@dataclass(slots=True)
-class Report:
-    message: messages.Msg
-
-
-@dataclass(slots=True)
-class SetTimer:
-    deadline: float | None
-
-
-Command = (SendToCommand | FinToCommand | ResetCommand | Credit | SendUpstream | FinUpstream
-           | CloseUpstream | AbortUpstream | PauseUpstream | ResumeUpstream | Report | SetTimer)
-
-# The commands without fields, made once.
-FIN_TO_COMMAND = FinToCommand()
-FIN_UPSTREAM = FinUpstream()
-CLOSE_UPSTREAM = CloseUpstream()
-ABORT_UPSTREAM = AbortUpstream()
-PAUSE_UPSTREAM = PauseUpstream()
-RESUME_UPSTREAM = ResumeUpstream()
-
-
 class Mode(enum.Enum):
     SNIFF = "sniff"                            # nothing from the command yet
     HELLO = "hello"                            # reading the command's ClientHello
@@ -173,27 +96,6 @@ class Mode(enum.Enum):
     HTTP = "http"                              # plain HTTP, observed
     RAW = "raw"                                # relayed untouched
     REFUSED = "refused"                        # upstream TLS failed; the command got an alert
-
-
-@dataclass(slots=True)
-class FlowSettings:
-    """What every flow of a proxy shares: the run's options and the TLS context makers
-    (``upstream_context(alpn)``: a verifying client context; ``server_context(name, alpn)``:
-    a context with a certificate for ``name``, may raise ``CAError``)."""
-    http_ports: frozenset[int]
-    https_ports: frozenset[int]
-    capture_bodies: bool
-    max_body_size: int  # what an observer keeps of each body (--max-body-size)
-    verbose: bool
-    new_exchange_id: Callable[[], int]
-    upstream_context: Callable[[tuple[str, ...]], Any]
-    server_context: Callable[[str, list[str] | None], Any]
-    no_intercept: tuple[str, ...] = ()  # host globs (lower case) whose TLS is relayed untouched
-    # Upstream TLS sessions to resume, per (ALPN offered, name, port): a new connection to a
-    # server we spoke to skips the certificate exchange and its verification, as any TLS
-    # client does. Oldest first (dicts keep order); at most MAX_SESSIONS.
-    sessions: dict[tuple[tuple[str, ...], str, int], Any] = field(default_factory=dict)
-    rejected_names: set[str] = field(default_factory=set)  # told once each: see _rejected
 
 
 # The alerts with which a TLS client says it does not trust a certificate (RFC 8446 §6.2),

@@ -15,10 +15,12 @@ import pytest
 
 from httptap import messages
 from httptap.ca import CertificateAuthority
-from httptap.flowcore import (
-    ABORT_UPSTREAM, CLOSE_UPSTREAM, CREDIT_STEP, FIN_TO_COMMAND, FIN_UPSTREAM, MAX_IN_FLIGHT,
-    PAUSE_UPSTREAM, RESUME_UPSTREAM, TLS_HANDSHAKE_TIMEOUT, Credit, FlowCore, FlowSettings,
-    Mode, Report, ResetCommand, SendToCommand, SendUpstream, SetTimer)
+from httptap.flowcommands import (
+    ABORT_UPSTREAM, CLOSE_UPSTREAM, FIN_TO_COMMAND, FIN_UPSTREAM, PAUSE_UPSTREAM,
+    RESUME_UPSTREAM, Credit, FlowSettings, Report, ResetCommand, SendToCommand, SendUpstream,
+    SetTimer)
+from httptap.flowcore import MAX_IN_FLIGHT, TLS_HANDSHAKE_TIMEOUT, FlowCore, Mode
+from httptap.messages import CREDIT_STEP
 from httptap.http2 import Http2Observer
 import wsframes
 from testca import session_ca

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Protocol, cast
 
 from .. import messages
 from ..dns import DnsError, TcpDnsReader, frame_tcp
-from ..flowcore import endpoint as _endpoint
+from ..flowcommands import endpoint as _endpoint
 from ..namespace import HOST_LOOPBACK_ALIAS
 
 if TYPE_CHECKING:

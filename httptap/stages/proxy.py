@@ -20,7 +20,8 @@ import ssl
 import time
 
 from .. import messages
-from ..flowcore import FlowCore, FlowSettings, endpoint
+from ..flowcommands import FlowSettings, endpoint
+from ..flowcore import FlowCore
 from ..namespace import HOST_LOOPBACK_ALIAS
 from .base import RETRY_FLUSH, StageContext
 from .datagrams import DNS_PORT, Datagrams, DnsOverTcp

@@ -20,7 +20,8 @@ import time
 from typing import Protocol, TypeGuard, cast
 
 from .. import messages
-from .. import flowcore as fc
+from .. import flowcommands as fc
+from ..flowcore import FlowCore
 
 WRITE_HIGH_WATER = 1 << 20   # upstream socket buffer before we stop returning credit
 
@@ -47,7 +48,7 @@ class FlowLink(Protocol):
 class Relay(asyncio.BufferedProtocol):
     """One upstream connection and the flow core it serves."""
 
-    def __init__(self, link: FlowLink, core: fc.FlowCore) -> None:
+    def __init__(self, link: FlowLink, core: FlowCore) -> None:
         self.link = link
         self.core = core
         self.flow = core.flow
