@@ -12,7 +12,9 @@ Map of the package (see ../shared/DESIGN.md for the why):
 - ``stages/``     one module per pipeline stage process: tcp (reads and writes its own
                   queue of the TUN device), proxy, sink; tun only with --dump-pcap.
 - pure cores      ``wire`` (packets), ``tcp/`` (TCP state machine), ``flowcore`` (one
-                  proxied connection), ``http1``/``http2`` with ``httpreport``,
+                  proxied connection; its commands in ``flowcommands``, carried out by
+                  ``stages/relay``), ``tlsterm`` (both TLS sessions over memory BIOs),
+                  ``http1``/``http2`` with ``httpreport``,
                   ``websocket`` with ``wsreport`` (messages after a 101), ... : bytes and
                   ``now`` in, events and bytes out, no I/O.
 """
