@@ -65,6 +65,7 @@ from .flowcommands import (ABORT_UPSTREAM, CLOSE_UPSTREAM, FIN_TO_COMMAND, FIN_U
                            PAUSE_UPSTREAM, RESUME_UPSTREAM, Command, Credit, FlowSettings,
                            Report, ResetCommand, SendToCommand, SendUpstream, SetTimer,
                            endpoint)
+from .headers import header
 from .http1 import Http1Observer
 from .httpreport import ExchangeReporter
 from .messages import CREDIT_STEP
@@ -79,6 +80,15 @@ MAX_SESSIONS = 1024          # upstream TLS sessions kept for resumption (per pr
 # An HTTP/1.x request line: a token of capitals (any method, WebDAV's too), a target
 # without spaces, the version (RFC 9112 §3).
 _REQUEST_LINE = re.compile(rb"[A-Z][A-Z_-]{0,31} [^ \r\n]+ HTTP/1\.[01]\r?\n")
+
+
+def _is_h2c(request: messages.HttpRequest | None, response: messages.HttpResponse) -> bool:
+    """A 101 that switches ``request`` to HTTP/2 over cleartext (RFC 7540 §3.2)."""
+    if request is None or response.status != 101:
+        return False
+    asked = header(request.headers, "upgrade") or ""
+    given = header(response.headers, "upgrade") or ""
+    return given.strip().lower() == "h2c" and "h2c" in asked.lower().replace(" ", "").split(",")
 
 
 def looks_like_h2_settings(data: bytes | memoryview) -> bool:
@@ -579,19 +589,40 @@ class FlowCore:
         events = observer.events()
         switching: messages.HttpResponse | None = None
         for msg in self.reporter.on_events(events):
-            self.commands.append(Report(msg))
             if type(msg) is messages.HttpRequest:
                 self.last_request = msg
             elif type(msg) is messages.HttpResponse and msg.status == 101:
                 switching = msg
+                if _is_h2c(self.last_request, msg):
+                    continue  # the request's real response comes in HTTP/2, on stream 1
+            self.commands.append(Report(msg))
         if observer.failed or observer.upgraded:
             self.observer = None  # not HTTP after all, or switched: no more HTTP decoding
             request = self.last_request
             if observer.upgraded and request is not None and request.method == "CONNECT":
                 self._enter_tunnel(request.url)
             elif (switching is not None and request is not None
-                  and isinstance(observer, Http1Observer) and is_websocket(request, switching)):
-                self._start_websocket(observer, request, switching, now)
+                  and isinstance(observer, Http1Observer)):
+                if _is_h2c(request, switching):
+                    self._start_h2c(observer, request, now)
+                elif is_websocket(request, switching):
+                    self._start_websocket(observer, request, switching, now)
+
+    def _start_h2c(self, observer: Http1Observer, request: messages.HttpRequest,
+                   now: float) -> None:
+        """The exchange switched to HTTP/2 (``Upgrade: h2c``): decode on as HTTP/2, the
+        upgraded request answered on stream 1 under its own exchange id."""
+        assert self.reporter is not None
+        first_client, first_server = observer.switched_bytes()
+        self._start_decoding("h2", self.reporter.scheme)
+        assert self.reporter is not None and self.observer is not None
+        self.observer.upgraded_from_http1()
+        self.reporter.adopt(1, request)
+        if first_client:  # (sent while the switch was pending: before the 101 arrived)
+            self.observer.client_data(first_client, now)
+        if first_server:
+            self.observer.server_data(first_server, now)
+        self._report(now)
 
     def _start_websocket(self, observer: Http1Observer, request: messages.HttpRequest,
                          switching: messages.HttpResponse, now: float) -> None:

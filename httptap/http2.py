@@ -502,6 +502,15 @@ class Http2Observer(ObserverBase):
         self._client = _FrameReader(self, True)
         self._server = _FrameReader(self, False)
 
+    def upgraded_from_http1(self) -> None:
+        """h2c through an HTTP/1.1 ``Upgrade`` (RFC 7540 §3.2): the request that
+        asked for it is stream 1, sent whole in HTTP/1.1 (already reported); its response
+        comes as HTTP/2 on stream 1, and the client's preface follows."""
+        stream = self.streams[1] = _Stream(1)
+        stream.req = _Body(None, [], 1, True)
+        stream.req.open = False
+        self.last_client_sid = 1
+
     # -- the proxy's side -----------------------------------------------
 
     def client_data(self, data: bytes, now: float) -> None:

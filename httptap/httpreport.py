@@ -72,6 +72,13 @@ class ExchangeReporter:
         self.open: dict[int, _Exchange] = {}
         self.exchanges = 0  # requests seen on this connection
 
+    def adopt(self, seq: int, request: messages.HttpRequest) -> None:
+        """Answer ``request``, reported already on another reporter, with the response
+        that comes as ``seq``: an HTTP/1.1 request upgraded to h2c is answered on HTTP/2
+        stream 1, under the same exchange id."""
+        self.open[seq] = _Exchange(request.exchange, request)
+        self.exchanges += 1
+
     def on_events(self, events: list[Any]) -> list[messages.Msg]:
         out: list[messages.Msg] = []
         # Body bytes of one side of one exchange (body_key: exchange id, request?) not yet

@@ -658,6 +658,12 @@ class _ConnectProxy:
             pass
 
     def close(self) -> None:
+        import socket
+
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not)
+        except OSError:
+            pass
         self.listener.close()
         for t in self.threads:
             t.join(timeout=10)
