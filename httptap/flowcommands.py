@@ -102,6 +102,7 @@ class FlowSettings:
     http_ports: frozenset[int]
     https_ports: frozenset[int]
     capture_bodies: bool
+    stream_bodies: bool  # --body: heads of streamed responses go to the sink at once
     max_body_size: int  # what an observer keeps of each body (--max-body-size)
     verbose: bool
     new_exchange_id: Callable[[], int]

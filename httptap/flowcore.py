@@ -356,7 +356,7 @@ class FlowCore:
         self.reporter = ExchangeReporter(
             scheme=scheme, server_host=self.dst, server_port=self.dport, client=self.client,
             server=self.server, new_id=self.settings.new_exchange_id, tls_sni=self.tls_sni,
-            tls_alpn=self.tls_alpn)
+            tls_alpn=self.tls_alpn, stream_heads=self.settings.stream_bodies)
 
     # --- TLS interception ----------------------------------------------------------------------
 

@@ -45,6 +45,16 @@ def build_url(scheme: str, host_header: str | None, server_host: str, server_por
     return f"{scheme}://{authority}{target}"
 
 
+def streams(method: str, head: ResponseHead) -> bool:
+    """Whether a response's body is a stream worth printing as it arrives: server-sent
+    events, or a body without a declared length (chunked, or until the close), as long
+    polls and progress feeds are. A HEAD, a 1xx, 204 or 304 has no body at all."""
+    if method == "HEAD" or head.status in (204, 304) or head.status < 200:
+        return False
+    ctype = (header(head.headers, "content-type") or "").split(";")[0].strip().lower()
+    return ctype == "text/event-stream" or header(head.headers, "content-length") is None
+
+
 class _Exchange:
     __slots__ = ("id", "request", "request_end", "response_head")
 
@@ -60,7 +70,7 @@ class ExchangeReporter:
 
     def __init__(self, *, scheme: str, server_host: str, server_port: int, client: str,
                  server: str, new_id: Callable[[], int], tls_sni: str = "",
-                 tls_alpn: str = "") -> None:
+                 tls_alpn: str = "", stream_heads: bool = False) -> None:
         self.scheme = scheme
         self.server_host = server_host
         self.server_port = server_port
@@ -71,6 +81,7 @@ class ExchangeReporter:
         self.tls_alpn = tls_alpn
         self.open: dict[int, _Exchange] = {}
         self.exchanges = 0  # requests seen on this connection
+        self.stream_heads = stream_heads  # --body: HttpResponseHead for streamed bodies
 
     def adopt(self, seq: int, request: messages.HttpRequest) -> None:
         """Answer ``request``, reported already on another reporter, with the response
@@ -124,6 +135,10 @@ class ExchangeReporter:
                 exchange = self.open.get(event.seq)
                 if exchange is not None and not event.informational:
                     exchange.response_head = event
+                    if self.stream_heads and streams(exchange.request.method, event):
+                        out.append(messages.HttpResponseHead(
+                            exchange=exchange.id, time=event.time, status=event.status,
+                            reason=event.reason, version=event.version, headers=event.headers))
             elif kind is ResponseEnd:
                 exchange = self.open.pop(event.seq, None)
                 if exchange is not None and exchange.response_head is not None:

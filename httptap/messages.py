@@ -8,7 +8,8 @@ and bytes, never Python objects. Messages are grouped by the direction they trav
     tcp  -> tun     Packets
     tcp  -> proxy   FlowOpened, FlowData, FlowEof, FlowReset, FlowAcked, DatagramIn
     proxy-> tcp     FlowAccept, FlowRefuse, FlowData, FlowEof, FlowReset, FlowAcked, DatagramOut
-    proxy-> sink    HttpRequest, BodyChunk, HttpResponse, TcpSummary, DnsExchange, Notice,
+    proxy-> sink    HttpRequest, HttpResponseHead, BodyChunk, HttpResponse, TcpSummary,
+                    DnsExchange, Notice,
                     WsMessage, WsEnd
     supervisor -> sink   StatsSnapshot (with --stats-interval)
     any  -> next    Drain  (the upstream stage is finished; pass it on once empty)
@@ -155,6 +156,18 @@ class BodyChunk(Msg):
     data: bytes
 
 
+class HttpResponseHead(Msg):
+    """The head of a response whose body streams (``text/event-stream``, or no declared
+    length), sent only with ``--body``: the terminal prints its body as it arrives. The
+    ``HttpResponse`` that completes the exchange follows as usual."""
+    exchange: int
+    time: float
+    status: int
+    reason: str
+    version: str
+    headers: list[tuple[str, str]]
+
+
 class HttpResponse(Msg):
     """The response to ``exchange`` is complete (or the exchange ended without one).
 
@@ -256,7 +269,8 @@ class Drain(Msg):
 
 Message = Union[
     Packets, FlowOpened, FlowAccept, FlowRefuse, FlowData, FlowEof, FlowReset, FlowAcked,
-    FlowClosed, DatagramIn, DatagramOut, HttpRequest, BodyChunk, HttpResponse, TcpSummary,
+    FlowClosed, DatagramIn, DatagramOut, HttpRequest, HttpResponseHead, BodyChunk, HttpResponse,
+    TcpSummary,
     DnsExchange, Notice, StatsSnapshot, Drain, WsMessage, WsEnd,
 ]
 

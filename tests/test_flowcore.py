@@ -50,7 +50,8 @@ def settings(upstream_context: Any = None, server_context: Any = None,
              verbose: bool = False, capture_bodies: bool = False) -> FlowSettings:
     ids = itertools.count(1)
     return FlowSettings(http_ports=frozenset({80}), https_ports=frozenset({443}),
-                        capture_bodies=capture_bodies, max_body_size=16 << 20, verbose=verbose,
+                        capture_bodies=capture_bodies, stream_bodies=False,
+                        max_body_size=16 << 20, verbose=verbose,
                         new_exchange_id=lambda: next(ids),
                         upstream_context=upstream_context or (lambda alpn: None),
                         server_context=server_context or (lambda name, alpn: None))

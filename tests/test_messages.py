@@ -23,6 +23,7 @@ SAMPLES: list[m.Msg] = [
     m.HttpRequest(7, 1.5, "GET", "http://x/", "HTTP/1.1", [("Host", "x")], "10.1.1.100:1",
                   "1.2.3.4:80", tls_sni="x", tls_alpn="h2"),
     m.BodyChunk(7, False, b"ok"),
+    m.HttpResponseHead(7, 2.25, 200, "OK", "HTTP/1.1", [("Content-Type", "text/event-stream")]),
     m.HttpResponse(7, 2.5, 200, "OK", "HTTP/1.1", [("Content-Length", "2")], 0, 2, 2,
                    request_headers_done=1.5, request_done=1.6, response_started=2.0,
                    body_truncated=True),

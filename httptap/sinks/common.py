@@ -138,6 +138,13 @@ def decode_text(content_type: str | None, body: bytes) -> str:
     return body.decode(_codec(charset), errors="replace")
 
 
+def text_decoder(content_type: str | None) -> codecs.IncrementalDecoder:
+    """An incremental decoder for a text body that arrives in pieces (a multi-byte
+    character may be split between two): its charset (else UTF-8), errors replaced."""
+    _, charset = split_content_type(content_type)
+    return codecs.getincrementaldecoder(_codec(charset))(errors="replace")
+
+
 def decode_text_strict(content_type: str | None, body: bytes) -> str | None:
     """A text body as a string, or None if it is not valid in its declared charset
     (else UTF-8): the caller then keeps the bytes (HAR writes them as base64)."""

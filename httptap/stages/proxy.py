@@ -95,7 +95,8 @@ class Proxy:
         self.upstream_tls = UpstreamTls(config.insecure, config.keylog)
         self.flow_settings = FlowSettings(
             http_ports=config.http_ports, https_ports=config.https_ports,
-            capture_bodies=self.capture_bodies, max_body_size=config.max_body_size,
+            capture_bodies=self.capture_bodies, stream_bodies=config.body,
+            max_body_size=config.max_body_size,
             verbose=config.verbose,
             new_exchange_id=self.new_exchange_id, upstream_context=self.upstream_tls.context,
             server_context=self.ca.server_context, no_intercept=config.no_intercept)
