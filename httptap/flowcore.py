@@ -487,7 +487,7 @@ class FlowCore:
         instead of sending an alert."""
         return self.mode is Mode.TLS and self.tls is not None and not self.tls.handshake_done
 
-    def _plain_to_command(self, plain: bytes, now: float) -> None:
+    def _plain_to_command(self, plain: bytes | memoryview, now: float) -> None:
         tls = self.tls
         assert tls is not None
         try:
