@@ -1,9 +1,10 @@
-"""CPU cost of the pure TCP core per segment, in one process (no network, no stages).
+"""CPU time per segment of the pure TCP core and of the tcp stage's logic, in one process.
 
 Run:  python perf/bench_tcpcore.py [--reps N] [--core DIR]
 
-Three cases drive one passive ``TcpConnection`` the way the tcp stage does (the stage's
-MSS, buffers and burst of 8; a peer with Linux's SYN options) against a scripted peer:
+No network, no rings, no TUN device. The first three cases drive one passive
+``TcpConnection`` the way the tcp stage does (the stage's MSS, buffers and burst of 8; a
+peer with Linux's SYN options) against a scripted peer; the fourth drives the stage:
 
   download   we send: ``send()`` 256 KiB chunks, ``segments_to_send(now, 8)``, the peer
              ACKs every second segment; µs per data segment sent (its ACK included)

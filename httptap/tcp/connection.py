@@ -501,7 +501,7 @@ class TcpConnection:
         sack: tuple[tuple[int, int], ...] = ()
         snd = self.snd
         seg_max = snd.send_mss
-        if self._sack_ok and rcv.ooo:                # RFC 2018 §4: the newest blocks first
+        if self._sack_ok and rcv.ooo:                # RFC 2018 §4: the latest block first
             blocks = rcv.ooo.sack_blocks(3 if self._ts_ok else 4)
             sack = tuple((s & MASK, e & MASK) for s, e in blocks)
             seg_max -= 8 * len(sack) + 4
