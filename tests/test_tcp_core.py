@@ -58,7 +58,7 @@ def test_handshake_with_options() -> None:
     conn.receive(Segment(1001, 5001, A, 512, ts_val=778, ts_ecr=1500), 1.6)
     assert conn.state is State.ESTABLISHED
     assert conn.events() == [Established()]
-    assert conn.snd_wnd == 512 << 7
+    assert conn.snd.snd_wnd == 512 << 7
     assert conn.segments_to_send(1.6) == []          # a pure ACK needs no answer
     # Data both ways now carries timestamps; the window is scaled by our shift (7).
     conn.send(b"hi")
@@ -269,7 +269,7 @@ def test_data_beyond_window_is_trimmed_and_window_never_shrinks() -> None:
     conn.receive(ack(1001, 5001, payload=bytes(1200)), 1.0)
     assert conn.events() == [DataReceived(bytes(1000))]
     assert conn.segments_to_send(1.0) == [Segment(5001, 2001, A, 0)]
-    assert conn.rcv_adv == 2001
+    assert conn.rcv.rcv_adv == 2001
 
 
 # ---------------------------------------------------------------- closing

@@ -1,11 +1,20 @@
-"""The userspace TCP stack's pure core: sequence numbers, segments, the connection state machine.
+"""The userspace TCP stack's pure core: one connection state machine per flow, split by concern.
 
-Nothing in this package does I/O or reads the clock: callers pass bytes and ``now`` in and
-take segments and events out (see ``connection``). The tcp stage (``httptap.stages.tcp``)
-is the thin loop that feeds it packets from the tun stage and stream data from the proxy.
+Nothing in this package does I/O or reads the clock: callers pass segments and ``now`` in
+and take segments and events out (see ``connection``). The tcp stage
+(``httptap.stages.tcp``) is the thin loop that feeds it packets from its queue of the TUN
+device (or from the tun stage with ``--dump-pcap``) and stream data from the proxy.
 
-Modules: ``segment`` (the parsed segment), ``seq`` (32-bit sequence arithmetic),
-``rangeset`` (out-of-order reassembly), ``events`` (what a connection reports) and
-``connection`` (the state machine, :class:`~httptap.tcp.connection.TcpConnection`, and
-``rst_for`` for segments that belong to no connection).
+Modules, as gVisor's netstack splits ``transport/tcp``:
+
+- ``connection``  :class:`~httptap.tcp.connection.TcpConnection`: states, handshake,
+                  RST and challenge ACKs, timers, what goes out; ``rst_for`` for segments
+                  that belong to no connection;
+- ``receiver``    acceptability, out-of-order reassembly, the advertised window;
+- ``sender``      the send buffer, segment output, retransmission, the persist timer;
+- ``congestion``  the congestion-control interface and NewReno; ``rtt`` the RTT
+                  estimator and RTO (RFC 6298);
+- ``segment`` (the parsed segment), ``seq`` (32-bit sequence arithmetic), ``rangeset``
+  (the reassembly buffer), ``sendbuffer`` (zero-copy send queue), ``events`` (what a
+  connection reports).
 """

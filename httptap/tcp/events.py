@@ -1,5 +1,8 @@
 """What a :class:`~httptap.tcp.connection.TcpConnection` tells its owner, in order.
 
+The connection, its sender (``Acked``) and its receiver (``DataReceived``, ``PeerEof``)
+append to one list, so the order is the order things happened.
+
 The tcp stage drains ``conn.events()`` after feeding the core and turns each event into a
 message for the proxy stage (data, end of stream, reset) or into bookkeeping (``Acked``
 frees send space, ``Closed`` lets the flow table forget the connection).

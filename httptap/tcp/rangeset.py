@@ -1,6 +1,6 @@
 """Sorted sets of half-open ranges, and the out-of-order reassembly buffer built on one.
 
-The receiver (``connection``) keeps data that arrived beyond RCV.NXT in a
+The receiver (``receiver``) keeps data that arrived beyond RCV.NXT in a
 :class:`Reassembly` until the gap before it fills. Ranges are in *unwrapped* sequence
 numbers (see ``seq``), so nothing here worries about wrap-around. The number of ranges
 is small in practice (a handful of holes on a lossy link, none on the kernel's lossless

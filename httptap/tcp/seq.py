@@ -4,9 +4,13 @@ On the wire a TCP sequence number is 32 bits and wraps. Inside the connection co
 keep *unwrapped* sequence numbers instead: plain Python ints that grow without bound,
 so every comparison on the hot path is an ordinary ``<``. Only two places touch the
 32-bit form: :func:`unwrap` turns a number read from a segment into the unwrapped value
-closest to a reference point the core already holds, and ``& MASK`` turns an unwrapped
-value back into the wire form. The comparison helpers below are for code (and tests)
-that only has wire values, such as :func:`httptap.tcp.connection.rst_for`.
+closest to a reference point the core already holds (the connection calls it for every
+SEQ and ACK field it reads), and ``& MASK`` turns an unwrapped value back into the wire
+form. The comparison helpers below are for code (and tests) that only has wire values.
+
+Calling :func:`unwrap` rather than repeating its two lines costs about 25 ns a call on
+CPython 3.11 (two calls per received segment); measured with ``perf/bench_tcpcore.py``,
+that is below 1 % of the tcp stage's cost per segment and within its run-to-run noise.
 """
 
 from __future__ import annotations
