@@ -39,9 +39,9 @@ ap.add_argument("--core", help="directory that holds the httptap package to meas
 args = ap.parse_args()
 sys.path.insert(0, args.core or os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from httptap.tcp.connection import TcpConnection  # noqa: E402
-from httptap.tcp.events import DataReceived  # noqa: E402
-from httptap.tcp.segment import ACK, FIN, PSH, SYN, Segment  # noqa: E402
+from httptap.net.tcp.connection import TcpConnection  # noqa: E402
+from httptap.net.tcp.events import DataReceived  # noqa: E402
+from httptap.net.tcp.segment import ACK, FIN, PSH, SYN, Segment  # noqa: E402
 
 MSS = 65480                     # the stage's MSS at MTU 65520 (IPv4)
 BUF = 4 << 20                   # the stage's receive and send buffers
@@ -165,10 +165,10 @@ class _Sink:
 
 
 def stage_ka(total: int) -> tuple[float, int]:
-    from httptap import messages as m
+    from httptap.plumbing import messages as m
     from httptap.stages.tcp import TcpShard
-    from httptap.stats import Counters
-    from httptap.wire import VNET_HDR_LEN, build_tcp, parse_ip, parse_tcp
+    from httptap.plumbing.stats import Counters
+    from httptap.net.wire import VNET_HDR_LEN, build_tcp, parse_ip, parse_tcp
     client, server = bytes([10, 1, 1, 100]), bytes([10, 77, 1, 2])
 
     def packet(seg: Segment) -> bytes:

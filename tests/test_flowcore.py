@@ -13,15 +13,15 @@ from typing import Any
 
 import pytest
 
-from httptap import messages
-from httptap.ca import CertificateAuthority
-from httptap.flowcommands import (
+from httptap.plumbing import messages
+from httptap.tls.ca import CertificateAuthority
+from httptap.flow.commands import (
     ABORT_UPSTREAM, CLOSE_UPSTREAM, FIN_TO_COMMAND, FIN_UPSTREAM, PAUSE_UPSTREAM,
     RESUME_UPSTREAM, Credit, FlowSettings, Report, ResetCommand, SendToCommand, SendUpstream,
     SetTimer)
-from httptap.flowcore import MAX_IN_FLIGHT, TLS_HANDSHAKE_TIMEOUT, FlowCore, Mode
-from httptap.messages import CREDIT_STEP
-from httptap.http2 import Http2Observer
+from httptap.flow.core import MAX_IN_FLIGHT, TLS_HANDSHAKE_TIMEOUT, FlowCore, Mode
+from httptap.plumbing.messages import CREDIT_STEP
+from httptap.http.http2 import Http2Observer
 import wsframes
 from testca import session_ca
 

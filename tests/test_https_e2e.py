@@ -2,7 +2,7 @@
 
 httptap trusts the test hosts' CA because ``SSL_CERT_FILE`` names it in httptap's own
 environment; the command trusts httptap's run CA through the bundles and variables
-httptap injects (``httptap.trust``) and is given no other help. Every test compares the
+httptap injects (``httptap.tls.trust``) and is given no other help. Every test compares the
 exact lines httptap prints (``--stderr``, so they are apart from what the command writes
 on stdout; clients are kept quiet so their own stderr lines do not interleave) and checks
 that the client got the right bytes, so "the program notices nothing" is tested too.

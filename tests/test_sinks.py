@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from haralyzer import HarPage, HarParser  # type: ignore[import-untyped]
 
-from httptap.config import Config
-from httptap.messages import (DnsExchange, HttpRequest, HttpResponse, TcpSummary, WsEnd,
+from httptap.run.config import Config
+from httptap.plumbing.messages import (DnsExchange, HttpRequest, HttpResponse, TcpSummary, WsEnd,
                               WsMessage)
 from httptap.sinks import HarSink, NdjsonSink, TerminalSink, make_sinks
 from httptap.sinks import common
@@ -597,7 +597,7 @@ def test_addresses() -> None:
 # --------------------------------------------------------------------------- bodies
 
 def test_body_assembler_joins_chunks_per_exchange_up_to_the_limit() -> None:
-    from httptap.messages import BodyChunk
+    from httptap.plumbing.messages import BodyChunk
     from httptap.sinks.bodies import NO_BODIES, BodyAssembler
 
     bodies = BodyAssembler(max_size=10)
@@ -662,7 +662,7 @@ def test_truncated_bodies_are_marked_in_every_sink(tmp_path: Path) -> None:
     ("1MiB", 1 << 20), ("64KB", 65536), (" 5M ", 5 << 20),
 ])
 def test_parse_size(text: str, size: int) -> None:
-    from httptap.cli import parse_size
+    from httptap.run.cli import parse_size
 
     assert parse_size(text, "--max-body-size") == size
 
@@ -671,7 +671,7 @@ def test_parse_size(text: str, size: int) -> None:
 def test_parse_size_rejects(text: str) -> None:
     import typer
 
-    from httptap.cli import parse_size
+    from httptap.run.cli import parse_size
 
     with pytest.raises(typer.BadParameter):
         parse_size(text, "--max-body-size")
@@ -849,7 +849,7 @@ def test_har_websocket_messages_on_the_101_entry(tmp_path: Path) -> None:
 # --- --body: streamed responses print as they arrive -----------------------------------------
 
 def test_terminal_prints_a_streamed_text_body_line_by_line_as_it_arrives() -> None:
-    from httptap.messages import BodyChunk, HttpResponseHead
+    from httptap.plumbing.messages import BodyChunk, HttpResponseHead
 
     out = io.StringIO()
     sink = TerminalSink(out, body=True)
@@ -869,7 +869,7 @@ def test_terminal_prints_a_streamed_text_body_line_by_line_as_it_arrives() -> No
 
 
 def test_terminal_without_body_or_for_binary_streams_waits_for_the_end() -> None:
-    from httptap.messages import BodyChunk, HttpResponseHead
+    from httptap.plumbing.messages import BodyChunk, HttpResponseHead
 
     for body, ctype in ((False, "text/event-stream"), (True, "application/octet-stream")):
         out = io.StringIO()
@@ -881,8 +881,8 @@ def test_terminal_without_body_or_for_binary_streams_waits_for_the_end() -> None
 
 
 def test_the_reporter_sends_heads_of_streamed_bodies_only() -> None:
-    from httptap.http1 import ResponseHead
-    from httptap.httpreport import streams
+    from httptap.http.http1 import ResponseHead
+    from httptap.http.report import streams
 
     def head(*headers: tuple[str, str], status: int = 200) -> ResponseHead:
         return ResponseHead(status, "OK", "HTTP/1.1", list(headers), T0)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import pytest
 
-from httptap.tcp.connection import (MAX_RETRANSMITS, MAX_SYN_RETRANSMITS, RTO_MAX, State,
+from httptap.net.tcp.connection import (MAX_RETRANSMITS, MAX_SYN_RETRANSMITS, RTO_MAX, State,
                                     TcpConnection, rst_for)
-from httptap.tcp.events import (Acked, Closed, DataReceived, Established, PeerEof,
+from httptap.net.tcp.events import (Acked, Closed, DataReceived, Established, PeerEof,
                                 Reset)
-from httptap.tcp.rangeset import RangeSet, Reassembly
-from httptap.tcp.segment import ACK, FIN, PSH, RST, SYN, Segment
-from httptap.tcp.seq import seq_add, seq_diff, seq_le, seq_lt, unwrap
+from httptap.net.tcp.rangeset import RangeSet, Reassembly
+from httptap.net.tcp.segment import ACK, FIN, PSH, RST, SYN, Segment
+from httptap.net.tcp.seq import seq_add, seq_diff, seq_le, seq_lt, unwrap
 
 A, F, P, R, S = ACK, FIN, PSH, RST, SYN
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import pytest
 
-from httptap.tcp.congestion import DUPACK_THRESHOLD, INITIAL_CWND_SEGMENTS, NewReno
-from httptap.tcp.connection import State, TcpConnection
-from httptap.tcp.events import Acked, DataReceived, Event, PeerEof
-from httptap.tcp.receiver import Receiver
-from httptap.tcp.rtt import RTO_INITIAL, RTO_MAX, RTO_MIN, RttEstimator
-from httptap.tcp.segment import ACK, SYN, Segment
+from httptap.net.tcp.congestion import DUPACK_THRESHOLD, INITIAL_CWND_SEGMENTS, NewReno
+from httptap.net.tcp.connection import State, TcpConnection
+from httptap.net.tcp.events import Acked, DataReceived, Event, PeerEof
+from httptap.net.tcp.receiver import Receiver
+from httptap.net.tcp.rtt import RTO_INITIAL, RTO_MAX, RTO_MIN, RttEstimator
+from httptap.net.tcp.segment import ACK, SYN, Segment
 
 SMSS = 1000
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..messages import (BodyChunk, DnsExchange, HttpRequest, HttpResponse, HttpResponseHead,
+from ..plumbing.messages import (BodyChunk, DnsExchange, HttpRequest, HttpResponse, HttpResponseHead,
                         TcpSummary, WsEnd, WsMessage)
 from .bodies import NO_BODIES, Bodies
 from .har import HarSink
@@ -31,7 +31,7 @@ from .ndjson import NdjsonSink
 from .terminal import TerminalSink
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from ..run.config import Config
 
 __all__ = ["Sink", "make_sinks", "TerminalSink", "NdjsonSink", "HarSink"]
 

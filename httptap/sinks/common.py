@@ -28,8 +28,8 @@ import codecs
 from datetime import datetime, timezone
 from typing import NamedTuple
 
-from ..headers import header as header  # re-exported for the sinks
-from ..messages import HttpRequest, HttpResponse
+from ..http.headers import header as header  # re-exported for the sinks
+from ..plumbing.messages import HttpRequest, HttpResponse
 
 #: Content types whose bodies are text, beyond ``text/*``.
 _TEXT_TYPES = frozenset({

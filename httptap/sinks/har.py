@@ -48,9 +48,9 @@ from urllib.parse import parse_qsl, urlsplit
 import msgspec
 
 from .. import __version__
-from ..messages import (BodyChunk, DnsExchange, HttpRequest, HttpResponse, HttpResponseHead,
+from ..plumbing.messages import (BodyChunk, DnsExchange, HttpRequest, HttpResponse, HttpResponseHead,
                         TcpSummary, WsEnd, WsMessage)
-from ..outputs import PRIVATE_MODE
+from ..run.outputs import PRIVATE_MODE
 from .bodies import NO_BODIES, Bodies
 from .common import (UNFINISHED, body_is_text, decode_text_strict, header, header_values,
                      host_of, iso_time, port_of, timings)

@@ -80,9 +80,9 @@ from typing import IO, Any, TextIO
 
 import msgspec
 
-from ..messages import (BodyChunk, DnsExchange, HttpRequest, HttpResponse, HttpResponseHead,
+from ..plumbing.messages import (BodyChunk, DnsExchange, HttpRequest, HttpResponse, HttpResponseHead,
                         TcpSummary, WsEnd, WsMessage)
-from ..outputs import open_private
+from ..run.outputs import open_private
 from .bodies import NO_BODIES, Bodies
 from .common import UNFINISHED, body_is_text, decode_text_strict, header, iso_time, timings
 

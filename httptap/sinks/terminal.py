@@ -53,7 +53,7 @@ import os
 import re
 from typing import TextIO
 
-from ..messages import (BodyChunk, DnsExchange, HttpRequest, HttpResponse, HttpResponseHead,
+from ..plumbing.messages import (BodyChunk, DnsExchange, HttpRequest, HttpResponse, HttpResponseHead,
                         TcpSummary, WsEnd, WsMessage)
 from .bodies import NO_BODIES, Bodies
 from .common import (body_is_text, decode_text, grpc_status, header, is_text_type,

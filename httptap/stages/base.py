@@ -2,7 +2,7 @@
 
 A stage is a function ``run(ctx)`` executed in its own forked process. It talks to its
 neighbours only through :class:`Inbox` (one ring it consumes) and :class:`Outbox` (one ring
-it produces), in messages from ``httptap.messages``. Writes never block the loop: an Outbox
+it produces), in messages from ``httptap.plumbing.messages``. Writes never block the loop: an Outbox
 keeps what did not fit, and the stage stops taking in what would add to it until the
 ring has room again; that is how backpressure travels back towards the command:
 
@@ -39,10 +39,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .. import messages
-from ..config import Config
-from ..ring import Ring
-from ..stats import BYTES_IN, BYTES_OUT, MSGS_IN, MSGS_OUT, Counters
+from ..plumbing import messages
+from ..run.config import Config
+from ..plumbing.ring import Ring
+from ..plumbing.stats import BYTES_IN, BYTES_OUT, MSGS_IN, MSGS_OUT, Counters
 
 RETRY_FLUSH = 0.005  # re-try a full ring this often (a space wake-up is best effort)
 PR_SET_NAME = 15

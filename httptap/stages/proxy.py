@@ -5,7 +5,7 @@ the host's network namespace, and answers ``FlowAccept`` (the command's handshak
 completes) or ``FlowRefuse`` (the command sees a reset, or a timeout). Then bytes relay
 both ways, half-closes and resets pass through.
 
-Each TCP flow is a pure :class:`~httptap.flowcore.FlowCore` (what happens on the
+Each TCP flow is a pure :class:`~httptap.flow.core.FlowCore` (what happens on the
 connection: TLS interception, HTTP decoding, flow control) driven by a
 :class:`~httptap.stages.relay.Relay` (its upstream socket); this module routes the tcp
 stage's messages to relays and batches what they send to the rings.
@@ -19,10 +19,10 @@ import os
 import ssl
 import time
 
-from .. import messages
-from ..flowcommands import FlowSettings, endpoint
-from ..flowcore import FlowCore
-from ..namespace import HOST_LOOPBACK_ALIAS
+from ..plumbing import messages
+from ..flow.commands import FlowSettings, endpoint
+from ..flow.core import FlowCore
+from ..run.namespace import HOST_LOOPBACK_ALIAS
 from .base import RETRY_FLUSH, StageContext
 from .datagrams import DNS_PORT, Datagrams, DnsOverTcp
 from .relay import Relay
@@ -144,7 +144,7 @@ class Proxy:
         if flushed:
             return
         # A ring is full: flush again when its consumer frees space, or shortly anyway
-        # (the space wake-up is best effort, see httptap.ring).
+        # (the space wake-up is best effort, see httptap.plumbing.ring).
         self.flush_scheduled = True
         for outbox in (self.to_tcp, self.to_sink):
             if outbox.backlog:

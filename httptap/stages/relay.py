@@ -2,7 +2,7 @@
 
 A :class:`Relay` is the asyncio protocol of one upstream socket. It hands every event of
 the flow (socket reads, EOF, loss, write pressure, and the tcp stage's messages, which the
-proxy stage routes here) to the flow's pure core (``httptap.flowcore``), with the time,
+proxy stage routes here) to the flow's pure core (``httptap.flow.core``), with the time,
 and then carries out the commands the core queued: bytes and half-closes to the socket,
 messages to the tcp stage and to the sink, reading paused or resumed, one timer. All the
 decisions (what the flow is, TLS, decoding, credit) are the core's.
@@ -19,9 +19,9 @@ import struct
 import time
 from typing import Protocol, TypeGuard, cast
 
-from .. import messages
-from .. import flowcommands as fc
-from ..flowcore import FlowCore
+from ..plumbing import messages
+from ..flow import commands as fc
+from ..flow.core import FlowCore
 
 WRITE_HIGH_WATER = 1 << 20   # upstream socket buffer before we stop returning credit
 

@@ -14,7 +14,7 @@ import functools
 import signal
 import sys
 
-from .. import messages
+from ..plumbing import messages
 from ..sinks import make_sinks
 from ..sinks.bodies import BodyAssembler
 from .base import Inbox, Loop, StageContext

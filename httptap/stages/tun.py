@@ -25,10 +25,10 @@ import zlib
 from collections.abc import Sequence
 from typing import Union
 
-from .. import messages
-from ..outputs import open_private
-from ..stats import PACKETS_IN, PACKETS_OUT
-from ..wire import VNET_HDR_LEN, flow_hash_key
+from ..plumbing import messages
+from ..run.outputs import open_private
+from ..plumbing.stats import PACKETS_IN, PACKETS_OUT
+from ..net.wire import VNET_HDR_LEN, flow_hash_key
 from .base import Inbox, Loop, StageContext
 
 READ_BATCH = 64          # packets per read burst before yielding to the other fds
