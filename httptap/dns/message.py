@@ -291,6 +291,17 @@ def _read_question(data: bytes, offset: int) -> tuple[Question, int]:
     return Question(name, qtype, qclass, offset), pos + 4
 
 
+def _read_questions(data: bytes, count: int) -> tuple[list[Question], int]:
+    """The ``count`` questions after the header, and the offset after them: the walk
+    every message starts with (queries, responses, truncation)."""
+    pos = HEADER_SIZE
+    questions = []
+    for _ in range(count):
+        q, pos = _read_question(data, pos)
+        questions.append(q)
+    return questions, pos
+
+
 def _read_rr(data: bytes, offset: int) -> tuple[str, int, int, int, int, int]:
     """Walk one resource record: its name, type, class and TTL, and where its data
     starts and ends (the next record starts there)."""
@@ -318,11 +329,7 @@ def parse_query(data: bytes) -> Query:
     ident, flags, qdcount, ancount, nscount, arcount = _header(data)
     if flags & QR:
         raise DnsError("not a query (QR is set)")
-    pos = HEADER_SIZE
-    questions = []
-    for _ in range(qdcount):
-        q, pos = _read_question(data, pos)
-        questions.append(q)
+    questions, pos = _read_questions(data, qdcount)
     qend = pos
     udp_size = MAX_UDP_PLAIN
     for i in range(ancount + nscount + arcount):
@@ -420,10 +427,8 @@ def truncate(response: bytes, limit: int) -> bytes:
     if len(response) <= limit or len(response) < HEADER_SIZE:
         return response
     ident, flags, qdcount, *_ = HEADER.unpack_from(response)
-    pos = HEADER_SIZE
     try:
-        for _ in range(qdcount):
-            _, pos = _read_question(response, pos)
+        _, pos = _read_questions(response, qdcount)
     except DnsError:
         qdcount, pos = 0, HEADER_SIZE
     return HEADER.pack(ident, flags | TC, qdcount, 0, 0, 0) + response[HEADER_SIZE:pos]
@@ -504,11 +509,7 @@ def parse_response(data: bytes) -> Response:
     ident, flags, qdcount, ancount, _, _ = _header(data)
     if not flags & QR:
         raise DnsError("not a response (QR is clear)")
-    pos = HEADER_SIZE
-    questions = []
-    for _ in range(qdcount):
-        q, pos = _read_question(data, pos)
-        questions.append(q)
+    questions, pos = _read_questions(data, qdcount)
     answers = []
     for _ in range(ancount):
         name, rtype, rclass, ttl, start, pos = _read_rr(data, pos)
