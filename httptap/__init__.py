@@ -21,7 +21,8 @@ Map of the package, in the order data flows (see ../shared/DESIGN.md for the why
                  into the sink's messages), ``websocket`` with ``wsreport``;
   - ``flow/``    ``core``: one proxied connection (what it is, TLS, decoding, credit),
                  ``commands``: what it asks the proxy stage to do;
-  - ``dns/``     ``message`` (the wire format), with ``resolver`` (the host's answers).
+  - ``dns/``     ``message`` (the wire format), with ``resolver`` (the host's answers);
+  - ``events``   the base class of every core's events.
 - ``sinks/``     the output formats: terminal, ndjson, HAR.
 """
 

@@ -16,7 +16,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "httptap"
 # Whole layers are pure (net, http, flow), and one module each of tls and dns.
 CORES = sorted(
     [path for layer in ("net", "http", "flow") for path in (PACKAGE / layer).rglob("*.py")]
-    + [PACKAGE / "tls" / "clienthello.py", PACKAGE / "dns" / "message.py"])
+    + [PACKAGE / "tls" / "clienthello.py", PACKAGE / "dns" / "message.py",
+       PACKAGE / "events.py"])
 IO_MODULES = {"os", "socket", "asyncio", "time", "select", "selectors", "subprocess", "ssl"}
 
 SINKS = sorted((PACKAGE / "sinks").glob("*.py"))

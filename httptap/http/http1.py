@@ -77,7 +77,8 @@ import re
 from collections import deque
 from typing import Any, cast
 
-from httptap.http.contentcoding import ContentDecoder, parse_content_encoding
+from ..events import Event
+from .contentcoding import ContentDecoder, parse_content_encoding
 
 __all__ = [
     "HttpError", "Http1Observer", "RequestHead", "RequestEnd", "ResponseHead",
@@ -105,22 +106,6 @@ class HttpError(Exception):
 
 # ---------------------------------------------------------------------------
 # Events
-
-
-class Event:
-    """Base of the observer's events: value equality and a readable repr."""
-
-    __slots__: tuple[str, ...] = ()
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and all(
-            getattr(self, name) == getattr(other, name) for name in self.__slots__)
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
-        return f"{type(self).__name__}({fields})"
-
-    __hash__ = None  # type: ignore[assignment]
 
 
 class RequestHead(Event):

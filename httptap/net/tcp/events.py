@@ -10,20 +10,7 @@ frees send space, ``Closed`` lets the flow table forget the connection).
 
 from __future__ import annotations
 
-
-class Event:
-    __slots__: tuple[str, ...] = ()
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and all(
-            getattr(self, s) == getattr(other, s) for s in self.__slots__)
-
-    def __hash__(self) -> int:
-        return hash((type(self),) + tuple(getattr(self, s) for s in self.__slots__))
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{s}={getattr(self, s)!r}" for s in self.__slots__)
-        return f"{type(self).__name__}({args})"
+from ...events import Event as Event  # (the base, re-exported for the TCP modules)
 
 
 class Established(Event):
