@@ -218,6 +218,44 @@ class Outbox:
             pass
 
 
+class SpaceWatch:
+    """While some of a stage's outboxes hold records their ring had no room for, watch
+    those rings' space eventfds, so the loop wakes when a consumer frees room; the glue
+    every stage needs around :meth:`Outbox.flush`, written once. ``add_reader`` and
+    ``remove_reader`` are the stage's loop's (an epoll :class:`Loop` or asyncio's).
+
+    The wake-up is best effort (see ``httptap.plumbing.ring``): a stage also retries
+    every ``RETRY_FLUSH`` while :attr:`waiting`."""
+
+    def __init__(self, outboxes: list[Outbox],
+                 add_reader: Callable[[int, Callable[[], None]], object],
+                 remove_reader: Callable[[int], object], on_space: Callable[[], None]) -> None:
+        self.outboxes = outboxes
+        self._add, self._remove, self._on_space = add_reader, remove_reader, on_space
+        self.waiting = False
+
+    def flush(self) -> bool:
+        """Flush every outbox; watch for space unless all are empty. True when they are."""
+        flushed = all([outbox.flush() for outbox in self.outboxes])
+        self.watch(not flushed)
+        return flushed
+
+    def watch(self, waiting: bool) -> None:
+        if waiting == self.waiting:
+            return
+        self.waiting = waiting
+        for outbox in self.outboxes:
+            if waiting:
+                self._add(outbox.space_fd, self._woken)
+            else:
+                self._remove(outbox.space_fd)
+
+    def _woken(self) -> None:
+        for outbox in self.outboxes:
+            outbox.clear_space_fd()
+        self._on_space()
+
+
 class Loop:
     """epoll over file descriptors, plus one timer; ``stop()`` ends ``run()``."""
 

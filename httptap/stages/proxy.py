@@ -23,7 +23,7 @@ from ..plumbing import messages
 from ..flow.commands import FlowSettings, endpoint
 from ..flow.core import FlowCore
 from ..run.namespace import HOST_LOOPBACK_ALIAS
-from .base import RETRY_FLUSH, StageContext
+from .base import RETRY_FLUSH, SpaceWatch, StageContext
 from .datagrams import DNS_PORT, Datagrams, DnsOverTcp
 from .relay import Relay
 
@@ -84,6 +84,9 @@ class Proxy:
         self.relays: dict[int, Relay | DnsOverTcp] = {}
         self.connecting: dict[int, asyncio.Task[None]] = {}
         self.flush_scheduled = False
+        self.retry: asyncio.TimerHandle | None = None  # the next flush of a full ring
+        self.space = SpaceWatch([self.to_tcp, self.to_sink], loop.add_reader,
+                                loop.remove_reader, self._on_space)
         self.sink_wake: asyncio.TimerHandle | None = None
         self.sink_woken = float("-inf")  # loop time of the sink's last wake-up
         self.done = loop.create_future()
@@ -133,6 +136,7 @@ class Proxy:
         # and under load one wake-up carries dozens of events (keep-alive: one eventfd
         # write and one sink wake-up less per request).
         flushed = self.to_tcp.flush() & self.to_sink.flush(signal=False)
+        self.space.watch(not flushed)
         if self.output_blocked or self.to_sink.pending_bytes > SINK_BACKLOG_HIGH:
             self._check_output_backlog()
         if self.to_sink.unsignaled and self.sink_wake is None:
@@ -143,12 +147,9 @@ class Proxy:
                 self.sink_wake = self.loop.call_at(due, self._wake_sink)
         if flushed:
             return
-        # A ring is full: flush again when its consumer frees space, or shortly anyway
-        # (the space wake-up is best effort, see httptap.plumbing.ring).
+        # A ring is full: flush again when its consumer frees space (self.space), or
+        # shortly anyway (the space wake-up is best effort, see httptap.plumbing.ring).
         self.flush_scheduled = True
-        for outbox in (self.to_tcp, self.to_sink):
-            if outbox.backlog:
-                self.loop.add_reader(outbox.space_fd, self._on_space)
         self.retry = self.loop.call_later(RETRY_FLUSH, self._on_space)
 
     def _check_output_backlog(self) -> None:
@@ -175,9 +176,9 @@ class Proxy:
         self.to_sink.wake()
 
     def _on_space(self) -> None:
-        for outbox in (self.to_tcp, self.to_sink):
-            self.loop.remove_reader(outbox.space_fd)
-        self.retry.cancel()
+        if self.retry is not None:
+            self.retry.cancel()
+            self.retry = None
         self._flush()
 
     def on_input(self) -> None:

@@ -42,7 +42,7 @@ from ..net.wire import (IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, 
 from ..plumbing.messages import CREDIT_STEP
 from ..plumbing.stats import Counters
 from ..net.tcp.segment import Segment
-from .base import RETRY_FLUSH, Loop, OutboxLike, StageContext
+from .base import RETRY_FLUSH, Loop, OutboxLike, SpaceWatch, StageContext
 from .tun import Packet, joined, read_batch, write_packets
 
 RECV_BUFFER = 4 << 20   # bytes the command may send ahead of the proxy's upstream writes
@@ -351,7 +351,6 @@ def run(ctx: StageContext) -> None:
     outboxes = [o for o in (to_tun, to_proxy) if o is not None]
     loop = Loop()
     monotonic = time.monotonic
-    waiting_for_space = False
 
     def finish() -> None:
         """The command is gone and its last packets are processed: drain into the proxy."""
@@ -387,22 +386,13 @@ def run(ctx: StageContext) -> None:
     def on_proxy() -> None:
         shard.on_proxy(from_proxy.receive(), monotonic())
 
-    def on_space() -> None:
-        for outbox in outboxes:
-            outbox.clear_space_fd()
+    # Woken for space: after_batch, which runs after every wake-up, flushes again.
+    space = SpaceWatch(outboxes, loop.add_reader, loop.remove_reader, lambda: None)
 
     def after_batch() -> None:
-        nonlocal waiting_for_space
-        flushed = all([outbox.flush() for outbox in outboxes])
-        if flushed != (not waiting_for_space):
-            waiting_for_space = not flushed
-            for outbox in outboxes:
-                if waiting_for_space:
-                    loop.add_reader(outbox.space_fd, on_space)
-                else:
-                    loop.remove_reader(outbox.space_fd)
+        space.flush()
         when = monotonic() if shard.busy else shard.next_timer()
-        if waiting_for_space:
+        if space.waiting:
             retry = monotonic() + RETRY_FLUSH
             when = retry if when is None else min(when, retry)
         loop.timer_at = when
