@@ -30,6 +30,7 @@ import os
 import random
 import socket
 import time
+from collections.abc import Sequence
 
 from ..plumbing import messages
 from ..plumbing.stats import PACKETS_IN, PACKETS_OUT
@@ -113,7 +114,7 @@ class TcpShard:
 
     # --- from the command ----------------------------------------------------------------
 
-    def on_packets(self, packets: list[bytes], now: float) -> None:
+    def on_packets(self, packets: Sequence[bytes | memoryview], now: float) -> None:
         self.counters[PACKETS_IN] += len(packets)
         if self.dump:
             for pkt in packets:
