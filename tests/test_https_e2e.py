@@ -17,11 +17,14 @@ import re
 import shlex
 import shutil
 import ssl
+import socket
 import stat
 import sys
+import threading
 
 import pytest
 from cryptography import x509
+from loopservers import LoopbackServer, pipe, read_head
 from runner import UNPRIVILEGED_UID, run_httptap, unprivileged_skip_reason
 from testhosts import GIT_FILES, WHEEL_INIT, TestHost
 
@@ -600,73 +603,30 @@ def test_a_client_that_rejects_httptaps_ca_gets_one_hint_line(test_host):
 
 # --------------------------------------------------------------------------- CONNECT tunnels
 
-class _ConnectProxy:
+class _ConnectProxy(LoopbackServer):
     """A minimal CONNECT proxy on the host's loopback (reached from inside as
     host.httptap.local), relaying each tunnel to the address the client named."""
 
     def __init__(self) -> None:
-        import socket
-        import threading
-
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
         self.targets: list[str] = []
-        self.threads: list[threading.Thread] = []
-        accept = threading.Thread(target=self._accept, daemon=True)
-        accept.start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        import socket
-        import threading
-
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return  # closed
-            client.settimeout(30)
-            head = b""
-            while b"\r\n\r\n" not in head and len(head) < 8192:
-                chunk = client.recv(4096)
-                if not chunk:
-                    break
-                head += chunk
-            target = head.split(b" ")[1].decode() if head.startswith(b"CONNECT ") else ""
-            self.targets.append(target)
-            host, _, port = target.rpartition(":")
-            try:
-                upstream = socket.create_connection((host.strip("[]"), int(port)), timeout=30)
-            except (OSError, ValueError):
-                client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
-                client.close()
-                continue
+    def serve(self, client: socket.socket) -> None:
+        head = read_head(client, 8192)
+        target = head.split(b" ")[1].decode() if head.startswith(b"CONNECT ") else ""
+        self.targets.append(target)
+        host, _, port = target.rpartition(":")
+        try:
+            upstream = socket.create_connection((host.strip("[]"), int(port)), timeout=30)
+        except (OSError, ValueError):
+            client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+            return
+        with upstream:
             client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            for a, b in ((client, upstream), (upstream, client)):
-                t = threading.Thread(target=self._pipe, args=(a, b), daemon=True)
-                t.start()
-                self.threads.append(t)
-
-    @staticmethod
-    def _pipe(src, dst) -> None:  # noqa: ANN001
-        import socket
-
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-            dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        import socket
-
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not)
-        except OSError:
-            pass
-        self.listener.close()
-        for t in self.threads:
-            t.join(timeout=10)
+            back = threading.Thread(target=pipe, args=(upstream, client), daemon=True)
+            back.start()
+            pipe(client, upstream)
+            back.join(timeout=30)
 
 
 REQUESTS_THROUGH_PROXY = """
