@@ -3,7 +3,7 @@
 Run (as root: it creates a test host, a network namespace with a veth pair):
 
     .venv/bin/python perf/bench.py [--quick] [--only NAME,...] [--reps N]
-                                   [--png PATH] [--json PATH] [--no-peers]
+                                   [--workers N,...] [--png PATH] [--json PATH] [--no-peers]
 
 Workloads (names for --only):
   bulk_http      curl downloads a 1 GiB file over HTTP (256 MiB with --quick), MB/s
