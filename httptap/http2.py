@@ -120,7 +120,8 @@ from hyperframe.exceptions import HyperframeError
 from hyperframe.frame import Frame
 
 from httptap.contentcoding import ContentDecoder, parse_content_encoding
-from httptap.http1 import (Event, ObserverBase, RequestEnd, RequestHead, ResponseEnd,
+from httptap.h2reset import ERROR_CODES, StreamReset
+from httptap.http1 import (ObserverBase, RequestEnd, RequestHead, ResponseEnd,
                            ResponseHead)
 
 __all__ = [
@@ -149,15 +150,6 @@ _SETTINGS_HEADER_TABLE_SIZE = 0x1
 #: Frame types whose payload is collected and parsed; the rest is skipped.
 _BUFFERED = frozenset({_HEADERS, _RST_STREAM, _SETTINGS, _PUSH_PROMISE, _CONTINUATION})
 
-#: RFC 9113 §7 error codes, for :attr:`StreamReset.name`.
-ERROR_CODES = {
-    0x0: "NO_ERROR", 0x1: "PROTOCOL_ERROR", 0x2: "INTERNAL_ERROR",
-    0x3: "FLOW_CONTROL_ERROR", 0x4: "SETTINGS_TIMEOUT", 0x5: "STREAM_CLOSED",
-    0x6: "FRAME_SIZE_ERROR", 0x7: "REFUSED_STREAM", 0x8: "CANCEL",
-    0x9: "COMPRESSION_ERROR", 0xA: "CONNECT_ERROR", 0xB: "ENHANCE_YOUR_CALM",
-    0xC: "INADEQUATE_SECURITY", 0xD: "HTTP_1_1_REQUIRED",
-}
-
 _HEADER = struct.Struct(">BHBBL")     # length (8 + 16 bits), type, flags, stream id
 _U32 = struct.Struct(">L")
 
@@ -166,23 +158,6 @@ VERSION = "HTTP/2"
 
 class Http2Error(Exception):
     """The bytes are not HTTP/2 this observer can follow (caught inside)."""
-
-
-class StreamReset(Event):
-    """RST_STREAM on a live stream: ``error_code`` as sent; ``by_client`` says who sent it."""
-
-    __slots__ = ("seq", "error_code", "time", "by_client")
-
-    def __init__(self, seq: int, error_code: int, time: float, *, by_client: bool = False) -> None:
-        self.seq = seq
-        self.error_code = error_code
-        self.time = time
-        self.by_client = by_client
-
-    @property
-    def name(self) -> str:
-        """The error code's RFC name, e.g. ``"CANCEL"``."""
-        return ERROR_CODES.get(self.error_code, f"0x{self.error_code:x}")
 
 
 # ---------------------------------------------------------------------------
@@ -518,11 +493,25 @@ class Http2Observer(ObserverBase):
             fn(data, now)
         except (Http2Error, HyperframeError, HPACKError) as exc:
             self._fail(f"{type(exc).__name__}: {exc}" if not isinstance(exc, Http2Error)
-                       else str(exc))
+                       else str(exc), now)
         except (MemoryError, RecursionError):
             raise
         except Exception as exc:  # noqa: BLE001 - a bug here must not kill the relay
-            self._fail(f"internal error: {type(exc).__name__}: {exc}")
+            self._fail(f"internal error: {type(exc).__name__}: {exc}", now)
+        else:
+            return
+        self._abort(now)
+
+    def _abort(self, now: float) -> None:
+        """After a failure: bodies cut short are reported as far as they were read
+        (incomplete; the reporter names the failure as their error)."""
+        for sid in sorted(self.streams):
+            stream = self.streams[sid]
+            if stream.req is not None and stream.req.open:
+                self._end_request(stream, now, False, [])
+            if stream.resp is not None and stream.resp.open:
+                self._end_response(stream, now, False, [])
+        self.streams.clear()
 
     # -- from the frame readers -----------------------------------------
 
