@@ -39,9 +39,16 @@ def _httptap(test_host: TestHost, *args: str, timeout: float = TIMEOUT):
                        env={"SSL_CERT_FILE": str(test_host.ca_file)})
 
 
+# One of httptap's lines, wherever it starts: see _lines.
+_OWN_LINE = re.compile("(?:" + "|".join(re.escape(p) for p in LINE_PREFIXES) + ")[^\n]*")
+
+
 def _lines(r) -> list[str]:  # noqa: ANN001
-    """httptap's own lines from stderr (the command's stderr shares the stream)."""
-    return [line for line in r.stderr.splitlines() if line.startswith(LINE_PREFIXES)]
+    """httptap's own lines from stderr. The command's stderr shares the stream: httptap
+    writes each line whole (one write, under PIPE_BUF) but it may land in the middle of a
+    line the command is writing in pieces (curl: "c", then httptap's line, then "url:
+    (35) ..."), so they are found anywhere, not only at line starts."""
+    return _OWN_LINE.findall(r.stderr)
 
 
 def _ok(r) -> None:  # noqa: ANN001
