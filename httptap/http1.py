@@ -6,9 +6,10 @@ copy of every chunk, as it passes, to one :class:`Http1Observer`. The
 observer reports each exchange as events (:class:`RequestHead`,
 :class:`RequestEnd`, :class:`ResponseHead`, :class:`ResponseEnd`) that the
 proxy turns into messages for the sink. It never changes, holds back or
-answers bytes: when it cannot follow the stream it sets ``failed`` (the
-proxy goes on relaying raw and reports a plain tcp connection) and after a
-protocol switch it sets ``upgraded`` (the proxy stops feeding it).
+answers bytes: when it cannot follow the stream it sets ``failed`` and says
+why in a :class:`ProtocolError` event (the proxy goes on relaying raw; the
+exchanges still open end with that error) and after a protocol switch it
+sets ``upgraded`` (the proxy stops feeding it).
 
 This module is a pure core: bytes and ``now`` in, events out; it imports no
 ``os``, ``socket``, ``asyncio`` or ``time`` (a test walks its imports).

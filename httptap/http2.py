@@ -86,7 +86,7 @@ Streams (``seq`` = stream id):
   ``RequestEnd(complete=False)`` if the request body was still open and a
   ``ResponseEnd(complete=False)`` if a final response head was seen and its
   body still open. A stream reset before any response gets nothing more:
-  the proxy reports the error from the :class:`StreamReset`.
+  the reporter (``httpreport``) ends the exchange with the reset as its error.
 * ``client_eof`` ends open request bodies (``complete=False``);
   ``server_eof`` ends open responses the same way; streams without a
   response get nothing more (the proxy reports them as errors).
@@ -98,7 +98,8 @@ Streams (``seq`` = stream id):
 Any protocol error the observer cannot follow (bad client preface, a server
 that does not start with SETTINGS, a malformed frame, an HPACK failure, a
 CONTINUATION out of place, a response without a valid ``:status``) sets
-``failed`` and ``error``; no exception escapes and later bytes are ignored.
+``failed`` and ``error`` and emits a :class:`~httptap.http1.ProtocolError`, then ends
+every open body incomplete; no exception escapes and later bytes are ignored.
 
 Not handled: ``h2c`` (cleartext upgrade from HTTP/1.1) and prior-knowledge
 cleartext HTTP/2 are not detected here (the proxy chooses this observer from
