@@ -541,7 +541,7 @@ def test_unprivileged_user(test_host):
 
 
 CLOSE_NOTIFY = """
-import socket, ssl, sys, time
+import socket, ssl, sys
 ctx = ssl.create_default_context()
 ctx.set_alpn_protocols(["http/1.1"])
 raw = socket.create_connection((sys.argv[1], 443), timeout=10)
@@ -550,9 +550,9 @@ s.sendall(b"GET /bytes/5 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")  # keep-alive: the 
 reply = b""
 while not reply.endswith(b"\\r\\n\\r\\n" + bytes(5)):
     reply += s.recv(4096)
-t = time.monotonic()
+s.settimeout(10)              # far below the server's keep-alive: a wait for it fails
 plain = s.unwrap()            # our close_notify, then waits for the other side's
-print(plain.recv(10) == b"", round(time.monotonic() - t, 1) < 5)
+print(plain.recv(10) == b"")
 """
 
 
@@ -561,4 +561,4 @@ def test_close_notify_from_the_command_closes_the_session(test_host):
     answered at once, though the upstream would keep the connection alive."""
     r = _httptap(test_host, "--", sys.executable, "-c", CLOSE_NOTIFY, test_host.ipv4)
     _ok(r)
-    assert r.stdout.split() == ["True", "True"]
+    assert r.stdout.split() == ["True"]
