@@ -25,10 +25,12 @@ def leaves_nothing(monkeypatch):
     first = len(STARTED)
     yield
     runs = STARTED[first:]
-    deadline = time.monotonic() + 5  # stages die with the supervisor (PDEATHSIG): soon
-    while (left := leftovers(runs, tmpdir)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    shutil.rmtree(tmpdir, ignore_errors=True)
+    try:
+        deadline = time.monotonic() + 5  # stages die with the supervisor (PDEATHSIG): soon
+        while (left := leftovers(runs, tmpdir)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
     assert left == [], f"left behind: {left}"
 
 
