@@ -14,6 +14,8 @@ What goes into an entry (http://www.softwareishard.com/blog/har-12-spec/):
 - ``request``: ``cookies`` from ``Cookie``, ``queryString`` from the URL, ``postData``
   when a request body was captured (text as text, anything else base64 with
   ``"encoding": "base64"``), ``bodySize`` as read from the command.
+- A body kept only in part (``--max-body-size``) has a ``comment`` in its ``postData`` or
+  ``content``: ``"truncated: the first N of M bytes are kept (--max-body-size)"``.
 - ``response``: ``cookies`` parsed from each ``Set-Cookie``, ``content`` with ``size``
   (decoded), ``compression`` (bytes saved by content coding), ``mimeType`` and, when the
   body was captured, ``text`` (text types decoded in their charset, others or undecodable
@@ -22,6 +24,14 @@ What goes into an entry (http://www.softwareishard.com/blog/har-12-spec/):
   the command connected to; ``connection`` is the command's source port.
 - An exchange that ended without a response, or was still open at exit, has status 0
   and an ``_error`` string. Entries are sorted by ``startedDateTime``.
+
+- WebSocket: the messages of a connection that a 101 switched to WebSocket go, as
+  browsers export them, in ``_webSocketMessages`` on that 101's entry: ``type``
+  (``send``: from the command, ``receive``), ``time`` (epoch seconds), ``opcode``
+  (1 text, 2 binary, 8 close) and ``data`` (text as text; binary and close payloads
+  base64, as Chrome's DevTools protocol gives them); ``_truncated`` when only the first
+  64 KiB were kept. They are collected by exchange id and attached when the file is
+  written (:meth:`HarSink._attach_websocket_messages`).
 
 DNS and TCP summaries are not part of HAR and are ignored.
 """
@@ -38,7 +48,9 @@ from urllib.parse import parse_qsl, urlsplit
 import msgspec
 
 from .. import __version__
-from ..messages import DnsExchange, HttpRequest, HttpResponse, TcpSummary
+from ..messages import DnsExchange, HttpRequest, HttpResponse, TcpSummary, WsEnd, WsMessage
+from ..outputs import PRIVATE_MODE
+from .bodies import NO_BODIES, Bodies
 from .common import (UNFINISHED, body_is_text, decode_text_strict, header, header_values,
                      host_of, iso_time, port_of, timings)
 
@@ -56,24 +68,43 @@ class HarSink:
         self._requests: dict[int, HttpRequest] = {}
         self._entries: list[tuple[float, Json]] = []
         self._closed = False
+        self._switched: dict[int, Json] = {}         # 101 entries, by exchange id
+        self._ws_messages: dict[int, list[Json]] = {}  # their WebSocket messages
 
     # --- events ----------------------------------------------------------------------------
 
     def request(self, req: HttpRequest) -> None:
         self._requests[req.exchange] = req
 
-    def response(self, resp: HttpResponse) -> None:
+    def response(self, resp: HttpResponse, bodies: Bodies = NO_BODIES) -> None:
         req = self._requests.pop(resp.exchange, None)
         if req is None:  # a response to a request we never saw: keep what we know
             req = HttpRequest(exchange=resp.exchange, time=resp.time, method="", url="",
                               version=resp.version, headers=[], client="", server="")
-        self._entries.append((req.time, entry(req, resp)))
+        built = entry(req, resp, bodies)
+        self._entries.append((req.time, built))
+        if resp.status == 101:
+            self._switched[resp.exchange] = built
 
     def tcp(self, summary: TcpSummary) -> None:
         pass
 
     def dns(self, dns: DnsExchange) -> None:
         pass
+
+    def ws(self, msg: WsMessage) -> None:
+        self._ws_messages.setdefault(msg.exchange, []).append(ws_message(msg))
+
+    def ws_end(self, end: WsEnd) -> None:
+        pass
+
+    def _attach_websocket_messages(self) -> None:
+        for exchange, messages in self._ws_messages.items():
+            switched = self._switched.get(exchange)
+            if switched is not None:
+                switched["_resourceType"] = "websocket"
+                switched["_webSocketMessages"] = messages
+        self._ws_messages.clear()
 
     def stats(self, table: dict[str, object]) -> None:
         pass
@@ -83,6 +114,7 @@ class HarSink:
         if self._closed:
             return
         self._closed = True
+        self._attach_websocket_messages()
         for req in self._requests.values():
             self._entries.append((req.time, entry(req, None)))
         self._requests.clear()
@@ -106,9 +138,7 @@ def write_atomic(path: str, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
                                suffix=".tmp")
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the usual mode for a new file
+        os.fchmod(fd, PRIVATE_MODE)  # bodies, cookies: 0600 whatever the umask
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -132,13 +162,14 @@ def write_atomic(path: str, data: bytes) -> None:
 
 # --- one entry -----------------------------------------------------------------------------
 
-def entry(req: HttpRequest, resp: HttpResponse | None) -> Json:
-    """The HAR entry for an exchange (``resp`` None: it never completed)."""
+def entry(req: HttpRequest, resp: HttpResponse | None, bodies: Bodies = NO_BODIES) -> Json:
+    """The HAR entry for an exchange (``resp`` None: it never completed) with the bodies
+    captured of it."""
     result: Json = {
         "startedDateTime": iso_time(req.time),
         "time": 0.0,
-        "request": _request(req, resp),
-        "response": _response(req, resp),
+        "request": _request(req, resp, bodies),
+        "response": _response(req, resp, bodies),
         "cache": {},
         "timings": {"blocked": -1, "dns": -1, "connect": -1, "send": 0.0, "wait": 0.0,
                     "receive": 0.0, "ssl": -1},
@@ -161,7 +192,7 @@ def _headers(headers: list[tuple[str, str]]) -> list[Json]:
     return [{"name": n, "value": v} for n, v in headers]
 
 
-def _request(req: HttpRequest, resp: HttpResponse | None) -> Json:
+def _request(req: HttpRequest, resp: HttpResponse | None, bodies: Bodies) -> Json:
     try:
         query = urlsplit(req.url).query
     except ValueError:
@@ -177,13 +208,16 @@ def _request(req: HttpRequest, resp: HttpResponse | None) -> Json:
         "headersSize": -1,
         "bodySize": resp.request_body_size if resp is not None else -1,
     }
-    if resp is not None and resp.request_body:
+    if resp is not None and (bodies.request or bodies.request_truncated):
         ctype = header(req.headers, "content-type")
-        result["postData"] = {"mimeType": ctype or "", **_body(ctype, resp.request_body)}
+        post: Json = {"mimeType": ctype or "", **_body(ctype, bodies.request)}
+        if bodies.request_truncated:
+            post["comment"] = truncated_comment(len(bodies.request), resp.request_body_size)
+        result["postData"] = post
     return result
 
 
-def _response(req: HttpRequest, resp: HttpResponse | None) -> Json:
+def _response(req: HttpRequest, resp: HttpResponse | None, bodies: Bodies) -> Json:
     if resp is None or (resp.status == 0 and resp.error):
         return {
             "status": 0, "statusText": "", "httpVersion": resp.version if resp else "",
@@ -194,19 +228,26 @@ def _response(req: HttpRequest, resp: HttpResponse | None) -> Json:
     content: Json = {"size": resp.decoded_size, "mimeType": ctype or ""}
     if resp.decoded_size > resp.body_size:
         content["compression"] = resp.decoded_size - resp.body_size
-    if resp.body:
-        content.update(_body(ctype, resp.body))
+    if bodies.response:
+        content.update(_body(ctype, bodies.response))
+    if bodies.response_truncated:
+        content["comment"] = truncated_comment(len(bodies.response), resp.decoded_size)
     return {
         "status": resp.status,
         "statusText": resp.reason,
         "httpVersion": resp.version,
         "cookies": response_cookies(resp.headers, resp.time),
         "headers": _headers(resp.headers),
+        **({"_trailers": _headers(resp.trailers)} if resp.trailers else {}),
         "content": content,
         "redirectURL": header(resp.headers, "location") or "",
         "headersSize": -1,
         "bodySize": resp.body_size,
     }
+
+
+def truncated_comment(kept: int, size: int) -> str:
+    return f"truncated: the first {kept} of {size} bytes are kept (--max-body-size)"
 
 
 def _body(content_type: str | None, body: bytes) -> Json:
@@ -216,6 +257,21 @@ def _body(content_type: str | None, body: bytes) -> Json:
         if text is not None:
             return {"text": text}
     return {"text": base64.b64encode(body).decode("ascii"), "encoding": "base64"}
+
+
+def ws_message(msg: WsMessage) -> Json:
+    """One ``_webSocketMessages`` item, as Chrome and Firefox export it."""
+    data = msg.data or b""
+    result: Json = {
+        "type": "send" if msg.from_client else "receive",
+        "time": msg.time,
+        "opcode": msg.opcode,
+        "data": (data.decode("utf-8", "replace") if msg.opcode == 1
+                 else base64.b64encode(data).decode("ascii")),
+    }
+    if msg.truncated:
+        result["_truncated"] = True
+    return result
 
 
 # --- cookies -------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """The sink stage: the only stage that writes the user's output.
 
 Consumes one ring per proxy shard and hands each event to every configured sink
-(``httptap.sinks``: terminal, ndjson, HAR). Notices (errors, and information with
-``--verbose``) go to stderr. Exits after every input has sent ``Drain``; the sinks are
-closed (files written) on every way out, including SIGTERM from the supervisor.
+(``httptap.sinks``: terminal, ndjson, HAR); body chunks are joined per exchange (at most
+``--max-body-size`` each) and handed over with the exchange's response. Notices (errors,
+and information with ``--verbose``) go to stderr. Exits after every input has sent
+``Drain``; the sinks are closed (files written) on every way out, including SIGTERM from
+the supervisor.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ import sys
 
 from .. import messages
 from ..sinks import make_sinks
+from ..sinks.bodies import BodyAssembler
 from .base import Inbox, Loop, StageContext
 
 
-# The sink method each event goes to.
+# The sink method each event goes to (HttpResponse: with its bodies, see deliver).
 SINK_METHOD: dict[type, str] = {
-    messages.HttpRequest: "request", messages.HttpResponse: "response",
-    messages.TcpSummary: "tcp", messages.DnsExchange: "dns",
+    messages.HttpRequest: "request", messages.TcpSummary: "tcp", messages.DnsExchange: "dns",
+    messages.WsMessage: "ws", messages.WsEnd: "ws_end",
 }
 
 
@@ -30,6 +33,7 @@ def run(ctx: StageContext) -> None:
     sinks = make_sinks(config.sinks, config)
     *inboxes, from_supervisor = ctx.inboxes()  # one per proxy shard, then the supervisor's
     loop = Loop()
+    bodies = BodyAssembler(config.max_body_size)
 
     def deliver(msg: messages.Msg) -> None:
         kind = type(msg)
@@ -37,6 +41,12 @@ def run(ctx: StageContext) -> None:
         if method is not None:
             for sink in sinks:
                 getattr(sink, method)(msg)
+        elif kind is messages.BodyChunk:
+            bodies.add(msg)  # type: ignore[arg-type]
+        elif kind is messages.HttpResponse:
+            exchange_bodies = bodies.take(msg)  # type: ignore[arg-type]
+            for sink in sinks:
+                sink.response(msg, exchange_bodies)  # type: ignore[arg-type]
         elif kind is messages.StatsSnapshot:
             record = {"type": "stats", "elapsed_s": msg.elapsed_s, "stages": msg.stages}  # type: ignore[attr-defined]
             for sink in sinks:
