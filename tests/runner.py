@@ -14,7 +14,7 @@ import subprocess
 import sys
 from typing import Any
 
-from httptap.supervisor import RUN_DIR_PREFIX  # + supervisor pid + "-": a run's directory
+from httptap.run.supervisor import RUN_DIR_PREFIX  # + supervisor pid + "-": a run's directory
 
 UNPRIVILEGED_UID = 65534  # "nobody": present on every Debian-like system
 
@@ -93,7 +93,7 @@ def unprivileged_skip_reason() -> str | None:
     # The interpreter and the package must be readable by that user (not under /root).
     check = subprocess.run(
         ["setpriv", f"--reuid={UNPRIVILEGED_UID}", f"--regid={UNPRIVILEGED_UID}", "--clear-groups",
-         sys.executable, "-c", "import httptap.cli"], capture_output=True, text=True)
+         sys.executable, "-c", "import httptap.run.cli"], capture_output=True, text=True)
     if check.returncode != 0:
         return (f"uid {UNPRIVILEGED_UID} cannot import httptap with {sys.executable} "
                 "(use a virtual environment outside /root, as .ci/run does)")

@@ -1,4 +1,4 @@
-"""Tests for httptap.ring: order, wrap-around, backpressure, closing, and a
+"""Tests for httptap.plumbing.ring: order, wrap-around, backpressure, closing, and a
 1,000,000-record run between two forked processes.
 
 Hermetic: every wait is on a condition (the producer's waiting flag, a pipe, a child's
@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from httptap.ring import Ring
+from httptap.plumbing.ring import Ring
 
 
 

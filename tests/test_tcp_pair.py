@@ -13,10 +13,10 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from httptap.tcp.connection import State, TcpConnection, rst_for
-from httptap.tcp.events import (Acked, Closed, DataReceived, Established, PeerEof,
+from httptap.net.tcp.connection import State, TcpConnection, rst_for
+from httptap.net.tcp.events import (Acked, Closed, DataReceived, Established, PeerEof,
                                 Reset)
-from httptap.tcp.segment import SYN, Segment
+from httptap.net.tcp.segment import SYN, Segment
 
 class Side:
     """One application endpoint: what it must send, what it got, which events it saw."""

@@ -14,7 +14,7 @@ import functools
 import signal
 import sys
 
-from .. import messages
+from ..plumbing import messages
 from ..sinks import make_sinks
 from ..sinks.bodies import BodyAssembler
 from .base import Inbox, Loop, StageContext
@@ -24,6 +24,7 @@ from .base import Inbox, Loop, StageContext
 SINK_METHOD: dict[type, str] = {
     messages.HttpRequest: "request", messages.TcpSummary: "tcp", messages.DnsExchange: "dns",
     messages.WsMessage: "ws", messages.WsEnd: "ws_end",
+    messages.HttpResponseHead: "response_head",
 }
 
 
@@ -43,6 +44,8 @@ def run(ctx: StageContext) -> None:
                 getattr(sink, method)(msg)
         elif kind is messages.BodyChunk:
             bodies.add(msg)  # type: ignore[arg-type]
+            for sink in sinks:
+                sink.body_chunk(msg)  # type: ignore[arg-type]
         elif kind is messages.HttpResponse:
             exchange_bodies = bodies.take(msg)  # type: ignore[arg-type]
             for sink in sinks:

@@ -25,11 +25,11 @@ import zlib
 from collections.abc import Sequence
 from typing import Union
 
-from .. import messages
-from ..outputs import open_private
-from ..stats import PACKETS_IN, PACKETS_OUT
-from ..wire import VNET_HDR_LEN, flow_hash_key
-from .base import Inbox, Loop, StageContext
+from ..plumbing import messages
+from ..run.outputs import open_private
+from ..plumbing.stats import PACKETS_IN, PACKETS_OUT
+from ..net.wire import VNET_HDR_LEN, flow_hash_key
+from .base import Inbox, Loop, SpaceWatch, StageContext
 
 READ_BATCH = 64          # packets per read burst before yielding to the other fds
 READ_SIZE = 65536 + 64   # one packet at MTU 65520 plus the virtio-net header
@@ -146,22 +146,13 @@ def run(ctx: StageContext) -> None:
     def flush() -> None:
         # Stop reading the device while any shard's ring is full: the kernel then queues
         # (and at worst drops) packets, which the command's TCP retransmits.
-        blocked = False
-        for outbox in shards:
-            if not outbox.flush() and outbox.backlog >= MAX_BACKLOG:
-                blocked = True
-        if blocked:
+        space.flush()
+        if any(outbox.backlog >= MAX_BACKLOG for outbox in shards):
             loop.remove_reader(tun_fd)
-            for outbox in shards:
-                loop.add_reader(outbox.space_fd, on_space)
         else:
             loop.add_reader(tun_fd, read_packets)
 
-    def on_space() -> None:
-        for outbox in shards:
-            outbox.clear_space_fd()
-            loop.remove_reader(outbox.space_fd)
-        flush()
+    space = SpaceWatch(shards, loop.add_reader, loop.remove_reader, flush)
 
     def on_stop() -> None:
         read_packets()
