@@ -42,9 +42,16 @@ def _httptap(test_host: TestHost, *args: str, timeout: float = TIMEOUT):
                        env={"SSL_CERT_FILE": str(test_host.ca_file)})
 
 
+# One of httptap's lines, wherever it starts: see _lines.
+_OWN_LINE = re.compile("(?:" + "|".join(re.escape(p) for p in LINE_PREFIXES) + ")[^\n]*")
+
+
 def _lines(r) -> list[str]:  # noqa: ANN001
-    """httptap's own lines from stderr (the command's stderr shares the stream)."""
-    return [line for line in r.stderr.splitlines() if line.startswith(LINE_PREFIXES)]
+    """httptap's own lines from stderr. The command's stderr shares the stream: httptap
+    writes each line whole (one write, under PIPE_BUF) but it may land in the middle of a
+    line the command is writing in pieces (curl: "c", then httptap's line, then "url:
+    (35) ..."), so they are found anywhere, not only at line starts."""
+    return _OWN_LINE.findall(r.stderr)
 
 
 def _ok(r) -> None:  # noqa: ANN001
@@ -550,7 +557,7 @@ def test_unprivileged_user(test_host):
 
 
 CLOSE_NOTIFY = """
-import socket, ssl, sys, time
+import socket, ssl, sys
 ctx = ssl.create_default_context()
 ctx.set_alpn_protocols(["http/1.1"])
 raw = socket.create_connection((sys.argv[1], 443), timeout=10)
@@ -559,9 +566,9 @@ s.sendall(b"GET /bytes/5 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")  # keep-alive: the 
 reply = b""
 while not reply.endswith(b"\\r\\n\\r\\n" + bytes(5)):
     reply += s.recv(4096)
-t = time.monotonic()
+s.settimeout(10)              # far below the server's keep-alive: a wait for it fails
 plain = s.unwrap()            # our close_notify, then waits for the other side's
-print(plain.recv(10) == b"", round(time.monotonic() - t, 1) < 5)
+print(plain.recv(10) == b"")
 """
 
 
@@ -570,7 +577,7 @@ def test_close_notify_from_the_command_closes_the_session(test_host):
     answered at once, though the upstream would keep the connection alive."""
     r = _httptap(test_host, "--", sys.executable, "-c", CLOSE_NOTIFY, test_host.ipv4)
     _ok(r)
-    assert r.stdout.split() == ["True", "True"]
+    assert r.stdout.split() == ["True"]
 
 
 # --------------------------------------------------------------------------- a client that rejects our CA
@@ -702,7 +709,10 @@ def test_java_trusts_httptaps_ca_with_one_note(test_host, tmp_path):
     source = tmp_path / "Fetch.java"
     source.write_text(JAVA_FETCH)
     url, size = _small(test_host)
-    r = _httptap(test_host, "--", java, str(source), url)
+    # No hsperfdata file: the command runs in a PID namespace of its own, so two suites at
+    # once start JVMs with the same small pid, whose /tmp/hsperfdata_root/<pid> collide
+    # ("[0.001s][warning][perf,memops] Cannot use file ... because it is locked", on stdout).
+    r = _httptap(test_host, "--", java, "-XX:-UsePerfData", str(source), url)
     _ok(r)
     assert r.stdout.split() == ["200", str(size)]
     assert _lines(r) == _exchange(url, 200, size)
