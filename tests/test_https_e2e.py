@@ -709,10 +709,10 @@ def test_java_trusts_httptaps_ca_with_one_note(test_host, tmp_path):
     source = tmp_path / "Fetch.java"
     source.write_text(JAVA_FETCH)
     url, size = _small(test_host)
-    # No hsperfdata file: the command runs in a PID namespace of its own, so two suites at
-    # once start JVMs with the same small pid, whose /tmp/hsperfdata_root/<pid> collide
-    # ("[0.001s][warning][perf,memops] Cannot use file ... because it is locked", on stdout).
-    r = _httptap(test_host, "--", java, "-XX:-UsePerfData", str(source), url)
+    # Two runs at once start JVMs with the same small pid (each in a PID namespace of its
+    # own), whose /tmp/hsperfdata_root/<pid> files would collide ("Cannot use file ...
+    # because it is locked", on stdout): httptap's Java options turn that file off.
+    r = _httptap(test_host, "--", java, str(source), url)
     _ok(r)
     assert r.stdout.split() == ["200", str(size)]
     assert _lines(r) == _exchange(url, 200, size)

@@ -88,7 +88,7 @@ def test_environment_is_exactly_the_spec() -> None:
     assert env["SSL_CERT_DIR"] == "/run/certs"
     assert env["HTTPTAP"] == "1"
     java = ("-Djavax.net.ssl.trustStore=/run/t.p12 -Djavax.net.ssl.trustStoreType=PKCS12 "
-            "-Djavax.net.ssl.trustStorePassword=changeit")
+            "-Djavax.net.ssl.trustStorePassword=changeit -XX:-UsePerfData")
     assert env["_JAVA_OPTIONS"] == java
     assert "JDK_JAVA_OPTIONS" not in env  # one variable, one "Picked up" note from Java
 

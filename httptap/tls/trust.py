@@ -359,10 +359,13 @@ def java_truststore(ca_pem: bytes, extra_roots_pem: bytes = b"") -> bytes:
 
 
 def java_options(truststore_path: str) -> str:
-    """The JVM options that make Java use the trust store."""
+    """The JVM options that make Java use the trust store; and no perf-data file: every
+    run's JVM is an early pid of its own PID namespace, so two runs at once would share
+    ``/tmp/hsperfdata_USER/PID`` and the second JVM warns on stdout that it is locked."""
     return (f"-Djavax.net.ssl.trustStore={truststore_path} "
             "-Djavax.net.ssl.trustStoreType=PKCS12 "
-            f"-Djavax.net.ssl.trustStorePassword={JAVA_TRUSTSTORE_PASSWORD}")
+            f"-Djavax.net.ssl.trustStorePassword={JAVA_TRUSTSTORE_PASSWORD} "
+            "-XX:-UsePerfData")
 
 
 # ---------------------------------------------------------------------- environment
