@@ -17,8 +17,9 @@ Map of the package, in the order data flows (see ../shared/DESIGN.md for the why
   - ``net/``     ``wire`` (IP, UDP, ICMP packets) and ``tcp/`` (a full TCP peer);
   - ``tls/``     ``clienthello``, ``tlsterm`` (both TLS sessions over memory BIOs), with
                  ``ca`` and ``trust`` (the run's CA, and the files that make it trusted);
-  - ``http/``    ``http1``, ``http2``, ``contentcoding``, ``headers``, ``report`` (events
-                 into the sink's messages), ``websocket`` with ``wsreport``;
+  - ``http/``    ``http1`` (with ``h1heads``, ``h1readers``), ``http2``, their ``events``,
+                 ``contentcoding``, ``headers``, ``report`` (events into the sink's
+                 messages), ``websocket`` with ``wsreport``;
   - ``flow/``    ``core``: one proxied connection (what it is, TLS, decoding, credit),
                  ``commands``: what it asks the proxy stage to do;
   - ``dns/``     ``message`` (the wire format), with ``resolver`` (the host's answers);

@@ -276,7 +276,7 @@ def test_websocket_upgrade() -> None:
 
 
 def test_switched_bytes_after_too_much_early_client_data() -> None:
-    from httptap.http.http1 import MAX_WAIT_BUFFER
+    from httptap.http.h1readers import MAX_WAIT_BUFFER
     _, obs = run([
         (C, req(headers="Host: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n")
          + bytes(MAX_WAIT_BUFFER + 1)),
@@ -814,15 +814,15 @@ def test_captured_body_leaves_as_it_arrives() -> None:
 @given(st.lists(st.sampled_from([b"\r", b"\n", b"a"]), max_size=40).map(b"".join),
        st.integers(0, 10), st.integers(0, 45))
 def test_head_end_agrees_with_the_pattern(data: bytes, start: int, end: int) -> None:
-    """The empty line that ends a head: ``_head_end`` (two finds) is the first match of
+    """The empty line that ends a head: ``head_end`` (two finds) is the first match of
     ``\\r?\\n\\r?\\n`` within [start, end)."""
     import re
 
-    from httptap.http.http1 import _head_end
+    from httptap.http.h1heads import head_end
 
     m = re.compile(rb"\r?\n\r?\n").search(data, start, end)
-    assert _head_end(data, start, end) == (m.end() if m else -1)
-    assert _head_end(bytearray(data), start, end) == (m.end() if m else -1)
+    assert head_end(data, start, end) == (m.end() if m else -1)
+    assert head_end(bytearray(data), start, end) == (m.end() if m else -1)
 
 
 @given(st.binary(max_size=3000), st.lists(st.integers(1, 500), max_size=20),
@@ -844,3 +844,19 @@ def test_fuzz_captured_pieces_join_to_the_kept_prefix(plain: bytes, cuts: list[i
     taken.append(dec.take())
     assert not dec.failed and dec.decoded_size == len(plain)
     assert b"".join(taken) == plain[:keep] and dec.truncated == (len(plain) > keep)
+
+
+def test_an_internal_error_is_contained_and_named() -> None:
+    """A bug in a reader (not an HttpError) must not escape into the relay: the observer
+    fails with "internal error: ..." and says so in a ProtocolError, as HTTP/2's does."""
+    from httptap.http.events import ProtocolError
+
+    obs = Http1Observer()
+
+    def broken(data: bytes, now: float) -> None:
+        raise ValueError("a bug")
+
+    obs._req.feed = broken  # type: ignore[method-assign]
+    obs.client_data(b"GET / HTTP/1.1\r\n\r\n", 1.0)
+    assert obs.failed and obs.error == "internal error: ValueError: a bug"
+    assert [e for e in obs.events() if isinstance(e, ProtocolError)][0].error == obs.error

@@ -122,10 +122,10 @@ from hpack.exceptions import HPACKError
 from hyperframe.exceptions import HyperframeError
 from hyperframe.frame import Frame
 
-from httptap.http.contentcoding import ContentDecoder, parse_content_encoding
-from httptap.http.h2reset import ERROR_CODES, StreamReset
-from httptap.http.http1 import (DEFAULT_MAX_CAPTURE, BodyData, ObserverBase, RequestEnd,
-                                RequestHead, ResponseEnd, ResponseHead)
+from .contentcoding import ContentDecoder, parse_content_encoding
+from .events import (DEFAULT_MAX_CAPTURE, BodyData, ObserverBase, RequestEnd, RequestHead,
+                     ResponseEnd, ResponseHead)
+from .h2reset import ERROR_CODES, StreamReset
 
 __all__ = [
     "Http2Error", "Http2Observer", "StreamReset", "PREFACE", "MAX_HEADER_BLOCK",
@@ -509,19 +509,11 @@ class Http2Observer(ObserverBase):
         if not self.failed:
             self._run(lambda _d, t: self._eof(False, t), b"", now)
 
-    def _run(self, fn: Any, data: Any, now: float) -> None:
-        try:
-            fn(data, now)
-        except (Http2Error, HyperframeError, HPACKError) as exc:
-            self._fail(f"{type(exc).__name__}: {exc}" if not isinstance(exc, Http2Error)
-                       else str(exc), now)
-        except (MemoryError, RecursionError):
-            raise
-        except Exception as exc:  # noqa: BLE001 - a bug here must not kill the relay
-            self._fail(f"internal error: {type(exc).__name__}: {exc}", now)
-        else:
-            return
-        self._abort(now)
+    protocol_errors = (Http2Error, HyperframeError, HPACKError)
+
+    def describe(self, exc: Exception) -> str:
+        # The libraries' errors keep their class name: their messages alone are terse.
+        return str(exc) if isinstance(exc, Http2Error) else f"{type(exc).__name__}: {exc}"
 
     def _abort(self, now: float) -> None:
         """After a failure: bodies cut short are reported as far as they were read

@@ -38,7 +38,7 @@ from typing import Any
 from ..plumbing import messages
 from .h2reset import StreamReset
 from .headers import header
-from .http1 import BodyData, ProtocolError, RequestEnd, RequestHead, ResponseEnd, ResponseHead
+from .events import BodyData, ProtocolError, RequestEnd, RequestHead, ResponseEnd, ResponseHead
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
