@@ -1,8 +1,11 @@
 """The HAR sink: every exchange in one HAR 1.2 file (``--dump-har PATH``, ``--sink har:PATH``).
 
 Role in the pipeline: the sink stage hands every proxy event to :class:`HarSink`, which
-keeps one entry per exchange in memory and writes the whole file at :meth:`HarSink.close`
-(called on every way out). The write is atomic: the JSON goes to a temporary file in the
+appends each entry, as soon as it is known, to a spool file in the run directory (see
+"the spool" below: memory stays bounded, and what was spooled survives the sink) and
+writes the whole file from the spool at :meth:`HarSink.close` (called on every way out).
+If the sink stage dies, the supervisor writes the file from the spool it left
+(:func:`assemble_spool`). The write is atomic: the JSON goes to a temporary file in the
 same directory, is fsync'ed, and replaces ``PATH`` with ``os.replace``; a crash or a full
 disk mid-write leaves either the old file or none, never half of one.
 
@@ -29,10 +32,13 @@ DNS and TCP summaries are not part of HAR and are ignored.
 from __future__ import annotations
 
 import base64
+import contextlib
+import json
 import os
 import tempfile
+from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
@@ -46,7 +52,10 @@ Json = dict[str, Any]
 
 
 class HarSink:
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    """``spool``: the file entries are spooled to (created 0600, removed at close); None:
+    an anonymous temporary file."""
+
+    def __init__(self, path: str | os.PathLike[str], spool: str | None = None) -> None:
         self.path = os.fspath(path)
         directory = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(directory):
@@ -54,20 +63,33 @@ class HarSink:
         if not os.access(directory, os.W_OK | os.X_OK):
             raise PermissionError(f"cannot write the HAR file in {directory}")
         self._requests: dict[int, HttpRequest] = {}
-        self._entries: list[tuple[float, Json]] = []
+        self._spool_path = spool
+        flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
+        if spool is None:
+            self._spool_fd = os.open(tempfile.gettempdir(), flags | os.O_TMPFILE, 0o600)
+        else:
+            self._spool_fd = os.open(spool, flags | os.O_CREAT | os.O_TRUNC, 0o600)
         self._closed = False
 
     # --- events ----------------------------------------------------------------------------
 
     def request(self, req: HttpRequest) -> None:
+        if self._closed:
+            return
         self._requests[req.exchange] = req
+        # Spooled at once, as unfinished: should the sink die before the response, the
+        # supervisor still lists the request, with an error.
+        spool_entry(self._spool_fd, REQUEST, req.exchange, req.time, entry(req, None))
 
     def response(self, resp: HttpResponse) -> None:
-        req = self._requests.pop(resp.exchange, None)
+        if self._closed:
+            return
+        req = self._requests.get(resp.exchange)
         if req is None:  # a response to a request we never saw: keep what we know
             req = HttpRequest(exchange=resp.exchange, time=resp.time, method="", url="",
                               version=resp.version, headers=[], client="", server="")
-        self._entries.append((req.time, entry(req, resp)))
+        spool_entry(self._spool_fd, COMPLETE, resp.exchange, req.time, entry(req, resp))
+        self._requests.pop(resp.exchange, None)
 
     def tcp(self, summary: TcpSummary) -> None:
         pass
@@ -79,16 +101,109 @@ class HarSink:
         pass
 
     def close(self) -> None:
-        """Write the file (once: later calls do nothing)."""
+        """Write the file from the spool (once: later calls do nothing). Exchanges still
+        open are in the spool as unfinished entries."""
         if self._closed:
             return
         self._closed = True
-        for req in self._requests.values():
-            self._entries.append((req.time, entry(req, None)))
         self._requests.clear()
-        self._entries.sort(key=lambda e: e[0])
-        write_atomic(self.path, msgspec.json.format(msgspec.json.encode(har_log(
-            [e for _, e in self._entries])), indent=2) + b"\n")
+        try:
+            assemble(self._spool_fd, self.path)
+        finally:
+            os.close(self._spool_fd)
+            if self._spool_path is not None:
+                # Gone once the sink tried: the supervisor assembles only spools left
+                # behind by a sink that died.
+                try:
+                    os.unlink(self._spool_path)
+                except FileNotFoundError:
+                    pass
+
+
+# --- the spool -----------------------------------------------------------------------------
+#
+# One line per record, appended with a single write as each event arrives:
+#     KIND SP EXCHANGE SP STARTED SP ENTRY-JSON LF
+# KIND is R (a request, its entry as if it never completed) or E (the completed entry,
+# replacing the R of the same exchange). STARTED (the request's time, a float) orders
+# the entries. A line without its LF (the sink died while writing it) is ignored, so the
+# spool is valid whenever the sink stops, and the HAR file is written from it without
+# holding more than one entry in memory (plus a small index).
+
+REQUEST, COMPLETE = b"R", b"E"
+
+
+def spool_path(directory: str, index: int) -> str:
+    """The spool of the ``index``-th sink spec when it is a HAR sink."""
+    return os.path.join(directory, f"har{index}.spool")
+
+
+def spool_entry(fd: int, kind: bytes, exchange: int, started: float, item: Json) -> None:
+    line = b"%s %d %s %s\n" % (kind, exchange, repr(started).encode(), _encode_entry(item))
+    view = memoryview(line)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _encode_entry(item: Json) -> bytes:
+    try:
+        return msgspec.json.encode(item)
+    except UnicodeEncodeError:  # a lone surrogate in some string: escape it
+        return json.dumps(item, ensure_ascii=True, separators=(",", ":")).encode()
+
+
+def spool_index(fd: int) -> list[tuple[int, int]]:
+    """(offset, length) of each entry's JSON in the spool, in ``startedDateTime`` order:
+    one per exchange, its completed entry if there is one."""
+    found: dict[int, tuple[float, int, int, int]] = {}  # exchange -> started, seq, offset, length
+    offset = 0
+    with os.fdopen(os.dup(fd), "rb") as f:
+        f.seek(0)
+        for seq, line in enumerate(f):
+            start, offset = offset, offset + len(line)
+            if not line.endswith(b"\n"):
+                break  # cut short: the writer died mid-line
+            parts = line.split(b" ", 3)
+            try:
+                kind, exchange, started = parts[0], int(parts[1]), float(parts[2])
+            except (IndexError, ValueError):
+                continue
+            if kind == COMPLETE or (kind == REQUEST and exchange not in found):
+                first = found.get(exchange, (0.0, seq))[1]
+                head = len(line) - len(parts[3])
+                found[exchange] = (started, first, start + head, len(parts[3]) - 1)
+    return [(off, length) for _, _, off, length in sorted(found.values())]
+
+
+def assemble(spool_fd: int, path: str) -> int:
+    """Write the HAR file ``path`` (atomically) from a spool; returns the entry count."""
+    index = spool_index(spool_fd)
+    empty = msgspec.json.format(msgspec.json.encode(har_log([])), indent=2)
+    head, tail = empty.rsplit(b"[]", 1)  # "entries" comes last
+    with atomic_output(path) as out:
+        out.write(head + b"[")
+        for i, (offset, length) in enumerate(index):
+            raw = os.pread(spool_fd, length, offset)
+            formatted = msgspec.json.format(raw, indent=2).replace(b"\n", b"\n" + ENTRY_INDENT)
+            out.write((b",\n" if i else b"\n") + ENTRY_INDENT + formatted)
+        out.write((b"\n    ]" if index else b"]") + tail + b"\n")
+    return len(index)
+
+
+ENTRY_INDENT = b" " * 6  # entries sit in {"log": {"entries": [ ... ]}}
+
+
+def assemble_spool(spool: str, path: str) -> int | None:
+    """The HAR file from the spool a dead sink left behind; None if there is none."""
+    try:
+        fd = os.open(spool, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        return assemble(fd, path)
+    finally:
+        os.close(fd)
+        os.unlink(spool)
 
 
 def har_log(entries: list[Json]) -> Json:
@@ -102,6 +217,15 @@ def har_log(entries: list[Json]) -> Json:
 
 def write_atomic(path: str, data: bytes) -> None:
     """Replace ``path`` with ``data`` so that no reader ever sees a partial file."""
+    with atomic_output(path) as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str) -> Iterator[BinaryIO]:
+    """A file that replaces ``path`` when the block ends without an exception (a reader
+    never sees a partial file): written to a temporary file in the same directory,
+    fsync'ed, renamed over ``path``."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
                                suffix=".tmp")
@@ -110,7 +234,7 @@ def write_atomic(path: str, data: bytes) -> None:
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the usual mode for a new file
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
