@@ -21,7 +21,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..messages import DnsExchange, HttpRequest, HttpResponse, TcpSummary
-from .har import HarSink
+from .har import HarSink, spool_path
 from .ndjson import NdjsonSink
 from .terminal import TerminalSink
 
@@ -52,14 +52,17 @@ class Sink(Protocol):
         """Flush, or write the file; called on every way out. Safe to call twice."""
 
 
-def make_sinks(specs: tuple[str, ...], config: Config) -> list[Sink]:
+def make_sinks(specs: tuple[str, ...], config: Config,
+               spool_dir: str | None = None) -> list[Sink]:
     """Build the sinks named by ``--sink`` specs: ``terminal``, ``ndjson`` (stdout),
     ``ndjson:PATH`` (``ndjson:-`` is stdout too), ``har:PATH``. Raises ValueError for an unknown spec, OSError when a
-    file cannot be opened (closing the sinks already built)."""
+    file cannot be opened (closing the sinks already built). ``spool_dir``: where HAR
+    sinks spool their entries (``har.spool_path``), else anonymous temporary files."""
     sinks: list[Sink] = []
     try:
-        for spec in specs:
-            sinks.append(_make_sink(spec, config))
+        for index, spec in enumerate(specs):
+            spool = spool_path(spool_dir, index) if spool_dir is not None else None
+            sinks.append(_make_sink(spec, config, spool))
     except BaseException:
         for sink in sinks:
             sink.close()
@@ -67,7 +70,7 @@ def make_sinks(specs: tuple[str, ...], config: Config) -> list[Sink]:
     return sinks
 
 
-def _make_sink(spec: str, config: Config) -> Sink:
+def _make_sink(spec: str, config: Config, spool: str | None = None) -> Sink:
     kind, sep, path = spec.partition(":")
     if kind == "terminal" and not sep:
         out = sys.stderr if config.use_stderr else sys.stdout
@@ -78,6 +81,6 @@ def _make_sink(spec: str, config: Config) -> Sink:
     if kind == "ndjson" and path:
         return NdjsonSink(sys.stdout if path == "-" else path)
     if kind == "har" and path:
-        return HarSink(path)
+        return HarSink(path, spool=spool)
     raise ValueError(f"unknown sink {spec!r}: expected terminal, ndjson, ndjson:PATH "
                      "or har:PATH")

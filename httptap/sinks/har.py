@@ -109,15 +109,24 @@ class HarSink:
         self._requests.clear()
         try:
             assemble(self._spool_fd, self.path)
-        finally:
+        except Exception:
+            self._remove_spool()  # tried and failed: the caller reports it
+            raise
+        except BaseException:
+            # Interrupted (the supervisor's SIGTERM): the spool stays for the supervisor.
             os.close(self._spool_fd)
-            if self._spool_path is not None:
-                # Gone once the sink tried: the supervisor assembles only spools left
-                # behind by a sink that died.
-                try:
-                    os.unlink(self._spool_path)
-                except FileNotFoundError:
-                    pass
+            raise
+        self._remove_spool()
+
+    def _remove_spool(self) -> None:
+        """Close the spool; remove its file, so that the supervisor assembles only the
+        spools of a sink that did not get this far."""
+        os.close(self._spool_fd)
+        if self._spool_path is not None:
+            try:
+                os.unlink(self._spool_path)
+            except FileNotFoundError:
+                pass
 
 
 # --- the spool -----------------------------------------------------------------------------

@@ -133,11 +133,12 @@ class Outbox:
             self.unsignaled = False
             self.ring.signal()
 
-    def flush_blocking(self, timeout: float) -> bool:
-        """Wait until everything pending is in the ring (used when draining)."""
-        deadline = time.monotonic() + timeout
+    def flush_blocking(self, timeout: float | None) -> bool:
+        """Wait until everything pending is in the ring (used when draining). ``None``:
+        as long as it takes (the supervisor ends a drain that makes no progress)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while not self.flush():
-            left = deadline - time.monotonic()
+            left = 0.01 if deadline is None else deadline - time.monotonic()
             if left <= 0:
                 return False
             select.select([self.space_fd], [], [], min(left, 0.01))

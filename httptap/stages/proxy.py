@@ -225,7 +225,7 @@ class Proxy:
             self._end(flow, reset=False)
         self.to_tcp.flush()
         self.to_sink.send(messages.Drain())
-        self.to_sink.flush_blocking(timeout=5.0)
+        self.to_sink.flush_blocking(timeout=None)  # a slow reader of the output gets it all
         if not self.done.done():
             self.done.set_result(None)
 

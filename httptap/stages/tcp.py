@@ -311,7 +311,7 @@ def run(ctx: StageContext) -> None:
         """The command is gone and its last packets are processed: drain into the proxy."""
         shard.reset_all("the command exited")
         to_proxy.send(messages.Drain())
-        to_proxy.flush_blocking(timeout=5.0)
+        to_proxy.flush_blocking(timeout=None)  # the proxy may wait for a slow sink
         loop.stop()
 
     def on_ring_from_tun() -> None:
