@@ -68,6 +68,25 @@ class Child:
     cpu: float = 0.0
 
 
+class ProgressWatch:
+    """Tells a slow pipeline from a stuck one during the drain.
+
+    ``mark`` is anything that changes when the pipeline moves (the stages' counters);
+    ``busy`` says the sink is working or blocked on its output's reader, which is
+    progress too, however long it takes. Stalled: ``patience`` seconds with neither."""
+
+    def __init__(self, patience: float, mark: object, now: float) -> None:
+        self.patience = patience
+        self.mark = mark
+        self.moved = now
+
+    def stalled(self, mark: object, busy: bool, now: float) -> bool:
+        if mark != self.mark or busy:
+            self.mark, self.moved = mark, now
+            return False
+        return now - self.moved >= self.patience
+
+
 def _describe_status(status: int) -> str:
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
@@ -416,7 +435,7 @@ class Supervisor:
             return
         os.eventfd_write(self.stop_fd, 1)
         watched = {signal.SIGCHLD, *FORWARDED}
-        mark, moved = self._progress_mark(), time.monotonic()
+        watch = ProgressWatch(DRAIN_STALL, self._progress_mark(), time.monotonic())
         while any(s.status is None for s in self.stages):
             info = signal.sigtimedwait(watched, DRAIN_POLL)
             if info is not None and info.si_signo == signal.SIGCHLD:
@@ -430,11 +449,7 @@ class Supervisor:
                 self._stop_stages(graceful=False)
                 return
             self._send_owed_drains()
-            now = time.monotonic()
-            new_mark = self._progress_mark()
-            if new_mark != mark or self.sink_state.busy:
-                mark, moved = new_mark, now
-            elif now - moved >= DRAIN_STALL:
+            if watch.stalled(self._progress_mark(), self.sink_state.busy, time.monotonic()):
                 stuck = ", ".join(s.name for s in self.stages if s.status is None)
                 print(f"httptap: the pipeline made no progress for {DRAIN_STALL:.0f}s "
                       f"(still running: {stuck}); stopping it", file=sys.stderr, flush=True)
