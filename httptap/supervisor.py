@@ -368,7 +368,9 @@ class Supervisor:
     def _stage_ended(self, stage: Child) -> None:
         """A stage exited: fine when it finished its drain or when we ended it; otherwise
         it died, and what it was carrying is lost, but not what the others carry."""
-        if stage.pid in self._stopping or (self.draining and stage.status == 0):
+        # Once one stage has died the others drain too (from the Drain we sent for it).
+        finished = stage.status == 0 and (self.draining or bool(self.lost))
+        if finished or stage.pid in self._stopping:
             return
         how = _describe_status(stage.status or 0)
         stopping = "; stopping" if self.command is not None and self.command.status is None else ""
