@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import json
 import os
 import tempfile
@@ -66,7 +67,7 @@ class HarSink:
         self._spool_path = spool
         flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
         if spool is None:
-            self._spool_fd = os.open(tempfile.gettempdir(), flags | os.O_TMPFILE, 0o600)
+            self._spool_fd = _anonymous_file(flags)
         else:
             self._spool_fd = os.open(spool, flags | os.O_CREAT | os.O_TRUNC, 0o600)
         self._closed = False
@@ -127,6 +128,17 @@ class HarSink:
                 os.unlink(self._spool_path)
             except FileNotFoundError:
                 pass
+
+
+def _anonymous_file(flags: int) -> int:
+    """A temporary file with no name (gone with its descriptor)."""
+    try:
+        return os.open(tempfile.gettempdir(), flags | os.O_TMPFILE, 0o600)
+    except OSError:  # a file system without O_TMPFILE
+        fd, name = tempfile.mkstemp(prefix="httptap-har-")
+        os.unlink(name)
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
+        return fd
 
 
 # --- the spool -----------------------------------------------------------------------------
@@ -222,12 +234,6 @@ def har_log(entries: list[Json]) -> Json:
         "pages": [],
         "entries": entries,
     }}
-
-
-def write_atomic(path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that no reader ever sees a partial file."""
-    with atomic_output(path) as f:
-        f.write(data)
 
 
 @contextlib.contextmanager
