@@ -8,7 +8,8 @@ only format and write; they never read rings or the clock.
 
 - ``terminal``  :class:`~.terminal.TerminalSink`, the human-readable lines (default).
 - ``ndjson``    :class:`~.ndjson.NdjsonSink`, one JSON object per line (schema in its docstring).
-- ``har``       :class:`~.har.HarSink`, a HAR 1.2 file written atomically at close.
+- ``har``       :class:`~.har.HarSink`, a HAR 1.2 file written atomically at close from
+                entries spooled as they complete (``spool_dir``: the run directory).
 - ``common``    what they share: timings, content types, body text, addresses.
 
 Each sink pairs a response with its request by ``exchange`` id and forgets the request
