@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shlex
 import signal
 import subprocess
 import sys
@@ -245,3 +246,35 @@ def test_a_failed_write_is_said_and_fails_a_successful_run(command_status, test_
     assert r.stderr.count("writing output failed") == 1, r.stderr  # once, not per event
     lost = [line for line in r.stderr.splitlines() if "output is incomplete" in line]
     assert len(lost) == 1 and "failed" in lost[0], r.stderr
+
+
+@pytest.mark.slow
+def test_a_stuck_drain_is_ended_and_said(test_host, tmp_path):
+    """A stage that stops moving (here: the proxy, SIGSTOPped) ends the drain after
+    DRAIN_STALL seconds without progress; the sink still writes what it had."""
+    n, har, go = 10, tmp_path / "out.har", tmp_path / "go"
+    url = test_host.url("/files/small")
+    script = (f"{shlex.join(client(url, n, tmp_path / 'done', inflight=False))}; "
+              f"i=0; while [ ! -e {go} ] && [ $i -lt 1500 ]; do sleep 0.02; i=$((i+1)); done")
+    proc = subprocess.Popen(
+        httptap_argv("--sink", f"har:{har}", "--sink", "terminal", "--", "sh", "-c", script),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        read_until(proc, [f"<--- 200 {url}?i={i} (1024 bytes)".encode() for i in range(n)])
+        os.kill(stage_pids(proc.pid)["httptap-proxy"], signal.SIGSTOP)
+        go.touch()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    stderr = err.decode()
+    assert proc.returncode == 125, stderr
+    assert f"made no progress for {DRAIN_STALL:.0f}s" in stderr
+    lost = [line for line in stderr.splitlines() if "output is incomplete" in line]
+    assert len(lost) == 1 and "the drain did not finish" in lost[0] and "proxy" in lost[0], stderr
+    assert "stage failed" not in stderr
+    with open(har, encoding="utf-8") as f:
+        entries = json.load(f)["log"]["entries"]
+    assert [(e["request"]["url"], e["response"]["status"]) for e in entries] == [
+        (f"{url}?i={i}", 200) for i in range(n)]
