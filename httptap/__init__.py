@@ -11,7 +11,9 @@ Map of the package (see ../shared/DESIGN.md for the why):
 - ``stats``       per-stage counters in shared memory, and the ``--stats`` table.
 - ``stages/``     one module per pipeline stage process: tcp (reads and writes its own
                   queue of the TUN device), proxy, sink; tun only with --dump-pcap.
-- pure cores      ``wire`` (packets), ``tcp/`` (TCP state machine), ... : bytes and
+- pure cores      ``wire`` (packets), ``tcp/`` (TCP state machine), ``flowcore`` (one
+                  proxied connection), ``http1``/``http2`` with ``httpreport``,
+                  ``websocket`` with ``wsreport`` (messages after a 101), ... : bytes and
                   ``now`` in, events and bytes out, no I/O.
 """
 

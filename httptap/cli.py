@@ -18,9 +18,10 @@ from . import __version__
 from .config import Config
 
 EXIT_HTTPTAP_FAILED = 125
+MAX_ID = 4294967294  # uid_t is 32 bits and (uid_t)-1 means "no change" to setuid(2)
 
 # Options that take several values after one flag (``--http 80 8080``).
-_MULTI_VALUE = ("--http", "--https")
+_MULTI_VALUE = ("--http", "--https", "--no-intercept")
 
 
 def spread_multi_values(argv: list[str]) -> list[str]:
@@ -70,6 +71,39 @@ def _check_sink(spec: str) -> str:
     return spec
 
 
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def parse_size(text: str, flag: str) -> int:
+    """``"16M"`` -> 16777216: a whole number of bytes, optionally followed by K, M or G
+    (powers of 1024; ``KB``, ``MiB`` and lower case are accepted too)."""
+    value = text.strip().upper()
+    for suffix in ("IB", "B"):
+        if value.endswith(suffix) and value[:-len(suffix)][-1:] in ("K", "M", "G"):
+            value = value[:-len(suffix)]
+            break
+    unit = value[-1:] if value[-1:] in ("K", "M", "G") else ""
+    number = value[:len(value) - len(unit)].strip()
+    if not number.isdigit() or not number.isascii():
+        raise typer.BadParameter(f"{text!r} is not a size (a number of bytes, or with K, M "
+                                 "or G: 16M)", param_hint=flag)
+    return int(number) * _SIZE_UNITS[unit]
+
+
+def choose_sinks(specs: list[str], dump_har: str | None, *, quiet: bool = False,
+                 use_stderr: bool = False) -> list[str]:
+    """The sinks of a run: those asked for, ``--dump-har``'s, and the terminal unless
+    ``-q`` is given or another sink writes to stdout (a bare ``ndjson``, when the terminal
+    would write there too). ``--sink terminal`` always counts."""
+    sinks = [_check_sink(s) for s in specs]
+    if dump_har:
+        sinks.append("har:" + dump_har)
+    stdout_taken = "ndjson" in sinks and not use_stderr
+    if "terminal" not in sinks and not quiet and not stdout_taken:
+        sinks.insert(0, "terminal")
+    return sinks
+
+
 def resolve_user(user: str) -> tuple[int, int, str, str]:
     """``--user NAME|UID`` as (uid, gid, name, home), from the host's user database."""
     import pwd
@@ -79,7 +113,11 @@ def resolve_user(user: str) -> tuple[int, int, str, str]:
     except KeyError:
         if not user.isdigit():
             raise typer.BadParameter(f"no such user: {user!r}", param_hint="--user") from None
-        return int(user), int(user), user, "/"  # a bare uid without a passwd entry
+        uid = int(user)
+        if uid > MAX_ID:
+            raise typer.BadParameter(f"{user} is not a user id (0-{MAX_ID})",
+                                     param_hint="--user") from None
+        return uid, uid, user, "/"  # a bare uid without a passwd entry
     return entry.pw_uid, entry.pw_gid, entry.pw_name, entry.pw_dir
 
 
@@ -93,11 +131,13 @@ def _env(name: str) -> str:
     return "HTTPTAP_" + name.upper().replace("-", "_")
 
 
-app = typer.Typer(add_completion=False, context_settings={"help_option_names": ["-h", "--help"]})
+# Completion for bash, zsh and fish: typer's --install-completion and --show-completion.
+app = typer.Typer(add_completion=True)
 
 
 @app.command(context_settings={"allow_interspersed_args": False,
-                               "ignore_unknown_options": False})
+                               "ignore_unknown_options": False,
+                               "help_option_names": ["-h", "--help"]})
 def run(
     command: Annotated[Optional[list[str]], typer.Argument(
         help="The command to run (after --); default $SHELL, else /bin/sh")] = None,
@@ -107,6 +147,8 @@ def run(
         "--https", metavar="PORT", envvar=_env("https"), help="TCP ports where TLS is intercepted (default 443)")] = None,
     head: Annotated[bool, typer.Option("--head", envvar=_env("head"), help="print request and response headers")] = False,
     body: Annotated[bool, typer.Option("--body", envvar=_env("body"), help="print request and response bodies")] = False,
+    max_body_size: Annotated[str, typer.Option(metavar="SIZE", envvar=_env("max_body_size"),
+        help="keep up to SIZE of each body for --body, HAR and ndjson (K, M, G suffixes)")] = "16M",
     print_dns: Annotated[bool, typer.Option("--print-dns", envvar=_env("print_dns"), help="print DNS queries and answers")] = False,
     dump_har: Annotated[Optional[str], typer.Option(metavar="PATH", envvar=_env("dump_har"), help="write a HAR file of every exchange")] = None,
     sink: Annotated[Optional[list[str]], typer.Option(metavar="SPEC", 
@@ -130,24 +172,25 @@ def run(
     stderr: Annotated[bool, typer.Option("--stderr", envvar=_env("stderr"), help="write httptap's output to stderr")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", envvar=_env("verbose"),
                                           help="also print setup notes and upstream errors")] = False,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", envvar=_env("quiet"),
+                                        help="no terminal output (errors still print)")] = False,
     version: Annotated[bool, typer.Option("-V", "--version", callback=_version, is_eager=True,
                                           help="print the version and exit")] = False,
     ca: Annotated[Optional[str], typer.Option(metavar="DIR", envvar=_env("ca"), help="load the CA from DIR, or create it there")] = None,
     dump_pcap: Annotated[Optional[str], typer.Option(metavar="PATH", envvar=_env("dump_pcap"), help="write TUN packets to a pcap file")] = None,
     keylog: Annotated[Optional[str], typer.Option(metavar="PATH", envvar=_env("keylog"), help="write TLS secrets in NSS key-log format")] = None,
     insecure: Annotated[bool, typer.Option("--insecure", envvar=_env("insecure"), help="do not verify upstream certificates")] = False,
+    no_intercept: Annotated[Optional[list[str]], typer.Option(
+        "--no-intercept", metavar="HOST", envvar=_env("no_intercept"),
+        help="relay TLS to these hosts (globs: '*.example.com') untouched, for clients that pin certificates")] = None,
 ) -> None:
     """Run COMMAND in its own network namespace and show every HTTP and HTTPS request it makes."""
     argv = list(command or [])
     if not argv:
         argv = [os.environ.get("SHELL") or "/bin/sh"]
-    sinks = [_check_sink(s) for s in (sink or [])]
-    if dump_har:
-        sinks += ["har:" + dump_har]
-        if not any(s == "terminal" for s in sinks) and not sink:
-            sinks.append("terminal")
-    if not sinks:
-        sinks = ["terminal"]
+    if not argv[0]:
+        raise typer.BadParameter("the command name is empty", param_hint="COMMAND")
+    sinks = choose_sinks(sink or [], dump_har, quiet=quiet, use_stderr=stderr)
     try:
         iface = ipaddress.IPv4Interface(subnet)
     except ValueError as exc:
@@ -174,13 +217,22 @@ def run(
         command=tuple(argv),
         http_ports=parse_ports(http, 80, "--http"),
         https_ports=parse_ports(https, 443, "--https"),
-        head=head, body=body, print_dns=print_dns, sinks=tuple(sinks),
+        head=head, body=body, max_body_size=parse_size(max_body_size, "--max-body-size"),
+        print_dns=print_dns, sinks=tuple(sinks),
         stats=stats or stats_interval > 0, stats_interval=stats_interval, workers=workers,
         no_exit=no_exit, user=user, run_as=run_as, new_user_namespace=not no_new_user_namespace,
         overlay=not no_overlay, tun=tun, subnet=subnet, gateway=gateway, dump_tcp=dump_tcp,
         use_stderr=stderr, verbose=verbose, ca_dir=ca, dump_pcap=dump_pcap, keylog=keylog,
         insecure=insecure,
+        no_intercept=tuple(g.lower() for v in no_intercept or () for g in v.replace(",", " ").split()),
     )
+    # Before anything starts: a path we could not write must not cost the command's run.
+    from .outputs import OutputError, check_outputs
+    try:
+        check_outputs(config)
+    except OutputError as exc:
+        print(f"httptap: {exc}", file=sys.stderr)
+        raise typer.Exit(EXIT_HTTPTAP_FAILED) from None
     from .supervisor import run_supervisor
     raise typer.Exit(run_supervisor(config))
 

@@ -16,6 +16,7 @@ class Config:
     https_ports: frozenset[int] = frozenset({443})
     head: bool = False
     body: bool = False
+    max_body_size: int = 16 << 20  # bytes of each body kept for --body, HAR and ndjson
     print_dns: bool = False
     sinks: tuple[str, ...] = ("terminal",)
     stats: bool = False
@@ -39,6 +40,7 @@ class Config:
     dump_pcap: str | None = None
     keylog: str | None = None
     insecure: bool = False
+    no_intercept: tuple[str, ...] = ()  # host globs whose TLS is relayed untouched
     extra_env: dict[str, str] = field(default_factory=dict)
     # Set by the supervisor once the run's CA exists: (bundle file, file it covers) pairs
     # to bind-mount in the command's mount namespace.

@@ -4,14 +4,16 @@ Role in the pipeline: the HTTP/1.1 observer (``httptap.http1``) and the
 HTTP/2 decoder feed each message body, chunk by chunk, into a
 :class:`ContentDecoder` built from the message's ``Content-Encoding``. The
 decoder counts the content-decoded bytes (the size the terminal line shows)
-and, when a sink asked for bodies, keeps the first ``max_capture`` of them.
+and, when a sink asked for bodies, hands on the first ``max_capture`` of them
+as they are produced (:meth:`ContentDecoder.take`).
 The bytes relayed between client and server are never touched: this is a
 side copy, used for counting and display only.
 
 Decoding never raises out of :meth:`ContentDecoder.feed` or
 :meth:`ContentDecoder.finish`: on an unknown coding or a decoding error the
 decoder stops decoding, keeps counting raw bytes, and reports
-``decoded_size == raw_size`` and the raw bytes as the captured body.
+``decoded_size == raw_size`` and, if no decoded byte was handed on yet, the raw
+bytes as the captured body.
 
 Codings: ``gzip``/``x-gzip`` (multi-member too), ``deflate`` (zlib-wrapped as
 the RFC says, or raw deflate as some servers send it: chosen from the first
@@ -185,7 +187,7 @@ class _ZstdStage:
 
     def finish(self) -> None:
         try:
-            self._writer.flush()
+            self._writer.flush()  # type: ignore[no-untyped-call]  # zstandard ships no hints for it
         except self._error as exc:
             raise _DecodeError(str(exc)) from None
 
@@ -207,15 +209,24 @@ class ContentDecoder:
     """Undo a chain of content codings on a body fed in pieces.
 
     ``codings`` is in the order the sender applied them (as
-    :func:`parse_content_encoding` returns). With ``capture`` the first
-    ``max_capture`` decoded bytes are kept (the raw ones too, in case
-    decoding fails later). Attributes after :meth:`finish`: ``raw_size``,
-    ``decoded_size``, ``failed`` and ``error`` (why decoding stopped), and
-    :meth:`body`.
+    :func:`parse_content_encoding` returns). Attributes after :meth:`finish`:
+    ``raw_size``, ``decoded_size``, ``failed`` and ``error`` (why decoding
+    stopped).
+
+    With ``capture`` the first ``max_capture`` decoded bytes are handed on as
+    they are produced: :meth:`take` returns those not taken yet, so the caller
+    can pass the body on in pieces and nothing accumulates here. ``truncated``
+    says that the body went on beyond what was handed on. When decoding fails
+    before any decoded byte was taken, the body handed on is the raw bytes
+    instead (what the server sent is then the best account of it); to allow
+    that, the raw bytes (at most ``max_capture``) are held until the first
+    decoded bytes are taken. When it fails later, the body stops where
+    decoding stopped and is marked ``truncated``.
     """
 
     __slots__ = ("raw_size", "_decoded", "failed", "error", "_capture", "_max",
-                 "_raw_buf", "_dec_buf", "_first", "_stages", "_finished")
+                 "_raw_buf", "_out", "_kept", "_taken", "_raw_mode", "truncated",
+                 "_first", "_stages", "_finished")
 
     def __init__(self, codings: list[str], *, capture: bool = False,
                  max_capture: int = 1 << 20) -> None:
@@ -225,8 +236,12 @@ class ContentDecoder:
         self.error: str | None = None
         self._capture = capture
         self._max = max_capture
-        self._raw_buf = bytearray()
-        self._dec_buf = bytearray()
+        self._raw_buf: bytearray | None = None  # raw bytes held for the fallback
+        self._out: list[bytes] = []    # decoded (or raw) bytes not taken yet
+        self._kept = 0                 # bytes handed on or waiting in _out
+        self._taken = 0                # bytes handed on by take()
+        self._raw_mode = False         # decoding failed early: the raw bytes are the body
+        self.truncated = False
         self._finished = False
         self._stages: list[_Stage] = []
         out: Sink = self._sink
@@ -239,6 +254,8 @@ class ContentDecoder:
             self._fail(str(exc))
         self._stages.reverse()         # finish() runs outermost first
         self._first: Sink | None = None if self.failed else out
+        if capture and self._stages:
+            self._raw_buf = bytearray()
 
     @property
     def decoded_size(self) -> int:
@@ -247,21 +264,49 @@ class ContentDecoder:
 
     def _sink(self, data: Buffer) -> None:
         self._decoded += len(data)
-        if self._capture and len(self._dec_buf) < self._max:
-            self._dec_buf += data[:self._max - len(self._dec_buf)]
+        if self._capture:
+            self._keep(data)
+
+    def _keep(self, data: Buffer) -> None:
+        room = self._max - self._kept
+        if len(data) > room:
+            self.truncated = True
+            if room <= 0:
+                return
+            data = data[:room]
+        if data:
+            self._out.append(bytes(data))
+            self._kept += len(data)
 
     def _fail(self, why: str) -> None:
         self.failed = True
         self.error = why
         self._first = None
         self._stages = []
-        self._dec_buf = bytearray()
+        if not self._capture:
+            return
+        raw, self._raw_buf = self._raw_buf, None
+        self._out = []
+        if self._taken == 0:
+            # Nothing decoded was handed on yet: the raw bytes become the body.
+            self._raw_mode = True
+            self._kept = 0
+            self.truncated = False
+            self._keep(raw if raw is not None else b"")
+            self.truncated = self.raw_size > self._kept
+        else:
+            self._kept = self._max  # what was handed on stays the body, cut where it failed
+            self.truncated = True
 
     def feed(self, data: Buffer) -> None:
         """Take the next raw body piece. Never raises."""
         self.raw_size += len(data)
-        if self._capture and len(self._raw_buf) < self._max:
-            self._raw_buf += data[:self._max - len(self._raw_buf)]
+        if self._raw_mode:
+            self._keep(data)
+            return
+        raw = self._raw_buf
+        if raw is not None and len(raw) < self._max:
+            raw += data[:self._max - len(raw)]
         if self._first is not None:
             try:
                 self._first(data)
@@ -287,9 +332,16 @@ class ContentDecoder:
         except Exception as exc:  # noqa: BLE001
             self._fail(f"{type(exc).__name__}: {exc}")
         self._first = None
+        self._raw_buf = None
 
-    def body(self) -> bytes | None:
-        """The captured body: decoded, or raw when decoding failed."""
-        if not self._capture:
-            return None
-        return bytes(self._raw_buf if self.failed else self._dec_buf)
+    def take(self) -> bytes:
+        """The captured bytes produced since the last call (``b""``: none, or not
+        capturing). Once decoded bytes have been taken the raw ones are no longer held."""
+        out = self._out
+        if not out:
+            return b""
+        data = out[0] if len(out) == 1 else b"".join(out)
+        self._out = []
+        self._taken += len(data)
+        self._raw_buf = None
+        return data

@@ -280,7 +280,7 @@ def _name_key(name: str) -> bytes:
 def _header(data: bytes) -> tuple[int, int, int, int, int, int]:
     if len(data) < HEADER_SIZE:
         raise DnsError("shorter than a DNS header")
-    return HEADER.unpack_from(data)   # type: ignore[return-value]
+    return HEADER.unpack_from(data)
 
 
 def _read_question(data: bytes, offset: int) -> tuple[Question, int]:

@@ -4,7 +4,8 @@ Role in the pipeline: the proxy stage relays the bytes of a TCP connection
 between the command (client) and its upstream server unchanged, and feeds a
 copy of every chunk, as it passes, to one :class:`Http1Observer`. The
 observer reports each exchange as events (:class:`RequestHead`,
-:class:`RequestEnd`, :class:`ResponseHead`, :class:`ResponseEnd`) that the
+:class:`RequestEnd`, :class:`ResponseHead`, :class:`ResponseEnd`, and
+:class:`BodyData` when bodies are captured) that the
 proxy turns into messages for the sink. It never changes, holds back or
 answers bytes: when it cannot follow the stream it sets ``failed`` (the
 proxy goes on relaying raw and reports a plain tcp connection) and after a
@@ -27,7 +28,9 @@ per fed chunk a body state does a few integer operations and slices, so a
 1 GiB body costs about as many Python operations as it has chunks. Body
 bytes are copied only into a :class:`~httptap.contentcoding.ContentDecoder`,
 which exists only when the message has a ``Content-Encoding`` (to count the
-decoded size the terminal line shows) or when bodies are captured.
+decoded size the terminal line shows) or when bodies are captured. Captured
+bodies leave as :class:`BodyData` events as each fed chunk is decoded, so the
+observer holds no body, whatever its size.
 
 The response reader needs the request each response answers (a response to
 HEAD, or a 2xx to CONNECT, has no body whatever its headers say; a 101 or a
@@ -78,7 +81,7 @@ from httptap.contentcoding import ContentDecoder, parse_content_encoding
 
 __all__ = [
     "HttpError", "Http1Observer", "RequestHead", "RequestEnd", "ResponseHead",
-    "ResponseEnd", "Event", "ObserverBase", "MAX_HEAD",
+    "ResponseEnd", "BodyData", "Event", "ObserverBase", "MAX_HEAD", "DEFAULT_MAX_CAPTURE",
 ]
 
 #: Largest request or response head (request line plus headers) accepted.
@@ -88,6 +91,8 @@ MAX_CHUNK_LINE = 4096
 MAX_TRAILERS = 64 * 1024
 #: How much client data is buffered while an Upgrade/CONNECT awaits its response.
 MAX_WAIT_BUFFER = 256 * 1024
+#: How much of each body is captured unless told otherwise (``--max-body-size``'s default).
+DEFAULT_MAX_CAPTURE = 16 << 20
 
 
 class HttpError(Exception):
@@ -133,21 +138,38 @@ class RequestHead(Event):
         self.seq = seq              # 0, 1, 2...: the exchange on this connection
 
 
+class BodyData(Event):
+    """The next captured bytes of a body (content-decoded), in order, before the
+    :class:`RequestEnd` (``request``) or :class:`ResponseEnd` of exchange ``seq``."""
+
+    __slots__ = ("seq", "request", "data")
+
+    def __init__(self, seq: int, request: bool, data: bytes) -> None:
+        self.seq = seq
+        self.request = request
+        self.data = data
+
+
 class RequestEnd(Event):
-    """The request body is complete (``complete`` is False if the client closed first)."""
+    """The request body is complete (``complete`` is False if the client closed first).
 
-    __slots__ = ("body_size", "decoded_size", "body", "time", "seq", "complete", "trailers")
+    ``truncated``: the captured body (the :class:`BodyData` before) is only its first
+    part (``max_capture`` reached, or decoding failed after bytes were handed on)."""
 
-    def __init__(self, body_size: int, body: bytes | None, time: float, *,
+    __slots__ = ("body_size", "decoded_size", "time", "seq", "complete", "trailers",
+                 "truncated")
+
+    def __init__(self, body_size: int, time: float, *,
                  decoded_size: int | None = None, seq: int = 0, complete: bool = True,
-                 trailers: list[tuple[str, str]] | None = None) -> None:
+                 trailers: list[tuple[str, str]] | None = None,
+                 truncated: bool = False) -> None:
         self.body_size = body_size
         self.decoded_size = body_size if decoded_size is None else decoded_size
-        self.body = body
         self.time = time
         self.seq = seq
         self.complete = complete
         self.trailers = trailers if trailers is not None else []
+        self.truncated = truncated
 
 
 class ResponseHead(Event):
@@ -173,23 +195,26 @@ class ResponseEnd(Event):
 
     ``body_size`` counts bytes on the wire after de-chunking; ``decoded_size``
     after content decoding (equal to ``body_size`` for identity or when
-    decoding failed); ``body`` is the decoded body (up to ``max_capture``)
-    when bodies are captured. ``complete`` is False when the server closed
+    decoding failed). When bodies are captured the body came before as
+    :class:`BodyData` events (up to ``max_capture`` bytes) and ``truncated``
+    says it went on beyond them. ``complete`` is False when the server closed
     before the framing said the body was done.
     """
 
-    __slots__ = ("body_size", "decoded_size", "body", "time", "seq", "complete", "trailers")
+    __slots__ = ("body_size", "decoded_size", "time", "seq", "complete", "trailers",
+                 "truncated")
 
-    def __init__(self, body_size: int, decoded_size: int, body: bytes | None, time: float, *,
+    def __init__(self, body_size: int, decoded_size: int, time: float, *,
                  seq: int = 0, complete: bool = True,
-                 trailers: list[tuple[str, str]] | None = None) -> None:
+                 trailers: list[tuple[str, str]] | None = None,
+                 truncated: bool = False) -> None:
         self.body_size = body_size
         self.decoded_size = decoded_size
-        self.body = body
         self.time = time
         self.seq = seq
         self.complete = complete
         self.trailers = trailers if trailers is not None else []
+        self.truncated = truncated
 
 
 # ---------------------------------------------------------------------------
@@ -347,6 +372,7 @@ class _Reader:
         self.trailer_bytes = 0
         self.close_after = False        # the connection ends after this message
         self.seq = 0
+        self.capture = obs.capture_bodies
 
     # -- driving --------------------------------------------------------
 
@@ -368,6 +394,8 @@ class _Reader:
                     if mv is None:
                         mv = memoryview(data)
                     self.decoder.feed(mv[pos:pos + take])
+                    if self.capture:
+                        self.pass_body()
                 self.body_size += take
                 self.remaining -= take
                 pos += take
@@ -381,6 +409,8 @@ class _Reader:
                     if mv is None:
                         mv = memoryview(data)
                     self.decoder.feed(mv[pos:])
+                    if self.capture:
+                        self.pass_body()
                 self.body_size += n - pos
                 pos = n
             elif state == _HEAD:
@@ -426,6 +456,8 @@ class _Reader:
             elif state == _WAIT:
                 pos = self.wait_data(raw, pos)
             else:  # _CLOSED: the connection is over as far as HTTP goes
+                if self.obs.upgraded and pos < n:  # the new protocol's first bytes
+                    self.obs.server_after_switch += raw[pos:]
                 pos = n
 
     def read_line(self, data: bytes, pos: int, limit: int) -> tuple[str | None, int]:
@@ -514,20 +546,33 @@ class _Reader:
         self.remaining = length
         self.state = kind
 
+    def pass_body(self) -> None:
+        """Hand on what the decoder captured so far as a BodyData event."""
+        assert self.decoder is not None
+        data = self.decoder.take()
+        if data:
+            self.emit_body(data)
+
     def end_body(self, now: float, complete: bool) -> None:
         decoder = self.decoder
+        truncated = False
         if decoder is not None:
             decoder.finish()
-            decoded, body = decoder.decoded_size, decoder.body()
+            if self.capture:
+                self.pass_body()
+            decoded, truncated = decoder.decoded_size, decoder.truncated
             self.decoder = None
         else:
-            decoded, body = self.body_size, None
+            decoded = self.body_size
         trailers = self.trailers if self.state == _TRAILERS else []
         self.trailers = []
         self.state = _CLOSED if self.close_after else _HEAD
-        self.emit_end(self.body_size, decoded, body, now, complete, trailers)
+        self.emit_end(self.body_size, decoded, truncated, now, complete, trailers)
 
-    def emit_end(self, size: int, decoded: int, body: bytes | None, now: float,
+    def emit_body(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def emit_end(self, size: int, decoded: int, truncated: bool, now: float,
                  complete: bool, trailers: list[tuple[str, str]]) -> None:
         raise NotImplementedError
 
@@ -588,11 +633,14 @@ class _RequestReader(_Reader):
         if self.switch and self.state == _HEAD:
             self.state = _WAIT
 
-    def emit_end(self, size: int, decoded: int, body: bytes | None, now: float,
+    def emit_body(self, data: bytes) -> None:
+        self.obs.events_.append(BodyData(self.seq - 1, True, data))
+
+    def emit_end(self, size: int, decoded: int, truncated: bool, now: float,
                  complete: bool, trailers: list[tuple[str, str]]) -> None:
-        self.obs.events_.append(RequestEnd(size, body, now, decoded_size=decoded,
+        self.obs.events_.append(RequestEnd(size, now, decoded_size=decoded,
                                            seq=self.seq - 1, complete=complete,
-                                           trailers=trailers))
+                                           trailers=trailers, truncated=truncated))
 
     def wait_data(self, data: bytes, pos: int) -> int:
         room = MAX_WAIT_BUFFER - len(self.waiting)
@@ -692,11 +740,16 @@ class _ResponseReader(_Reader):
         if request.switch:
             obs.switch_refused(now)
 
-    def emit_end(self, size: int, decoded: int, body: bytes | None, now: float,
+    def emit_body(self, data: bytes) -> None:
+        seq = self.current.seq if self.current is not None else 0
+        self.obs.events_.append(BodyData(seq, False, data))
+
+    def emit_end(self, size: int, decoded: int, truncated: bool, now: float,
                  complete: bool, trailers: list[tuple[str, str]]) -> None:
         seq = self.current.seq if self.current is not None else 0
-        self.obs.events_.append(ResponseEnd(size, decoded, body, now, seq=seq,
-                                            complete=complete, trailers=trailers))
+        self.obs.events_.append(ResponseEnd(size, decoded, now, seq=seq,
+                                            complete=complete, trailers=trailers,
+                                            truncated=truncated))
 
     def wait_data(self, data: bytes, pos: int) -> int:
         return len(data)
@@ -710,8 +763,8 @@ class ObserverBase:
     """What the HTTP/1 and HTTP/2 observers share: their settings, the failure state the
     proxy reads (``failed``, ``error``, ``upgraded``) and the queue of events."""
 
-    def __init__(self, *, capture_bodies: bool = False, max_capture: int = 1 << 20,
-                 decode_content: bool = True) -> None:
+    def __init__(self, *, capture_bodies: bool = False,
+                 max_capture: int = DEFAULT_MAX_CAPTURE, decode_content: bool = True) -> None:
         self.capture_bodies = capture_bodies
         self.max_capture = max_capture
         self.decode_content = decode_content
@@ -741,18 +794,20 @@ class Http1Observer(ObserverBase):
     everything after. After ``upgraded`` becomes True (a 101, or a 2xx to
     CONNECT) the proxy should stop feeding: anything fed is ignored.
 
-    ``capture_bodies`` keeps up to ``max_capture`` bytes of each body
-    (content-decoded) in the End events. ``decode_content=False`` skips
-    content decoding (``decoded_size`` is then the wire size).
+    ``capture_bodies`` hands on up to ``max_capture`` bytes of each body
+    (content-decoded) as :class:`BodyData` events, as they arrive.
+    ``decode_content=False`` skips content decoding (``decoded_size`` is then
+    the wire size).
     """
 
-    def __init__(self, *, capture_bodies: bool = False, max_capture: int = 1 << 20,
-                 decode_content: bool = True) -> None:
+    def __init__(self, *, capture_bodies: bool = False,
+                 max_capture: int = DEFAULT_MAX_CAPTURE, decode_content: bool = True) -> None:
         super().__init__(capture_bodies=capture_bodies, max_capture=max_capture,
                          decode_content=decode_content)
         self.pending: deque[_Pending] = deque()
         self._req = _RequestReader(self)
         self._resp = _ResponseReader(self)
+        self.server_after_switch = b""  # what followed the 101 head in its chunk
 
     # -- the proxy's side -----------------------------------------------
 
@@ -792,6 +847,15 @@ class Http1Observer(ObserverBase):
 
     def switched(self) -> None:
         self.upgraded = True
+
+    def switched_bytes(self) -> tuple[bytes | None, bytes]:
+        """After ``upgraded``: the new protocol's first bytes each way, which the observer
+        read but did not decode. The client's are those it sent while the switch was
+        pending (None: more than ``MAX_WAIT_BUFFER``, some were not kept); the server's
+        are those that came after the switching response's head in the same chunk."""
+        req = self._req
+        client = None if req.overflow else bytes(req.waiting)
+        return client, self.server_after_switch
 
     def switch_refused(self, now: float) -> None:
         self._req.switch_refused(now)

@@ -7,9 +7,10 @@ upstream server unchanged and feeds a copy of every chunk to one
 :class:`httptap.http1.Http1Observer` for HTTP/1.x. The observer reports each
 stream as one exchange with the same event classes (:class:`RequestHead`,
 :class:`RequestEnd`, :class:`ResponseHead`, :class:`ResponseEnd`, with
-``seq`` = the stream id and ``version`` = ``"HTTP/2"``) plus
-:class:`StreamReset` for RST_STREAM. It never changes, holds back or answers
-bytes; when it cannot follow the connection it sets ``failed``.
+``seq`` = the stream id and ``version`` = ``"HTTP/2"``; :class:`BodyData`
+when bodies are captured) plus :class:`StreamReset` for RST_STREAM. It never
+changes, holds back or answers bytes; when it cannot follow the connection it
+sets ``failed``.
 
 This module is a pure core: bytes and ``now`` in, events out; it imports no
 ``os``, ``socket``, ``asyncio`` or ``time`` (a test walks its imports).
@@ -79,8 +80,9 @@ Streams (``seq`` = stream id):
 * server HEADERS → :class:`ResponseHead` (``:status``, ``reason`` ``""``);
   1xx heads are ``informational`` and the final head is still to come.
 * DATA payloads (minus padding) are counted, content-decoded and captured
-  like HTTP/1 bodies; END_STREAM on HEADERS or DATA ends that side
-  (:class:`RequestEnd` / :class:`ResponseEnd`). A HEADERS after the head of
+  like HTTP/1 bodies (captured bytes leave as :class:`BodyData` events as each
+  piece is decoded, so no body is held); END_STREAM on HEADERS or DATA ends
+  that side (:class:`RequestEnd` / :class:`ResponseEnd`). A HEADERS after the head of
   a side is a trailer section (``trailers``).
 * RST_STREAM on a live stream → :class:`StreamReset`, then a
   ``RequestEnd(complete=False)`` if the request body was still open and a
@@ -120,8 +122,8 @@ from hyperframe.exceptions import HyperframeError
 from hyperframe.frame import Frame
 
 from httptap.contentcoding import ContentDecoder, parse_content_encoding
-from httptap.http1 import (Event, ObserverBase, RequestEnd, RequestHead, ResponseEnd,
-                           ResponseHead)
+from httptap.http1 import (DEFAULT_MAX_CAPTURE, BodyData, Event, ObserverBase, RequestEnd,
+                           RequestHead, ResponseEnd, ResponseHead)
 
 __all__ = [
     "Http2Error", "Http2Observer", "StreamReset", "PREFACE", "MAX_HEADER_BLOCK",
@@ -132,8 +134,10 @@ __all__ = [
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #: Largest header block (HEADERS/PUSH_PROMISE plus CONTINUATIONs, encoded) accepted.
 MAX_HEADER_BLOCK = 1 << 20
-#: Largest decoded header list (RFC 7541 §4.1 sizes: name + value + 32 per field).
-MAX_HEADER_LIST = 4 << 20
+#: Largest decoded header list (RFC 7541 §4.1 sizes: name + value + 32 per field): what
+#: Chrome accepts. It also bounds the HttpRequest/HttpResponse messages built from a head
+#: (URL and headers) well below a ring's largest record (see messages.py).
+MAX_HEADER_LIST = 256 << 10
 #: SETTINGS_HEADER_TABLE_SIZE before any SETTINGS (RFC 9113 §6.5.2).
 DEFAULT_TABLE_SIZE = 4096
 
@@ -192,9 +196,12 @@ class StreamReset(Event):
 class _Body:
     """One side (request or response) of a stream, from its head to its end."""
 
-    __slots__ = ("size", "decoder", "open", "length")
+    __slots__ = ("size", "decoder", "open", "length", "sid", "request")
 
-    def __init__(self, decoder: ContentDecoder | None, fields: list[tuple[str, str]]) -> None:
+    def __init__(self, decoder: ContentDecoder | None, fields: list[tuple[str, str]],
+                 sid: int, request: bool) -> None:
+        self.sid = sid
+        self.request = request
         self.size = 0
         self.decoder = decoder
         self.open = True
@@ -244,6 +251,7 @@ class _FrameReader:
     def __init__(self, obs: Http2Observer, is_client: bool) -> None:
         self.obs = obs
         self.is_client = is_client
+        self.capture = obs.capture_bodies
         self.state = _PREFACE_STATE if is_client else _HEAD
         self.buf = bytearray()            # preface, partial frame header or buffered payload
         self.remaining = 0                # bytes left in the current state
@@ -281,6 +289,8 @@ class _FrameReader:
                         if mv is None:
                             mv = memoryview(data)
                         target.decoder.feed(mv[pos:pos + take])
+                        if self.capture:
+                            self.obs.pass_body(target)
                     target.size += take
                 pos += take
                 self.remaining -= take
@@ -477,13 +487,14 @@ class Http2Observer(ObserverBase):
     after. ``upgraded`` is always False (kept for the proxy's sake: the same
     attribute as :class:`~httptap.http1.Http1Observer`).
 
-    ``capture_bodies`` keeps up to ``max_capture`` bytes of each body
-    (content-decoded) in the End events. ``decode_content=False`` skips
-    content decoding (``decoded_size`` is then the wire size).
+    ``capture_bodies`` hands on up to ``max_capture`` bytes of each body
+    (content-decoded) as :class:`BodyData` events, as they arrive.
+    ``decode_content=False`` skips content decoding (``decoded_size`` is then
+    the wire size).
     """
 
-    def __init__(self, *, capture_bodies: bool = False, max_capture: int = 1 << 20,
-                 decode_content: bool = True) -> None:
+    def __init__(self, *, capture_bodies: bool = False,
+                 max_capture: int = DEFAULT_MAX_CAPTURE, decode_content: bool = True) -> None:
         super().__init__(capture_bodies=capture_bodies, max_capture=max_capture,
                          decode_content=decode_content)
         self.streams: dict[int, _Stream] = {}
@@ -565,7 +576,7 @@ class Http2Observer(ObserverBase):
             if authority is not None and not any(k.lower() == "host" for k, _ in fields):
                 fields.insert(0, ("host", authority))
             stream = self.streams[sid] = _Stream(sid)
-            stream.req = _Body(self._decoder(fields), fields)
+            stream.req = _Body(self._decoder(fields), fields, sid, True)
             self.events_.append(RequestHead(method, target, VERSION, fields, now, seq=sid))
             if end_stream:
                 self._end_request(stream, now, True, [])
@@ -592,7 +603,7 @@ class Http2Observer(ObserverBase):
                 self.events_.append(ResponseHead(status, "", VERSION, fields, now, seq=sid,
                                                  informational=True))
                 return
-            stream.resp = _Body(self._decoder(fields), fields)
+            stream.resp = _Body(self._decoder(fields), fields, sid, False)
             self.events_.append(ResponseHead(status, "", VERSION, fields, now, seq=sid,
                                              informational=False))
             if end_stream:
@@ -630,23 +641,33 @@ class Http2Observer(ObserverBase):
 
     # -- ends -----------------------------------------------------------
 
-    @staticmethod
-    def _finish(body: _Body) -> tuple[int, bytes | None]:
+    def pass_body(self, body: _Body) -> None:
+        """Hand on what ``body``'s decoder captured so far as a BodyData event."""
+        assert body.decoder is not None
+        data = body.decoder.take()
+        if data:
+            self.events_.append(BodyData(body.sid, body.request, data))
+
+    def _finish(self, body: _Body) -> tuple[int, bool]:
+        """Close ``body``: its decoded size, and whether its capture was cut short."""
         body.open = False
         decoder = body.decoder
-        body.decoder = None
         if decoder is None:
-            return body.size, None
+            return body.size, False
         decoder.finish()
-        return decoder.decoded_size, decoder.body()
+        if self.capture_bodies:
+            self.pass_body(body)
+        body.decoder = None
+        return decoder.decoded_size, decoder.truncated
 
     def _end_request(self, stream: _Stream, now: float, complete: bool,
                      trailers: list[tuple[str, str]]) -> None:
         body = stream.req
         assert body is not None
-        decoded, captured = self._finish(body)
-        self.events_.append(RequestEnd(body.size, captured, now, decoded_size=decoded,
-                                       seq=stream.sid, complete=complete, trailers=trailers))
+        decoded, truncated = self._finish(body)
+        self.events_.append(RequestEnd(body.size, now, decoded_size=decoded,
+                                       seq=stream.sid, complete=complete, trailers=trailers,
+                                       truncated=truncated))
         if stream.resp_done:
             self.streams.pop(stream.sid, None)
 
@@ -654,10 +675,11 @@ class Http2Observer(ObserverBase):
                       trailers: list[tuple[str, str]]) -> None:
         body = stream.resp
         assert body is not None
-        decoded, captured = self._finish(body)
+        decoded, truncated = self._finish(body)
         stream.resp_done = True
-        self.events_.append(ResponseEnd(body.size, decoded, captured, now, seq=stream.sid,
-                                        complete=complete, trailers=trailers))
+        self.events_.append(ResponseEnd(body.size, decoded, now, seq=stream.sid,
+                                        complete=complete, trailers=trailers,
+                                        truncated=truncated))
         if stream.req is not None and not stream.req.open:
             self.streams.pop(stream.sid, None)
 

@@ -1,14 +1,22 @@
-"""Turns one connection's HTTP/1.x observer events into the sink's messages (pure).
+"""Turns one connection's HTTP observer events into the sink's messages (pure).
 
-The proxy feeds a connection's bytes to an :class:`~httptap.http1.Http1Observer` and its
-events to an :class:`ExchangeReporter`, which pairs requests with responses (by their
-sequence number on the connection), builds the URL the user sees and returns
-``HttpRequest`` (when a request head is complete) and ``HttpResponse`` (when its response
-is complete) messages.
+The flow core (``httptap.flowcore``) feeds a connection's bytes to an HTTP/1.x or HTTP/2
+observer (:class:`~httptap.http1.Http1Observer`, :class:`~httptap.http2.Http2Observer`:
+the same events) and their events to an :class:`ExchangeReporter`, which pairs requests
+with responses (by their sequence number on the connection, or HTTP/2 stream id), builds
+the URL the user sees and returns
+``HttpRequest`` (when a request head is complete), ``BodyChunk`` (captured body bytes, as
+the observer hands them on) and ``HttpResponse`` (when its response is complete) messages.
+
+Bodies never travel inside one message: the observer's ``BodyData`` become ``BodyChunk``
+messages of at most ``messages.BODY_CHUNK`` bytes (small pieces that arrive together are
+joined up to that size, large ones split), all before the ``HttpResponse`` of their
+exchange. Nothing is held between calls.
 
 The URL (SPEC, "Terminal output"): scheme, the request's Host (else the destination
 address), the port when it is not the scheme's default, and the request target. An
-absolute-form target (``GET http://x/ HTTP/1.1``, as sent to proxies) is used as it is.
+absolute-form target (``GET http://x/ HTTP/1.1``, as sent to proxies) is used as it is;
+a CONNECT shows its authority-form target (``host:443``).
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from typing import Any
 
 from . import messages
 from .headers import header
-from .http1 import RequestEnd, RequestHead, ResponseEnd, ResponseHead
+from .http1 import BodyData, RequestEnd, RequestHead, ResponseEnd, ResponseHead
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -66,11 +74,34 @@ class ExchangeReporter:
 
     def on_events(self, events: list[Any]) -> list[messages.Msg]:
         out: list[messages.Msg] = []
+        # Body bytes of one side of one exchange (body_key: exchange id, request?) not yet
+        # in a message.
+        body_key = (0, False)
+        body: list[bytes] = []
+        body_size = 0
         for event in events:
             kind = type(event)
+            if kind is BodyData:
+                exchange = self.open.get(event.seq)
+                if exchange is None:
+                    continue
+                key = (exchange.id, event.request)
+                if key != body_key or body_size + len(event.data) > messages.BODY_CHUNK:
+                    if body:
+                        _chunks(out, body_key, body)
+                    body_key, body, body_size = key, [], 0
+                body.append(event.data)
+                body_size += len(event.data)
+                continue
+            if body:
+                _chunks(out, body_key, body)
+                body, body_size = [], 0
             if kind is RequestHead:
-                url = build_url(self.scheme, header(event.headers, "host"), self.server_host,
-                                self.server_port, event.target)
+                if event.method == "CONNECT":  # authority-form: the target is host:port
+                    url = event.target
+                else:
+                    url = build_url(self.scheme, header(event.headers, "host"),
+                                    self.server_host, self.server_port, event.target)
                 request = messages.HttpRequest(
                     exchange=self.new_id(), time=event.time, method=event.method, url=url,
                     version=event.version, headers=event.headers, client=self.client,
@@ -90,6 +121,8 @@ class ExchangeReporter:
                 exchange = self.open.pop(event.seq, None)
                 if exchange is not None and exchange.response_head is not None:
                     out.append(self._response(exchange, event))
+        if body:
+            _chunks(out, body_key, body)
         return out
 
     def _response(self, exchange: _Exchange, end: ResponseEnd) -> messages.HttpResponse:
@@ -100,12 +133,14 @@ class ExchangeReporter:
             exchange=exchange.id, time=end.time, status=head.status, reason=head.reason,
             version=head.version, headers=head.headers,
             request_body_size=req_end.decoded_size if req_end else 0,
-            request_body=req_end.body if req_end else None,
-            body_size=end.body_size, decoded_size=end.decoded_size, body=end.body,
+            body_size=end.body_size, decoded_size=end.decoded_size,
             request_headers_done=exchange.request.time,
             request_done=req_end.time if req_end else 0.0,
             response_started=head.time,
             error="" if end.complete else "the server closed before the body was complete",
+            request_body_truncated=req_end.truncated if req_end else False,
+            body_truncated=end.truncated,
+            trailers=end.trailers,
         )
 
     def finish(self, now: float, reason: str) -> list[messages.Msg]:
@@ -116,8 +151,22 @@ class ExchangeReporter:
             out.append(messages.HttpResponse(
                 exchange=exchange.id, time=now, status=0, reason="", version="", headers=[],
                 request_body_size=req_end.decoded_size if req_end else 0,
-                request_body=req_end.body if req_end else None, body_size=0, decoded_size=0,
-                body=None, request_headers_done=exchange.request.time,
-                request_done=req_end.time if req_end else 0.0, error=reason))
+                body_size=0, decoded_size=0, request_headers_done=exchange.request.time,
+                request_done=req_end.time if req_end else 0.0, error=reason,
+                request_body_truncated=req_end.truncated if req_end else False))
         self.open.clear()
         return out
+
+
+def _chunks(out: list[messages.Msg], key: tuple[int, bool], pieces: list[bytes]) -> None:
+    """Append ``pieces`` (one side of one exchange) as BodyChunk messages of at most
+    ``BODY_CHUNK`` bytes each."""
+    exchange, request = key
+    data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+    step = messages.BODY_CHUNK
+    if len(data) <= step:
+        out.append(messages.BodyChunk(exchange, request, data))
+        return
+    view = memoryview(data)
+    for start in range(0, len(data), step):
+        out.append(messages.BodyChunk(exchange, request, bytes(view[start:start + step])))

@@ -8,9 +8,14 @@ and bytes, never Python objects. Messages are grouped by the direction they trav
     tcp  -> tun     Packets
     tcp  -> proxy   FlowOpened, FlowData, FlowEof, FlowReset, FlowAcked, DatagramIn
     proxy-> tcp     FlowAccept, FlowRefuse, FlowData, FlowEof, FlowReset, FlowAcked, DatagramOut
-    proxy-> sink    HttpRequest, HttpResponse, TcpSummary, DnsExchange, Notice
+    proxy-> sink    HttpRequest, BodyChunk, HttpResponse, TcpSummary, DnsExchange, Notice,
+                    WsMessage, WsEnd
     supervisor -> sink   StatsSnapshot (with --stats-interval)
     any  -> next    Drain  (the upstream stage is finished; pass it on once empty)
+
+No message can exceed a ring's largest record (a quarter of its capacity: 1 MiB with
+the supervisor's 4 MiB rings) whatever the traffic: a body travels as a sequence of
+``BodyChunk`` messages of at most :data:`BODY_CHUNK` bytes, never inside one message.
 
 ``flow`` ids are chosen by the tcp shard that saw the connection open; they are unique
 within that shard, and a shard talks to exactly one proxy shard, so no id is ever shared.
@@ -89,6 +94,12 @@ class FlowAcked(Msg):
     count: int
 
 
+# FlowAcked credit goes back in steps of at least this much, both ways: a keep-alive
+# exchange then costs one message each way instead of two. The windows it feeds (the
+# proxy's 8 MiB in flight, the tcp stage's 4 MiB receive buffer) dwarf it.
+CREDIT_STEP = 64 << 10
+
+
 class FlowClosed(Msg):
     """The tcp shard has forgotten this flow (both sides closed or reset)."""
     flow: int
@@ -128,8 +139,26 @@ class HttpRequest(Msg):
     tls_alpn: str = ""
 
 
+#: Largest ``BodyChunk.data``: far below a ring's largest record with the rest of the
+#: message, and small enough that a chunk costs little to hold or copy.
+BODY_CHUNK = 256 * 1024
+
+
+class BodyChunk(Msg):
+    """The next piece of a captured body (content-decoded), sent as the body streams and
+    before the ``HttpResponse`` that closes ``exchange``; the sink joins the pieces of
+    each side in order. Only the first ``--max-body-size`` bytes of a body are sent;
+    ``HttpResponse.body_truncated`` (``request_body_truncated``) says when there were
+    more."""
+    exchange: int
+    request: bool  # True: the request body; False: the response body
+    data: bytes
+
+
 class HttpResponse(Msg):
-    """The response to ``exchange`` is complete (or the exchange ended without one)."""
+    """The response to ``exchange`` is complete (or the exchange ended without one).
+
+    The bodies came before it as ``BodyChunk`` messages (when bodies are captured)."""
     exchange: int
     time: float
     status: int
@@ -137,14 +166,15 @@ class HttpResponse(Msg):
     version: str
     headers: list[tuple[str, str]]
     request_body_size: int
-    request_body: bytes | None
     body_size: int
     decoded_size: int
-    body: bytes | None
     request_headers_done: float = 0.0
     response_started: float = 0.0
     error: str = ""
     request_done: float = 0.0  # the request body was complete (http1.RequestEnd.time); 0: unknown
+    trailers: list[tuple[str, str]] = []  # the response's trailer section (gRPC's status)
+    request_body_truncated: bool = False  # the captured request body is only its first part
+    body_truncated: bool = False  # the captured response body is only its first part
 
 
 class TcpSummary(Msg):
@@ -156,6 +186,43 @@ class TcpSummary(Msg):
     bytes_received: int
     duration: float
     transport: str = "tcp"
+    tls_sni: str = ""  # TLS relayed untouched (--no-intercept): the name the client asked for
+
+
+class WsMessage(Msg):
+    """One WebSocket message (text, binary or close) on the connection that ``exchange``
+    (its ``101`` response) switched to WebSocket. ``size`` is the whole payload after
+    permessage-deflate; ``data`` its first bytes when bodies are kept, never more than
+    ``websocket.MAX_KEPT`` (64 KiB: one record stays far below a ring's largest), with
+    ``truncated`` set when the message was longer. A close carries its code (0: none) and
+    reason; its ``data`` is the raw close payload."""
+    exchange: int
+    time: float
+    url: str              # ws:// or wss://
+    from_client: bool
+    opcode: int           # 1 text, 2 binary, 8 close (RFC 6455 section 5.2)
+    size: int
+    data: bytes | None = None
+    truncated: bool = False
+    compressed: bool = False
+    close_code: int = 0
+    close_reason: str = ""
+
+
+class WsEnd(Msg):
+    """The WebSocket of ``exchange`` is over (the connection closed), or its decoding
+    stopped (``error``: a peer broke the protocol; the bytes were relayed on, raw). Pings
+    and pongs are counted here, not reported one by one."""
+    exchange: int
+    time: float
+    url: str
+    messages_sent: int      # text and binary messages from the command
+    messages_received: int  # ... and from the server
+    pings_sent: int = 0
+    pongs_sent: int = 0
+    pings_received: int = 0
+    pongs_received: int = 0
+    error: str = ""
 
 
 class DnsExchange(Msg):
@@ -189,8 +256,8 @@ class Drain(Msg):
 
 Message = Union[
     Packets, FlowOpened, FlowAccept, FlowRefuse, FlowData, FlowEof, FlowReset, FlowAcked,
-    FlowClosed, DatagramIn, DatagramOut, HttpRequest, HttpResponse, TcpSummary,
-    DnsExchange, Notice, StatsSnapshot, Drain,
+    FlowClosed, DatagramIn, DatagramOut, HttpRequest, BodyChunk, HttpResponse, TcpSummary,
+    DnsExchange, Notice, StatsSnapshot, Drain, WsMessage, WsEnd,
 ]
 
 ALL_TYPES: tuple[type[Msg], ...] = Message.__args__  # type: ignore[attr-defined]

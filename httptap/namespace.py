@@ -2,16 +2,22 @@
 
 In order (DESIGN.md, "The namespace"):
 
-1. unshare a user, network and mount namespace (with ``--no-new-user-namespace``, as root,
-   only network and mount) and map the caller's uid and gid, so the command later runs as
-   the caller while this process still holds every capability inside its new namespace;
-2. open ``/dev/net/tun`` (IFF_TUN | IFF_NO_PI | IFF_VNET_HDR, checksum offload) and
-   configure the device and ``lo`` by netlink (pyroute2);
+1. unshare a user, network, mount and PID namespace (with ``--no-new-user-namespace``, as
+   root, only network, mount and PID) and map the caller's uid and gid, so the command
+   later runs as the caller while this process still holds every capability inside its
+   new namespace;
+2. open ``/dev/net/tun`` (IFF_TUN | IFF_NO_PI | IFF_VNET_HDR, checksum offload; with
+   IFF_MULTI_QUEUE one fd per tcp shard) and configure the device and ``lo`` by netlink
+   (pyroute2);
 3. bind-mount a resolv.conf naming the gateway, an /etc/hosts naming
    ``host.httptap.local`` and CA bundles that include the run's CA (unless
-   ``--no-overlay``);
+   ``--no-overlay``); with ``--ca DIR``, mount an empty read-only tmpfs over DIR, so
+   the command cannot read the CA's key;
 4. hand the TUN fd to the supervisor over a Unix socket (SCM_RIGHTS) and wait for "go";
-5. reset signals and exec the command (its capabilities vanish at exec: it is not root).
+5. fork PID 1 of the new PID namespace (``_init``), which runs the command as its child,
+   passes signals on and reaps orphans; reset signals and exec the command (its
+   capabilities vanish at exec: it is not root). When PID 1 exits, the kernel kills
+   everything left in the namespace: nothing the command started outlives the run.
 
 Any failure before exec is sent to the supervisor as one line ("E" + text) and the
 launcher exits; the supervisor prints it and exits 125.
@@ -28,7 +34,7 @@ import socket
 import struct
 import sys
 import tempfile
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .config import Config
 from .signalrelay import relay_signals
@@ -39,6 +45,7 @@ CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
+MS_RDONLY = 0x1
 MS_NOEXEC = 0x8
 MS_BIND = 0x1000
 MS_REC = 0x4000
@@ -178,7 +185,7 @@ def _open_tun_queue(name: str, flags: int) -> int:
     return fd
 
 
-def _import_iproute():  # type: ignore[no-untyped-def]
+def _import_iproute() -> Any:
     """pyroute2's IPRoute, imported without the package's ``__init__``.
 
     ``import pyroute2`` loads every API it has (NDB, IPDB, conntrack, nftables...): ~60 ms
@@ -270,6 +277,56 @@ def _bind_mount_copy(content: bytes, target: str) -> None:
         os.unlink(path)
 
 
+def _within(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def trust_paths(config: Config) -> list[str]:
+    """The run's trust files the command must still reach (pure): the sources of the
+    bundle mounts and every absolute path in the trust environment (``SSL_CERT_FILE``,
+    ``SSL_CERT_DIR``, the Java trust store inside ``_JAVA_OPTIONS``...)."""
+    paths = [source for source, _ in config.trust_mounts]
+    for value in config.extra_env.values():
+        for token in value.replace("=", " ").split():
+            if token.startswith("/"):
+                paths.append(token)
+    return paths
+
+
+def hides_whole_directory(ca_dir: str, keep_visible: list[str]) -> bool:
+    """Whether ``--ca DIR`` (a real path) can be covered whole: not when one of the run's
+    own files lies inside it (``--ca /dev/shm``, ``--ca /``); then only the key is."""
+    return not any(_within(os.path.realpath(p), ca_dir) for p in keep_visible)
+
+
+def hide_ca_directory(config: Config) -> list[str]:
+    """Hide ``--ca DIR`` from the command: the CA's key there would let it mint
+    certificates that every browser trusting the CA accepts.
+
+    An empty read-only tmpfs covers DIR in the command's mount namespace (failing closed:
+    no cover, no run). A command whose working directory is inside DIR is moved to the
+    cover, since a working directory keeps reaching under a mount made after it. A
+    command running as uid 0 keeps the capabilities to unmount the cover in its own
+    namespaces: against such a command, ``--user`` is the protection."""
+    assert config.ca_dir is not None
+    directory = os.path.realpath(config.ca_dir)
+    if hides_whole_directory(directory, trust_paths(config)):
+        _check(_libc.mount(b"tmpfs", directory.encode(), b"tmpfs",
+                           MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, b"mode=0555,size=4k"),
+               f"hide the --ca directory {directory}")
+        if _within(os.getcwd(), directory):
+            os.chdir(directory)
+            return [f"the working directory is inside --ca {directory}, hidden from the "
+                    f"command: it starts in the empty directory that covers it"]
+        return []
+    from .ca import CA_KEY_FILE  # rare: not worth the import on every run
+
+    key = os.path.join(directory, CA_KEY_FILE)
+    _check(_libc.mount(b"/dev/null", key.encode(), None, MS_BIND, None),
+           f"hide the CA key {key}")
+    return [f"--ca {directory} holds the run's trust files: only its {CA_KEY_FILE} is hidden"]
+
+
 def _receive_trust(config: Config, sock: socket.socket) -> Config:
     """The supervisor makes the run's CA files while we build the namespace, then sends
     their mounts and environment ("t" + JSON), or a failure ("E" + text)."""
@@ -300,6 +357,8 @@ def launch(config: Config, sock: socket.socket) -> NoReturn:
                 for source, target in config.trust_mounts:
                     _check(_libc.mount(source.encode(), target.encode(), None, MS_BIND, None),
                            f"bind-mount the CA bundle on {target}")
+            if config.ca_dir:
+                notes += hide_ca_directory(config)
         except SetupError as exc:
             sock.sendall(b"E" + str(exc).encode())
             os._exit(125)
@@ -320,8 +379,18 @@ def launch(config: Config, sock: socket.socket) -> NoReturn:
             _init(config)
         os._exit(relay_signals(init_pid, keep_running=False, shrink_after=SHRINK_AFTER,
                                name="httptap-ns"))
+    except Exception as exc:  # noqa: BLE001 - e.g. fork refused (RLIMIT_NPROC): one line
+        _say(f"cannot start the command: {exc}")
     finally:
         os._exit(125)
+
+
+def _say(text: str) -> None:
+    """One line on stderr, for failures after the supervisor stopped listening to us."""
+    try:
+        print(f"httptap: {text}", file=sys.stderr, flush=True)
+    except Exception:  # noqa: BLE001 - stderr closed: nothing more we can do
+        pass
 
 
 def _init(config: Config) -> NoReturn:
@@ -338,6 +407,8 @@ def _init(config: Config) -> NoReturn:
             _exec_command(config)
         os._exit(relay_signals(command_pid, keep_running=config.no_exit,
                                shrink_after=SHRINK_AFTER, name="httptap-init"))
+    except Exception as exc:  # noqa: BLE001 - one line, never a silent 125
+        _say(f"cannot start the command: {exc}")
     finally:
         os._exit(125)
 
@@ -353,8 +424,9 @@ def _become(run_as: tuple[int, int, str, str], env: dict[str, str]) -> None:
         os.setgroups(groups)
         os.setgid(gid)
         os.setuid(uid)
-    except OSError as exc:
-        print(f"httptap: cannot run the command as {name} (uid {uid}): {exc.strerror}",
+    except (OSError, OverflowError) as exc:  # OverflowError: an id beyond 32 bits
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+        print(f"httptap: cannot run the command as {name} (uid {uid}): {reason}",
               file=sys.stderr, flush=True)
         os._exit(125)
     env.update(HOME=home, USER=name, LOGNAME=name)
@@ -383,4 +455,7 @@ def _exec_command(config: Config) -> NoReturn:
         os._exit(EXIT_NOT_EXECUTABLE)
     except OSError as exc:
         print(f"httptap: cannot execute {argv[0]}: {exc.strerror}", file=sys.stderr, flush=True)
+        os._exit(EXIT_NOT_EXECUTABLE)
+    except ValueError as exc:  # an empty name, a NUL byte in an argument or variable
+        print(f"httptap: cannot execute {argv[0]!r}: {exc}", file=sys.stderr, flush=True)
         os._exit(EXIT_NOT_EXECUTABLE)

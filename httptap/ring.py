@@ -123,6 +123,10 @@ def _fence(lock: threading.Lock) -> None:
         lock.release()
 
 
+# A record: bytes, or (header, payload) written as one record without joining them.
+Record = bytes | bytearray | memoryview | tuple[bytes, bytes | memoryview]
+
+
 class Ring:
     """A single-producer single-consumer ring of byte records in shared memory."""
 
@@ -192,7 +196,7 @@ class Ring:
         if records:
             self._write(records, 0, True)
 
-    def try_put_many(self, records: Sequence[bytes], start: int = 0, signal: bool = True) -> int:
+    def try_put_many(self, records: Sequence[Record], start: int = 0, signal: bool = True) -> int:
         """Append ``records[start:]`` while they fit, never blocking. A record may also be
         a ``(header, payload)`` tuple, written as their concatenation without joining them.
 
@@ -218,7 +222,8 @@ class Ring:
         self._q[_CLOSED] = 1
         os.eventfd_write(self.data_fd, 1)
 
-    def _write(self, records: Sequence, start: int, block: bool, signal: bool = True) -> int:
+    def _write(self, records: Sequence[Record], start: int, block: bool,
+               signal: bool = True) -> int:
         q = self._q
         u32 = self._u32
         mm = self._mm
@@ -239,8 +244,13 @@ class Ring:
         try:
             while i < end:
                 rec = records[i]
-                parts = type(rec) is tuple  # (header, payload): copied in, never joined
-                n = len(rec[0]) + len(rec[1]) if parts else len(rec)
+                first: bytes | bytearray | memoryview
+                second: bytes | memoryview
+                if isinstance(rec, tuple):  # (header, payload): copied in, never joined
+                    first, second = rec
+                else:
+                    first, second = rec, b""
+                n = len(first) + len(second)
                 if n > max_record:
                     raise ValueError(
                         f"ring {self.label!r}: record of {n} bytes exceeds the maximum of {max_record}"
@@ -275,12 +285,10 @@ class Ring:
                 else:
                     off = _DATA_OFF + pos
                 u32[off >> 2] = n
-                if parts:
-                    split = off + 4 + len(rec[0])
-                    mm[off + 4 : split] = rec[0]
-                    mm[split : off + 4 + n] = rec[1]
-                else:
-                    mm[off + 4 : off + 4 + n] = rec
+                split = off + 4 + len(first)
+                mm[off + 4 : split] = first
+                if second:
+                    mm[split : off + 4 + n] = second
                 # only now move head (past the wrap gap too): if copying failed,
                 # nothing half-written can ever be published
                 head += slot

@@ -70,7 +70,10 @@ _BUNDLE_VARIABLES: Final = (
     "AWS_CA_BUNDLE", "GIT_SSL_CAINFO", "PIP_CERT", "CARGO_HTTP_CAINFO",
     "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
 )
-_JAVA_VARIABLES: Final = ("_JAVA_OPTIONS", "JDK_JAVA_OPTIONS")
+# One variable only: every JVM prints a "Picked up ..." note for each it reads, and
+# _JAVA_OPTIONS is read by all of them (Java 8 and every tool, not just the java launcher
+# that reads JDK_JAVA_OPTIONS). A JDK_JAVA_OPTIONS of the user's own is left as it is.
+_JAVA_VARIABLES: Final = ("_JAVA_OPTIONS",)
 
 TRUST_VARIABLES: Final[frozenset[str]] = frozenset(
     (*_BUNDLE_VARIABLES, "SSL_CERT_DIR", *_JAVA_VARIABLES, "HTTPTAP"))

@@ -26,9 +26,29 @@ def pieces(data: bytes, split: str, rng: random.Random) -> list[bytes]:
     return out
 
 
-def play(observer: Any, script: Script, split: str) -> list:
+class Events(list):  # type: ignore[type-arg]
+    """An observer's events without its ``BodyData``; ``bodies[seq, request]`` is the
+    bytes of each captured body, joined."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bodies: dict[tuple[int, bool], bytes] = {}
+
+    def __eq__(self, other: object) -> bool:
+        return (list.__eq__(self, other) is True  # type: ignore[arg-type]
+                and self.bodies == getattr(other, "bodies", {}))
+
+    def body(self, seq: int = 0, request: bool = False) -> bytes:
+        """The captured body (b"" when none was captured)."""
+        return self.bodies.get((seq, request), b"")
+
+
+def play(observer: Any, script: Script, split: str) -> Events:
     """Every event ``observer`` emits for ``script``, the time of step n being n."""
-    events: list = []
+    from httptap.http1 import BodyData, RequestEnd, ResponseEnd
+
+    events = Events()
+    ended: set[tuple[int, bool]] = set()
     rng = random.Random(len(script))
     for now, (side, data) in enumerate(script):
         t = float(now)
@@ -40,5 +60,13 @@ def play(observer: Any, script: Script, split: str) -> list:
             feed = observer.client_data if side == C else observer.server_data
             for piece in pieces(data, split, rng):
                 feed(piece, t)
-        events += observer.events()
+        for event in observer.events():
+            if isinstance(event, BodyData):
+                key = (event.seq, event.request)
+                assert event.data and key not in ended, event
+                events.bodies[key] = events.bodies.get(key, b"") + event.data
+                continue
+            if isinstance(event, (RequestEnd, ResponseEnd)):
+                ended.add((event.seq, isinstance(event, RequestEnd)))
+            events.append(event)
     return events

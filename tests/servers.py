@@ -19,7 +19,12 @@ imports: this file is started as ``ip netns exec NAME <python> tests/servers.py
   - ``GET|HEAD /etag``          ``ETAG_BODY`` with ``ETag: ETAG``; 304 if If-None-Match matches
   - ``GET|HEAD /redirect``      302 to ``?to=/path`` (default ``/status/200``)
   - ``GET /ws``                 WebSocket echo (RFC 6455): text/binary frames echoed
-                                unmasked, ping answered with pong, close answered and closed
+                                unmasked, ping answered with pong, close answered and closed.
+                                permessage-deflate (RFC 7692) when the client offers it:
+                                then whole messages are echoed, compressed; ``?deflate=off``
+                                declines it, ``?deflate=fresh`` answers with both
+                                ``*_no_context_takeover``, ``?window=N`` with both
+                                ``*_max_window_bits=N`` (9..15)
   - ``GET|POST /git/...``       ``git http-backend`` (CGI) over ``--git-root`` (smart HTTP)
   - ``GET /simple/``, ``/simple/<project>/``, ``/packages/<wheel>``: a PEP 503 index of
                                 the wheels in ``--pip-dir`` (links carry ``#sha256=``)
@@ -65,6 +70,7 @@ import struct
 import subprocess
 import sys
 import threading
+import zlib
 import urllib.parse
 from collections.abc import Iterator
 
@@ -399,7 +405,7 @@ class HTTPHandler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
         elif path == "/ws":
-            self._websocket()
+            self._websocket(urllib.parse.parse_qs(query))
         elif parts[1:2] == ["simple"] or (len(parts) == 3 and parts[1] == "packages"):
             self._pip_index(parts, head)
         elif len(parts) == 3 and parts[1] == "bytes" and parts[2].isdigit():
@@ -513,24 +519,40 @@ class HTTPHandler(http.server.BaseHTTPRequestHandler):
 
     # -- WebSocket echo (RFC 6455)
 
-    def _websocket(self) -> None:
+    def _websocket(self, query: dict[str, list[str]]) -> None:
         key = self.headers.get("Sec-WebSocket-Key", "").strip()
         if self.headers.get("Upgrade", "").lower() != "websocket" or not key or \
                 "upgrade" not in self.headers.get("Connection", "").lower():
             self._send_json(426, {"error": "WebSocket upgrade expected"})
             return
         accept = base64.b64encode(hashlib.sha1(key.encode() + WS_GUID).digest()).decode()
+        offered = self.headers.get("Sec-WebSocket-Extensions", "")
+        mode = query.get("deflate", [""])[0]
+        window = query.get("window", [""])[0]
+        deflate = "permessage-deflate" in offered.lower() and mode != "off"
+        answer = "permessage-deflate"
+        if mode == "fresh":
+            answer += "; server_no_context_takeover; client_no_context_takeover"
+        bits = 15
+        if window.isdigit() and 9 <= int(window) <= 15 and "client_max_window_bits" in offered:
+            bits = int(window)
+            answer += f"; server_max_window_bits={bits}; client_max_window_bits={bits}"
         self.send_response(101)
         self.send_header("Upgrade", "websocket")
         self.send_header("Connection", "Upgrade")
         self.send_header("Sec-WebSocket-Accept", accept)
+        if deflate:
+            self.send_header("Sec-WebSocket-Extensions", answer)
         self.end_headers()
         self.close_connection = True
+        if deflate:
+            self._websocket_deflate(fresh=mode == "fresh", bits=bits)
+            return
         while True:
             frame = self._ws_read_frame()
             if frame is None:
                 return
-            fin, opcode, payload = frame
+            fin, opcode, payload, _ = frame
             if opcode == 0x8:                          # close: answer with its status, close
                 self._ws_send(True, 0x8, payload[:2])
                 return
@@ -539,7 +561,41 @@ class HTTPHandler(http.server.BaseHTTPRequestHandler):
             elif opcode in (0x0, 0x1, 0x2):            # continuation, text, binary: echo
                 self._ws_send(fin, opcode, payload)
 
-    def _ws_read_frame(self) -> tuple[bool, int, bytes] | None:
+    def _websocket_deflate(self, fresh: bool, bits: int) -> None:
+        """The echo with permessage-deflate: whole messages, inflated, then echoed in one
+        compressed frame (a fresh compressor each time when ``fresh``)."""
+        inflater = zlib.decompressobj(-15)
+        deflater = zlib.compressobj(wbits=-bits)
+        message: list[bytes] = []
+        opcode = 0
+        compressed = False
+        while True:
+            frame = self._ws_read_frame()
+            if frame is None:
+                return
+            fin, op, payload, rsv1 = frame
+            if op == 0x8:
+                self._ws_send(True, 0x8, payload[:2])
+                return
+            if op == 0x9:
+                self._ws_send(True, 0xA, payload)
+                continue
+            if op in (0x1, 0x2):
+                opcode, compressed, message = op, rsv1, []
+            message.append(payload)
+            if not fin or len(b"".join(message)) > MAX_WS_FRAME:
+                continue
+            data = b"".join(message)
+            if compressed:
+                if fresh or inflater.eof:
+                    inflater = zlib.decompressobj(-15)
+                data = inflater.decompress(data + b"\x00\x00\xff\xff", MAX_WS_FRAME)
+            if fresh:
+                deflater = zlib.compressobj(wbits=-bits)
+            out = deflater.compress(data) + deflater.flush(zlib.Z_SYNC_FLUSH)
+            self._ws_send(True, opcode, out[:-4], rsv1=True)
+
+    def _ws_read_frame(self) -> tuple[bool, int, bytes, bool] | None:
         head = self.rfile.read(2)
         if len(head) < 2:
             return None
@@ -561,11 +617,11 @@ class HTTPHandler(http.server.BaseHTTPRequestHandler):
             key = int.from_bytes((mask * (length // 4 + 1))[:length], "big")
             payload = (int.from_bytes(payload, "big") ^ key).to_bytes(length, "big") \
                 if length else b""
-        return fin, opcode, payload
+        return fin, opcode, payload, bool(head[0] & 0x40)
 
-    def _ws_send(self, fin: bool, opcode: int, payload: bytes) -> None:
+    def _ws_send(self, fin: bool, opcode: int, payload: bytes, rsv1: bool = False) -> None:
         n = len(payload)
-        first = (0x80 if fin else 0) | opcode
+        first = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
         if n < 126:
             head = struct.pack(">BB", first, n)
         elif n < 1 << 16:

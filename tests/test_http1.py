@@ -19,18 +19,18 @@ from hypothesis import strategies as st
 
 from httptap.contentcoding import ContentDecoder, parse_content_encoding
 from httptap.http1 import (
-    MAX_HEAD, Http1Observer, RequestEnd, RequestHead, ResponseEnd, ResponseHead,
+    MAX_HEAD, BodyData, Http1Observer, RequestEnd, RequestHead, ResponseEnd, ResponseHead,
 )
 
-from observer_play import CE, SE, C, S, play
+from observer_play import CE, SE, C, S, Events, play
 
 
-def _play(script: list[tuple[str, bytes]], split: str, **kw: object) -> tuple[list, Http1Observer]:
+def _play(script: list[tuple[str, bytes]], split: str, **kw: object) -> tuple[Events, Http1Observer]:
     obs = Http1Observer(**kw)  # type: ignore[arg-type]
     return play(obs, script, split), obs
 
 
-def run(script: list[tuple[str, bytes]], **kw: object) -> tuple[list, Http1Observer]:
+def run(script: list[tuple[str, bytes]], **kw: object) -> tuple[Events, Http1Observer]:
     """Play ``script`` whole, byte by byte and in odd pieces; all must agree."""
     whole, obs = _play(script, "whole", **kw)
     for split in ("bytes", "uneven"):
@@ -74,7 +74,8 @@ def test_simple_get_and_content_length_response() -> None:
     assert events[1].body_size == 0 and events[1].time == 0.0
     assert (events[2].status, events[2].reason, events[2].informational) == (200, "OK", False)
     end = events[3]
-    assert (end.body_size, end.decoded_size, end.body, end.complete) == (5, 5, b"hello", True)
+    assert (end.body_size, end.decoded_size, end.complete, end.truncated) == (5, 5, True, False)
+    assert events.body(0) == b"hello"
     assert end.time == 1.0
     assert not obs.failed and not obs.upgraded
 
@@ -86,13 +87,13 @@ def test_post_with_content_length_body() -> None:
         (S, resp(201, "Content-Length: 0\r\n", reason="Created")),
     ], capture_bodies=True)
     assert kinds(events) == ["Q", "q", "R", "r"]
-    assert events[1].body_size == len(body) and events[1].body == body
+    assert events[1].body_size == len(body) and events.body(0, request=True) == body
     assert events[2].status == 201 and events[3].body_size == 0
 
 
 def test_body_not_captured_by_default() -> None:
     events, _ = run([(C, req()), (S, resp(headers="Content-Length: 3\r\n", body=b"abc"))])
-    assert events[3].body is None and events[3].body_size == 3
+    assert events.bodies == {} and events[3].body_size == 3
 
 
 def test_chunked_both_directions_with_trailers_and_extensions() -> None:
@@ -104,9 +105,9 @@ def test_chunked_both_directions_with_trailers_and_extensions() -> None:
         (S, resp(headers="Transfer-Encoding: chunked\r\n", body=resp_body)),
     ], capture_bodies=True)
     assert kinds(events) == ["Q", "q", "R", "r"]
-    assert events[1].body == b"hello world" and events[1].body_size == 11
+    assert events.body(0, request=True) == b"hello world" and events[1].body_size == 11
     assert events[1].trailers == [("X-Checksum", "42")]
-    assert events[3].body == b"Wikipedia in\r\n\r\nchunks."
+    assert events.body(0) == b"Wikipedia in\r\n\r\nchunks."
     assert events[3].body_size == 23
     assert events[3].trailers == [("Expires", "never"), ("X-T", "1")]
 
@@ -117,7 +118,7 @@ def test_chunked_with_bare_lf_line_ends() -> None:
         (S, b"HTTP/1.1 200 OK\nTransfer-Encoding: chunked\n\n3\nabc\n0\n\n"),
     ], capture_bodies=True)
     assert not obs.failed
-    assert kinds(events) == ["Q", "q", "R", "r"] and events[3].body == b"abc"
+    assert kinds(events) == ["Q", "q", "R", "r"] and events.body(0) == b"abc"
 
 
 def test_head_response_has_no_body_and_connection_goes_on() -> None:
@@ -205,7 +206,7 @@ def test_connection_close_read_until_eof() -> None:
         (SE, b""),
     ], capture_bodies=True)
     assert kinds(events) == ["Q", "q", "R", "r"]
-    assert events[3].body == b"streamed until close and more" and events[3].complete
+    assert events.body(0) == b"streamed until close and more" and events[3].complete
     assert events[3].time == 3.0
 
 
@@ -266,6 +267,19 @@ def test_websocket_upgrade() -> None:
     assert obs.upgraded and not obs.failed
     obs.client_data(b"\x00\xff raw frames", 9.0)   # ignored once upgraded
     assert obs.events() == []
+    # What came with the switch each way is handed over to the WebSocket decoder.
+    assert obs.switched_bytes() == (b"\x81\x85early frame", b"\x81\x05hello")
+
+
+def test_switched_bytes_after_too_much_early_client_data() -> None:
+    from httptap.http1 import MAX_WAIT_BUFFER
+    _, obs = run([
+        (C, req(headers="Host: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n")
+         + bytes(MAX_WAIT_BUFFER + 1)),
+        (S, resp(101, "Upgrade: websocket\r\nConnection: Upgrade\r\n")),
+    ])
+    assert obs.upgraded
+    assert obs.switched_bytes() == (None, b"")  # the client's side cannot be followed
 
 
 def test_upgrade_refused_keeps_decoding_pipelined_requests() -> None:
@@ -409,7 +423,7 @@ def test_response_content_decoding(coding: str, encoded: bytes) -> None:
         end = events[3]
         assert end.body_size == len(encoded)
         assert end.decoded_size == len(TEXT)
-        assert end.body == (TEXT if capture else None)
+        assert events.bodies == ({(0, False): TEXT} if capture else {})
 
 
 def test_chunked_gzip_response_decoded() -> None:
@@ -430,7 +444,7 @@ def test_broken_encoding_counts_raw_bytes() -> None:
     ], capture_bodies=True)
     assert not obs.failed
     assert events[3].body_size == events[3].decoded_size == len(bad)
-    assert events[3].body == bad
+    assert events.body(0) == bad and not events[3].truncated
 
 
 def test_unknown_encoding_counts_raw_bytes() -> None:
@@ -447,7 +461,8 @@ def test_max_capture_truncates_body_only() -> None:
         (C, req()),
         (S, resp(headers=f"Content-Encoding: gzip\r\nContent-Length: {len(enc)}\r\n", body=enc)),
     ], capture_bodies=True, max_capture=100)
-    assert events[3].body == TEXT[:100] and events[3].decoded_size == len(TEXT)
+    assert events.body(0) == TEXT[:100] and events[3].decoded_size == len(TEXT)
+    assert events[3].truncated
 
 
 def test_decode_content_off() -> None:
@@ -467,24 +482,66 @@ def test_content_decoder_directly() -> None:
     for i in range(len(data)):
         dec.feed(data[i:i + 1])
     dec.finish()
-    assert (dec.failed, dec.body(), dec.decoded_size, dec.raw_size) == (False, b"one two", 7, len(data))
+    assert (dec.failed, dec.take(), dec.decoded_size, dec.raw_size) == (False, b"one two", 7, len(data))
     # multi-frame zstd
     z = zstandard.ZstdCompressor()
     dec = ContentDecoder(["zstd"], capture=True)
     dec.feed(z.compress(b"a" * 10) + z.compress(b"b" * 5))
     dec.finish()
-    assert dec.body() == b"a" * 10 + b"b" * 5
+    assert dec.take() == b"a" * 10 + b"b" * 5 and not dec.truncated
     # a decompression bomb is counted without being held
     bomb = gzip.compress(bytes(50 << 20))
     dec = ContentDecoder(["gzip"])
     dec.feed(bomb)
     dec.finish()
-    assert dec.decoded_size == 50 << 20 and dec.body() is None
+    assert dec.decoded_size == 50 << 20 and dec.take() == b""
     # broken brotli stops decoding, never raises
     dec = ContentDecoder(["br"], capture=True)
     dec.feed(b"\xff" * 64)
     dec.finish()
-    assert dec.failed and dec.decoded_size == 64 and dec.body() == b"\xff" * 64
+    assert dec.failed and dec.decoded_size == 64 and dec.take() == b"\xff" * 64
+    assert not dec.truncated
+
+
+def test_content_decoder_hands_on_pieces_as_they_come() -> None:
+    """Captured bytes leave as they are produced: nothing accumulates between takes, the
+    raw bytes held for the fallback go with the first take, and the cut is marked."""
+    plain = bytes(range(256)) * 4096  # 1 MiB
+    data = gzip.compress(plain)
+    dec = ContentDecoder(["gzip"], capture=True, max_capture=300_000)
+    taken = []
+    for i in range(0, len(data), 1000):
+        dec.feed(data[i:i + 1000])
+        taken.append(dec.take())
+        assert not dec._out and dec._raw_buf is None  # held nothing after a take
+    dec.finish()
+    taken.append(dec.take())
+    assert b"".join(taken) == plain[:300_000] and dec.truncated
+    assert dec.decoded_size == len(plain)
+    # identity: the same, without any raw copy
+    dec = ContentDecoder([], capture=True, max_capture=10)
+    dec.feed(b"0123456789")
+    assert dec.take() == b"0123456789" and not dec.truncated and dec._raw_buf is None
+    dec.feed(b"x")
+    assert dec.take() == b"" and dec.truncated
+
+
+def test_content_decoder_falls_back_to_raw_only_before_anything_was_handed_on() -> None:
+    # Not gzip at all: the raw bytes are the body, and later raw bytes follow them.
+    dec = ContentDecoder(["gzip"], capture=True, max_capture=8)
+    dec.feed(b"plain ")
+    dec.feed(b"text")
+    dec.finish()
+    assert dec.failed and dec.take() == b"plain te" and dec.truncated
+    # Broken after decoded bytes were handed on: the body stops there, marked truncated.
+    good = gzip.compress(b"hello world")
+    dec = ContentDecoder(["gzip"], capture=True)
+    dec.feed(good[:-8])
+    first = dec.take()
+    dec.feed(b"\xff" * 16)  # a bad gzip trailer
+    dec.finish()
+    assert first == b"hello world" and dec.failed and dec.take() == b"" and dec.truncated
+    assert dec.decoded_size == dec.raw_size == len(good) + 8
 
 
 # ---------------------------------------------------------------------------
@@ -509,7 +566,8 @@ def test_fuzz_never_raises(client: list[bytes], server: list[bytes], prefix: byt
         obs.client_eof(9.0)
         obs.server_eof(9.0)
     events = obs.events()
-    assert all(isinstance(e, (RequestHead, RequestEnd, ResponseHead, ResponseEnd)) for e in events)
+    assert all(isinstance(e, (RequestHead, RequestEnd, ResponseHead, ResponseEnd, BodyData))
+               for e in events)
     assert obs.failed or obs.error is None
 
 
@@ -592,7 +650,7 @@ def test_fuzz_content_decoder(data: bytes, coding: str) -> None:
     dec.feed(data)
     dec.finish()
     assert dec.raw_size == len(data)
-    assert len(dec.body() or b"") <= 50
+    assert len(dec.take()) <= 50
 
 
 def test_large_body_is_counted_not_kept() -> None:
@@ -604,7 +662,25 @@ def test_large_body_is_counted_not_kept() -> None:
     for _ in range(total // len(piece)):
         obs.server_data(piece, 0.0)
     events = obs.events()
-    assert events[-1].body_size == total and events[-1].body is None
+    assert events[-1].body_size == total and not any(isinstance(e, BodyData) for e in events)
+
+
+def test_captured_body_leaves_as_it_arrives() -> None:
+    """With capture on, each piece fed is handed on as BodyData at once (the observer
+    holds none of it), ahead of the end event; the cut at max_capture is marked."""
+    obs = Http1Observer(capture_bodies=True, max_capture=150_000)
+    obs.client_data(req(), 0.0)
+    obs.server_data(resp(headers="Content-Length: 200000\r\n"), 0.0)
+    obs.events()
+    pieces = []
+    for i in range(4):
+        obs.server_data(bytes([i]) * 50_000, 0.0)
+        events = obs.events()
+        if i < 3:
+            assert [type(e) for e in events] == [BodyData]
+            pieces.append(events[0].data)
+    assert [type(e) for e in events] == [ResponseEnd] and events[0].truncated
+    assert b"".join(pieces) == b"\x00" * 50_000 + b"\x01" * 50_000 + b"\x02" * 50_000
 
 
 @given(st.lists(st.sampled_from([b"\r", b"\n", b"a"]), max_size=40).map(b"".join),
@@ -619,3 +695,24 @@ def test_head_end_agrees_with_the_pattern(data: bytes, start: int, end: int) -> 
     m = re.compile(rb"\r?\n\r?\n").search(data, start, end)
     assert _head_end(data, start, end) == (m.end() if m else -1)
     assert _head_end(bytearray(data), start, end) == (m.end() if m else -1)
+
+
+@given(st.binary(max_size=3000), st.lists(st.integers(1, 500), max_size=20),
+       st.integers(0, 4000), st.sampled_from(["gzip", "br", "zstd", "identity"]))
+def test_fuzz_captured_pieces_join_to_the_kept_prefix(plain: bytes, cuts: list[int], keep: int,
+                                                      coding: str) -> None:
+    """However the body is split, what take() hands on joins to the first ``keep`` decoded
+    bytes, and ``truncated`` says exactly whether there were more."""
+    packed = {"gzip": gzip.compress, "br": brotli.compress,
+              "zstd": zstandard.ZstdCompressor().compress, "identity": bytes}[coding](plain)
+    dec = ContentDecoder(parse_content_encoding([coding]), capture=True, max_capture=keep)
+    taken, pos = [], 0
+    for cut in cuts + [len(packed)]:
+        dec.feed(packed[pos:pos + cut])
+        taken.append(dec.take())
+        pos += cut
+    dec.feed(packed[pos:])
+    dec.finish()
+    taken.append(dec.take())
+    assert not dec.failed and dec.decoded_size == len(plain)
+    assert b"".join(taken) == plain[:keep] and dec.truncated == (len(plain) > keep)

@@ -19,10 +19,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from httptap.http1 import RequestEnd, RequestHead, ResponseEnd, ResponseHead
+from httptap.http1 import BodyData, RequestEnd, RequestHead, ResponseEnd, ResponseHead
 from httptap.http2 import PREFACE, Http2Observer, StreamReset
 
-from observer_play import CE, SE, C, S, play
+from observer_play import CE, SE, C, S, Events, play
 Script = list[tuple[str, bytes]]
 
 
@@ -91,12 +91,12 @@ class Pair:
             self.pump()
 
 
-def _play(script: list[tuple[str, bytes]], split: str, **kw: object) -> tuple[list, Http2Observer]:
+def _play(script: list[tuple[str, bytes]], split: str, **kw: object) -> tuple[Events, Http2Observer]:
     obs = Http2Observer(**kw)  # type: ignore[arg-type]
     return play(obs, script, split), obs
 
 
-def run(script: Script, **kw: object) -> tuple[list, Http2Observer]:
+def run(script: Script, **kw: object) -> tuple[Events, Http2Observer]:
     """Play ``script`` whole and in 1..7-byte pieces; all must agree."""
     whole, obs = _play(script, "whole", **kw)
     for split in ("uneven", "random"):
@@ -131,8 +131,8 @@ def test_get_with_response_body() -> None:
     assert (qe.body_size, qe.complete) == (0, True)
     assert (r.status, r.reason, r.version, r.informational) == (200, "", "HTTP/2", False)
     assert r.headers == [("content-type", "text/plain"), ("content-length", "11")]
-    assert (re_.body_size, re_.decoded_size, re_.body, re_.complete) == (
-        11, 11, b"hello world", True)
+    assert (re_.body_size, re_.decoded_size, re_.complete) == (11, 11, True)
+    assert events.bodies == {(1, False): b"hello world"}
     assert q.time < r.time
 
 
@@ -158,8 +158,8 @@ def test_post_with_body() -> None:
     events, _ = run(p.script, capture_bodies=True)
     assert kinds(events) == ["Q1", "q1", "R1", "r1"]
     assert (events[0].method, events[0].target) == ("POST", "/upload?x=1")
-    assert (events[1].body_size, events[1].body) == (len(body), body)
-    assert (events[2].status, events[3].body_size, events[3].body) == (201, 0, b"")
+    assert (events[1].body_size, events.body(1, request=True)) == (len(body), body)
+    assert (events[2].status, events[3].body_size, events.body(1)) == (201, 0, b"")
 
 
 def test_concurrent_streams_interleaved() -> None:
@@ -183,7 +183,7 @@ def test_concurrent_streams_interleaved() -> None:
     ends = {e.seq: e for e in events if isinstance(e, ResponseEnd)}
     for sid in (1, 3, 5):
         expected = b"".join(f"{sid}:{r};".encode() * 100 for r in range(3))
-        assert ends[sid].body == expected and ends[sid].body_size == len(expected)
+        assert events.body(sid) == expected and ends[sid].body_size == len(expected)
 
 
 def test_trailers() -> None:
@@ -213,9 +213,9 @@ def test_gzip_response_decoded_size() -> None:
     p.send_body(p.server, 1, packed, size=1000)
     events, _ = run(p.script)
     end = events[-1]
-    assert (end.body_size, end.decoded_size, end.body) == (len(packed), len(plain), None)
+    assert (end.body_size, end.decoded_size, events.bodies) == (len(packed), len(plain), {})
     events, _ = run(p.script, capture_bodies=True, max_capture=100)
-    assert events[-1].body == plain[:100]
+    assert events.body(1) == plain[:100] and events[-1].truncated
     events, _ = run(p.script, decode_content=False)
     assert events[-1].decoded_size == len(packed)
 
@@ -230,7 +230,7 @@ def test_padded_data_and_headers() -> None:
     p.server.send_data(1, b"gh", end_stream=True, pad_length=0)
     p.pump()
     events, _ = run(p.script, capture_bodies=True)
-    assert (events[-1].body_size, events[-1].body) == (8, b"abcdefgh")
+    assert (events[-1].body_size, events.body(1)) == (8, b"abcdefgh")
 
 
 def test_rst_stream() -> None:
@@ -335,7 +335,7 @@ def test_dynamic_table_used_heavily_across_streams() -> None:
     assert len(heads) == 40
     for i, head in enumerate(heads):
         assert head.headers == shared + [(f"x-r{i % 7}", str(i % 7))]
-    bodies = [e.body for e in events if isinstance(e, ResponseEnd)]
+    bodies = [events.body(e.seq) for e in events if isinstance(e, ResponseEnd)]
     assert bodies == [f"body {i}".encode() for i in range(40)]
     last = [d for s, d in p.script if s == S][-2]
     assert len(last) < 40                   # the last response head was tiny
@@ -392,7 +392,9 @@ def test_memoryview_input() -> None:
     obs = Http2Observer(capture_bodies=True)
     for side, data in p.script:
         (obs.client_data if side == C else obs.server_data)(memoryview(data), 0.0)
-    assert kinds(obs.events()) == ["Q1", "q1", "R1", "r1"]
+    events = obs.events()
+    assert kinds([e for e in events if not isinstance(e, BodyData)]) == ["Q1", "q1", "R1", "r1"]
+    assert b"".join(e.data for e in events if isinstance(e, BodyData)) == b"x" * 1000
 
 
 # ---------------------------------------------------------------------------

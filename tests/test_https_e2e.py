@@ -111,6 +111,19 @@ def test_curl_http11(test_host):
     assert _lines(r) == _exchange(url, 200, size)
 
 
+def test_a_server_that_closes_first_leaves_no_stray_lines(test_host):
+    """``Connection: close``: the server closes first (close_notify, then FIN). Both reach
+    the command in that order, and nothing but httptap's own lines reaches stderr (once,
+    asyncio's TLS transport printed a warning about eof_received here)."""
+    _need("curl")
+    url, size = _small(test_host)
+    r = _httptap(test_host, "--", "curl", "-sS", "--http1.1", "-H", "Connection: close",
+                 "-o", "/dev/null", "-w", "%{http_code} %{size_download}\n", url)
+    _ok(r)
+    assert r.stdout.split() == ["200", str(size)]
+    assert r.stderr.splitlines() == _exchange(url, 200, size)
+
+
 def test_curl_http2_two_requests_one_connection(test_host):
     _need("curl")
     _need_h2(test_host)
@@ -555,3 +568,165 @@ def test_close_notify_from_the_command_closes_the_session(test_host):
     r = _httptap(test_host, "--", sys.executable, "-c", CLOSE_NOTIFY, test_host.ipv4)
     _ok(r)
     assert r.stdout.split() == ["True", "True"]
+
+
+# --------------------------------------------------------------------------- a client that rejects our CA
+
+REJECTING_CLIENT = """
+import socket, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)   # an empty trust store: trusts no CA at all
+failures = 0
+for _ in range(2):
+    with socket.create_connection((sys.argv[1], 443), timeout=30) as sock:
+        try:
+            ctx.wrap_socket(sock, server_hostname=sys.argv[1])
+        except ssl.SSLCertVerificationError:
+            failures += 1
+print(failures)
+"""
+
+
+def test_a_client_that_rejects_httptaps_ca_gets_one_hint_line(test_host):
+    r = _httptap(test_host, "--", sys.executable, "-c", REJECTING_CLIENT, test_host.ipv4)
+    _ok(r)
+    assert r.stdout.strip() == "2"
+    ip = test_host.ipv4
+    hint = (f"httptap: the client rejected httptap's certificate for {ip} (unknown CA): it does "
+            "not use the system trust store; see \"Trusting httptap's CA\" in the README")
+    # Once for the name, though both connections were refused (the command writes nothing
+    # on stderr, so the lines are whole).
+    assert [line for line in r.stderr.splitlines() if "rejected" in line] == [hint]
+
+
+# --------------------------------------------------------------------------- CONNECT tunnels
+
+class _ConnectProxy:
+    """A minimal CONNECT proxy on the host's loopback (reached from inside as
+    host.httptap.local), relaying each tunnel to the address the client named."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.targets: list[str] = []
+        self.threads: list[threading.Thread] = []
+        accept = threading.Thread(target=self._accept, daemon=True)
+        accept.start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            client.settimeout(30)
+            head = b""
+            while b"\r\n\r\n" not in head and len(head) < 8192:
+                chunk = client.recv(4096)
+                if not chunk:
+                    break
+                head += chunk
+            target = head.split(b" ")[1].decode() if head.startswith(b"CONNECT ") else ""
+            self.targets.append(target)
+            host, _, port = target.rpartition(":")
+            try:
+                upstream = socket.create_connection((host.strip("[]"), int(port)), timeout=30)
+            except (OSError, ValueError):
+                client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+                client.close()
+                continue
+            client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            for a, b in ((client, upstream), (upstream, client)):
+                t = threading.Thread(target=self._pipe, args=(a, b), daemon=True)
+                t.start()
+                self.threads.append(t)
+
+    @staticmethod
+    def _pipe(src, dst) -> None:  # noqa: ANN001
+        import socket
+
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.listener.close()
+        for t in self.threads:
+            t.join(timeout=10)
+
+
+def test_https_through_a_connect_proxy_is_intercepted(test_host):
+    _need("curl")
+    proxy = _ConnectProxy()
+    try:
+        url, size = _small(test_host)
+        r = _httptap(test_host, "--", "curl", "-sS", "--http1.1", "-x",
+                     f"http://host.httptap.local:{proxy.port}", "-o", "/dev/null",
+                     "-w", "%{http_code} %{size_download}\n", url)
+    finally:
+        proxy.close()
+    _ok(r)
+    assert r.stdout.split() == ["200", str(size)]
+    target = f"{test_host.ipv4}:{test_host.https_port}"
+    assert proxy.targets == [target]
+    assert _lines(r) == [f"---> CONNECT {target}", f"<--- 200 {target} (0 bytes)",
+                         *_exchange(url, 200, size)]
+
+
+# --------------------------------------------------------------------------- --no-intercept
+
+def test_no_intercept_relays_tls_untouched_and_records_the_name(test_host, tmp_path):
+    _need("curl")
+    import json
+
+    name, port = "wrong.httptap.test", test_host.wrong_name_port  # its certificate's name
+    url = f"https://{name}:{port}/files/small"
+    nd = tmp_path / "out.ndjson"
+    r = _httptap(test_host, "--no-intercept", "*.httptap.test", "--sink", f"ndjson:{nd}", "--",
+                 "curl", "-sS", "--cacert", str(test_host.ca_file), "--resolve",
+                 f"{name}:{port}:{test_host.ipv4}", "-o", "/dev/null", "-w", "%{http_code}", url)
+    _ok(r)  # curl verified the test host's own certificate: nothing was intercepted
+    assert r.stdout == "200"
+    records = [json.loads(line) for line in nd.read_text().splitlines()]
+    assert [(x["type"], x.get("tls_sni"), x["server"]) for x in records] == [
+        ("tcp", name, f"{test_host.ipv4}:{port}")]
+
+
+# --------------------------------------------------------------------------- Java
+
+JAVA_FETCH = """
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+
+public class Fetch {
+    public static void main(String[] args) throws Exception {
+        HttpClient client = HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).build();
+        HttpResponse<byte[]> r = client.send(HttpRequest.newBuilder(URI.create(args[0])).build(),
+                                             HttpResponse.BodyHandlers.ofByteArray());
+        System.out.println(r.statusCode() + " " + r.body().length);
+    }
+}
+"""
+
+
+def test_java_trusts_httptaps_ca_with_one_note(test_host, tmp_path):
+    java = _need("java")
+    source = tmp_path / "Fetch.java"
+    source.write_text(JAVA_FETCH)
+    url, size = _small(test_host)
+    r = _httptap(test_host, "--", java, str(source), url)
+    _ok(r)
+    assert r.stdout.split() == ["200", str(size)]
+    assert _lines(r) == _exchange(url, 200, size)
+    notes = [line for line in r.stderr.splitlines() if "Picked up" in line]
+    assert len(notes) == 1, r.stderr

@@ -22,11 +22,19 @@ SAMPLES: list[m.Msg] = [
     m.DatagramOut("10.1.1.1", 53, "10.1.1.100", 5353, b"\x12\x34"),
     m.HttpRequest(7, 1.5, "GET", "http://x/", "HTTP/1.1", [("Host", "x")], "10.1.1.100:1",
                   "1.2.3.4:80", tls_sni="x", tls_alpn="h2"),
-    m.HttpResponse(7, 2.5, 200, "OK", "HTTP/1.1", [("Content-Length", "2")], 0, None, 2, 2,
-                   b"ok", request_headers_done=1.5, request_done=1.6, response_started=2.0),
+    m.BodyChunk(7, False, b"ok"),
+    m.HttpResponse(7, 2.5, 200, "OK", "HTTP/1.1", [("Content-Length", "2")], 0, 2, 2,
+                   request_headers_done=1.5, request_done=1.6, response_started=2.0,
+                   body_truncated=True),
     m.TcpSummary(1.0, "10.1.1.100:1", "1.2.3.4:22", 10, 20, 0.5),
     m.DnsExchange(1.0, "example.com.", "A", ["93.184.215.14"], "NOERROR"),
     m.Notice("error", "TLS to x failed"),
+    m.WsMessage(7, 3.0, "ws://x/chat", True, 1, 5, b"hello"),
+    m.WsMessage(7, 3.5, "wss://x/chat", False, 8, 5, b"\x03\xe8bye", close_code=1000,
+                close_reason="bye"),
+    m.WsMessage(7, 3.6, "ws://x/chat", False, 2, 1 << 30, bytes(65536), truncated=True,
+                compressed=True),
+    m.WsEnd(7, 4.0, "ws://x/chat", 2, 3, pings_sent=1, pongs_received=1, error="bad"),
     m.StatsSnapshot(1.5, [{"name": "tcp", "packets_in": 3, "cpu_s": 0.25}]),
     m.Drain(),
 ]
@@ -48,3 +56,46 @@ def test_flow_data_header_is_the_encoding_up_to_the_payload(flow: int, size: int
     data = bytes(range(256)) * (size // 256) + bytes(size % 256)
     header = m.flow_data_header(flow, size)
     assert header + data == m.encode(m.FlowData(flow, data))
+
+
+def test_a_full_body_chunk_is_far_below_a_ring_record():
+    """With the supervisor's rings (the smallest record limit in a run), a BodyChunk of
+    BODY_CHUNK bytes and a large exchange id fits with room to spare."""
+    from httptap.ring import Ring
+    from httptap.supervisor import RING_CAPACITY
+
+    size = len(m.encode(m.BodyChunk(1 << 62, True, bytes(m.BODY_CHUNK))))
+    assert size < m.BODY_CHUNK + 64
+    with Ring(RING_CAPACITY, label="test") as ring:
+        assert size * 2 < ring.max_record
+
+
+def test_the_largest_heads_the_observers_accept_fit_a_ring_record():
+    """Heads are bounded by the observers (HTTP/1: MAX_HEAD for the whole head; HTTP/2:
+    MAX_HEADER_LIST for the decoded list, the URL included), so a message built from one
+    fits a ring record with room to spare, whatever the peers send."""
+    from httptap.http1 import MAX_HEAD
+    from httptap.http2 import MAX_HEADER_LIST
+    from httptap.supervisor import RING_CAPACITY
+
+    for limit in (MAX_HEAD, MAX_HEADER_LIST):
+        fields = [(f"x-{i:05d}", "v" * 100) for i in range(limit // 110)]  # "n: v\r\n"
+        url = "https://h/" + "p" * limit
+        request = m.HttpRequest(1 << 62, 1.5, "GET", url, "HTTP/2", fields, "c" * 60, "s" * 60,
+                                tls_sni="n" * 255, tls_alpn="h2")
+        response = m.HttpResponse(1 << 62, 2.5, 200, "r" * limit, "HTTP/2", fields, 1 << 40,
+                                  1 << 40, 1 << 40, error="e" * 200)
+        for msg in (request, response):  # the URL and the fields each at the limit
+            assert len(m.encode(msg)) < RING_CAPACITY // 4 * 0.6
+
+
+def test_a_ws_message_always_fits_a_ring_record() -> None:
+    """The largest WsMessage the proxy can make (the most data kept, a URL as long as a
+    request head allows) is far below the largest record of the proxy -> sink ring."""
+    from httptap.http1 import MAX_HEAD
+    from httptap.supervisor import RING_CAPACITY
+    from httptap.websocket import MAX_KEPT
+
+    worst = m.WsMessage(1 << 40, 1e9, "wss://" + "x" * MAX_HEAD, False, 2, 1 << 62,
+                        bytes(MAX_KEPT), truncated=True, close_reason="r" * 123)
+    assert len(m.encode(worst)) < RING_CAPACITY // 4 // 4

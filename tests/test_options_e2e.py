@@ -145,3 +145,16 @@ def test_shards_read_the_device_where_the_kernel_keeps_flows_on_one_queue():
     assert Config(command=("true",), dump_pcap="x.pcap").tun_stage
     assert not Config(command=("true",)).tun_stage  # one queue: nothing to steer
     assert Config(command=("true",), workers=2).tun_stage == (not kernel_steers_flows())
+
+
+def test_quiet_prints_nothing_and_a_har_alone_keeps_the_terminal(test_host, tmp_path):
+    url = test_host.url("/status/204")
+    fetch = ["--", "curl", "-sS", "-o", "/dev/null", url]
+    r = run_httptap("-q", "--dump-har", str(tmp_path / "q.har"), *fetch)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "" and r.stderr == ""
+    assert url in (tmp_path / "q.har").read_text()
+    r = run_httptap("--dump-har", str(tmp_path / "a.har"), "--sink",
+                    f"ndjson:{tmp_path / 'b.ndjson'}", *fetch)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [f"---> GET {url}", f"<--- 204 {url} (0 bytes)"]

@@ -129,10 +129,12 @@ def test_ndjson_to_a_file_next_to_the_terminal(test_host, tmp_path):
     assert records[1]["response"]["decoded_size"] == 10
 
 
-def test_ndjson_path_alone_prints_no_terminal_lines(test_host, tmp_path):
+def test_ndjson_path_with_quiet_prints_no_terminal_lines(test_host, tmp_path):
+    """(Without -q the terminal stays on: the ndjson goes to a file, not to stdout.)"""
     nd = tmp_path / "out.ndjson"
     url = test_host.url("/files/small")
-    r = run_httptap("--sink", f"ndjson:{nd}", "--", *CURL, "-o", "/dev/null", url, timeout=60)
+    r = run_httptap("-q", "--sink", f"ndjson:{nd}", "--", *CURL, "-o", "/dev/null", url,
+                    timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout == ""
     records = [json.loads(line) for line in nd.read_text().splitlines()]
@@ -311,10 +313,11 @@ def test_har_field_by_field(test_host, tmp_path):
 
 
 def test_har_sink_spec_writes_the_same(test_host, tmp_path):
-    """``--sink har:PATH`` alone: the HAR and no terminal lines."""
+    """``-q --sink har:PATH``: the HAR and no terminal lines."""
     har = tmp_path / "out.har"
     url = test_host.url("/files/small")
-    r = run_httptap("--sink", f"har:{har}", "--", *CURL, "-o", "/dev/null", url, timeout=60)
+    r = run_httptap("-q", "--sink", f"har:{har}", "--", *CURL, "-o", "/dev/null", url,
+                    timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout == ""
     _, entries = load_har(har)

@@ -15,7 +15,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "httptap"
 
 CORES = sorted(
     [PACKAGE / name for name in ("wire.py", "http1.py", "http2.py", "contentcoding.py", "dns.py",
-                                 "clienthello.py", "httpreport.py", "headers.py")]
+                                 "clienthello.py", "httpreport.py", "headers.py", "flowcore.py",
+                                 "websocket.py", "wsreport.py")]
     + list((PACKAGE / "tcp").glob("*.py")))
 IO_MODULES = {"os", "socket", "asyncio", "time", "select", "selectors", "subprocess", "ssl"}
 

@@ -13,9 +13,11 @@ import pytest
 from haralyzer import HarPage, HarParser  # type: ignore[import-untyped]
 
 from httptap.config import Config
-from httptap.messages import DnsExchange, HttpRequest, HttpResponse, TcpSummary
+from httptap.messages import (DnsExchange, HttpRequest, HttpResponse, TcpSummary, WsEnd,
+                              WsMessage)
 from httptap.sinks import HarSink, NdjsonSink, TerminalSink, make_sinks
 from httptap.sinks import common
+from httptap.sinks.bodies import Bodies
 
 T0 = 1_700_000_000.5  # 2023-11-14T22:13:20.500Z
 
@@ -35,14 +37,20 @@ def req(exchange: int = 1, *, method: str = "GET", url: str = "https://example.c
 def resp(exchange: int = 1, *, status: int = 200, reason: str = "OK",
          headers: list[tuple[str, str]] | None = None, body: bytes | None = None,
          request_body: bytes | None = None, decoded_size: int | None = None,
-         body_size: int | None = None, time: float = T0 + 0.5, **kw: Any) -> HttpResponse:
+         body_size: int | None = None, time: float = T0 + 0.5, request_truncated: bool = False,
+         truncated: bool = False, request_body_size: int | None = None,
+         **kw: Any) -> tuple[HttpResponse, Bodies]:
+    """A response and the bodies the sink stage hands over with it: ``sink.response(*resp())``."""
     size = len(body) if body is not None else 1256
-    return HttpResponse(
+    message = HttpResponse(
         exchange=exchange, time=time, status=status, reason=reason, version="HTTP/1.1",
         headers=headers if headers is not None else [("Content-Type", "text/html")],
-        request_body_size=len(request_body or b""), request_body=request_body,
+        request_body_size=(len(request_body or b"") if request_body_size is None
+                           else request_body_size),
         body_size=size if body_size is None else body_size,
-        decoded_size=size if decoded_size is None else decoded_size, body=body, **kw)
+        decoded_size=size if decoded_size is None else decoded_size,
+        request_body_truncated=request_truncated, body_truncated=truncated, **kw)
+    return message, Bodies(request_body or b"", body or b"", request_truncated, truncated)
 
 
 class FlushCounter(io.StringIO):
@@ -69,7 +77,7 @@ def test_terminal_spec_lines() -> None:
     out = io.StringIO()
     sink = TerminalSink(out)
     sink.request(req())
-    sink.response(resp())
+    sink.response(*resp())
     sink.close()
     assert lines(out) == [
         "---> GET https://example.com/",
@@ -83,8 +91,8 @@ def test_terminal_count_is_decoded_size_and_url_is_the_requests() -> None:
     sink = TerminalSink(out)
     sink.request(req(1, url="http://a.test:8080/x"))
     sink.request(req(2, url="https://b.test/y?q=1"))
-    sink.response(resp(2, status=404, body_size=100, decoded_size=300))
-    sink.response(resp(1, status=301))
+    sink.response(*resp(2, status=404, body_size=100, decoded_size=300))
+    sink.response(*resp(1, status=301))
     assert lines(out) == [
         "---> GET http://a.test:8080/x",
         "---> GET https://b.test/y?q=1",
@@ -97,7 +105,7 @@ def test_terminal_head() -> None:
     out = io.StringIO()
     sink = TerminalSink(out, head=True)
     sink.request(req(headers=[("Host", "example.com"), ("Accept", "*/*"), ("X-A", "1")]))
-    sink.response(resp(headers=[("Content-Type", "text/html"), ("Set-Cookie", "a=1"),
+    sink.response(*resp(headers=[("Content-Type", "text/html"), ("Set-Cookie", "a=1"),
                                 ("Set-Cookie", "b=2")]))
     assert lines(out) == [
         "---> GET https://example.com/",
@@ -115,10 +123,10 @@ def test_terminal_body_text_binary_and_request_body_before_response_line() -> No
     out = io.StringIO()
     sink = TerminalSink(out, head=True, body=True)
     sink.request(req(method="POST", headers=[("Content-Type", "application/json")]))
-    sink.response(resp(headers=[("Content-Type", "text/plain; charset=utf-8")],
+    sink.response(*resp(headers=[("Content-Type", "text/plain; charset=utf-8")],
                        body="héllo\r\nworld\r\n".encode(), request_body=b'{"a": 1}'))
     sink.request(req(2, url="https://example.com/logo.png"))
-    sink.response(resp(2, headers=[("Content-Type", "image/png")], body=b"\x89PNG" + bytes(96)))
+    sink.response(*resp(2, headers=[("Content-Type", "image/png")], body=b"\x89PNG" + bytes(96)))
     assert lines(out) == [
         "---> POST https://example.com/",
         "> Content-Type: application/json",
@@ -149,7 +157,7 @@ def test_terminal_body_decoding_rules() -> None:
     ]
     for i, (headers, body) in enumerate(cases):
         sink.request(req(i))
-        sink.response(resp(i, headers=headers, body=body))
+        sink.response(*resp(i, headers=headers, body=body))
     body_lines = [line for line in lines(out) if not line.startswith(("--->", "<---"))]
     assert body_lines == [
         "café",
@@ -165,7 +173,7 @@ def test_terminal_body_not_captured_prints_nothing() -> None:
     out = io.StringIO()
     sink = TerminalSink(out, body=True)
     sink.request(req())
-    sink.response(resp(body=None))
+    sink.response(*resp(body=None))
     assert lines(out) == ["---> GET https://example.com/",
                           "<--- 200 https://example.com/ (1256 bytes)"]
 
@@ -175,9 +183,9 @@ def test_terminal_colours() -> None:
     sink = TerminalSink(out, color=True)
     for i, status in enumerate((200, 204, 302, 404, 503)):
         sink.request(req(i))
-        sink.response(resp(i, status=status))
+        sink.response(*resp(i, status=status))
     sink.request(req(9))
-    sink.response(resp(9, status=0, reason="", headers=[], error="connection refused"))
+    sink.response(*resp(9, status=0, reason="", headers=[], error="connection refused"))
     assert lines(out) == [
         f"{BLUE}---> GET https://example.com/{RESET}",
         f"{GREEN}<--- 200 https://example.com/ (1256 bytes){RESET}",
@@ -198,9 +206,9 @@ def test_terminal_errors_without_colour() -> None:
     out = io.StringIO()
     sink = TerminalSink(out, head=True)
     sink.request(req())
-    sink.response(resp(status=0, reason="", headers=[], error="upstream reset"))
+    sink.response(*resp(status=0, reason="", headers=[], error="upstream reset"))
     sink.request(req(2))
-    sink.response(resp(2, body_size=10, decoded_size=10, error="server closed early",
+    sink.response(*resp(2, body_size=10, decoded_size=10, error="server closed early",
                        headers=[("A", "b")]))
     assert lines(out)[2:] == [
         "<--- error https://example.com/: upstream reset",
@@ -247,7 +255,7 @@ def test_terminal_flushes_every_group_and_survives_a_closed_pipe() -> None:
     out = FlushCounter()
     sink = TerminalSink(out, head=True)
     sink.request(req())
-    sink.response(resp())
+    sink.response(*resp())
     sink.tcp(TcpSummary(time=T0, client="a:1", server="b:2", bytes_sent=1,
                         bytes_received=2, duration=1.0))
     assert out.flushes == 2
@@ -259,7 +267,7 @@ def test_terminal_flushes_every_group_and_survives_a_closed_pipe() -> None:
 
     broken = TerminalSink(Broken())
     broken.request(req())
-    broken.response(resp())
+    broken.response(*resp())
     broken.close()
     broken.close()
 
@@ -285,7 +293,7 @@ def test_ndjson_http_schema() -> None:
                      headers=[("Host", "example.com"), ("Content-Type", "application/json")],
                      tls_sni="example.com", tls_alpn="h2"))
     assert out.getvalue() == ""  # written when the response completes
-    sink.response(resp(headers=[("Content-Type", "application/json"),
+    sink.response(*resp(headers=[("Content-Type", "application/json"),
                                 ("Content-Encoding", "gzip")],
                        body=None, body_size=40, decoded_size=100, request_body=b"{}",
                        request_done=T0 + 0.1, response_started=T0 + 0.3))
@@ -318,7 +326,7 @@ def test_ndjson_plain_http_errors_and_unfinished() -> None:
     out = io.StringIO()
     sink = NdjsonSink(out)
     sink.request(req(1, url="http://a.test/"))
-    sink.response(resp(1, status=0, reason="", headers=[], error="connection refused"))
+    sink.response(*resp(1, status=0, reason="", headers=[], error="connection refused"))
     sink.request(req(2, url="http://a.test/slow"))
     sink.close()
     sink.close()
@@ -357,7 +365,7 @@ def test_ndjson_odd_strings() -> None:
     out = io.StringIO()
     sink = NdjsonSink(out)
     sink.request(req(headers=[("X-Latin", "caf\xe9"), ("X-Surrogate", "\udcff")]))
-    sink.response(resp())
+    sink.response(*resp())
     obj = json.loads(out.getvalue())
     assert obj["request"]["headers"][0] == ["X-Latin", "café"]
 
@@ -382,9 +390,9 @@ def test_har_entries(tmp_path: Path) -> None:
     sink.request(req(2, url="https://example.com/logo.png", time=T0 + 1,
                      headers=[("Host", "example.com")]))
     png = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
-    sink.response(resp(2, time=T0 + 1.25, headers=[("Content-Type", "image/png")], body=png,
+    sink.response(*resp(2, time=T0 + 1.25, headers=[("Content-Type", "image/png")], body=png,
                        response_started=T0 + 1.1))
-    sink.response(resp(1, status=302, reason="Found", time=T0 + 0.4,
+    sink.response(*resp(1, status=302, reason="Found", time=T0 + 0.4,
                        headers=[("Content-Type", "text/html; charset=utf-8"),
                                 ("Content-Encoding", "gzip"),
                                 ("Location", "https://example.com/done"),
@@ -450,7 +458,7 @@ def test_har_binary_post_and_undecodable_text(tmp_path: Path) -> None:
     path = tmp_path / "out.har"
     sink = HarSink(path)
     sink.request(req(headers=[("Content-Type", "application/octet-stream")], method="PUT"))
-    sink.response(resp(headers=[("Content-Type", "text/plain; charset=utf-8")],
+    sink.response(*resp(headers=[("Content-Type", "text/plain; charset=utf-8")],
                        body=b"bad \xff", request_body=b"\x00\x01\xff"))
     sink.close()
     (e,) = har_entries(path)
@@ -464,7 +472,7 @@ def test_har_exchanges_without_response(tmp_path: Path) -> None:
     path = tmp_path / "out.har"
     sink = HarSink(path)
     sink.request(req(1, url="https://a.test/refused"))
-    sink.response(resp(1, status=0, reason="", headers=[], error="connection refused"))
+    sink.response(*resp(1, status=0, reason="", headers=[], error="connection refused"))
     sink.request(req(2, url="https://a.test/pending", time=T0 + 2))
     sink.close()
     refused, pending = har_entries(path)
@@ -496,12 +504,12 @@ def test_har_replaces_an_existing_file_whole(tmp_path: Path) -> None:
     old_inode = path.stat().st_ino
     sink = HarSink(path)
     sink.request(req())
-    sink.response(resp(body=b"<html></html>"))
+    sink.response(*resp(body=b"<html></html>"))
     sink.close()
     assert path.stat().st_ino != old_inode  # renamed over, not rewritten in place
     assert len(har_entries(path)) == 1
     assert sorted(os.listdir(tmp_path)) == ["out.har"]  # no temporary file left behind
-    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()
+    assert path.stat().st_mode & 0o777 == 0o600  # it holds bodies and cookies
 
 
 def test_har_failed_write_leaves_the_old_file(tmp_path: Path,
@@ -585,12 +593,6 @@ def test_har_directory_must_exist(tmp_path: Path) -> None:
         HarSink(tmp_path / "missing" / "out.har")
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 # --- make_sinks and helpers ----------------------------------------------------------------
 
 def test_make_sinks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -604,10 +606,11 @@ def test_make_sinks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(terminal, TerminalSink) and terminal.stream is stderr
     assert terminal.head and terminal.body and terminal.print_dns and not terminal.color
     assert isinstance(nd_out, NdjsonSink) and isinstance(nd_file, NdjsonSink)
+    assert nd_out.bodies and nd_file.bodies  # --body: ndjson writes them too
     assert isinstance(har_sink, HarSink)
     for sink in sinks:
         sink.request(req())
-        sink.response(resp())
+        sink.response(*resp())
         sink.close()
     assert stderr.getvalue().startswith("---> GET https://example.com/\n")
     assert json.loads(stdout.getvalue())["type"] == "http"
@@ -630,12 +633,12 @@ def test_make_sinks_closes_what_it_built_on_failure(tmp_path: Path) -> None:
 
 def test_timings_are_clamped() -> None:
     r = req(time=T0)
-    assert common.timings(r, resp(time=T0 + 1)) == (0.0, 0.0, 1000.0, 1000.0)
+    assert common.timings(r, resp(time=T0 + 1)[0]) == (0.0, 0.0, 1000.0, 1000.0)
     # stamps out of order or outside the exchange never give negative phases
-    t = common.timings(r, resp(time=T0 + 1, request_done=T0 + 2, response_started=T0 - 1))
+    t = common.timings(r, resp(time=T0 + 1, request_done=T0 + 2, response_started=T0 - 1)[0])
     assert t == (1000.0, 0.0, 0.0, 1000.0)
-    assert common.timings(r, resp(time=T0 - 5)) == (0.0, 0.0, 0.0, 0.0)
-    t = common.timings(r, resp(time=T0 + 1, request_headers_done=T0 + 0.25))
+    assert common.timings(r, resp(time=T0 - 5)[0]) == (0.0, 0.0, 0.0, 0.0)
+    t = common.timings(r, resp(time=T0 + 1, request_headers_done=T0 + 0.25)[0])
     assert t == (250.0, 0.0, 750.0, 1000.0)
 
 
@@ -648,3 +651,255 @@ def test_addresses() -> None:
     assert common.port_of("fd00::1") == ""
     assert common.port_of("") == ""
 
+
+
+# --------------------------------------------------------------------------- bodies
+
+def test_body_assembler_joins_chunks_per_exchange_up_to_the_limit() -> None:
+    from httptap.messages import BodyChunk
+    from httptap.sinks.bodies import NO_BODIES, BodyAssembler
+
+    bodies = BodyAssembler(max_size=10)
+    for exchange, request, data in [(1, True, b"up"), (2, False, b"0123456"), (1, False, b"dn"),
+                                    (2, False, b"789abc"), (1, True, b"load"), (2, False, b"x")]:
+        bodies.add(BodyChunk(exchange, request, data))
+    assert bodies.held == 8 + 10  # never more than max_size per body
+    first, second = resp(1)[0], resp(2)[0]
+    assert bodies.take(first) == Bodies(b"upload", b"dn")
+    assert bodies.take(second) == Bodies(b"", b"0123456789", False, True)
+    assert bodies.held == 0 and bodies.take(first) is NO_BODIES
+    # The proxy's own cut (its --max-body-size) comes on the response.
+    cut = resp(3, truncated=True, request_truncated=True)[0]
+    assert bodies.take(cut) == Bodies(b"", b"", True, True)
+
+
+def test_truncated_bodies_are_marked_in_every_sink(tmp_path: Path) -> None:
+    big = resp(headers=[("Content-Type", "text/plain")], body=b"first part", decoded_size=5000,
+               truncated=True, request_body=b"\x00\x01", request_body_size=900,
+               request_truncated=True)
+    out = io.StringIO()
+    terminal = TerminalSink(out, body=True)
+    terminal.request(req(method="PUT", headers=[("Content-Type", "application/octet-stream")]))
+    terminal.response(*big)
+    assert lines(out) == [
+        "---> PUT https://example.com/",
+        "<2 bytes of binary data>",
+        "<truncated: 2 of 900 bytes shown>",
+        "<--- 200 https://example.com/ (5000 bytes)",
+        "first part",
+        "<truncated: 10 of 5000 bytes shown>",
+    ]
+    nd = io.StringIO()
+    ndjson = NdjsonSink(nd, bodies=True)
+    ndjson.request(req(method="PUT", headers=[("Content-Type", "application/octet-stream")]))
+    ndjson.response(*big)
+    ndjson.request(req(2))
+    ndjson.response(*resp(2, body=b"<p>all</p>"))
+    first, second = (json.loads(line) for line in lines(nd))
+    assert list(first["request"])[-4:] == ["body_size", "body", "body_encoding", "truncated"]
+    assert (first["request"]["body"], first["request"]["body_encoding"],
+            first["request"]["truncated"]) == ("AAE=", "base64", True)
+    assert list(first["response"])[-3:] == ["body", "body_encoding", "truncated"]
+    assert (first["response"]["body"], first["response"]["body_encoding"],
+            first["response"]["truncated"]) == ("first part", "text", True)
+    assert (second["response"]["body"], second["response"]["truncated"]) == ("<p>all</p>", False)
+    path = tmp_path / "x.har"
+    har = HarSink(path)
+    har.request(req(method="PUT", headers=[("Content-Type", "application/octet-stream")]))
+    har.response(*big)
+    har.close()
+    (entry,) = har_entries(path)
+    assert entry.request.raw_entry["postData"]["comment"] == \
+        "truncated: the first 2 of 900 bytes are kept (--max-body-size)"
+    assert entry.response.raw_entry["content"]["comment"] == \
+        "truncated: the first 10 of 5000 bytes are kept (--max-body-size)"
+    assert entry.response.text == "first part"
+
+
+@pytest.mark.parametrize("text, size", [
+    ("16M", 16 << 20), ("0", 0), ("100", 100), ("100K", 102400), ("2g", 2 << 30),
+    ("1MiB", 1 << 20), ("64KB", 65536), (" 5M ", 5 << 20),
+])
+def test_parse_size(text: str, size: int) -> None:
+    from httptap.cli import parse_size
+
+    assert parse_size(text, "--max-body-size") == size
+
+
+@pytest.mark.parametrize("text", ["", "M", "-1", "1.5M", "16T", "lots", "1 6M", "٣M"])
+def test_parse_size_rejects(text: str) -> None:
+    import typer
+
+    from httptap.cli import parse_size
+
+    with pytest.raises(typer.BadParameter):
+        parse_size(text, "--max-body-size")
+
+
+# --- gRPC: the call's status, from the trailers ----------------------------------------------
+
+GRPC_HEADERS = [("content-type", "application/grpc")]
+
+
+def test_terminal_names_the_grpc_status_of_a_call() -> None:
+    out = io.StringIO()
+    sink = TerminalSink(out)
+    url = "https://host/pkg.Svc/Get"
+    sink.request(req(1, method="POST", url=url))
+    sink.response(*resp(1, headers=GRPC_HEADERS, body=b"", trailers=[("grpc-status", "5"),
+                                                                      ("grpc-message", "no")]))
+    sink.request(req(2, method="POST", url=url))
+    sink.response(*resp(2, headers=GRPC_HEADERS, body=bytes(12), trailers=[("grpc-status", "0")]))
+    sink.request(req(3, method="POST", url=url))  # trailers-only: the status in the headers
+    sink.response(*resp(3, headers=[*GRPC_HEADERS, ("grpc-status", "12")], body=b""))
+    assert [line for line in lines(out) if line.startswith("<---")] == [
+        f"<--- 200 {url} (0 bytes) grpc-status 5 NOT_FOUND",
+        f"<--- 200 {url} (12 bytes) grpc-status 0 OK",
+        f"<--- 200 {url} (0 bytes) grpc-status 12 UNIMPLEMENTED",
+    ]
+
+
+def test_ndjson_and_har_keep_the_trailers(tmp_path: Path) -> None:
+    trailers = [("grpc-status", "5"), ("grpc-message", "not here")]
+    out = FlushCounter()
+    sink = NdjsonSink(out)
+    sink.request(req(1, method="POST"))
+    sink.response(*resp(1, headers=GRPC_HEADERS, body=b"", trailers=trailers))
+    (line,) = lines(out)
+    assert json.loads(line)["response"]["trailers"] == [list(t) for t in trailers]
+    path = tmp_path / "out.har"
+    har = HarSink(path)
+    har.request(req(1, method="POST"))
+    har.response(*resp(1, headers=GRPC_HEADERS, body=b"", trailers=trailers))
+    har.close()
+    (entry,) = har_entries(path)
+    assert entry["response"]["_trailers"] == [{"name": n, "value": v} for n, v in trailers]
+
+
+# --- WebSocket messages ------------------------------------------------------------------------
+
+WS_URL = "wss://example.com/chat"
+
+
+def ws(from_client: bool, opcode: int, data: bytes | None, *, size: int | None = None,
+       exchange: int = 1, time: float = T0 + 1, **kw: Any) -> WsMessage:
+    return WsMessage(exchange=exchange, time=time, url=WS_URL, from_client=from_client,
+                     opcode=opcode, size=len(data or b"") if size is None else size, data=data,
+                     **kw)
+
+
+WS_EXCHANGE = [
+    ws(True, 1, b"hello"),
+    ws(False, 2, bytes(range(200)), time=T0 + 2),
+    ws(False, 1, b"x" * 65536, size=100_000, truncated=True, compressed=True, time=T0 + 3),
+    ws(True, 8, b"\x03\xe8bye", close_code=1000, close_reason="bye", time=T0 + 4),
+    ws(False, 8, b"", close_code=0, time=T0 + 5),
+]
+WS_END = WsEnd(exchange=1, time=T0 + 6, url=WS_URL, messages_sent=1, messages_received=2,
+               pings_sent=3, pongs_received=3)
+
+
+def test_terminal_websocket_lines() -> None:
+    out = io.StringIO()
+    sink = TerminalSink(out)
+    for msg in WS_EXCHANGE:
+        sink.ws(msg)
+    sink.ws_end(WS_END)
+    assert lines(out) == [
+        f"---> WS text {WS_URL} (5 bytes)",
+        f"<--- WS binary {WS_URL} (200 bytes)",
+        f"<--- WS text {WS_URL} (100000 bytes)",  # (data kept for a HAR, not shown here)
+        f'---> WS close {WS_URL} (code 1000, "bye")',
+        f"<--- WS close {WS_URL} (no code)",
+    ]
+    out = io.StringIO()
+    TerminalSink(out, body=True).ws(WS_EXCHANGE[2])
+    assert lines(out)[0] == f"<--- WS text {WS_URL} (100000 bytes, 65536 shown)"
+
+
+def test_terminal_websocket_body_text_as_text_binary_as_a_short_hex_dump() -> None:
+    out = io.StringIO()
+    sink = TerminalSink(out, body=True, color=True)
+    sink.ws(ws(True, 1, b"two\r\nlines \x1b[31m"))
+    sink.ws(ws(False, 2, b"\x00hi\xff" * 20))
+    sink.ws(ws(False, 2, b"\x01\x02"))
+    sink.ws(ws(False, 2, None, size=7))  # bodies not kept: the line alone
+    assert lines(out) == [
+        f"{BLUE}---> WS text {WS_URL} (16 bytes){RESET}",
+        "two",
+        "lines \\x1b[31m",
+        f"{GREEN}<--- WS binary {WS_URL} (80 bytes){RESET}",
+        "0000  00 68 69 ff 00 68 69 ff 00 68 69 ff 00 68 69 ff  |.hi..hi..hi..hi.|",
+        "0010  00 68 69 ff 00 68 69 ff 00 68 69 ff 00 68 69 ff  |.hi..hi..hi..hi.|",
+        "0020  00 68 69 ff 00 68 69 ff 00 68 69 ff 00 68 69 ff  |.hi..hi..hi..hi.|",
+        "0030  00 68 69 ff 00 68 69 ff 00 68 69 ff 00 68 69 ff  |.hi..hi..hi..hi.|",
+        "... 16 more bytes",
+        f"{GREEN}<--- WS binary {WS_URL} (2 bytes){RESET}",
+        "0000  01 02                                            |..|",
+        f"{GREEN}<--- WS binary {WS_URL} (7 bytes){RESET}",
+    ]
+
+
+def test_ndjson_ws_records() -> None:
+    out = io.StringIO()
+    sink = NdjsonSink(out)
+    for msg in WS_EXCHANGE[:4]:
+        sink.ws(msg)
+    sink.ws(ws(False, 2, None, size=9))
+    sink.ws_end(WS_END)
+    sink.ws_end(WsEnd(2, T0, "ws://h/", 0, 0, error="a server frame with a mask"))
+    records = [json.loads(line) for line in lines(out)]
+    common_keys = {"type": "ws", "exchange": 1, "url": WS_URL}
+    assert records == [
+        {**common_keys, "time": "2023-11-14T22:13:21.500Z", "direction": "send",
+         "opcode": "text", "size": 5, "compressed": False, "truncated": False, "data": "hello"},
+        {**common_keys, "time": "2023-11-14T22:13:22.500Z", "direction": "receive",
+         "opcode": "binary", "size": 200, "compressed": False, "truncated": False,
+         "data": base64.b64encode(bytes(range(200))).decode(), "data_encoding": "base64"},
+        {**common_keys, "time": "2023-11-14T22:13:23.500Z", "direction": "receive",
+         "opcode": "text", "size": 100_000, "compressed": True, "truncated": True,
+         "data": "x" * 65536},
+        {**common_keys, "time": "2023-11-14T22:13:24.500Z", "direction": "send",
+         "opcode": "close", "size": 5, "compressed": False, "truncated": False,
+         "data": base64.b64encode(b"\x03\xe8bye").decode(), "data_encoding": "base64",
+         "close_code": 1000, "close_reason": "bye"},
+        {**common_keys, "time": "2023-11-14T22:13:21.500Z", "direction": "receive",
+         "opcode": "binary", "size": 9, "compressed": False, "truncated": False, "data": None},
+        {"type": "ws_end", "time": "2023-11-14T22:13:26.500Z", "exchange": 1, "url": WS_URL,
+         "messages_sent": 1, "messages_received": 2, "pings_sent": 3, "pongs_sent": 0,
+         "pings_received": 0, "pongs_received": 3, "error": None},
+        {"type": "ws_end", "time": "2023-11-14T22:13:20.500Z", "exchange": 2, "url": "ws://h/",
+         "messages_sent": 0, "messages_received": 0, "pings_sent": 0, "pongs_sent": 0,
+         "pings_received": 0, "pongs_received": 0, "error": "a server frame with a mask"},
+    ]
+    assert list(records[3]) == ["type", "time", "exchange", "url", "direction", "opcode", "size",
+                                "compressed", "truncated", "data", "data_encoding",
+                                "close_code", "close_reason"]
+
+
+def test_har_websocket_messages_on_the_101_entry(tmp_path: Path) -> None:
+    path = tmp_path / "ws.har"
+    sink = HarSink(path)
+    sink.request(req(1, url="https://example.com/chat",
+                     headers=[("Host", "example.com"), ("Upgrade", "websocket")]))
+    sink.response(*resp(1, status=101, reason="Switching Protocols", body=b"",
+                       headers=[("Upgrade", "websocket")]))
+    sink.request(req(2, url="https://example.com/other", time=T0 + 2))
+    sink.response(*resp(2, time=T0 + 2.5))
+    for msg in WS_EXCHANGE:
+        sink.ws(msg)
+    sink.ws(ws(True, 1, b"no such exchange", exchange=99))
+    sink.ws_end(WS_END)
+    sink.close()
+    switched, other = har_entries(path)
+    assert switched["_resourceType"] == "websocket"
+    assert switched["_webSocketMessages"] == [
+        {"type": "send", "time": T0 + 1, "opcode": 1, "data": "hello"},
+        {"type": "receive", "time": T0 + 2, "opcode": 2,
+         "data": base64.b64encode(bytes(range(200))).decode()},
+        {"type": "receive", "time": T0 + 3, "opcode": 1, "data": "x" * 65536, "_truncated": True},
+        {"type": "send", "time": T0 + 4, "opcode": 8,
+         "data": base64.b64encode(b"\x03\xe8bye").decode()},
+        {"type": "receive", "time": T0 + 5, "opcode": 8, "data": ""},
+    ]
+    assert "_webSocketMessages" not in other

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import socket
 
+import pytest
+
 from httptap import messages as m
 from httptap.stats import Counters
-from httptap.stages.tcp import CREDIT_STEP, TcpShard
+from httptap.stages.tcp import CREDIT_STEP, TcpShard, leads_to_host_loopback
 from httptap.tcp.connection import TcpConnection
 from httptap.tcp.events import DataReceived, Established, PeerEof
 from httptap.tcp.segment import ACK, RST, SYN, Segment
@@ -142,3 +144,63 @@ def test_udp_goes_to_the_proxy_and_answers_come_back():
     (packets,) = rig.to_tun.take()
     ip = parse_ip(packets.packets[0][VNET_HDR_LEN:])
     assert parse_udp(ip.payload) == (53, 5353, b"\x12\x35")
+
+
+# --- the host's loopback is refused ------------------------------------------------------
+
+@pytest.mark.parametrize("address, refused", [
+    ("127.0.0.1", True), ("127.0.0.2", True), ("127.255.255.254", True), ("0.0.0.0", True),
+    ("::1", True), ("::", True), ("::ffff:127.0.0.1", True), ("::ffff:0.0.0.0", True),
+    ("169.254.77.65", False),  # the documented alias: the proxy maps it to 127.0.0.1
+    ("10.77.1.2", False), ("128.0.0.1", False), ("126.255.255.255", False),
+    ("::2", False), ("2001:db8::1", False), ("::ffff:10.0.0.1", False), ("::127.0.0.1", False),
+    ("fe80::1", False),
+])
+def test_which_destinations_lead_to_the_host_loopback(address: str, refused: bool):
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    assert leads_to_host_loopback(socket.inet_pton(family, address)) is refused
+
+
+@pytest.mark.parametrize("src, dst", [
+    ("10.1.1.100", "127.0.0.2"), ("10.1.1.100", "127.0.0.1"),
+    ("fd01:1:1::100", "::1"), ("fd01:1:1::100", "::ffff:127.0.0.1"),
+])
+def test_a_syn_to_the_host_loopback_gets_a_reset_and_never_reaches_the_proxy(src: str, dst: str):
+    family = socket.AF_INET6 if ":" in src else socket.AF_INET
+    client, server = socket.inet_pton(family, src), socket.inet_pton(family, dst)
+    rig = Rig()
+    syn = Segment(1000, 0, SYN, 65535, b"")
+    for _ in range(3):  # retransmitted SYNs: refused each time, said once
+        rig.shard.on_packets([build_tcp(client, server, CPORT, 22, syn, vnet=False)], 0.0)
+    replies = [pkt for msg in rig.to_tun.take() for pkt in msg.packets]
+    assert len(replies) == 3
+    for pkt in replies:
+        ip = parse_ip(pkt[VNET_HDR_LEN:])
+        assert (ip.src, ip.dst) == (server, client)
+        _, _, rst = parse_tcp(ip.payload)
+        assert rst.flags == RST | ACK and rst.ack == 1001  # "connection refused"
+    assert rig.shard.flows == {}
+    (notice,) = rig.to_proxy.take()  # no FlowOpened: nothing connects upstream
+    assert isinstance(notice, m.Notice) and notice.level == "info"
+    assert f"refused TCP to {dst} port 22" in notice.text and "169.254.77.65" in notice.text
+
+
+def test_udp_to_the_host_loopback_is_dropped():
+    from httptap.wire import build_udp
+
+    rig = Rig()
+    for dst in ("127.0.0.1", "127.0.0.53", "0.0.0.0"):
+        datagram = build_udp(CLIENT, socket.inet_aton(dst), 5353, 11211, b"stats", vnet=False)
+        rig.shard.on_packets([datagram], 0.0)
+    sent = rig.to_proxy.take()
+    assert not any(isinstance(msg, m.DatagramIn) for msg in sent)
+    assert len(sent) == 1 and "refused UDP to 127.0.0.1 port 11211" in sent[0].text
+    assert rig.to_tun.take() == []
+
+
+def test_the_loopback_alias_still_reaches_the_proxy():
+    rig = Rig()
+    alias = socket.inet_aton("169.254.77.65")
+    syn = Segment(1000, 0, SYN, 65535, b"")
+    rig.shard.on_packets([build_tcp(CLIENT, alias, CPORT, 8080, syn, vnet=False)], 0.0)
+    assert rig.to_proxy.take() == [m.FlowOpened(1, "10.1.1.100", CPORT, "169.254.77.65", 8080)]

@@ -1,9 +1,11 @@
 """Output formats: what the sink stage does with each proxy event.
 
 Role in the pipeline: the sink stage (``httptap.stages.sink``) owns the loop and the
-rings; for every ``HttpRequest``, ``HttpResponse``, ``TcpSummary`` and ``DnsExchange`` it
-receives it calls the matching method on each sink that :func:`make_sinks` built from
-the ``--sink`` options, and calls ``close()`` exactly once on every way out. The sinks
+rings; for every ``HttpRequest``, ``HttpResponse``, ``TcpSummary``, ``DnsExchange``,
+``WsMessage`` and ``WsEnd`` it receives it calls the matching method on each sink that
+:func:`make_sinks` built from the ``--sink`` options (a response comes with its
+exchange's bodies, joined from the ``BodyChunk`` messages before it by
+``bodies.BodyAssembler``), and calls ``close()`` exactly once on every way out. The sinks
 only format and write; they never read rings or the clock.
 
 - ``terminal``  :class:`~.terminal.TerminalSink`, the human-readable lines (default).
@@ -11,6 +13,7 @@ only format and write; they never read rings or the clock.
 - ``har``       :class:`~.har.HarSink`, a HAR 1.2 file written atomically at close from
                 entries spooled as they complete (``spool_dir``: the run directory).
 - ``common``    what they share: timings, content types, body text, addresses.
+- ``bodies``    :class:`~.bodies.BodyAssembler`: body chunks joined per exchange, bounded.
 
 Each sink pairs a response with its request by ``exchange`` id and forgets the request
 once the response is handled.
@@ -21,7 +24,8 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..messages import DnsExchange, HttpRequest, HttpResponse, TcpSummary
+from ..messages import DnsExchange, HttpRequest, HttpResponse, TcpSummary, WsEnd, WsMessage
+from .bodies import NO_BODIES, Bodies
 from .har import HarSink, spool_path
 from .ndjson import NdjsonSink
 from .terminal import TerminalSink
@@ -36,15 +40,22 @@ class Sink(Protocol):
     def request(self, req: HttpRequest) -> None:
         """A request head was read."""
 
-    def response(self, resp: HttpResponse) -> None:
+    def response(self, resp: HttpResponse, bodies: Bodies = NO_BODIES) -> None:
         """Its response completed (``resp.exchange == req.exchange``), or the exchange
-        ended without one (``status == 0``, ``error`` set)."""
+        ended without one (``status == 0``, ``error`` set); ``bodies``: what was captured
+        of its request and response bodies."""
 
     def tcp(self, summary: TcpSummary) -> None:
         """A connection closed without being decoded as anything else."""
 
     def dns(self, dns: DnsExchange) -> None:
         """A DNS query was answered."""
+
+    def ws(self, msg: WsMessage) -> None:
+        """A WebSocket message, after its exchange's 101 (``msg.exchange``)."""
+
+    def ws_end(self, end: WsEnd) -> None:
+        """That WebSocket is over, or is no longer decoded; its ping and pong counts."""
 
     def stats(self, table: dict[str, Any]) -> None:
         """The ``--stats`` table (only ndjson writes it; the others ignore it)."""
@@ -78,9 +89,9 @@ def _make_sink(spec: str, config: Config, spool: str | None = None) -> Sink:
         return TerminalSink(out, head=config.head, body=config.body,
                             print_dns=config.print_dns)
     if kind == "ndjson" and not sep:
-        return NdjsonSink(sys.stdout)
+        return NdjsonSink(sys.stdout, bodies=config.body)
     if kind == "ndjson" and path:
-        return NdjsonSink(sys.stdout if path == "-" else path)
+        return NdjsonSink(sys.stdout if path == "-" else path, bodies=config.body)
     if kind == "har" and path:
         return HarSink(path, spool=spool)
     raise ValueError(f"unknown sink {spec!r}: expected terminal, ndjson, ndjson:PATH "

@@ -28,7 +28,7 @@ import codecs
 from datetime import datetime, timezone
 from typing import NamedTuple
 
-from ..headers import header  # noqa: F401 - re-exported for the sinks
+from ..headers import header as header  # re-exported for the sinks
 from ..messages import HttpRequest, HttpResponse
 
 #: Content types whose bodies are text, beyond ``text/*``.
@@ -146,6 +146,26 @@ def decode_text_strict(content_type: str | None, body: bytes) -> str | None:
         return body.decode(_codec(charset))
     except UnicodeDecodeError:
         return None
+
+
+# gRPC status codes (grpc/doc/statuscodes.md).
+GRPC_STATUS_NAMES = (
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+    "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+    "UNAUTHENTICATED")
+
+
+def grpc_status(resp: HttpResponse) -> str | None:
+    """``"5 NOT_FOUND"`` for a gRPC call's outcome: ``grpc-status`` from the trailers, or
+    from the headers of a trailers-only response; None for anything else."""
+    value = header(resp.trailers, "grpc-status") or header(resp.headers, "grpc-status")
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit() and int(value) < len(GRPC_STATUS_NAMES):
+        return f"{value} {GRPC_STATUS_NAMES[int(value)]}"
+    return value
 
 
 def host_of(address: str) -> str:

@@ -17,6 +17,8 @@ What goes into an entry (http://www.softwareishard.com/blog/har-12-spec/):
 - ``request``: ``cookies`` from ``Cookie``, ``queryString`` from the URL, ``postData``
   when a request body was captured (text as text, anything else base64 with
   ``"encoding": "base64"``), ``bodySize`` as read from the command.
+- A body kept only in part (``--max-body-size``) has a ``comment`` in its ``postData`` or
+  ``content``: ``"truncated: the first N of M bytes are kept (--max-body-size)"``.
 - ``response``: ``cookies`` parsed from each ``Set-Cookie``, ``content`` with ``size``
   (decoded), ``compression`` (bytes saved by content coding), ``mimeType`` and, when the
   body was captured, ``text`` (text types decoded in their charset, others or undecodable
@@ -25,6 +27,14 @@ What goes into an entry (http://www.softwareishard.com/blog/har-12-spec/):
   the command connected to; ``connection`` is the command's source port.
 - An exchange that ended without a response, or was still open at exit, has status 0
   and an ``_error`` string. Entries are sorted by ``startedDateTime``.
+
+- WebSocket: the messages of a connection that a 101 switched to WebSocket go, as
+  browsers export them, in ``_webSocketMessages`` on that 101's entry: ``type``
+  (``send``: from the command, ``receive``), ``time`` (epoch seconds), ``opcode``
+  (1 text, 2 binary, 8 close) and ``data`` (text as text; binary and close payloads
+  base64, as Chrome's DevTools protocol gives them); ``_truncated`` when only the first
+  64 KiB were kept. They are collected by exchange id and the 101 entry is spooled again
+  with them when the WebSocket ends, or at close (:meth:`HarSink._attach_websocket_messages`).
 
 DNS and TCP summaries are not part of HAR and are ignored.
 """
@@ -45,7 +55,9 @@ from urllib.parse import parse_qsl, urlsplit
 import msgspec
 
 from .. import __version__
-from ..messages import DnsExchange, HttpRequest, HttpResponse, TcpSummary
+from ..messages import DnsExchange, HttpRequest, HttpResponse, TcpSummary, WsEnd, WsMessage
+from ..outputs import PRIVATE_MODE
+from .bodies import NO_BODIES, Bodies
 from .common import (UNFINISHED, body_is_text, decode_text_strict, header, header_values,
                      host_of, iso_time, port_of, timings)
 
@@ -71,6 +83,8 @@ class HarSink:
         else:
             self._spool_fd = os.open(spool, flags | os.O_CREAT | os.O_TRUNC, 0o600)
         self._closed = False
+        self._switched: dict[int, tuple[float, Json]] = {}  # 101 entries, by exchange id
+        self._ws_messages: dict[int, list[Json]] = {}  # their WebSocket messages
 
     # --- events ----------------------------------------------------------------------------
 
@@ -82,21 +96,45 @@ class HarSink:
         # supervisor still lists the request, with an error.
         spool_entry(self._spool_fd, REQUEST, req.exchange, req.time, entry(req, None))
 
-    def response(self, resp: HttpResponse) -> None:
+    def response(self, resp: HttpResponse, bodies: Bodies = NO_BODIES) -> None:
         if self._closed:
             return
         req = self._requests.get(resp.exchange)
         if req is None:  # a response to a request we never saw: keep what we know
             req = HttpRequest(exchange=resp.exchange, time=resp.time, method="", url="",
                               version=resp.version, headers=[], client="", server="")
-        spool_entry(self._spool_fd, COMPLETE, resp.exchange, req.time, entry(req, resp))
+        built = entry(req, resp, bodies)
+        spool_entry(self._spool_fd, COMPLETE, resp.exchange, req.time, built)
         self._requests.pop(resp.exchange, None)
+        if resp.status == 101:  # spooled again with its WebSocket messages when they end
+            self._switched[resp.exchange] = (req.time, built)
 
     def tcp(self, summary: TcpSummary) -> None:
         pass
 
     def dns(self, dns: DnsExchange) -> None:
         pass
+
+    def ws(self, msg: WsMessage) -> None:
+        if self._closed:
+            return
+        self._ws_messages.setdefault(msg.exchange, []).append(ws_message(msg))
+
+    def ws_end(self, end: WsEnd) -> None:
+        if self._closed:
+            return
+        self._attach_websocket_messages(end.exchange)
+
+    def _attach_websocket_messages(self, exchange: int) -> None:
+        """Spool the 101 entry of ``exchange`` again, now with its WebSocket messages
+        (the later line replaces the first), and forget both."""
+        messages = self._ws_messages.pop(exchange, None)
+        switched = self._switched.pop(exchange, None)
+        if messages is not None and switched is not None:
+            started, built = switched
+            built["_resourceType"] = "websocket"
+            built["_webSocketMessages"] = messages
+            spool_entry(self._spool_fd, COMPLETE, exchange, started, built)
 
     def stats(self, table: dict[str, object]) -> None:
         pass
@@ -107,6 +145,8 @@ class HarSink:
         if self._closed:
             return
         self._closed = True
+        for exchange in list(self._ws_messages):
+            self._attach_websocket_messages(exchange)
         self._requests.clear()
         try:
             assemble(self._spool_fd, self.path)
@@ -245,9 +285,7 @@ def atomic_output(path: str) -> Iterator[BinaryIO]:
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
                                suffix=".tmp")
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the usual mode for a new file
+        os.fchmod(fd, PRIVATE_MODE)  # bodies, cookies: 0600 whatever the umask
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
@@ -271,13 +309,14 @@ def atomic_output(path: str) -> Iterator[BinaryIO]:
 
 # --- one entry -----------------------------------------------------------------------------
 
-def entry(req: HttpRequest, resp: HttpResponse | None) -> Json:
-    """The HAR entry for an exchange (``resp`` None: it never completed)."""
+def entry(req: HttpRequest, resp: HttpResponse | None, bodies: Bodies = NO_BODIES) -> Json:
+    """The HAR entry for an exchange (``resp`` None: it never completed) with the bodies
+    captured of it."""
     result: Json = {
         "startedDateTime": iso_time(req.time),
         "time": 0.0,
-        "request": _request(req, resp),
-        "response": _response(req, resp),
+        "request": _request(req, resp, bodies),
+        "response": _response(req, resp, bodies),
         "cache": {},
         "timings": {"blocked": -1, "dns": -1, "connect": -1, "send": 0.0, "wait": 0.0,
                     "receive": 0.0, "ssl": -1},
@@ -300,7 +339,7 @@ def _headers(headers: list[tuple[str, str]]) -> list[Json]:
     return [{"name": n, "value": v} for n, v in headers]
 
 
-def _request(req: HttpRequest, resp: HttpResponse | None) -> Json:
+def _request(req: HttpRequest, resp: HttpResponse | None, bodies: Bodies) -> Json:
     try:
         query = urlsplit(req.url).query
     except ValueError:
@@ -316,13 +355,16 @@ def _request(req: HttpRequest, resp: HttpResponse | None) -> Json:
         "headersSize": -1,
         "bodySize": resp.request_body_size if resp is not None else -1,
     }
-    if resp is not None and resp.request_body:
+    if resp is not None and (bodies.request or bodies.request_truncated):
         ctype = header(req.headers, "content-type")
-        result["postData"] = {"mimeType": ctype or "", **_body(ctype, resp.request_body)}
+        post: Json = {"mimeType": ctype or "", **_body(ctype, bodies.request)}
+        if bodies.request_truncated:
+            post["comment"] = truncated_comment(len(bodies.request), resp.request_body_size)
+        result["postData"] = post
     return result
 
 
-def _response(req: HttpRequest, resp: HttpResponse | None) -> Json:
+def _response(req: HttpRequest, resp: HttpResponse | None, bodies: Bodies) -> Json:
     if resp is None or (resp.status == 0 and resp.error):
         return {
             "status": 0, "statusText": "", "httpVersion": resp.version if resp else "",
@@ -333,19 +375,26 @@ def _response(req: HttpRequest, resp: HttpResponse | None) -> Json:
     content: Json = {"size": resp.decoded_size, "mimeType": ctype or ""}
     if resp.decoded_size > resp.body_size:
         content["compression"] = resp.decoded_size - resp.body_size
-    if resp.body:
-        content.update(_body(ctype, resp.body))
+    if bodies.response:
+        content.update(_body(ctype, bodies.response))
+    if bodies.response_truncated:
+        content["comment"] = truncated_comment(len(bodies.response), resp.decoded_size)
     return {
         "status": resp.status,
         "statusText": resp.reason,
         "httpVersion": resp.version,
         "cookies": response_cookies(resp.headers, resp.time),
         "headers": _headers(resp.headers),
+        **({"_trailers": _headers(resp.trailers)} if resp.trailers else {}),
         "content": content,
         "redirectURL": header(resp.headers, "location") or "",
         "headersSize": -1,
         "bodySize": resp.body_size,
     }
+
+
+def truncated_comment(kept: int, size: int) -> str:
+    return f"truncated: the first {kept} of {size} bytes are kept (--max-body-size)"
 
 
 def _body(content_type: str | None, body: bytes) -> Json:
@@ -355,6 +404,21 @@ def _body(content_type: str | None, body: bytes) -> Json:
         if text is not None:
             return {"text": text}
     return {"text": base64.b64encode(body).decode("ascii"), "encoding": "base64"}
+
+
+def ws_message(msg: WsMessage) -> Json:
+    """One ``_webSocketMessages`` item, as Chrome and Firefox export it."""
+    data = msg.data or b""
+    result: Json = {
+        "type": "send" if msg.from_client else "receive",
+        "time": msg.time,
+        "opcode": msg.opcode,
+        "data": (data.decode("utf-8", "replace") if msg.opcode == 1
+                 else base64.b64encode(data).decode("ascii")),
+    }
+    if msg.truncated:
+        result["_truncated"] = True
+    return result
 
 
 # --- cookies -------------------------------------------------------------------------------

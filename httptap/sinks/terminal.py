@@ -12,19 +12,31 @@ response line reuses the URL of its request (kept in a dict by exchange id until
 ``--head``: the headers follow their line, in received order, ``> Name: value`` under a
 request line and ``< Name: value`` under a response line.
 
-``--body``: bodies follow the headers. The request body only exists once the exchange is
-over (``HttpResponse.request_body``), so it is printed when the response arrives, just
-*before* the response line; in the usual sequential case that is right under the request
-line and its headers. Text bodies (``text/*``, JSON, XML, form data, ...; without a
-content type, bytes that look like UTF-8) are decoded in their declared charset, else
-UTF-8, with bad bytes replaced; any other body prints as ``<N bytes of binary data>``.
-A body that was not captured, or is empty, prints nothing. Control characters other than
-tab and newline (a stray ESC could drive the user's terminal) are shown escaped, as
-``\\x1b``; ``\\r\\n`` line ends become ``\\n``.
+``--body``: bodies follow the headers. The request body is handed over with the response
+(``Bodies``, joined from the exchange's body chunks), so it is printed when the response
+arrives, just *before* the response line; in the usual sequential case that is right
+under the request line and its headers. Text bodies (``text/*``, JSON, XML, form data,
+...; without a content type, bytes that look like UTF-8) are decoded in their declared
+charset, else UTF-8, with bad bytes replaced; any other body prints as
+``<N bytes of binary data>``. A body that was not captured, or is empty, prints nothing.
+A body cut at ``--max-body-size`` is followed by ``<truncated: N of M bytes shown>``.
+Control characters other than tab and newline (a stray ESC could drive the user's
+terminal) are shown escaped, as ``\\x1b``; ``\\r\\n`` line ends become ``\\n``.
 
 An exchange that ended without a response (``status == 0`` and ``error`` set) prints
 ``<--- error URL: <error>``; a response cut short (status set and ``error``) prints its
 normal line with ``, error: <error>`` inside the parentheses, both in red.
+
+WebSocket (after the ``<--- 101`` line), one line per message, ``--->`` from the command::
+
+    ---> WS text wss://example.com/chat (5 bytes)
+    <--- WS binary wss://example.com/chat (200 bytes)
+    <--- WS close wss://example.com/chat (code 1000, "bye")
+
+With ``--body`` the payload follows: text as text (as bodies are), binary as a hex dump
+of its first ``HEX_DUMP_BYTES`` bytes and how many more there were. A message longer than
+what was kept says so, with ``--body`` (``, 65536 shown``). Pings and pongs are counted in the ndjson
+``ws_end`` record, not printed.
 
 DNS (only with ``--print-dns``): ``---> DNS example.com. (A)`` then
 ``<--- 93.184.215.14, ...`` or the rcode (``<--- NXDOMAIN``) when there is no answer.
@@ -40,8 +52,9 @@ import os
 import re
 from typing import TextIO
 
-from ..messages import DnsExchange, HttpRequest, HttpResponse, TcpSummary
-from .common import body_is_text, decode_text, header
+from ..messages import DnsExchange, HttpRequest, HttpResponse, TcpSummary, WsEnd, WsMessage
+from .bodies import NO_BODIES, Bodies
+from .common import body_is_text, decode_text, grpc_status, header
 
 BLUE = "\x1b[34m"
 GREEN = "\x1b[32m"
@@ -84,16 +97,42 @@ def default_color(stream: TextIO) -> bool:
         return False
 
 
-def format_body(content_type: str | None, body: bytes) -> list[str]:
-    """The lines a body prints as (no trailing newlines)."""
+#: How much of a binary WebSocket message ``--body`` shows, 16 bytes a line.
+HEX_DUMP_BYTES = 64
+_OPCODES = {1: "text", 2: "binary", 8: "close"}
+
+
+def hex_dump(data: bytes, size: int) -> list[str]:
+    """``0000  68 69 ...  |hi|`` lines for the first ``HEX_DUMP_BYTES`` of a ``size``-byte
+    payload whose kept part is ``data``; then how many bytes were not shown."""
+    shown = data[:HEX_DUMP_BYTES]
+    lines = []
+    for at in range(0, len(shown), 16):
+        row = shown[at:at + 16]
+        text = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in row)
+        lines.append(f"{at:04x}  {row.hex(' '):<47}  |{text}|")
+    if size > len(shown):
+        lines.append(f"... {size - len(shown)} more bytes")
+    return lines
+
+
+def format_body(content_type: str | None, body: bytes, truncated: bool = False,
+                size: int = 0) -> list[str]:
+    """The lines a body prints as (no trailing newlines); ``truncated``: only the first
+    part of a body of ``size`` bytes was kept, which a last line says."""
+    lines: list[str] = []
     if not body:
-        return []
-    if not body_is_text(content_type, body):
-        return [f"<{len(body)} bytes of binary data>"]
-    text = decode_text(content_type, body).replace("\r\n", "\n")
-    if text.endswith("\n"):
-        text = text[:-1]
-    return _escape(text).split("\n")
+        pass
+    elif not body_is_text(content_type, body):
+        lines = [f"<{len(body)} bytes of binary data>"]
+    else:
+        text = decode_text(content_type, body).replace("\r\n", "\n")
+        if text.endswith("\n"):
+            text = text[:-1]
+        lines = _escape(text).split("\n")
+    if truncated:
+        lines.append(f"<truncated: {len(body)} of {size} bytes shown>")
+    return lines
 
 
 class TerminalSink:
@@ -117,13 +156,14 @@ class TerminalSink:
             lines += self._headers("> ", req.headers)
         self._write(lines)
 
-    def response(self, resp: HttpResponse) -> None:
+    def response(self, resp: HttpResponse, bodies: Bodies = NO_BODIES) -> None:
         req = self._requests.pop(resp.exchange, None)
         url = _escape_line(req.url) if req is not None else "<unknown request>"
         lines: list[str] = []
-        if self.body and resp.request_body:
+        if self.body and (bodies.request or bodies.request_truncated):
             ctype = header(req.headers, "content-type") if req is not None else None
-            lines += format_body(ctype, resp.request_body)
+            lines += format_body(ctype, bodies.request, bodies.request_truncated,
+                                 resp.request_body_size)
         if resp.error and resp.status == 0:
             lines.append(self._paint(RED, f"<--- error {url}: {_escape_line(resp.error)}"))
         else:
@@ -133,11 +173,17 @@ class TerminalSink:
                 lines.append(self._paint(RED, text))
             else:
                 text = f"<--- {resp.status} {url} ({resp.decoded_size} bytes)"
-                lines.append(self._paint(status_color(resp.status), text))
+                grpc = grpc_status(resp)
+                if grpc is not None:  # a failed call is not just "200"
+                    text += f" grpc-status {_escape_line(grpc)}"
+                color = status_color(resp.status)
+                lines.append(self._paint(RED if grpc and not grpc.startswith("0 ") else color,
+                                         text))
             if self.head:
                 lines += self._headers("< ", resp.headers)
-            if self.body and resp.body:
-                lines += format_body(header(resp.headers, "content-type"), resp.body)
+            if self.body and (bodies.response or bodies.response_truncated):
+                lines += format_body(header(resp.headers, "content-type"), bodies.response,
+                                     bodies.response_truncated, resp.decoded_size)
         self._write(lines)
 
     def tcp(self, summary: TcpSummary) -> None:
@@ -153,6 +199,28 @@ class TerminalSink:
             rcode = _escape_line(dns.rcode or "NOERROR")
             answer = self._paint(GREEN if rcode == "NOERROR" else RED, f"<--- {rcode}")
         self._write([query, answer])
+
+    def ws(self, msg: WsMessage) -> None:
+        arrow, color = ("--->", BLUE) if msg.from_client else ("<---", GREEN)
+        kind = _OPCODES.get(msg.opcode, f"opcode {msg.opcode}")
+        if msg.opcode == 8:
+            detail = f"code {msg.close_code}" if msg.close_code else "no code"
+            if msg.close_reason:
+                detail += f", \"{_escape_line(msg.close_reason)}\""
+        else:
+            detail = f"{msg.size} bytes"
+            if self.body and msg.truncated and msg.data is not None:
+                detail += f", {len(msg.data)} shown"
+        lines = [self._paint(color, f"{arrow} WS {kind} {_escape_line(msg.url)} ({detail})")]
+        if self.body and msg.data and msg.opcode != 8:
+            if msg.opcode == 1:
+                lines += format_body("text/plain; charset=utf-8", msg.data)
+            else:
+                lines += hex_dump(msg.data, msg.size)
+        self._write(lines)
+
+    def ws_end(self, end: WsEnd) -> None:
+        """Counted, not printed (a decoding that stopped is a ``--verbose`` notice)."""
 
     def stats(self, table: dict[str, object]) -> None:
         """The ``--stats`` table is printed by the supervisor, not here."""

@@ -3,8 +3,22 @@
 A stage is a function ``run(ctx)`` executed in its own forked process. It talks to its
 neighbours only through :class:`Inbox` (one ring it consumes) and :class:`Outbox` (one ring
 it produces), in messages from ``httptap.messages``. Writes never block the loop: an Outbox
-keeps what did not fit and the loop stops reading inputs that would add to it until the
-ring has room again; that is how backpressure travels back towards the command.
+keeps what did not fit, and the stage stops taking in what would add to it until the
+ring has room again; that is how backpressure travels back towards the command:
+
+- the tun stage stops reading the device while a shard's ring is full (the kernel
+  queues, then drops, and the command's TCP retransmits);
+- a tcp shard opens each flow's receive window only as far as the proxy's credit
+  (``FlowAcked``) allows, so the command's sending stops when the proxy's does, and the
+  shard retries its full rings every ``RETRY_FLUSH``;
+- the proxy stops reading an upstream socket while too much of its flow is in flight to
+  the tcp shard, and stops reading every socket and the tcp shard's ring while the sink's
+  backlog is over its bound (``stages.proxy``: a slow reader of the output slows the
+  command, as a full pipe slows any program).
+
+A record
+the ring can never take (over its largest record size: a bug, since messages are built to
+fit) is reported on stderr once and dropped alone; it never stops the records after it.
 
 :class:`Loop` is the one event loop of the non-asyncio stages: epoll over file
 descriptors plus one timer callback.
@@ -13,6 +27,7 @@ descriptors plus one timer callback.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import os
 import select
 import signal
@@ -22,13 +37,14 @@ import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from .. import messages
 from ..config import Config
 from ..ring import Ring
 from ..stats import BYTES_IN, BYTES_OUT, MSGS_IN, MSGS_OUT, Counters
 
+RETRY_FLUSH = 0.005  # re-try a full ring this often (a space wake-up is best effort)
 PR_SET_NAME = 15
 PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -74,6 +90,14 @@ class Inbox:
         return out
 
 
+class OutboxLike(Protocol):
+    """What a stage's logic needs of its output: an :class:`Outbox`, or a test's double
+    that collects what is sent."""
+
+    def send(self, msg: messages.Msg) -> None: ...
+    def send_data(self, flow: int, data: bytes | memoryview) -> None: ...
+
+
 class Outbox:
     """The producing end of one ring. ``send`` never blocks; ``flush`` moves what it can."""
 
@@ -82,25 +106,53 @@ class Outbox:
         self.space_fd = ring.space_fd
         self._counters = counters.v
         self._pending: deque[bytes] = deque()
+        self.pending_bytes = 0  # encoded size of what waits in _pending
         self.unsignaled = False  # records published by flush(signal=False), consumer not woken
+        self.dropped = 0  # records refused by the ring, reported and dropped
 
     def send(self, msg: messages.Msg) -> None:
-        self._pending.append(messages.encode(msg))
+        try:
+            record = messages.encode(msg)
+        except Exception as exc:  # noqa: BLE001 - e.g. a lone surrogate in a str field
+            self._drop(type(msg).__name__, f"it cannot be encoded ({type(exc).__name__}: {exc})")
+            return
+        if len(record) > self.ring.max_record:
+            self._drop(type(msg).__name__, f"its {len(record)} bytes are over the ring's "
+                       f"largest record ({self.ring.max_record} bytes)")
+            return
+        self._pending.append(record)
+        self.pending_bytes += len(record)
+
+    def _drop(self, kind: str, why: str) -> None:
+        """A message the ring can never take: report it (once: it is gone after this) and
+        forget it. Only that message is lost; everything before and after is delivered."""
+        self.dropped += 1
+        try:
+            print(f"httptap: dropped a {kind} message on ring {self.ring.label!r}: {why} "
+                  "(a bug in httptap; please report it)", file=sys.stderr, flush=True)
+        except (OSError, ValueError):
+            pass
 
     def send_data(self, flow: int, data: bytes | memoryview) -> None:
         """``send(FlowData(flow, data))``, with the payload copied once: straight into the
         ring when nothing waits before it and it fits (published, the consumer woken by
         the next ``flush``), else encoded into a message like any other. ``data`` need
         only live for the call."""
+        header = messages.flow_data_header(flow, len(data))
+        if len(header) + len(data) > self.ring.max_record:
+            self._drop("FlowData", f"its {len(header) + len(data)} bytes are over the ring's "
+                       f"largest record ({self.ring.max_record} bytes)")
+            return
         if not self._pending:
-            header = messages.flow_data_header(flow, len(data))
-            if self.ring.try_put_many([(header, data)], signal=False):  # type: ignore[list-item]
+            if self.ring.try_put_many([(header, data)], signal=False):
                 self.unsignaled = True
                 c = self._counters
                 c[MSGS_OUT] += 1
                 c[BYTES_OUT] += len(header) + len(data)
                 return
-        self._pending.append(messages.encode(messages.FlowData(flow, data)))  # type: ignore[arg-type]
+        record = messages.encode(messages.FlowData(flow, data))  # type: ignore[arg-type]
+        self._pending.append(record)
+        self.pending_bytes += len(record)
 
     @property
     def backlog(self) -> int:
@@ -111,13 +163,18 @@ class Outbox:
         leave the consumer asleep (see ``Ring.try_put_many``) until :meth:`wake`."""
         pending = self._pending
         if pending:
-            batch = list(pending)
+            # At most a ring's worth of records at a time: a long backlog is not copied
+            # whole on every flush.
+            batch = list(itertools.islice(pending, 4096))
+            # Never raises: send() and send_data() let in only records the ring can take.
             written = self.ring.try_put_many(batch, signal=signal)
             if written:
                 self.unsignaled = not signal
                 c = self._counters
+                size = sum(map(len, batch[:written]))
+                self.pending_bytes -= size
                 c[MSGS_OUT] += written
-                c[BYTES_OUT] += sum(map(len, batch[:written]))
+                c[BYTES_OUT] += size
                 if written == len(batch):
                     pending.clear()
                 else:
@@ -133,17 +190,25 @@ class Outbox:
             self.unsignaled = False
             self.ring.signal()
 
-    def flush_blocking(self, timeout: float | None) -> bool:
-        """Wait until everything pending is in the ring (used when draining). ``None``:
-        as long as it takes (the supervisor ends a drain that makes no progress)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.flush():
-            left = 0.01 if deadline is None else deadline - time.monotonic()
-            if left <= 0:
+    def flush_blocking(self, idle_timeout: float | None) -> bool:
+        """Wait until everything pending is in the ring (used when draining), for as long
+        as the consumer keeps taking records: False after ``idle_timeout`` seconds in which
+        nothing could be written (None: wait for as long as it takes; the supervisor
+        ends a stage whose consumer died)."""
+        forever = idle_timeout is None
+        idle = 0.0 if idle_timeout is None else idle_timeout
+        deadline = time.monotonic() + idle
+        while True:
+            before = len(self._pending)
+            if self.flush():
+                return True
+            now = time.monotonic()
+            if len(self._pending) < before:
+                deadline = now + idle
+            elif now >= deadline and not forever:
                 return False
-            select.select([self.space_fd], [], [], min(left, 0.01))
+            select.select([self.space_fd], [], [], 0.01)
             self.clear_space_fd()
-        return True
 
     def clear_space_fd(self) -> None:
         """Reset ``space_fd`` (the consumer freed space) after it woke the loop."""
@@ -266,7 +331,7 @@ def start_stage(ctx: StageContext, module: str, close_fds: list[int]) -> int:
                 pass
         import importlib
 
-        importlib.import_module(f"httptap.stages.{module}").run(ctx)  # type: ignore[attr-defined]
+        importlib.import_module(f"httptap.stages.{module}").run(ctx)
         code = 0
     except BaseException as exc:  # noqa: BLE001 - the process must report and exit
         try:

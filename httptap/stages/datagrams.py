@@ -14,22 +14,28 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 from .. import messages
 from ..dns import DnsError, TcpDnsReader, frame_tcp
+from ..flowcore import endpoint as _endpoint
 from ..namespace import HOST_LOOPBACK_ALIAS
 
 if TYPE_CHECKING:
     from ..resolver import DnsInfo, Resolver
-    from .proxy import Proxy
+
+
+class DatagramLink(Protocol):
+    """What the UDP side needs of the proxy stage (named here: no import of the stage)."""
+
+    loop: asyncio.AbstractEventLoop
+
+    def send_tcp(self, msg: messages.Msg) -> None: ...
+    def send_sink(self, msg: messages.Msg) -> None: ...
+    def notice(self, text: str, level: str = "info", verbose_only: bool = False) -> None: ...
 
 DNS_PORT = 53
 UDP_IDLE = 60.0
-
-
-def _endpoint(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class UdpFlow(asyncio.DatagramProtocol):
@@ -84,7 +90,7 @@ class UdpFlow(asyncio.DatagramProtocol):
 class Datagrams:
     """The proxy stage's UDP side; see the module docstring."""
 
-    def __init__(self, proxy: Proxy) -> None:
+    def __init__(self, proxy: DatagramLink) -> None:
         self.proxy = proxy
         self.flows: dict[tuple[str, int, str, int], UdpFlow] = {}
         self._resolver: Resolver | None = None
@@ -160,7 +166,8 @@ class Datagrams:
 class DnsOverTcp:
     """A command's TCP connection to port 53, answered here (no upstream socket).
 
-    Quacks like a :class:`~httptap.stages.relay.Relay` for the proxy's dispatch."""
+    Answers to the same calls as a :class:`~httptap.stages.relay.Relay`, for the proxy's
+    dispatch."""
 
     def __init__(self, datagrams: Datagrams, opened: messages.FlowOpened) -> None:
         self.datagrams = datagrams
@@ -176,7 +183,7 @@ class DnsOverTcp:
         try:
             queries = self.reader.feed(data)
         except DnsError:
-            self.command_reset()
+            self.end(reset=True)
             self.proxy.send_tcp(messages.FlowReset(self.flow, "malformed DNS over TCP"))
             return
         for query in queries:
@@ -203,13 +210,8 @@ class DnsOverTcp:
         if not self.tasks:
             self.proxy.send_tcp(messages.FlowEof(self.flow))
 
-    def command_reset(self) -> None:
+    def end(self, reset: bool) -> None:
+        """The flow is over: unanswered queries are dropped (their DNS lines too)."""
         self.finished = True
         for task in self.tasks:
             task.cancel()
-
-    def close(self) -> None:
-        self.command_reset()
-
-    def final_report(self) -> list[messages.Msg]:
-        return []

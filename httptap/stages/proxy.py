@@ -3,9 +3,12 @@
 For every ``FlowOpened`` from the tcp stage it connects to the original destination from
 the host's network namespace, and answers ``FlowAccept`` (the command's handshake then
 completes) or ``FlowRefuse`` (the command sees a reset, or a timeout). Then bytes relay
-both ways, half-closes and resets pass through. What happens on one connection (TLS
-interception, HTTP decoding, flow control) is ``stages.relay``; this module dispatches
-the tcp stage's messages to relays and batches what they send to the rings.
+both ways, half-closes and resets pass through.
+
+Each TCP flow is a pure :class:`~httptap.flowcore.FlowCore` (what happens on the
+connection: TLS interception, HTTP decoding, flow control) driven by a
+:class:`~httptap.stages.relay.Relay` (its upstream socket); this module routes the tcp
+stage's messages to relays and batches what they send to the rings.
 """
 
 from __future__ import annotations
@@ -14,16 +17,22 @@ import asyncio
 import errno
 import os
 import ssl
+import time
 
 from .. import messages
+from ..flowcore import FlowCore, FlowSettings, endpoint
 from ..namespace import HOST_LOOPBACK_ALIAS
-from .base import StageContext
+from .base import RETRY_FLUSH, StageContext
 from .datagrams import DNS_PORT, Datagrams, DnsOverTcp
 from .relay import Relay
 
 CONNECT_TIMEOUT = 20.0       # then the command's connect times out (we stay silent)
-RETRY_FLUSH = 0.005
 SINK_WAKE_DELAY = 0.001  # the sink is woken at most this often (events wait at most this long)
+# The backlog of records for the sink (what did not fit in its ring) is bounded: above
+# HIGH the proxy stops reading upstream and stops taking the tcp stage's messages (so no
+# credit goes back and the command's windows close), until the backlog is under LOW.
+SINK_BACKLOG_HIGH = 8 << 20
+SINK_BACKLOG_LOW = 2 << 20
 
 
 class UpstreamTls:
@@ -83,6 +92,13 @@ class Proxy:
         self._exchange_ids = iter(range((ctx.extra.get("shard", 0) << 40) + 1, 1 << 62))
         self.ca = ctx.extra["ca"]
         self.upstream_tls = UpstreamTls(config.insecure, config.keylog)
+        self.flow_settings = FlowSettings(
+            http_ports=config.http_ports, https_ports=config.https_ports,
+            capture_bodies=self.capture_bodies, max_body_size=config.max_body_size,
+            verbose=config.verbose,
+            new_exchange_id=self.new_exchange_id, upstream_context=self.upstream_tls.context,
+            server_context=self.ca.server_context, no_intercept=config.no_intercept)
+        self.output_blocked = False  # see stages.relay.FlowLink
         self.datagrams = Datagrams(self)
 
     def new_exchange_id(self) -> int:
@@ -115,6 +131,8 @@ class Proxy:
         # and under load one wake-up carries dozens of events (keep-alive: one eventfd
         # write and one sink wake-up less per request).
         flushed = self.to_tcp.flush() & self.to_sink.flush(signal=False)
+        if self.output_blocked or self.to_sink.pending_bytes > SINK_BACKLOG_HIGH:
+            self._check_output_backlog()
         if self.to_sink.unsignaled and self.sink_wake is None:
             due = self.sink_woken + SINK_WAKE_DELAY
             if self.loop.time() >= due:
@@ -130,6 +148,24 @@ class Proxy:
             if outbox.backlog:
                 self.loop.add_reader(outbox.space_fd, self._on_space)
         self.retry = self.loop.call_later(RETRY_FLUSH, self._on_space)
+
+    def _check_output_backlog(self) -> None:
+        """Stop taking work while the sink's backlog is over SINK_BACKLOG_HIGH; take it up
+        again under SINK_BACKLOG_LOW. A slow reader of httptap's output then slows the
+        command, as a full pipe slows any program, and the proxy's memory stays bounded."""
+        backlog = self.to_sink.pending_bytes
+        if not self.output_blocked and backlog > SINK_BACKLOG_HIGH:
+            self.output_blocked = True
+            self.loop.remove_reader(self.from_tcp.fd)
+        elif self.output_blocked and backlog <= SINK_BACKLOG_LOW:
+            self.output_blocked = False
+            self.loop.add_reader(self.from_tcp.fd, self.on_input)
+            self.loop.call_soon(self.on_input)  # what arrived meanwhile (its wake-up was read)
+        else:
+            return
+        for relay in self.relays.values():
+            if isinstance(relay, Relay):
+                relay.update_reading()
 
     def _wake_sink(self) -> None:
         self.sink_wake = None
@@ -179,20 +215,23 @@ class Proxy:
     async def _connect(self, opened: messages.FlowOpened) -> None:
         # host.httptap.local: the host's loopback, reachable from inside the namespace.
         host = "127.0.0.1" if opened.dst == HOST_LOOPBACK_ALIAS else opened.dst
-        relay = Relay(self, opened)
+        relay = Relay(self, FlowCore(self.flow_settings, opened, time.time()))
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):  # no extra task, unlike wait_for
                 await self.loop.create_connection(lambda: relay, host, opened.dport)
         except asyncio.TimeoutError:
             self.send_tcp(messages.FlowRefuse(opened.flow, "upstream connect timed out", reset=False))
-            self.notice(f"connect to {relay.server} timed out")
+            # -v only: the command sees its own timeout, and a SYN flood would print a
+            # line for every unanswered SYN.
+            self.notice(f"connect to {endpoint(opened.dst, opened.dport)} timed out",
+                        verbose_only=True)
             return
         except OSError as exc:
             # Refused or unreachable: the command sees "connection refused" at once.
             self.send_tcp(messages.FlowRefuse(opened.flow, exc.strerror or str(exc)))
             if exc.errno != errno.ECONNREFUSED:
-                self.notice(f"connect to {relay.server} failed: {exc.strerror or exc}",
-                            verbose_only=True)
+                self.notice(f"connect to {endpoint(opened.dst, opened.dport)} failed: "
+                            f"{exc.strerror or exc}", verbose_only=True)
             return
         finally:
             self.connecting.pop(opened.flow, None)
@@ -204,14 +243,8 @@ class Proxy:
         if task is not None:
             task.cancel()
         relay = self.relays.pop(flow, None)
-        if relay is None:
-            return
-        if reset:
-            relay.command_reset()
-        else:
-            relay.close()
-        for msg in relay.final_report():
-            self.send_sink(msg)
+        if relay is not None:
+            relay.end(reset)
 
     def notice(self, text: str, level: str = "info", verbose_only: bool = False) -> None:
         if not verbose_only or self.ctx.config.verbose:
@@ -225,7 +258,7 @@ class Proxy:
             self._end(flow, reset=False)
         self.to_tcp.flush()
         self.to_sink.send(messages.Drain())
-        self.to_sink.flush_blocking(timeout=None)  # a slow reader of the output gets it all
+        self.to_sink.flush_blocking(idle_timeout=None)  # a slow reader gets every line
         if not self.done.done():
             self.done.set_result(None)
 

@@ -1,10 +1,12 @@
 """The sink stage: the only stage that writes the user's output.
 
 Consumes one ring per proxy shard and hands each event to every configured sink
-(``httptap.sinks``: terminal, ndjson, HAR). Notices (errors, and information with
-``--verbose``) go to stderr. Exits after every input has sent ``Drain`` (the supervisor
-sends it on behalf of a proxy that died); the sinks are closed (files written) on every
-way out, HAR files first, including SIGTERM from the supervisor, which is not a failure.
+(``httptap.sinks``: terminal, ndjson, HAR); body chunks are joined per exchange (at most
+``--max-body-size`` each) and handed over with the exchange's response. Notices (errors,
+and information with ``--verbose``) go to stderr. Exits after every input has sent
+``Drain`` (the supervisor sends it on behalf of a proxy that died); the sinks are closed
+(files written) on every way out, HAR files first, including SIGTERM from the
+supervisor, which is not a failure.
 
 It tells the supervisor how it is doing in a :class:`~httptap.stats.SinkState` block:
 busy (delivering or blocked writing output, as behind a slow reader) or waiting for
@@ -20,14 +22,15 @@ import sys
 
 from .. import messages
 from ..sinks import HarSink, Sink, make_sinks
+from ..sinks.bodies import BodyAssembler
 from ..stats import BUSY, DELIVERED, FAILED_WRITES, SinkState
 from .base import Inbox, Loop, StageContext
 
 
-# The sink method each event goes to.
+# The sink method each event goes to (HttpResponse: with its bodies, see deliver).
 SINK_METHOD: dict[type, str] = {
-    messages.HttpRequest: "request", messages.HttpResponse: "response",
-    messages.TcpSummary: "tcp", messages.DnsExchange: "dns",
+    messages.HttpRequest: "request", messages.TcpSummary: "tcp", messages.DnsExchange: "dns",
+    messages.WsMessage: "ws", messages.WsEnd: "ws_end",
 }
 
 
@@ -43,6 +46,7 @@ def run(ctx: StageContext) -> None:
     v[BUSY] = 1  # opening the outputs may block (a FIFO waits for its reader)
     *inboxes, from_supervisor = ctx.inboxes()  # one per proxy shard, then the supervisor's
     loop = Loop()
+    bodies = BodyAssembler(config.max_body_size)
     failed: set[int] = set()  # sinks whose failure was reported
 
     def write_failed(sink: Sink, exc: Exception, what: str = "") -> None:
@@ -59,6 +63,15 @@ def run(ctx: StageContext) -> None:
                 try:
                     getattr(sink, method)(msg)
                 except Exception as exc:  # noqa: BLE001 - one output's failure must not lose the others
+                    write_failed(sink, exc)
+        elif kind is messages.BodyChunk:
+            bodies.add(msg)  # type: ignore[arg-type]
+        elif kind is messages.HttpResponse:
+            exchange_bodies = bodies.take(msg)  # type: ignore[arg-type]
+            for sink in sinks:
+                try:
+                    sink.response(msg, exchange_bodies)  # type: ignore[arg-type]
+                except Exception as exc:  # noqa: BLE001
                     write_failed(sink, exc)
         elif kind is messages.StatsSnapshot:
             record = {"type": "stats", "elapsed_s": msg.elapsed_s, "stages": msg.stages}  # type: ignore[attr-defined]

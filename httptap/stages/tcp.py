@@ -15,6 +15,12 @@ Flow control is end to end: the proxy returns ``FlowAcked`` credit for bytes it 
 written upstream and only then does the receive window reopen; the other way, we return
 credit to the proxy as the command acknowledges data (both in steps of ``CREDIT_STEP``).
 ICMP echo is answered here.
+
+TCP and UDP towards the host's loopback (127.0.0.0/8, ::1, and the addresses that lead
+there too) are refused here: a SYN gets a reset, a datagram is dropped. Such packets reach
+the device only when the command writes raw packets (its own ``lo`` takes the rest), and
+relaying them would let it reach any service the host keeps on loopback. The documented
+way there, ``169.254.77.65`` (``host.httptap.local``), leads to 127.0.0.1 alone.
 """
 
 from __future__ import annotations
@@ -33,17 +39,37 @@ from ..tcp.segment import ACK, RST, SYN
 from ..wire import (IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, ProtocolError,
                     VNET_HDR_LEN, build_icmp_echo_reply, build_tcp, build_tcp_vnet, build_udp,
                     describe, parse_icmp_echo, parse_ip, parse_tcp, parse_udp)
-from .base import Loop, StageContext
+from ..messages import CREDIT_STEP
+from ..stats import Counters
+from ..tcp.segment import Segment
+from .base import RETRY_FLUSH, Loop, OutboxLike, StageContext
 from .tun import Packet, joined, read_batch, write_packets
 
 RECV_BUFFER = 4 << 20   # bytes the command may send ahead of the proxy's upstream writes
 SEND_BUFFER = 8 << 20   # bytes of the proxy's data we hold until the command acknowledges
-RETRY_FLUSH = 0.005     # re-try a full ring this often (a space wake-up can be missed)
 MESSAGE_BYTES = 256 << 10  # a Packets message is cut at about this size (rings cap records)
-# Credit goes back to the proxy in steps of at least this much: a keep-alive exchange then
-# costs one message each way instead of two. The proxy's window (8 MiB) dwarfs it.
-CREDIT_STEP = 64 << 10
 BURST = 8  # data segments per flow per turn of the loop: then read the command's ACKs
+
+
+_V4_MAPPED = bytes(10) + b"\xff\xff"
+
+
+def leads_to_host_loopback(dst: bytes) -> bool:
+    """Whether connecting to ``dst`` (4 or 16 bytes) from the host reaches its loopback:
+    127.0.0.0/8, and 0.0.0.0/8 (Linux connects 0.0.0.0 to itself); ::1, :: (the same),
+    and those IPv4 addresses mapped into IPv6 (``::ffff:127.0.0.1``), which a dual-stack
+    socket connects to over IPv4."""
+    if len(dst) == 16:
+        if dst[:15] == bytes(15) and dst[15] in (0, 1):
+            return True
+        if dst[:12] != _V4_MAPPED:
+            return False
+        dst = dst[12:]
+    return dst[0] in (127, 0)
+
+
+# A flow as the command sees it: its address, ours (the destination), its port, ours.
+FlowKey = tuple[bytes, bytes, int, int]
 
 
 class Flow:
@@ -52,7 +78,7 @@ class Flow:
     __slots__ = ("id", "key", "conn", "src", "dst", "sport", "dport", "accepted", "timer",
                  "acked")
 
-    def __init__(self, flow_id: int, key: tuple, conn: TcpConnection,
+    def __init__(self, flow_id: int, key: FlowKey, conn: TcpConnection,
                  src: bytes, dst: bytes, sport: int, dport: int) -> None:
         self.id = flow_id
         self.key = key
@@ -67,15 +93,15 @@ class Flow:
 class TcpShard:
     """The stage's state and logic, separate from its loop so it can be driven in tests."""
 
-    def __init__(self, mtu: int, to_tun, to_proxy, counters, dump: bool = False,  # type: ignore[no-untyped-def]
-                 tun_fd: int | None = None) -> None:
+    def __init__(self, mtu: int, to_tun: OutboxLike | None, to_proxy: OutboxLike,
+                 counters: Counters, dump: bool = False, tun_fd: int | None = None) -> None:
         self.mtu = mtu
         self.tun_fd = tun_fd  # write packets to the device directly (else: through to_tun)
         self.dump = dump  # --dump-tcp: a line per packet, to the sink through the proxy
         self.to_tun = to_tun
         self.to_proxy = to_proxy
         self.counters = counters.v
-        self.flows: dict[tuple, Flow] = {}
+        self.flows: dict[FlowKey, Flow] = {}
         self.by_id: dict[int, Flow] = {}
         self.next_id = 1
         self.timers: list[tuple[float, int]] = []
@@ -83,6 +109,7 @@ class TcpShard:
         self.out_bytes = 0
         self.dirty: dict[int, Flow] = {}
         self.busy: dict[int, Flow] = {}  # flows whose window allows more than one burst
+        self.refused_loopback = 0  # packets towards the host's loopback (said once, -v)
 
     # --- from the command ----------------------------------------------------------------
 
@@ -99,6 +126,9 @@ class TcpShard:
                     self._on_segment(ip.src, ip.dst, sport, dport, seg, now)
                 elif ip.proto == IPPROTO_UDP:
                     sport, dport, data = parse_udp(ip.payload)
+                    if leads_to_host_loopback(ip.dst):
+                        self._refuse_loopback(ip.dst, dport, "UDP")
+                        continue  # dropped, as a firewall would
                     family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
                     self.to_proxy.send(messages.DatagramIn(
                         socket.inet_ntop(family, ip.src), sport,
@@ -111,16 +141,19 @@ class TcpShard:
                 continue  # malformed or not ours (IPv6 neighbour discovery...): ignore
         self._finish(now)
 
-    def _on_segment(self, src: bytes, dst: bytes, sport: int, dport: int, seg, now: float) -> None:  # type: ignore[no-untyped-def]
+    def _on_segment(self, src: bytes, dst: bytes, sport: int, dport: int, seg: Segment,
+                    now: float) -> None:
         key = (src, dst, sport, dport)
         flow = self.flows.get(key)
         if flow is None:
             if seg.flags & (SYN | ACK | RST) == SYN:
-                self._open(key, src, dst, sport, dport, seg, now)
-            else:
-                reply = rst_for(seg)
-                if reply is not None:
-                    self.out_packets.append(build_tcp(dst, src, dport, sport, reply, vnet=True))
+                if not leads_to_host_loopback(dst):
+                    self._open(key, src, dst, sport, dport, seg, now)
+                    return
+                self._refuse_loopback(dst, dport, "TCP")
+            reply = rst_for(seg)
+            if reply is not None:
+                self.out_packets.append(build_tcp(dst, src, dport, sport, reply, vnet=True))
             return
         if seg.flags & (SYN | ACK | RST) == SYN:
             if not flow.accepted:
@@ -134,7 +167,8 @@ class TcpShard:
         flow.conn.receive(seg, now)
         self.dirty[flow.id] = flow
 
-    def _open(self, key: tuple, src: bytes, dst: bytes, sport: int, dport: int, seg, now: float) -> None:  # type: ignore[no-untyped-def]
+    def _open(self, key: FlowKey, src: bytes, dst: bytes, sport: int, dport: int, seg: Segment,
+              now: float) -> None:
         mss = self.mtu - (40 if len(src) == 4 else 60)
         conn = TcpConnection(seg, iss=random.getrandbits(32), now=now, mss=mss,
                              recv_buffer=RECV_BUFFER, send_buffer=SEND_BUFFER)
@@ -146,38 +180,50 @@ class TcpShard:
         self.to_proxy.send(messages.FlowOpened(
             flow.id, socket.inet_ntop(family, src), sport, socket.inet_ntop(family, dst), dport))
 
+    def _refuse_loopback(self, dst: bytes, dport: int, proto: str) -> None:
+        self.refused_loopback += 1
+        if self.refused_loopback == 1:  # a raw-packet flood must not flood the output too
+            family = socket.AF_INET if len(dst) == 4 else socket.AF_INET6
+            self.to_proxy.send(messages.Notice("info", (
+                f"refused {proto} to {socket.inet_ntop(family, dst)} port {dport}: the host's "
+                "loopback is reached only through 169.254.77.65 (host.httptap.local); "
+                "further refusals are not shown")))
+
     # --- from the proxy ------------------------------------------------------------------
 
-    def on_proxy(self, msgs: list, now: float) -> None:  # type: ignore[type-arg]
+    def on_proxy(self, msgs: list[messages.Message], now: float) -> None:
         by_id = self.by_id
         for msg in msgs:
-            kind = type(msg)
-            if kind is messages.Drain:
-                continue
-            if kind is messages.DatagramOut:
-                self._datagram_out(msg)
-                continue
-            flow = by_id.get(msg.flow)
-            if flow is None:
-                continue  # already forgotten (reset meanwhile)
-            conn = flow.conn
-            if kind is messages.FlowData:
-                conn.send(msg.data)
-            elif kind is messages.FlowAcked:
-                conn.consumed(msg.count)
-            elif kind is messages.FlowAccept:
-                flow.accepted = True
-                conn.accept(now)
-            elif kind is messages.FlowEof:
-                conn.shutdown(now)
-            elif kind is messages.FlowReset:
-                conn.abort(now)
-            elif kind is messages.FlowRefuse:
-                if msg.reset:
-                    conn.refuse(now)
-                else:  # silence: the command's connect times out, as on a real network
-                    self._forget(flow, notify=False)
+            match msg:
+                case (messages.FlowData() | messages.FlowAcked() | messages.FlowAccept()
+                      | messages.FlowEof() | messages.FlowReset() | messages.FlowRefuse()):
+                    flow = by_id.get(msg.flow)
+                    if flow is None:
+                        continue  # already forgotten (reset meanwhile)
+                case messages.DatagramOut():
+                    self._datagram_out(msg)
                     continue
+                case _:
+                    continue  # Drain
+            conn = flow.conn
+            match msg:
+                case messages.FlowData():
+                    conn.send(msg.data)
+                case messages.FlowAcked():
+                    conn.consumed(msg.count)
+                case messages.FlowAccept():
+                    flow.accepted = True
+                    conn.accept(now)
+                case messages.FlowEof():
+                    conn.shutdown(now)
+                case messages.FlowReset():
+                    conn.abort(now)
+                case messages.FlowRefuse():
+                    if msg.reset:
+                        conn.refuse(now)
+                    else:  # silence: the command's connect times out, as on a real network
+                        self._forget(flow, notify=False)
+                        continue
             self.dirty[flow.id] = flow
         self._finish(now)
 
@@ -269,10 +315,10 @@ class TcpShard:
             if self.dump:
                 for pkt in joined(out):
                     self.to_proxy.send(messages.Notice("packet", "out " + describe(pkt[VNET_HDR_LEN:])))
-            if self.tun_fd is None:
-                self.to_tun.send(messages.Packets(joined(out)))
-            else:
+            if self.tun_fd is not None:
                 write_packets(self.tun_fd, out)
+            elif self.to_tun is not None:
+                self.to_tun.send(messages.Packets(joined(out)))
             self.out_packets = []
             self.out_bytes = 0
 
@@ -311,7 +357,9 @@ def run(ctx: StageContext) -> None:
         """The command is gone and its last packets are processed: drain into the proxy."""
         shard.reset_all("the command exited")
         to_proxy.send(messages.Drain())
-        to_proxy.flush_blocking(timeout=None)  # the proxy may wait for a slow sink
+        # As long as it takes: the proxy may be waiting for a slow reader of the output
+        # (the supervisor ends a drain that stops moving, and a stage whose proxy died).
+        to_proxy.flush_blocking(idle_timeout=None)
         loop.stop()
 
     def on_ring_from_tun() -> None:

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import Union
 
 from .. import messages
+from ..outputs import open_private
 from ..stats import PACKETS_IN, PACKETS_OUT
 from ..wire import VNET_HDR_LEN, flow_hash_key
 from .base import Inbox, Loop, StageContext
@@ -46,7 +47,9 @@ def open_pcap(path: str):  # type: ignore[no-untyped-def]
     """A pcap writer for ``--dump-pcap`` (dpkt: imported only when asked for)."""
     import dpkt
 
-    return dpkt.pcap.Writer(open(path, "wb"), snaplen=65535, linktype=LINKTYPE_RAW)
+    # Private (0600) when created: the packets hold everything the command sent.
+    f = os.fdopen(open_private(path, os.O_WRONLY | os.O_TRUNC), "wb")
+    return dpkt.pcap.Writer(f, snaplen=65535, linktype=LINKTYPE_RAW)
 
 
 def write_packets(tun_fd: int, packets: Sequence[Packet]) -> int:
@@ -164,7 +167,7 @@ def run(ctx: StageContext) -> None:
         read_packets()
         for outbox in shards:
             outbox.send(messages.Drain())
-            outbox.flush_blocking(timeout=5.0)
+            outbox.flush_blocking(idle_timeout=5.0)
         loop.stop()
 
     loop.add_reader(tun_fd, read_packets)

@@ -1,0 +1,59 @@
+"""The stages' Outbox (httptap.stages.base): a message the ring can never take is reported
+once and dropped alone; it never wedges the messages behind it."""
+
+from __future__ import annotations
+
+from httptap import messages as m
+from httptap.ring import Ring
+from httptap.stages.base import Inbox, Outbox
+from httptap.stats import Counters
+
+CAPACITY = 1 << 16  # largest record: 16 KiB
+
+
+def test_an_oversize_message_is_reported_once_and_the_rest_go_on(capsys):
+    counters = Counters()
+    with Ring(CAPACITY, label="proxy0->sink") as ring:
+        out, inbox = Outbox(ring, counters), Inbox(ring, counters)
+        out.send(m.Notice("info", "before"))
+        out.send(m.BodyChunk(1, False, bytes(ring.max_record)))  # cannot fit, ever
+        out.send_data(3, bytes(ring.max_record))                 # nor can this
+        out.send(m.Notice("info", "after"))
+        assert out.flush() and out.backlog == 0
+        assert out.flush()  # nothing reported again
+        received = inbox.receive()
+        assert [msg.text for msg in received] == ["before", "after"]  # type: ignore[attr-defined]
+        assert out.dropped == 2
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == 2
+        assert lines[0].startswith("httptap: dropped a BodyChunk message on ring "
+                                   "'proxy0->sink': its ")
+        assert "FlowData" in lines[1]
+
+
+def test_an_unencodable_message_is_dropped_alone(capsys):
+    counters = Counters()
+    with Ring(CAPACITY, label="t") as ring:
+        out, inbox = Outbox(ring, counters), Inbox(ring, counters)
+        out.send(m.Notice("info", "bad \ud800 surrogate"))
+        out.send(m.Notice("info", "fine"))
+        assert out.flush()
+        assert [msg.text for msg in inbox.receive()] == ["fine"]  # type: ignore[attr-defined]
+        assert "cannot be encoded" in capsys.readouterr().err
+
+
+def test_a_full_ring_keeps_the_backlog_in_order():
+    """The other side of the contract: records that fit but find the ring full wait."""
+    counters = Counters()
+    with Ring(CAPACITY, label="t") as ring:
+        out, inbox = Outbox(ring, counters), Inbox(ring, counters)
+        for i in range(40):
+            out.send(m.BodyChunk(i, True, bytes(8000)))
+        assert not out.flush() and out.backlog > 0
+        got: list[int] = []
+        for _ in range(100):
+            got += [msg.exchange for msg in inbox.receive()]  # type: ignore[attr-defined]
+            if out.flush() and len(got) == 40:
+                break
+        got += [msg.exchange for msg in inbox.receive()]  # type: ignore[attr-defined]
+        assert got == list(range(40))

@@ -1,0 +1,65 @@
+"""The proxy stage's upstream connect, in one process (real rings, a stubbed connect).
+
+A connect that times out is a silence the command experiences itself (its own connect
+times out); httptap says so only with ``-v``, or a SYN flood would print one line per SYN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from httptap import messages
+from httptap.ca import CertificateAuthority
+from httptap.config import Config
+from httptap.ring import Ring
+from httptap.stages import proxy as proxy_stage
+from httptap.stages.base import Inbox, StageContext
+from httptap.stats import Counters
+
+
+def _timed_out_connects(verbose: bool, count: int,
+                        monkeypatch: pytest.MonkeyPatch) -> tuple[list[messages.Msg], list[messages.Msg]]:
+    """Run ``count`` upstream connects that never answer; what went to tcp and to the sink."""
+    monkeypatch.setattr(proxy_stage, "CONNECT_TIMEOUT", 0.0)  # time out at the first wait
+    rings = [Ring(1 << 16, label=f"test{i}") for i in range(3)]
+    loop = asyncio.new_event_loop()
+    try:
+        ctx = StageContext("proxy", Config(command=("true",), verbose=verbose), Counters(),
+                           [rings[0]], [rings[1], rings[2]],
+                           {"ca": CertificateAuthority.ephemeral()})
+        proxy = proxy_stage.Proxy(ctx, loop)
+
+        async def never_answers(*args: object, **kwargs: object) -> None:
+            await asyncio.Event().wait()
+
+        loop.create_connection = never_answers  # type: ignore[method-assign]
+
+        async def connect_all() -> None:
+            await asyncio.gather(*(proxy._connect(messages.FlowOpened(
+                flow, "10.1.1.100", 40000 + flow, "10.77.1.2", 81)) for flow in range(1, count + 1)))
+            await asyncio.sleep(0)  # the flush scheduled by the last message
+
+        loop.run_until_complete(connect_all())
+        proxy.to_sink.flush()
+        to_tcp = Inbox(rings[1], Counters()).receive()
+        to_sink = Inbox(rings[2], Counters()).receive()
+        return to_tcp, to_sink
+    finally:
+        loop.close()
+        for ring in rings:
+            ring.release()
+
+
+def test_connect_timeouts_are_silent_without_verbose(monkeypatch: pytest.MonkeyPatch):
+    to_tcp, to_sink = _timed_out_connects(False, 50, monkeypatch)
+    assert to_tcp == [messages.FlowRefuse(flow, "upstream connect timed out", reset=False)
+                      for flow in range(1, 51)]
+    assert [m for m in to_sink if isinstance(m, messages.Notice)] == []
+
+
+def test_connect_timeouts_are_named_with_verbose(monkeypatch: pytest.MonkeyPatch):
+    _, to_sink = _timed_out_connects(True, 1, monkeypatch)
+    notices = [m for m in to_sink if isinstance(m, messages.Notice)]
+    assert [n.text for n in notices] == ["connect to 10.77.1.2:81 timed out"]
