@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from haralyzer import HarParser  # type: ignore[import-untyped]
-from runner import httptap_argv, run_httptap
+from runner import httptap_argv
 
 from httptap.sinks.common import UNFINISHED
 from httptap.supervisor import DRAIN_STALL
@@ -169,7 +169,9 @@ def test_an_ndjson_fifo_read_late_gets_every_line(test_host, tmp_path):
     os.mkfifo(fifo)
     url = test_host.url("/status/204")  # one write: no Nagle/delayed-ACK pause per request
     proc = subprocess.Popen(
-        httptap_argv("--sink", f"ndjson:{fifo}", "--", *client(url, N_SLOW, done, inflight=False)),
+        # -q: no terminal lines on stdout, which this test reads only at the end
+        httptap_argv("-q", "--sink", f"ndjson:{fifo}", "--",
+                     *client(url, N_SLOW, done, inflight=False)),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
         late(proc, done)
@@ -238,14 +240,30 @@ def test_a_signal_during_the_drain_ends_it_at_once_writing_the_har(test_host, tm
 
 
 @pytest.mark.parametrize("command_status", [0, 3])
-def test_a_failed_write_is_said_and_fails_a_successful_run(command_status, test_host):
+def test_a_failed_write_is_said_and_fails_a_successful_run(command_status, test_host, tmp_path):
+    """The ndjson file is a FIFO whose reader has gone before the first event: every
+    write fails (EPIPE)."""
+    fifo, go = tmp_path / "out.fifo", tmp_path / "go"
+    os.mkfifo(fifo)
     url = test_host.url("/status/204")
-    r = run_httptap("--sink", "ndjson:/dev/full", "--", "sh", "-c",
-                    f"curl -sS --max-time 30 -o /dev/null {url}; exit {command_status}")
-    assert r.returncode == (125 if command_status == 0 else command_status), r.stderr
-    assert r.stderr.count("writing output failed") == 1, r.stderr  # once, not per event
-    lost = [line for line in r.stderr.splitlines() if "output is incomplete" in line]
-    assert len(lost) == 1 and "failed" in lost[0], r.stderr
+    script = (f"i=0; while [ ! -e {go} ] && [ $i -lt 1500 ]; do sleep 0.02; i=$((i+1)); done; "
+              f"curl -sS --max-time 30 -o /dev/null {url}; exit {command_status}")
+    proc = subprocess.Popen(httptap_argv("-q", "--sink", f"ndjson:{fifo}", "--", "sh", "-c", script),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        with open(fifo, "rb"):  # returns once the sink has opened it; closed at once
+            pass
+        go.touch()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    stderr = err.decode()
+    assert proc.returncode == (125 if command_status == 0 else command_status), stderr
+    assert stderr.count("writing output failed") == 1, stderr  # once, not per event
+    lost = [line for line in stderr.splitlines() if "output is incomplete" in line]
+    assert len(lost) == 1 and "failed" in lost[0], stderr
 
 
 @pytest.mark.slow

@@ -543,10 +543,10 @@ def test_har_file_is_the_formatted_log_of_its_entries(tmp_path: Path) -> None:
         sink.request(r)
     responses = [resp(2, body=b"<p>two</p>", time=T0 + 3), resp(1, time=T0 + 4)]
     for r in responses:
-        sink.response(r)
+        sink.response(*r)
     sink.close()
-    expected = [entry(requests[1], responses[0]), entry(requests[2], None),
-                entry(requests[0], responses[1])]
+    expected = [entry(requests[1], *responses[0]), entry(requests[2], None),
+                entry(requests[0], *responses[1])]
     assert path.read_bytes() == msgspec.json.format(
         msgspec.json.encode(har_log(expected)), indent=2) + b"\n"
 
@@ -566,7 +566,7 @@ def test_har_spool_is_removed_at_close_and_survives_a_dead_sink(tmp_path: Path) 
     # line cut short by the kill) is still a valid HAR file.
     sink = HarSink(tmp_path / "never.har", spool=spool)
     sink.request(req(1))
-    sink.response(resp(1, body=b"done"))
+    sink.response(*resp(1, body=b"done"))
     sink.request(req(2, time=T0 + 1))
     with open(spool, "ab") as f:
         f.write(b"E 2 1700000001.5 {\"startedDate")
@@ -582,7 +582,7 @@ def test_har_sink_keeps_no_entries_in_memory(tmp_path: Path) -> None:
     sink = HarSink(tmp_path / "out.har")
     for i in range(1, 200):
         sink.request(req(i))
-        sink.response(resp(i, body=b"x" * 1000))
+        sink.response(*resp(i, body=b"x" * 1000))
     assert not sink._requests and not [v for v in vars(sink).values() if isinstance(v, list)]
     sink.close()
     assert len(json.loads((tmp_path / "out.har").read_text())["log"]["entries"]) == 199
