@@ -1,4 +1,4 @@
-"""Throughput of httptap.ring between two processes.
+"""Throughput of httptap.plumbing.ring between two processes.
 
 Run:  python perf/bench_ring.py [--seconds S]
 
@@ -17,7 +17,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from httptap.ring import Ring  # noqa: E402
+from httptap.plumbing.ring import Ring  # noqa: E402
 
 # (name, record size, records per put_many call (1 = put), max records, ring capacity)
 CASES = [
@@ -104,7 +104,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=4.0, help="time limit per case (default 4)")
     args = ap.parse_args()
-    print(f"httptap.ring: 2 processes, {os.cpu_count()} CPUs, up to {args.seconds:g} s per case")
+    print(f"httptap.plumbing.ring: 2 processes, {os.cpu_count()} CPUs, up to {args.seconds:g} s per case")
     hdr = f"{'case':<22} {'records':>10} {'s':>6} {'records/s':>12} {'MB/s':>9} {'waits':>8} {'wait ms':>9} {'high water':>11}"
     print(hdr)
     print("-" * len(hdr))

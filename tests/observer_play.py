@@ -45,7 +45,7 @@ class Events(list):  # type: ignore[type-arg]
 
 def play(observer: Any, script: Script, split: str) -> Events:
     """Every event ``observer`` emits for ``script``, the time of step n being n."""
-    from httptap.http1 import BodyData, RequestEnd, ResponseEnd
+    from httptap.http.http1 import BodyData, RequestEnd, ResponseEnd
 
     events = Events()
     ended: set[tuple[int, bool]] = set()

@@ -37,7 +37,7 @@ def unprivileged_skip_reason() -> str | None:
     # The interpreter and the package must be readable by that user (not under /root).
     check = subprocess.run(
         ["setpriv", f"--reuid={UNPRIVILEGED_UID}", f"--regid={UNPRIVILEGED_UID}", "--clear-groups",
-         sys.executable, "-c", "import httptap.cli"], capture_output=True, text=True)
+         sys.executable, "-c", "import httptap.run.cli"], capture_output=True, text=True)
     if check.returncode != 0:
         return (f"uid {UNPRIVILEGED_UID} cannot import httptap with {sys.executable} "
                 "(use a virtual environment outside /root, as .ci/run does)")

@@ -1,4 +1,4 @@
-"""Tests for httptap.ca: the CA's certificate, minted leaves, server contexts and ``--ca DIR``.
+"""Tests for httptap.tls.ca: the CA's certificate, minted leaves, server contexts and ``--ca DIR``.
 
 Handshakes run in memory: a client ``SSLObject`` and a server ``SSLObject`` over memory
 BIOs, bytes shuttled by :func:`handshake`, so no socket or thread is involved.
@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from httptap import ca as ca_module
-from httptap.ca import CAError, CertificateAuthority, normalize_name
+from httptap.tls import ca as ca_module
+from httptap.tls.ca import CAError, CertificateAuthority, normalize_name
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from httptap.cli import choose_sinks
+from httptap.run.cli import choose_sinks
 
 
 @pytest.mark.parametrize("specs, dump_har, quiet, stderr, expected", [

@@ -1,4 +1,4 @@
-"""Tests for httptap.clienthello: real ClientHellos from Python's ssl, prefixes, fragments, fuzz.
+"""Tests for httptap.tls.clienthello: real ClientHellos from Python's ssl, prefixes, fragments, fuzz.
 
 The fuzz tests hold the parser to one invariant: whatever the bytes, the result is None,
 a ClientHello, or ClientHelloError. Prefix tests hold it to the other: a proper prefix of
@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from httptap import clienthello
-from httptap.clienthello import (
+from httptap.tls import clienthello
+from httptap.tls.clienthello import (
     MAX_HANDSHAKE, ClientHello, ClientHelloError, looks_like_tls, parse_client_hello,
 )
 
@@ -118,7 +118,7 @@ def test_hello_over_several_records(sizes: list[int]) -> None:
 
 def test_python_ssl_accepts_a_refragmented_hello() -> None:
     """Our fragmentation is legal TLS: a real server finishes the handshake from it."""
-    from httptap.ca import CertificateAuthority
+    from httptap.tls.ca import CertificateAuthority
 
     authority = CertificateAuthority.ephemeral()
     s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO()

@@ -1,4 +1,4 @@
-"""DNS messages (httptap.dns): parsing, building, compression, framing, and fuzzing.
+"""DNS messages (httptap.dns.message): parsing, building, compression, framing, and fuzzing.
 
 Messages are written out by hand here, byte by byte, so the tests do not lean on the
 builders they check.
@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from httptap import dns
-from httptap.dns import DnsError
+from httptap.dns import message as dns
+from httptap.dns.message import DnsError
 
 
 def qname(*labels: bytes) -> bytes:

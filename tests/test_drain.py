@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from httptap.supervisor import ProgressWatch
+from httptap.run.supervisor import ProgressWatch
 
 
 def test_a_pipeline_that_moves_is_never_stalled():

@@ -13,13 +13,15 @@ from typing import Any
 
 import pytest
 
-from httptap import messages
-from httptap.ca import CertificateAuthority
-from httptap.flowcore import (
-    ABORT_UPSTREAM, CLOSE_UPSTREAM, CREDIT_STEP, FIN_TO_COMMAND, FIN_UPSTREAM, MAX_IN_FLIGHT,
-    PAUSE_UPSTREAM, RESUME_UPSTREAM, TLS_HANDSHAKE_TIMEOUT, Credit, FlowCore, FlowSettings,
-    Mode, Report, ResetCommand, SendToCommand, SendUpstream, SetTimer)
-from httptap.http2 import Http2Observer
+from httptap.plumbing import messages
+from httptap.tls.ca import CertificateAuthority
+from httptap.flow.commands import (
+    ABORT_UPSTREAM, CLOSE_UPSTREAM, FIN_TO_COMMAND, FIN_UPSTREAM, PAUSE_UPSTREAM,
+    RESUME_UPSTREAM, Credit, FlowSettings, Report, ResetCommand, SendToCommand, SendUpstream,
+    SetTimer)
+from httptap.flow.core import MAX_IN_FLIGHT, TLS_HANDSHAKE_TIMEOUT, FlowCore, Mode
+from httptap.plumbing.messages import CREDIT_STEP
+from httptap.http.http2 import Http2Observer
 import wsframes
 from testca import session_ca
 
@@ -48,7 +50,8 @@ def settings(upstream_context: Any = None, server_context: Any = None,
              verbose: bool = False, capture_bodies: bool = False) -> FlowSettings:
     ids = itertools.count(1)
     return FlowSettings(http_ports=frozenset({80}), https_ports=frozenset({443}),
-                        capture_bodies=capture_bodies, max_body_size=16 << 20, verbose=verbose,
+                        capture_bodies=capture_bodies, stream_bodies=False,
+                        max_body_size=16 << 20, verbose=verbose,
                         new_exchange_id=lambda: next(ids),
                         upstream_context=upstream_context or (lambda alpn: None),
                         server_context=server_context or (lambda name, alpn: None))
@@ -701,3 +704,41 @@ def test_a_second_connection_to_the_same_server_resumes_the_upstream_session(tmp
     again.pump()
     assert again.command_error is None and again.core.mode is Mode.TLS
     assert again.core.upstream_tls is not None and again.core.upstream_tls.resumed
+
+
+# --- h2c through an HTTP/1.1 Upgrade ------------------------------------------------------------
+
+def _h2c_upgrade() -> tuple[bytes, bytes, bytes, bytes]:
+    """(the client's upgrading request, the server's 101 with its first HTTP/2 frames, the
+    client's preface, the response on stream 1), made with the h2 library."""
+    import h2.config
+    import h2.connection
+
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    settings = client.initiate_upgrade_connection()
+    request = (b"GET /up HTTP/1.1\r\nHost: h2c.test\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+               b"Upgrade: h2c\r\nHTTP2-Settings: " + settings + b"\r\n\r\n")
+    server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    server.initiate_upgrade_connection(settings)
+    switch = (b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+              + server.data_to_send())
+    server.send_headers(1, [(":status", "200"), ("content-length", "5")])
+    server.send_data(1, b"hello", end_stream=True)
+    return request, switch, client.data_to_send(), server.data_to_send()
+
+
+def test_an_h2c_upgrade_is_decoded_as_http2_and_answers_the_upgrading_request():
+    request, switch, preface, response = _h2c_upgrade()
+    core = core_for(80)
+    core.command_data(request, T0)
+    (_, reported) = core.take()
+    assert reported == report(messages.HttpRequest, method="GET", url="http://h2c.test/up")
+    exchange = reported.message.exchange
+    core.upstream_data(switch, T0)
+    assert core.take() == [SendToCommand(switch)]  # the 101 is not the answer: not reported
+    assert isinstance(core.observer, Http2Observer)
+    core.command_data(preface, T0)
+    assert core.take() == [SendUpstream(preface)]
+    core.upstream_data(response, T0)
+    assert core.take()[-1] == report(messages.HttpResponse, exchange=exchange, status=200,
+                                     version="HTTP/2", body_size=5)

@@ -1,4 +1,4 @@
-"""Tests for the passive HTTP/1.x observer (httptap.http1) and content decoding.
+"""Tests for the passive HTTP/1.x observer (httptap.http.http1) and content decoding.
 
 Every scenario is a script of steps (which side sent what, or which side
 closed). ``run`` plays it three ways, whole steps, one byte at a time and in
@@ -17,8 +17,8 @@ import zstandard
 from hypothesis import given
 from hypothesis import strategies as st
 
-from httptap.contentcoding import ContentDecoder, parse_content_encoding
-from httptap.http1 import (
+from httptap.http.contentcoding import ContentDecoder, parse_content_encoding
+from httptap.http.http1 import (
     MAX_HEAD, BodyData, Http1Observer, RequestEnd, RequestHead, ResponseEnd, ResponseHead,
 )
 
@@ -272,7 +272,7 @@ def test_websocket_upgrade() -> None:
 
 
 def test_switched_bytes_after_too_much_early_client_data() -> None:
-    from httptap.http1 import MAX_WAIT_BUFFER
+    from httptap.http.http1 import MAX_WAIT_BUFFER
     _, obs = run([
         (C, req(headers="Host: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n")
          + bytes(MAX_WAIT_BUFFER + 1)),
@@ -690,7 +690,7 @@ def test_head_end_agrees_with_the_pattern(data: bytes, start: int, end: int) -> 
     ``\\r?\\n\\r?\\n`` within [start, end)."""
     import re
 
-    from httptap.http1 import _head_end
+    from httptap.http.http1 import _head_end
 
     m = re.compile(rb"\r?\n\r?\n").search(data, start, end)
     assert _head_end(data, start, end) == (m.end() if m else -1)

@@ -1,4 +1,4 @@
-"""Tests for the passive HTTP/2 observer (httptap.http2).
+"""Tests for the passive HTTP/2 observer (httptap.http.http2).
 
 Traffic is real: two ``h2.H2Connection`` objects, a client and a server,
 talk to each other in memory (:class:`Pair`) and every chunk of bytes each
@@ -19,8 +19,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from httptap.http1 import BodyData, RequestEnd, RequestHead, ResponseEnd, ResponseHead
-from httptap.http2 import PREFACE, Http2Observer, StreamReset
+from httptap.http.http1 import BodyData, RequestEnd, RequestHead, ResponseEnd, ResponseHead
+from httptap.http.http2 import PREFACE, Http2Observer, StreamReset
 
 from observer_play import CE, SE, C, S, Events, play
 Script = list[tuple[str, bytes]]

@@ -1,4 +1,4 @@
-"""Tests for the exchange reporter (httptap.httpreport): observer events in, sink messages out.
+"""Tests for the exchange reporter (httptap.http.report): observer events in, sink messages out.
 
 The part tested here is how bodies leave the proxy: as BodyChunk messages no larger than
 ``messages.BODY_CHUNK``, in order, before the HttpResponse that closes their exchange,
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import itertools
 
-from httptap import messages
-from httptap.http1 import BodyData, Http1Observer, RequestEnd, RequestHead, ResponseEnd, ResponseHead
-from httptap.httpreport import ExchangeReporter
+from httptap.plumbing import messages
+from httptap.http.http1 import BodyData, Http1Observer, RequestEnd, RequestHead, ResponseEnd, ResponseHead
+from httptap.http.report import ExchangeReporter
 
 MiB = 1 << 20
 

@@ -2,7 +2,7 @@
 
 httptap trusts the test hosts' CA because ``SSL_CERT_FILE`` names it in httptap's own
 environment; the command trusts httptap's run CA through the bundles and variables
-httptap injects (``httptap.trust``) and is given no other help. Every test compares the
+httptap injects (``httptap.tls.trust``) and is given no other help. Every test compares the
 exact lines httptap prints (``--stderr``, so they are apart from what the command writes
 on stdout; clients are kept quiet so their own stderr lines do not interleave) and checks
 that the client got the right bytes, so "the program notices nothing" is tested too.
@@ -658,19 +658,37 @@ class _ConnectProxy:
             pass
 
     def close(self) -> None:
+        import socket
+
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not)
+        except OSError:
+            pass
         self.listener.close()
         for t in self.threads:
             t.join(timeout=10)
 
 
-def test_https_through_a_connect_proxy_is_intercepted(test_host):
-    _need("curl")
+REQUESTS_THROUGH_PROXY = """
+import sys, requests
+r = requests.get(sys.argv[1], proxies={"https": sys.argv[2]}, timeout=30)
+print(r.status_code, len(r.content))
+"""
+
+
+@pytest.mark.parametrize("client", ["curl", "requests"])
+def test_https_through_a_connect_proxy_is_intercepted(test_host, client):
     proxy = _ConnectProxy()
     try:
         url, size = _small(test_host)
-        r = _httptap(test_host, "--", "curl", "-sS", "--http1.1", "-x",
-                     f"http://host.httptap.local:{proxy.port}", "-o", "/dev/null",
-                     "-w", "%{http_code} %{size_download}\n", url)
+        proxy_url = f"http://host.httptap.local:{proxy.port}"
+        if client == "curl":
+            _need("curl")
+            argv = ["curl", "-sS", "--http1.1", "-x", proxy_url, "-o", "/dev/null",
+                    "-w", "%{http_code} %{size_download}\n", url]
+        else:
+            argv = [sys.executable, "-c", REQUESTS_THROUGH_PROXY, url, proxy_url]
+        r = _httptap(test_host, "--", *argv)
     finally:
         proxy.close()
     _ok(r)

@@ -177,9 +177,9 @@ def _init_rss_kb(httptap_pid: int) -> int:
                                                     (signal.SIGTERM, 5, True)])
 def test_a_signal_to_httptap_reaches_the_command(sig, code, after_shrink, leaves_nothing):
     """Also once the launcher and the namespace's PID 1 have become small interpreters
-    (after SHRINK_AFTER, httptap.signalrelay): the signal still reaches the command and
+    (after SHRINK_AFTER, httptap.run.signalrelay): the signal still reaches the command and
     its status comes back."""
-    from httptap.namespace import SHRINK_AFTER
+    from httptap.run.namespace import SHRINK_AFTER
 
     script = f'trap "echo got-it; exit {code}" {sig.name[3:]}; echo ready; sleep 60 & wait'
     proc = subprocess.Popen(httptap_argv("--", "sh", "-c", script),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from httptap import messages as m
+from httptap.plumbing import messages as m
 
 SAMPLES: list[m.Msg] = [
     m.Packets([b"\x45" + bytes(39), b""]),
@@ -23,6 +23,7 @@ SAMPLES: list[m.Msg] = [
     m.HttpRequest(7, 1.5, "GET", "http://x/", "HTTP/1.1", [("Host", "x")], "10.1.1.100:1",
                   "1.2.3.4:80", tls_sni="x", tls_alpn="h2"),
     m.BodyChunk(7, False, b"ok"),
+    m.HttpResponseHead(7, 2.25, 200, "OK", "HTTP/1.1", [("Content-Type", "text/event-stream")]),
     m.HttpResponse(7, 2.5, 200, "OK", "HTTP/1.1", [("Content-Length", "2")], 0, 2, 2,
                    request_headers_done=1.5, request_done=1.6, response_started=2.0,
                    body_truncated=True),
@@ -61,8 +62,8 @@ def test_flow_data_header_is_the_encoding_up_to_the_payload(flow: int, size: int
 def test_a_full_body_chunk_is_far_below_a_ring_record():
     """With the supervisor's rings (the smallest record limit in a run), a BodyChunk of
     BODY_CHUNK bytes and a large exchange id fits with room to spare."""
-    from httptap.ring import Ring
-    from httptap.supervisor import RING_CAPACITY
+    from httptap.plumbing.ring import Ring
+    from httptap.run.supervisor import RING_CAPACITY
 
     size = len(m.encode(m.BodyChunk(1 << 62, True, bytes(m.BODY_CHUNK))))
     assert size < m.BODY_CHUNK + 64
@@ -74,9 +75,9 @@ def test_the_largest_heads_the_observers_accept_fit_a_ring_record():
     """Heads are bounded by the observers (HTTP/1: MAX_HEAD for the whole head; HTTP/2:
     MAX_HEADER_LIST for the decoded list, the URL included), so a message built from one
     fits a ring record with room to spare, whatever the peers send."""
-    from httptap.http1 import MAX_HEAD
-    from httptap.http2 import MAX_HEADER_LIST
-    from httptap.supervisor import RING_CAPACITY
+    from httptap.http.http1 import MAX_HEAD
+    from httptap.http.http2 import MAX_HEADER_LIST
+    from httptap.run.supervisor import RING_CAPACITY
 
     for limit in (MAX_HEAD, MAX_HEADER_LIST):
         fields = [(f"x-{i:05d}", "v" * 100) for i in range(limit // 110)]  # "n: v\r\n"
@@ -92,9 +93,9 @@ def test_the_largest_heads_the_observers_accept_fit_a_ring_record():
 def test_a_ws_message_always_fits_a_ring_record() -> None:
     """The largest WsMessage the proxy can make (the most data kept, a URL as long as a
     request head allows) is far below the largest record of the proxy -> sink ring."""
-    from httptap.http1 import MAX_HEAD
-    from httptap.supervisor import RING_CAPACITY
-    from httptap.websocket import MAX_KEPT
+    from httptap.http.http1 import MAX_HEAD
+    from httptap.run.supervisor import RING_CAPACITY
+    from httptap.http.websocket import MAX_KEPT
 
     worst = m.WsMessage(1 << 40, 1e9, "wss://" + "x" * MAX_HEAD, False, 2, 1 << 62,
                         bytes(MAX_KEPT), truncated=True, close_reason="r" * 123)

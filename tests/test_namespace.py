@@ -1,9 +1,9 @@
-"""The launcher's pure decisions (httptap.namespace), without building a namespace."""
+"""The launcher's pure decisions (httptap.run.namespace), without building a namespace."""
 
 from __future__ import annotations
 
-from httptap.config import Config
-from httptap.namespace import hides_whole_directory, trust_paths
+from httptap.run.config import Config
+from httptap.run.namespace import hides_whole_directory, trust_paths
 
 RUN = "/no-such-base/httptap-run-42-abc"  # realpath leaves it as is
 

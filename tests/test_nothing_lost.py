@@ -28,7 +28,7 @@ from haralyzer import HarParser  # type: ignore[import-untyped]
 from runner import httptap_argv
 
 from httptap.sinks.common import UNFINISHED
-from httptap.supervisor import DRAIN_STALL
+from httptap.run.supervisor import DRAIN_STALL
 
 pytestmark = pytest.mark.root
 

@@ -137,7 +137,7 @@ def test_disabled_user_namespaces_name_the_sysctl():
 
 
 def test_shards_read_the_device_where_the_kernel_keeps_flows_on_one_queue():
-    from httptap.config import Config, kernel_steers_flows
+    from httptap.run.config import Config, kernel_steers_flows
 
     assert kernel_steers_flows("4.16.0") and kernel_steers_flows("6.18.44-fc")
     assert not kernel_steers_flows("4.15.18") and not kernel_steers_flows("3.10.0-1160.el7")

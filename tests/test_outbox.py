@@ -3,10 +3,10 @@ once and dropped alone; it never wedges the messages behind it."""
 
 from __future__ import annotations
 
-from httptap import messages as m
-from httptap.ring import Ring
+from httptap.plumbing import messages as m
+from httptap.plumbing.ring import Ring
 from httptap.stages.base import Inbox, Outbox
-from httptap.stats import Counters
+from httptap.plumbing.stats import Counters
 
 CAPACITY = 1 << 16  # largest record: 16 KiB
 

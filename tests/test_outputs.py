@@ -1,6 +1,6 @@
 """Output paths checked before the command starts, and files created private (0600).
 
-``httptap.outputs`` directly (no namespace, no root), the sinks and the pcap writer
+``httptap.run.outputs`` directly (no namespace, no root), the sinks and the pcap writer
 creating their files, and the command line refusing bad paths and ids with one line.
 Anything that depends on the umask runs in a child process given that umask, so this
 process's own umask (shared with every other test) is never changed.
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from httptap import cli
-from httptap.config import Config
-from httptap.outputs import OutputError, OutputFile, check_outputs, open_private, output_files
+from httptap.run import cli
+from httptap.run.config import Config
+from httptap.run.outputs import OutputError, OutputFile, check_outputs, open_private, output_files
 
 
 def _mode(path: Path | str) -> int:
@@ -87,8 +87,8 @@ def test_a_pseudo_file_is_refused_even_to_root(option):
 def test_in_place_files_are_created_private_and_kept(tmp_path):
     paths = {name: tmp_path / name for name in ("a.ndjson", "keys.txt", "run.pcap")}
     _under_umask(0, f"""
-        from httptap.config import Config
-        from httptap.outputs import check_outputs
+        from httptap.run.config import Config
+        from httptap.run.outputs import check_outputs
         check_outputs(Config(command=("true",), sinks=("ndjson:{paths['a.ndjson']}",),
                              keylog="{paths['keys.txt']}", dump_pcap="{paths['run.pcap']}"))
     """)
@@ -128,7 +128,7 @@ def test_open_private_makes_0600_whatever_the_umask(tmp_path):
     path = tmp_path / "f"
     _under_umask(0o277, f"""
         import os
-        from httptap.outputs import open_private
+        from httptap.run.outputs import open_private
         os.close(open_private("{path}", os.O_WRONLY | os.O_TRUNC))
     """)
     assert _mode(path) == 0o600  # umask 0277 alone would have given 0400

@@ -10,13 +10,13 @@ import asyncio
 
 import pytest
 
-from httptap import messages
-from httptap.ca import CertificateAuthority
-from httptap.config import Config
-from httptap.ring import Ring
+from httptap.plumbing import messages
+from httptap.tls.ca import CertificateAuthority
+from httptap.run.config import Config
+from httptap.plumbing.ring import Ring
 from httptap.stages import proxy as proxy_stage
 from httptap.stages.base import Inbox, StageContext
-from httptap.stats import Counters
+from httptap.plumbing.stats import Counters
 
 
 def _timed_out_connects(verbose: bool, count: int,

@@ -1,4 +1,4 @@
-"""The DNS server the command talks to (httptap.resolver), on uvloop as in the proxy.
+"""The DNS server the command talks to (httptap.dns.resolver), on uvloop as in the proxy.
 
 No test sends anything past loopback: getaddrinfo is replaced by a table (except for
 ``localhost``, which the host's /etc/hosts answers), and the "host's nameservers" are a
@@ -20,8 +20,8 @@ import uvloop
 from hypothesis import given
 from hypothesis import strategies as st
 
-from httptap import dns
-from httptap.resolver import HOST_ADDR, LOCAL_TTL, DnsInfo, Resolver, read_resolv_conf
+from httptap.dns import message as dns
+from httptap.dns.resolver import HOST_ADDR, LOCAL_TTL, DnsInfo, Resolver, read_resolv_conf
 
 T = TypeVar("T")
 

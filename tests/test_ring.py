@@ -1,4 +1,4 @@
-"""Tests for httptap.ring: order, wrap-around, backpressure, closing, and a
+"""Tests for httptap.plumbing.ring: order, wrap-around, backpressure, closing, and a
 1,000,000-record run between two forked processes."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from httptap.ring import Ring
+from httptap.plumbing.ring import Ring
 
 _SHM_BEFORE = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
 

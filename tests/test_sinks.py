@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from haralyzer import HarPage, HarParser  # type: ignore[import-untyped]
 
-from httptap.config import Config
-from httptap.messages import (DnsExchange, HttpRequest, HttpResponse, TcpSummary, WsEnd,
+from httptap.run.config import Config
+from httptap.plumbing.messages import (DnsExchange, HttpRequest, HttpResponse, TcpSummary, WsEnd,
                               WsMessage)
 from httptap.sinks import HarSink, NdjsonSink, TerminalSink, make_sinks
 from httptap.sinks import common
@@ -656,7 +656,7 @@ def test_addresses() -> None:
 # --------------------------------------------------------------------------- bodies
 
 def test_body_assembler_joins_chunks_per_exchange_up_to_the_limit() -> None:
-    from httptap.messages import BodyChunk
+    from httptap.plumbing.messages import BodyChunk
     from httptap.sinks.bodies import NO_BODIES, BodyAssembler
 
     bodies = BodyAssembler(max_size=10)
@@ -721,7 +721,7 @@ def test_truncated_bodies_are_marked_in_every_sink(tmp_path: Path) -> None:
     ("1MiB", 1 << 20), ("64KB", 65536), (" 5M ", 5 << 20),
 ])
 def test_parse_size(text: str, size: int) -> None:
-    from httptap.cli import parse_size
+    from httptap.run.cli import parse_size
 
     assert parse_size(text, "--max-body-size") == size
 
@@ -730,7 +730,7 @@ def test_parse_size(text: str, size: int) -> None:
 def test_parse_size_rejects(text: str) -> None:
     import typer
 
-    from httptap.cli import parse_size
+    from httptap.run.cli import parse_size
 
     with pytest.raises(typer.BadParameter):
         parse_size(text, "--max-body-size")
@@ -903,3 +903,51 @@ def test_har_websocket_messages_on_the_101_entry(tmp_path: Path) -> None:
         {"type": "receive", "time": T0 + 5, "opcode": 8, "data": ""},
     ]
     assert "_webSocketMessages" not in other
+
+
+# --- --body: streamed responses print as they arrive -----------------------------------------
+
+def test_terminal_prints_a_streamed_text_body_line_by_line_as_it_arrives() -> None:
+    from httptap.plumbing.messages import BodyChunk, HttpResponseHead
+
+    out = io.StringIO()
+    sink = TerminalSink(out, body=True)
+    url = "https://example.com/events"
+    sink.request(req(1, url=url))
+    sse = [("Content-Type", "text/event-stream; charset=utf-8")]
+    sink.response_head(HttpResponseHead(1, T0, 200, "OK", "HTTP/1.1", sse))
+    assert lines(out)[-1] == f"<--- 200 {url} (streaming)"
+    sink.body_chunk(BodyChunk(1, False, b"data: one\n\nda"))
+    assert lines(out)[-3:] == [f"<--- 200 {url} (streaming)", "data: one", ""]
+    sink.body_chunk(BodyChunk(1, False, "ta: tw\u00e9\n\n".encode()[:-3]))  # é cut in two
+    sink.body_chunk(BodyChunk(1, False, "ta: tw\u00e9\n\n".encode()[-3:] + b"tail"))
+    sink.response(*resp(1, headers=sse, body=b"data: one\n\ndata: tw\xc3\xa9\n\ntail"))
+    assert lines(out) == [
+        f"---> GET {url}", f"<--- 200 {url} (streaming)", "data: one", "", "data: tw\u00e9", "",
+        "tail", f"<--- 200 {url} (27 bytes)"]
+
+
+def test_terminal_without_body_or_for_binary_streams_waits_for_the_end() -> None:
+    from httptap.plumbing.messages import BodyChunk, HttpResponseHead
+
+    for body, ctype in ((False, "text/event-stream"), (True, "application/octet-stream")):
+        out = io.StringIO()
+        sink = TerminalSink(out, body=body)
+        sink.request(req(1))
+        sink.response_head(HttpResponseHead(1, T0, 200, "OK", "HTTP/1.1", [("Content-Type", ctype)]))
+        sink.body_chunk(BodyChunk(1, False, b"\x00\x01"))
+        assert lines(out) == ["---> GET https://example.com/"]
+
+
+def test_the_reporter_sends_heads_of_streamed_bodies_only() -> None:
+    from httptap.http.http1 import ResponseHead
+    from httptap.http.report import streams
+
+    def head(*headers: tuple[str, str], status: int = 200) -> ResponseHead:
+        return ResponseHead(status, "OK", "HTTP/1.1", list(headers), T0)
+
+    assert streams("GET", head(("Content-Type", "text/event-stream"), ("Content-Length", "9")))
+    assert streams("GET", head(("Transfer-Encoding", "chunked")))
+    assert not streams("GET", head(("Content-Length", "5")))
+    assert not streams("HEAD", head(("Transfer-Encoding", "chunked")))
+    assert not streams("GET", head(status=204))

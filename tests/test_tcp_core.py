@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import pytest
 
-from httptap.tcp.connection import (MAX_RETRANSMITS, MAX_SYN_RETRANSMITS, RTO_MAX, State,
+from httptap.net.tcp.connection import (MAX_RETRANSMITS, MAX_SYN_RETRANSMITS, RTO_MAX, State,
                                     TcpConnection, rst_for)
-from httptap.tcp.events import (Acked, Closed, DataReceived, Established, PeerEof,
+from httptap.net.tcp.events import (Acked, Closed, DataReceived, Established, PeerEof,
                                 Reset)
-from httptap.tcp.rangeset import RangeSet, Reassembly
-from httptap.tcp.segment import ACK, FIN, PSH, RST, SYN, Segment
-from httptap.tcp.seq import seq_add, seq_diff, seq_le, seq_lt, unwrap
+from httptap.net.tcp.rangeset import RangeSet, Reassembly
+from httptap.net.tcp.segment import ACK, FIN, PSH, RST, SYN, Segment
+from httptap.net.tcp.seq import seq_add, seq_diff, seq_le, seq_lt, unwrap
 
 A, F, P, R, S = ACK, FIN, PSH, RST, SYN
 
@@ -58,7 +58,7 @@ def test_handshake_with_options() -> None:
     conn.receive(Segment(1001, 5001, A, 512, ts_val=778, ts_ecr=1500), 1.6)
     assert conn.state is State.ESTABLISHED
     assert conn.events() == [Established()]
-    assert conn.snd_wnd == 512 << 7
+    assert conn.snd.snd_wnd == 512 << 7
     assert conn.segments_to_send(1.6) == []          # a pure ACK needs no answer
     # Data both ways now carries timestamps; the window is scaled by our shift (7).
     conn.send(b"hi")
@@ -269,7 +269,7 @@ def test_data_beyond_window_is_trimmed_and_window_never_shrinks() -> None:
     conn.receive(ack(1001, 5001, payload=bytes(1200)), 1.0)
     assert conn.events() == [DataReceived(bytes(1000))]
     assert conn.segments_to_send(1.0) == [Segment(5001, 2001, A, 0)]
-    assert conn.rcv_adv == 2001
+    assert conn.rcv.rcv_adv == 2001
 
 
 # ---------------------------------------------------------------- closing

@@ -132,7 +132,7 @@ def test_two_workers_share_the_connections(test_host, capture, tmp_path):
     # Both tcp shards saw packets: flows were steered across them (by the kernel, to
     # their own queues of the device).
     assert {"tcp0", "tcp1", "proxy0", "proxy1"} <= set(rows)
-    from httptap.config import kernel_steers_flows
+    from httptap.run.config import kernel_steers_flows
     assert ("tun" in rows) == (capture or not kernel_steers_flows())
     assert rows["tcp0"][1] != "0" and rows["tcp1"][1] != "0"
 

@@ -14,10 +14,10 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from httptap.tcp.connection import State, TcpConnection, rst_for
-from httptap.tcp.events import (Acked, Closed, DataReceived, Established, PeerEof,
+from httptap.net.tcp.connection import State, TcpConnection, rst_for
+from httptap.net.tcp.events import (Acked, Closed, DataReceived, Established, PeerEof,
                                 Reset)
-from httptap.tcp.segment import SYN, Segment
+from httptap.net.tcp.segment import SYN, Segment
 
 if "fast" not in settings._profiles:  # tests/conftest.py normally registers these
     settings.register_profile("fast", max_examples=50, deadline=None,

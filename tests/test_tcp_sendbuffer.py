@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from httptap.tcp.sendbuffer import SMALL, SendBuffer
+from httptap.net.tcp.sendbuffer import SMALL, SendBuffer
 
 ops = st.lists(st.one_of(
     st.tuples(st.just("append"), st.integers(0, 3 * SMALL)),

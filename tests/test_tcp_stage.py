@@ -10,13 +10,13 @@ import socket
 
 import pytest
 
-from httptap import messages as m
-from httptap.stats import Counters
+from httptap.plumbing import messages as m
+from httptap.plumbing.stats import Counters
 from httptap.stages.tcp import CREDIT_STEP, TcpShard, leads_to_host_loopback
-from httptap.tcp.connection import TcpConnection
-from httptap.tcp.events import DataReceived, Established, PeerEof
-from httptap.tcp.segment import ACK, RST, SYN, Segment
-from httptap.wire import VNET_HDR_LEN, build_tcp, parse_ip, parse_tcp
+from httptap.net.tcp.connection import TcpConnection
+from httptap.net.tcp.events import DataReceived, Established, PeerEof
+from httptap.net.tcp.segment import ACK, RST, SYN, Segment
+from httptap.net.wire import VNET_HDR_LEN, build_tcp, parse_ip, parse_tcp
 
 CLIENT = socket.inet_aton("10.1.1.100")
 SERVER = socket.inet_aton("10.77.1.2")
@@ -134,7 +134,7 @@ def test_a_segment_for_no_connection_gets_a_reset():
 
 
 def test_udp_goes_to_the_proxy_and_answers_come_back():
-    from httptap.wire import build_udp, parse_udp
+    from httptap.net.wire import build_udp, parse_udp
 
     rig = Rig()
     query = build_udp(CLIENT, socket.inet_aton("10.1.1.1"), 5353, 53, b"\x12\x34", vnet=False)
@@ -186,7 +186,7 @@ def test_a_syn_to_the_host_loopback_gets_a_reset_and_never_reaches_the_proxy(src
 
 
 def test_udp_to_the_host_loopback_is_dropped():
-    from httptap.wire import build_udp
+    from httptap.net.wire import build_udp
 
     rig = Rig()
     for dst in ("127.0.0.1", "127.0.0.53", "0.0.0.0"):

@@ -1,8 +1,8 @@
-"""Tests for httptap.trust: the variables, the bundle, the hashed directory, the Java store.
+"""Tests for httptap.tls.trust: the variables, the bundle, the hashed directory, the Java store.
 
 The subject hash is checked against ``openssl x509 -hash`` and against the host's own
 hashed directory; the bundle and the hashed directory are checked by letting Python's
-ssl verify a certificate minted by httptap.ca in an in-memory handshake.
+ssl verify a certificate minted by httptap.tls.ca in an in-memory handshake.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 
-from httptap import trust
-from httptap.ca import CertificateAuthority
+from httptap.tls import trust
+from httptap.tls.ca import CertificateAuthority
 
 # SPEC.md, "Inside the namespace": the variables the command gets.
 SPEC_VARIABLES = {

@@ -138,8 +138,8 @@ def test_a_command_started_inside_the_ca_directory_cannot_read_it(tmp_path):
 # flags of the first TCP reply (R = reset, S = SYN-ACK), or "none" when none came.
 _INJECT = textwrap.dedent("""
     import socket, sys, time
-    from httptap.tcp.segment import Segment, SYN, RST, ACK
-    from httptap.wire import build_tcp, build_udp, parse_ip, parse_tcp
+    from httptap.net.tcp.segment import Segment, SYN, RST, ACK
+    from httptap.net.wire import build_tcp, build_udp, parse_ip, parse_tcp
 
     family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
     src = socket.inet_pton(family, "10.1.1.100" if family == socket.AF_INET else "fd01:1:1::100")

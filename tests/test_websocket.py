@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from wsframes import MASK, Deflater, client, frame
 
-from httptap.websocket import (
+from httptap.http.websocket import (
     MAX_KEPT, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, Deflate,
     WebSocketError, WebSocketObserver, WsEvent, parse_deflate, unmask)
 

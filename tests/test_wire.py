@@ -1,4 +1,4 @@
-"""Tests for httptap.wire: round trips, dpkt cross-checks, checksums, and fuzzing.
+"""Tests for httptap.net.wire: round trips, dpkt cross-checks, checksums, and fuzzing.
 
 Checksums are verified against a deliberately slow reference (RFC 1071 word by word), and
 packets are cross-checked with dpkt in both directions. The fuzz tests hold wire to one
@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from httptap.tcp.segment import ACK, FIN, PSH, RST, SYN, Segment
-from httptap.wire import (
+from httptap.net.tcp.segment import ACK, FIN, PSH, RST, SYN, Segment
+from httptap.net.wire import (
     VNET_HDR_LEN, IpPacket, ProtocolError, build_icmp_echo_reply, build_tcp, build_udp,
     describe, flow_hash_key, internet_checksum, parse_icmp_echo, parse_ip, parse_tcp,
     parse_udp, strip_vnet,

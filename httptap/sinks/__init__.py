@@ -24,14 +24,15 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..messages import DnsExchange, HttpRequest, HttpResponse, TcpSummary, WsEnd, WsMessage
+from ..plumbing.messages import (BodyChunk, DnsExchange, HttpRequest, HttpResponse, HttpResponseHead,
+                        TcpSummary, WsEnd, WsMessage)
 from .bodies import NO_BODIES, Bodies
 from .har import HarSink, spool_path
 from .ndjson import NdjsonSink
 from .terminal import TerminalSink
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from ..run.config import Config
 
 __all__ = ["Sink", "make_sinks", "TerminalSink", "NdjsonSink", "HarSink"]
 
@@ -39,6 +40,14 @@ __all__ = ["Sink", "make_sinks", "TerminalSink", "NdjsonSink", "HarSink"]
 class Sink(Protocol):
     def request(self, req: HttpRequest) -> None:
         """A request head was read."""
+
+    def response_head(self, head: HttpResponseHead) -> None:
+        """With ``--body``: a response whose body streams began (its ``HttpResponse``
+        follows when it is complete)."""
+
+    def body_chunk(self, chunk: BodyChunk) -> None:
+        """The next piece of a captured body, as it arrives (the terminal prints streamed
+        text bodies from these; everything else takes bodies whole with ``response``)."""
 
     def response(self, resp: HttpResponse, bodies: Bodies = NO_BODIES) -> None:
         """Its response completed (``resp.exchange == req.exchange``), or the exchange

@@ -1,7 +1,7 @@
 """Joins the BodyChunk messages of each exchange into the bodies the sinks write.
 
 Role in the pipeline: the proxy sends a captured body as ``BodyChunk`` messages ahead of
-the ``HttpResponse`` that closes its exchange (``httptap.messages``). The sink stage feeds
+the ``HttpResponse`` that closes its exchange (``httptap.plumbing.messages``). The sink stage feeds
 every chunk to one :class:`BodyAssembler` and, when the response arrives, takes the
 exchange's :class:`Bodies` out of it and hands them to each sink with the response.
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..messages import BodyChunk, HttpResponse
+from ..plumbing.messages import BodyChunk, HttpResponse
 
 __all__ = ["Bodies", "NO_BODIES", "BodyAssembler"]
 

@@ -28,8 +28,8 @@ import codecs
 from datetime import datetime, timezone
 from typing import NamedTuple
 
-from ..headers import header as header  # re-exported for the sinks
-from ..messages import HttpRequest, HttpResponse
+from ..http.headers import header as header  # re-exported for the sinks
+from ..plumbing.messages import HttpRequest, HttpResponse
 
 #: Content types whose bodies are text, beyond ``text/*``.
 _TEXT_TYPES = frozenset({
@@ -136,6 +136,13 @@ def decode_text(content_type: str | None, body: bytes) -> str:
     """A text body as a string: its declared charset (else UTF-8), errors replaced."""
     _, charset = split_content_type(content_type)
     return body.decode(_codec(charset), errors="replace")
+
+
+def text_decoder(content_type: str | None) -> codecs.IncrementalDecoder:
+    """An incremental decoder for a text body that arrives in pieces (a multi-byte
+    character may be split between two): its charset (else UTF-8), errors replaced."""
+    _, charset = split_content_type(content_type)
+    return codecs.getincrementaldecoder(_codec(charset))(errors="replace")
 
 
 def decode_text_strict(content_type: str | None, body: bytes) -> str | None:

@@ -55,8 +55,9 @@ from urllib.parse import parse_qsl, urlsplit
 import msgspec
 
 from .. import __version__
-from ..messages import DnsExchange, HttpRequest, HttpResponse, TcpSummary, WsEnd, WsMessage
-from ..outputs import PRIVATE_MODE
+from ..plumbing.messages import (BodyChunk, DnsExchange, HttpRequest, HttpResponse, HttpResponseHead,
+                        TcpSummary, WsEnd, WsMessage)
+from ..run.outputs import PRIVATE_MODE
 from .bodies import NO_BODIES, Bodies
 from .common import (UNFINISHED, body_is_text, decode_text_strict, header, header_values,
                      host_of, iso_time, port_of, timings)
@@ -95,6 +96,12 @@ class HarSink:
         # Spooled at once, as unfinished: should the sink die before the response, the
         # supervisor still lists the request, with an error.
         spool_entry(self._spool_fd, REQUEST, req.exchange, req.time, entry(req, None))
+
+    def response_head(self, head: HttpResponseHead) -> None:
+        pass  # a record is written whole, when the response completes
+
+    def body_chunk(self, chunk: BodyChunk) -> None:
+        pass  # bodies come whole with the response
 
     def response(self, resp: HttpResponse, bodies: Bodies = NO_BODIES) -> None:
         if self._closed:

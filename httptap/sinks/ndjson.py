@@ -80,8 +80,9 @@ from typing import IO, Any, TextIO
 
 import msgspec
 
-from ..messages import DnsExchange, HttpRequest, HttpResponse, TcpSummary, WsEnd, WsMessage
-from ..outputs import open_private
+from ..plumbing.messages import (BodyChunk, DnsExchange, HttpRequest, HttpResponse, HttpResponseHead,
+                        TcpSummary, WsEnd, WsMessage)
+from ..run.outputs import open_private
 from .bodies import NO_BODIES, Bodies
 from .common import UNFINISHED, body_is_text, decode_text_strict, header, iso_time, timings
 
@@ -115,6 +116,12 @@ class NdjsonSink:
 
     def request(self, req: HttpRequest) -> None:
         self._requests[req.exchange] = req
+
+    def response_head(self, head: HttpResponseHead) -> None:
+        pass  # a record is written whole, when the response completes
+
+    def body_chunk(self, chunk: BodyChunk) -> None:
+        pass  # bodies come whole with the response
 
     def response(self, resp: HttpResponse, bodies: Bodies = NO_BODIES) -> None:
         req = self._requests.pop(resp.exchange, None)

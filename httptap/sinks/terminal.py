@@ -48,13 +48,16 @@ below 300, magenta 3xx, yellow 4xx, red 5xx; errors red. TCP summaries are not s
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 from typing import TextIO
 
-from ..messages import DnsExchange, HttpRequest, HttpResponse, TcpSummary, WsEnd, WsMessage
+from ..plumbing.messages import (BodyChunk, DnsExchange, HttpRequest, HttpResponse, HttpResponseHead,
+                        TcpSummary, WsEnd, WsMessage)
 from .bodies import NO_BODIES, Bodies
-from .common import body_is_text, decode_text, grpc_status, header
+from .common import (body_is_text, decode_text, grpc_status, header, is_text_type,
+                     split_content_type, text_decoder)
 
 BLUE = "\x1b[34m"
 GREEN = "\x1b[32m"
@@ -144,6 +147,9 @@ class TerminalSink:
         self.print_dns = print_dns
         self.color = default_color(stream) if color is None else color
         self._requests: dict[int, HttpRequest] = {}
+        # --body: responses whose text prints as it arrives (exchange -> its decoder and
+        # the line begun but not yet ended).
+        self._streaming: dict[int, tuple[codecs.IncrementalDecoder, list[str]]] = {}
         self._broken = False
         self._closed = False
 
@@ -156,9 +162,45 @@ class TerminalSink:
             lines += self._headers("> ", req.headers)
         self._write(lines)
 
+    def response_head(self, head: HttpResponseHead) -> None:
+        """A streamed response began (SSE, no declared length): with ``--body``, a text
+        body prints line by line as it arrives, after a ``(streaming)`` status line; the
+        usual line with the byte count closes it."""
+        req = self._requests.get(head.exchange)
+        ctype = header(head.headers, "content-type")
+        if not self.body or req is None or not is_text_type(split_content_type(ctype)[0]):
+            return  # (a binary stream is summed up at its end, as any body)
+        self._streaming[head.exchange] = (text_decoder(ctype), [""])
+        lines = [self._paint(status_color(head.status),
+                             f"<--- {head.status} {_escape_line(req.url)} (streaming)")]
+        if self.head:
+            lines += self._headers("< ", head.headers)
+        self._write(lines)
+
+    def body_chunk(self, chunk: BodyChunk) -> None:
+        streaming = self._streaming.get(chunk.exchange)
+        if streaming is None or chunk.request:
+            return
+        decoder, partial = streaming
+        self._write_stream(partial, decoder.decode(chunk.data))
+
+    def _write_stream(self, partial: list[str], text: str, final: bool = False) -> None:
+        """Write the complete lines of ``partial[0] + text``; keep the last, unended one
+        in ``partial`` (all of it when ``final``)."""
+        *complete, partial[0] = (partial[0] + text).replace("\r\n", "\n").split("\n")
+        if final and partial[0]:
+            complete.append(partial[0])
+            partial[0] = ""
+        if complete:
+            self._write([_escape(line) for line in complete])
+
     def response(self, resp: HttpResponse, bodies: Bodies = NO_BODIES) -> None:
         req = self._requests.pop(resp.exchange, None)
         url = _escape_line(req.url) if req is not None else "<unknown request>"
+        streamed = self._streaming.pop(resp.exchange, None)
+        if streamed is not None:  # its head and body were written as they came
+            decoder, partial = streamed
+            self._write_stream(partial, decoder.decode(b"", final=True), final=True)
         lines: list[str] = []
         if self.body and (bodies.request or bodies.request_truncated):
             ctype = header(req.headers, "content-type") if req is not None else None
@@ -179,11 +221,16 @@ class TerminalSink:
                 color = status_color(resp.status)
                 lines.append(self._paint(RED if grpc and not grpc.startswith("0 ") else color,
                                          text))
-            if self.head:
-                lines += self._headers("< ", resp.headers)
-            if self.body and (bodies.response or bodies.response_truncated):
-                lines += format_body(header(resp.headers, "content-type"), bodies.response,
-                                     bodies.response_truncated, resp.decoded_size)
+            if streamed is not None:
+                if bodies.response_truncated:
+                    lines.append(f"<truncated: {len(bodies.response)} of {resp.decoded_size} "
+                                 "bytes shown>")
+            else:
+                if self.head:
+                    lines += self._headers("< ", resp.headers)
+                if self.body and (bodies.response or bodies.response_truncated):
+                    lines += format_body(header(resp.headers, "content-type"), bodies.response,
+                                         bodies.response_truncated, resp.decoded_size)
         self._write(lines)
 
     def tcp(self, summary: TcpSummary) -> None:

@@ -2,7 +2,7 @@
 
 A stage is a function ``run(ctx)`` executed in its own forked process. It talks to its
 neighbours only through :class:`Inbox` (one ring it consumes) and :class:`Outbox` (one ring
-it produces), in messages from ``httptap.messages``. Writes never block the loop: an Outbox
+it produces), in messages from ``httptap.plumbing.messages``. Writes never block the loop: an Outbox
 keeps what did not fit, and the stage stops taking in what would add to it until the
 ring has room again; that is how backpressure travels back towards the command:
 
@@ -39,10 +39,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .. import messages
-from ..config import Config
-from ..ring import Ring
-from ..stats import BYTES_IN, BYTES_OUT, MSGS_IN, MSGS_OUT, Counters
+from ..plumbing import messages
+from ..run.config import Config
+from ..plumbing.ring import Ring
+from ..plumbing.stats import BYTES_IN, BYTES_OUT, MSGS_IN, MSGS_OUT, Counters
 
 RETRY_FLUSH = 0.005  # re-try a full ring this often (a space wake-up is best effort)
 PR_SET_NAME = 15
@@ -216,6 +216,44 @@ class Outbox:
             os.eventfd_read(self.space_fd)
         except BlockingIOError:
             pass
+
+
+class SpaceWatch:
+    """While some of a stage's outboxes hold records their ring had no room for, watch
+    those rings' space eventfds, so the loop wakes when a consumer frees room; the glue
+    every stage needs around :meth:`Outbox.flush`, written once. ``add_reader`` and
+    ``remove_reader`` are the stage's loop's (an epoll :class:`Loop` or asyncio's).
+
+    The wake-up is best effort (see ``httptap.plumbing.ring``): a stage also retries
+    every ``RETRY_FLUSH`` while :attr:`waiting`."""
+
+    def __init__(self, outboxes: list[Outbox],
+                 add_reader: Callable[[int, Callable[[], None]], object],
+                 remove_reader: Callable[[int], object], on_space: Callable[[], None]) -> None:
+        self.outboxes = outboxes
+        self._add, self._remove, self._on_space = add_reader, remove_reader, on_space
+        self.waiting = False
+
+    def flush(self) -> bool:
+        """Flush every outbox; watch for space unless all are empty. True when they are."""
+        flushed = all([outbox.flush() for outbox in self.outboxes])
+        self.watch(not flushed)
+        return flushed
+
+    def watch(self, waiting: bool) -> None:
+        if waiting == self.waiting:
+            return
+        self.waiting = waiting
+        for outbox in self.outboxes:
+            if waiting:
+                self._add(outbox.space_fd, self._woken)
+            else:
+                self._remove(outbox.space_fd)
+
+    def _woken(self) -> None:
+        for outbox in self.outboxes:
+            outbox.clear_space_fd()
+        self._on_space()
 
 
 class Loop:

@@ -1,6 +1,6 @@
 """UDP and DNS for the proxy stage: answered DNS, relayed datagrams, DNS over TCP.
 
-- DNS on UDP port 53 of any address is answered by ``httptap.resolver`` (the host's
+- DNS on UDP port 53 of any address is answered by ``httptap.dns.resolver`` (the host's
   resolver for A/AAAA, the host's nameservers for the rest); each exchange goes to the
   sinks (``--print-dns`` shows it).
 - Any other datagram is relayed from the host namespace on a connected UDP socket per
@@ -16,13 +16,13 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Protocol, cast
 
-from .. import messages
-from ..dns import DnsError, TcpDnsReader, frame_tcp
-from ..flowcore import endpoint as _endpoint
-from ..namespace import HOST_LOOPBACK_ALIAS
+from ..plumbing import messages
+from ..dns.message import DnsError, TcpDnsReader, frame_tcp
+from ..flow.commands import endpoint as _endpoint
+from ..run.namespace import HOST_LOOPBACK_ALIAS
 
 if TYPE_CHECKING:
-    from ..resolver import DnsInfo, Resolver
+    from ..dns.resolver import DnsInfo, Resolver
 
 
 class DatagramLink(Protocol):
@@ -99,7 +99,7 @@ class Datagrams:
     @property
     def resolver(self) -> Resolver:
         if self._resolver is None:
-            from ..resolver import Resolver
+            from ..dns.resolver import Resolver
 
             self._resolver = Resolver()
         return self._resolver

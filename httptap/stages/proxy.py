@@ -5,7 +5,7 @@ the host's network namespace, and answers ``FlowAccept`` (the command's handshak
 completes) or ``FlowRefuse`` (the command sees a reset, or a timeout). Then bytes relay
 both ways, half-closes and resets pass through.
 
-Each TCP flow is a pure :class:`~httptap.flowcore.FlowCore` (what happens on the
+Each TCP flow is a pure :class:`~httptap.flow.core.FlowCore` (what happens on the
 connection: TLS interception, HTTP decoding, flow control) driven by a
 :class:`~httptap.stages.relay.Relay` (its upstream socket); this module routes the tcp
 stage's messages to relays and batches what they send to the rings.
@@ -19,10 +19,11 @@ import os
 import ssl
 import time
 
-from .. import messages
-from ..flowcore import FlowCore, FlowSettings, endpoint
-from ..namespace import HOST_LOOPBACK_ALIAS
-from .base import RETRY_FLUSH, StageContext
+from ..plumbing import messages
+from ..flow.commands import FlowSettings, endpoint
+from ..flow.core import FlowCore
+from ..run.namespace import HOST_LOOPBACK_ALIAS
+from .base import RETRY_FLUSH, SpaceWatch, StageContext
 from .datagrams import DNS_PORT, Datagrams, DnsOverTcp
 from .relay import Relay
 
@@ -83,6 +84,9 @@ class Proxy:
         self.relays: dict[int, Relay | DnsOverTcp] = {}
         self.connecting: dict[int, asyncio.Task[None]] = {}
         self.flush_scheduled = False
+        self.retry: asyncio.TimerHandle | None = None  # the next flush of a full ring
+        self.space = SpaceWatch([self.to_tcp, self.to_sink], loop.add_reader,
+                                loop.remove_reader, self._on_space)
         self.sink_wake: asyncio.TimerHandle | None = None
         self.sink_woken = float("-inf")  # loop time of the sink's last wake-up
         self.done = loop.create_future()
@@ -94,7 +98,8 @@ class Proxy:
         self.upstream_tls = UpstreamTls(config.insecure, config.keylog)
         self.flow_settings = FlowSettings(
             http_ports=config.http_ports, https_ports=config.https_ports,
-            capture_bodies=self.capture_bodies, max_body_size=config.max_body_size,
+            capture_bodies=self.capture_bodies, stream_bodies=config.body,
+            max_body_size=config.max_body_size,
             verbose=config.verbose,
             new_exchange_id=self.new_exchange_id, upstream_context=self.upstream_tls.context,
             server_context=self.ca.server_context, no_intercept=config.no_intercept)
@@ -131,6 +136,7 @@ class Proxy:
         # and under load one wake-up carries dozens of events (keep-alive: one eventfd
         # write and one sink wake-up less per request).
         flushed = self.to_tcp.flush() & self.to_sink.flush(signal=False)
+        self.space.watch(not flushed)
         if self.output_blocked or self.to_sink.pending_bytes > SINK_BACKLOG_HIGH:
             self._check_output_backlog()
         if self.to_sink.unsignaled and self.sink_wake is None:
@@ -141,12 +147,9 @@ class Proxy:
                 self.sink_wake = self.loop.call_at(due, self._wake_sink)
         if flushed:
             return
-        # A ring is full: flush again when its consumer frees space, or shortly anyway
-        # (the space wake-up is best effort, see httptap.ring).
+        # A ring is full: flush again when its consumer frees space (self.space), or
+        # shortly anyway (the space wake-up is best effort, see httptap.plumbing.ring).
         self.flush_scheduled = True
-        for outbox in (self.to_tcp, self.to_sink):
-            if outbox.backlog:
-                self.loop.add_reader(outbox.space_fd, self._on_space)
         self.retry = self.loop.call_later(RETRY_FLUSH, self._on_space)
 
     def _check_output_backlog(self) -> None:
@@ -173,9 +176,9 @@ class Proxy:
         self.to_sink.wake()
 
     def _on_space(self) -> None:
-        for outbox in (self.to_tcp, self.to_sink):
-            self.loop.remove_reader(outbox.space_fd)
-        self.retry.cancel()
+        if self.retry is not None:
+            self.retry.cancel()
+            self.retry = None
         self._flush()
 
     def on_input(self) -> None:

@@ -2,7 +2,7 @@
 
 A :class:`Relay` is the asyncio protocol of one upstream socket. It hands every event of
 the flow (socket reads, EOF, loss, write pressure, and the tcp stage's messages, which the
-proxy stage routes here) to the flow's pure core (``httptap.flowcore``), with the time,
+proxy stage routes here) to the flow's pure core (``httptap.flow.core``), with the time,
 and then carries out the commands the core queued: bytes and half-closes to the socket,
 messages to the tcp stage and to the sink, reading paused or resumed, one timer. All the
 decisions (what the flow is, TLS, decoding, credit) are the core's.
@@ -19,8 +19,9 @@ import struct
 import time
 from typing import Protocol, TypeGuard, cast
 
-from .. import messages
-from .. import flowcore as fc
+from ..plumbing import messages
+from ..flow import commands as fc
+from ..flow.core import FlowCore
 
 WRITE_HIGH_WATER = 1 << 20   # upstream socket buffer before we stop returning credit
 
@@ -47,7 +48,7 @@ class FlowLink(Protocol):
 class Relay(asyncio.BufferedProtocol):
     """One upstream connection and the flow core it serves."""
 
-    def __init__(self, link: FlowLink, core: fc.FlowCore) -> None:
+    def __init__(self, link: FlowLink, core: FlowCore) -> None:
         self.link = link
         self.core = core
         self.flow = core.flow

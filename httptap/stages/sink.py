@@ -20,10 +20,10 @@ import functools
 import signal
 import sys
 
-from .. import messages
+from ..plumbing import messages
+from ..plumbing.stats import BUSY, DELIVERED, FAILED_WRITES, SinkState
 from ..sinks import HarSink, Sink, make_sinks
 from ..sinks.bodies import BodyAssembler
-from ..stats import BUSY, DELIVERED, FAILED_WRITES, SinkState
 from .base import Inbox, Loop, StageContext
 
 
@@ -31,6 +31,7 @@ from .base import Inbox, Loop, StageContext
 SINK_METHOD: dict[type, str] = {
     messages.HttpRequest: "request", messages.TcpSummary: "tcp", messages.DnsExchange: "dns",
     messages.WsMessage: "ws", messages.WsEnd: "ws_end",
+    messages.HttpResponseHead: "response_head",
 }
 
 
@@ -66,6 +67,11 @@ def run(ctx: StageContext) -> None:
                     write_failed(sink, exc)
         elif kind is messages.BodyChunk:
             bodies.add(msg)  # type: ignore[arg-type]
+            for sink in sinks:
+                try:
+                    sink.body_chunk(msg)  # type: ignore[arg-type]
+                except Exception as exc:  # noqa: BLE001
+                    write_failed(sink, exc)
         elif kind is messages.HttpResponse:
             exchange_bodies = bodies.take(msg)  # type: ignore[arg-type]
             for sink in sinks:

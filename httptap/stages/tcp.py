@@ -2,8 +2,8 @@
 
 Each shard reads its own queue of the TUN device in batches (the kernel steers every flow
 to one queue; with ``--dump-pcap`` a tun stage reads the device instead and sends us the
-packets). Each TCP packet is parsed (``httptap.wire``) and handed to the
-:class:`~httptap.tcp.connection.TcpConnection` of its flow; a SYN for an unknown flow
+packets). Each TCP packet is parsed (``httptap.net.wire``) and handed to the
+:class:`~httptap.net.tcp.connection.TcpConnection` of its flow; a SYN for an unknown flow
 creates one and asks the proxy to connect upstream (``FlowOpened``); the handshake
 completes only on ``FlowAccept``. What the cores produce goes out as stream messages to
 the proxy and as packets written straight to our queue of the device (through the tun
@@ -30,19 +30,20 @@ import os
 import random
 import socket
 import time
+from collections.abc import Sequence
 
-from .. import messages
-from ..stats import PACKETS_IN, PACKETS_OUT
-from ..tcp.connection import State, TcpConnection, rst_for
-from ..tcp.events import Acked, Closed, DataReceived, PeerEof, Reset
-from ..tcp.segment import ACK, RST, SYN
-from ..wire import (IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, ProtocolError,
+from ..plumbing import messages
+from ..plumbing.stats import PACKETS_IN, PACKETS_OUT
+from ..net.tcp.connection import State, TcpConnection, rst_for
+from ..net.tcp.events import Acked, Closed, DataReceived, PeerEof, Reset
+from ..net.tcp.segment import ACK, RST, SYN
+from ..net.wire import (IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, ProtocolError,
                     VNET_HDR_LEN, build_icmp_echo_reply, build_tcp, build_tcp_vnet, build_udp,
                     describe, parse_icmp_echo, parse_ip, parse_tcp, parse_udp)
-from ..messages import CREDIT_STEP
-from ..stats import Counters
-from ..tcp.segment import Segment
-from .base import RETRY_FLUSH, Loop, OutboxLike, StageContext
+from ..plumbing.messages import CREDIT_STEP
+from ..plumbing.stats import Counters
+from ..net.tcp.segment import Segment
+from .base import RETRY_FLUSH, Loop, OutboxLike, SpaceWatch, StageContext
 from .tun import Packet, joined, read_batch, write_packets
 
 RECV_BUFFER = 4 << 20   # bytes the command may send ahead of the proxy's upstream writes
@@ -113,7 +114,7 @@ class TcpShard:
 
     # --- from the command ----------------------------------------------------------------
 
-    def on_packets(self, packets: list[bytes], now: float) -> None:
+    def on_packets(self, packets: Sequence[bytes | memoryview], now: float) -> None:
         self.counters[PACKETS_IN] += len(packets)
         if self.dump:
             for pkt in packets:
@@ -351,7 +352,6 @@ def run(ctx: StageContext) -> None:
     outboxes = [o for o in (to_tun, to_proxy) if o is not None]
     loop = Loop()
     monotonic = time.monotonic
-    waiting_for_space = False
 
     def finish() -> None:
         """The command is gone and its last packets are processed: drain into the proxy."""
@@ -389,22 +389,13 @@ def run(ctx: StageContext) -> None:
     def on_proxy() -> None:
         shard.on_proxy(from_proxy.receive(), monotonic())
 
-    def on_space() -> None:
-        for outbox in outboxes:
-            outbox.clear_space_fd()
+    # Woken for space: after_batch, which runs after every wake-up, flushes again.
+    space = SpaceWatch(outboxes, loop.add_reader, loop.remove_reader, lambda: None)
 
     def after_batch() -> None:
-        nonlocal waiting_for_space
-        flushed = all([outbox.flush() for outbox in outboxes])
-        if flushed != (not waiting_for_space):
-            waiting_for_space = not flushed
-            for outbox in outboxes:
-                if waiting_for_space:
-                    loop.add_reader(outbox.space_fd, on_space)
-                else:
-                    loop.remove_reader(outbox.space_fd)
+        space.flush()
         when = monotonic() if shard.busy else shard.next_timer()
-        if waiting_for_space:
+        if space.waiting:
             retry = monotonic() + RETRY_FLUSH
             when = retry if when is None else min(when, retry)
         loop.timer_at = when

@@ -23,13 +23,13 @@ import functools
 import os
 import zlib
 from collections.abc import Sequence
-from typing import Union
+from typing import Union, cast
 
-from .. import messages
-from ..outputs import open_private
-from ..stats import PACKETS_IN, PACKETS_OUT
-from ..wire import VNET_HDR_LEN, flow_hash_key
-from .base import Inbox, Loop, StageContext
+from ..plumbing import messages
+from ..run.outputs import open_private
+from ..plumbing.stats import PACKETS_IN, PACKETS_OUT
+from ..net.wire import VNET_HDR_LEN, flow_hash_key
+from .base import Inbox, Loop, SpaceWatch, StageContext
 
 READ_BATCH = 64          # packets per read burst before yielding to the other fds
 READ_SIZE = 65536 + 64   # one packet at MTU 65520 plus the virtio-net header
@@ -79,10 +79,10 @@ def joined(packets: list[Packet]) -> list[bytes]:
     return [b"".join(pkt) if isinstance(pkt, tuple) else pkt for pkt in packets]
 
 
-def read_batch(tun_fd: int) -> list[bytes]:
+def read_batch(tun_fd: int) -> list[memoryview]:
     """What the device has now, up to a batch, virtio-net headers stripped (the device
     always carries one: ``namespace.open_tun``). Used by the tcp shards too."""
-    packets: list[bytes] = []
+    packets: list[memoryview] = []
     size = 0
     read = os.read
     for _ in range(READ_BATCH):
@@ -94,7 +94,7 @@ def read_batch(tun_fd: int) -> list[bytes]:
             if exc.errno in (errno.EINTR, errno.EAGAIN):
                 break
             raise
-        packets.append(pkt[VNET_HDR_LEN:])
+        packets.append(memoryview(pkt)[VNET_HDR_LEN:])  # (a view: no copy of the packet)
         size += len(pkt)
         if size >= BATCH_BYTES:
             break
@@ -114,7 +114,7 @@ def run(ctx: StageContext) -> None:
 
     def read_packets() -> None:
         packets = read_batch(tun_fd)
-        batches: list[list[bytes]] = [[] for _ in range(nshards)]
+        batches: list[list[memoryview]] = [[] for _ in range(nshards)]
         if nshards == 1:
             batches[0] = packets
         else:
@@ -129,8 +129,8 @@ def run(ctx: StageContext) -> None:
                         pcap.writepkt(pkt)
             counters[PACKETS_IN] += count
             for outbox, batch in zip(shards, batches):
-                if batch:
-                    outbox.send(messages.Packets(batch))
+                if batch:  # (views are encoded as the bytes they show)
+                    outbox.send(messages.Packets(cast(list[bytes], batch)))
         flush()
 
     def on_returns(inbox: Inbox) -> None:
@@ -146,22 +146,13 @@ def run(ctx: StageContext) -> None:
     def flush() -> None:
         # Stop reading the device while any shard's ring is full: the kernel then queues
         # (and at worst drops) packets, which the command's TCP retransmits.
-        blocked = False
-        for outbox in shards:
-            if not outbox.flush() and outbox.backlog >= MAX_BACKLOG:
-                blocked = True
-        if blocked:
+        space.flush()
+        if any(outbox.backlog >= MAX_BACKLOG for outbox in shards):
             loop.remove_reader(tun_fd)
-            for outbox in shards:
-                loop.add_reader(outbox.space_fd, on_space)
         else:
             loop.add_reader(tun_fd, read_packets)
 
-    def on_space() -> None:
-        for outbox in shards:
-            outbox.clear_space_fd()
-            loop.remove_reader(outbox.space_fd)
-        flush()
+    space = SpaceWatch(shards, loop.add_reader, loop.remove_reader, flush)
 
     def on_stop() -> None:
         read_packets()

@@ -1,0 +1,668 @@
+"""One proxied TCP connection as a pure core: events in, commands out, no I/O.
+
+The proxy stage (``stages.proxy``, ``stages.relay``) owns the upstream socket and the
+rings; for each flow it feeds a :class:`FlowCore` what happened, with the time, and then
+carries out the commands the core queued (:meth:`FlowCore.take`), in order. The core
+never touches a socket, a ring or the clock, so a test drives it with a script of events
+and compares the exact commands (tests/test_flowcore.py), as mitmproxy's Playbook does.
+
+Events (methods)                         Commands (queued; ``httptap.flow.commands``)
+  command_data(data, now)                  SendToCommand(data)    FlowData to the tcp stage
+  command_eof(now)                         FinToCommand()         FlowEof
+  command_acked(count)                     ResetCommand(reason)   FlowReset
+  command_reset() / close()                Credit(count)          FlowAcked (command bytes passed on)
+  upstream_data(data, now)                 SendUpstream(data)     bytes for the socket
+  upstream_eof(now)                        FinUpstream()          shutdown(SHUT_WR)
+  upstream_lost(error, now)                CloseUpstream()        close after what is queued
+  upstream_write_paused(paused)            AbortUpstream()        reset (SO_LINGER 0)
+  timer(now)                               PauseUpstream() / ResumeUpstream()   reading
+                                           Report(message)        for the sink
+                                           SetTimer(deadline)     call timer() then (None: no timer)
+
+What a flow is, is decided by the command's first bytes (:class:`Mode`)::
+
+    SNIFF --ClientHello--> HELLO --complete--> UPSTREAM_HANDSHAKE --up--> TLS
+      |                                                  `--failed/timeout--> REFUSED
+      +--request line, h2 preface, --http port--> HTTP   (an observer sees every byte)
+      +--the server speaks first: h2 SETTINGS--> HTTP    (h2c: gRPC servers do that)
+      |                   `--a 2xx to CONNECT--> SNIFF   (what the tunnel carries, anew)
+      `--otherwise--> RAW     (bytes relayed untouched; a tcp summary at the end)
+
+HTTP is recognised on any port by the first bytes (an HTTP/1.x request line, or the
+HTTP/2 preface), as mitmproxy's transparent mode does; ``--http`` ports are decoded
+whatever comes. The first chunk decides and is relayed at once, never held: a request
+line split over two segments on another port is relayed raw (clients write a head in
+one go). A decoder that cannot follow lets go, and the flow is relayed raw from there.
+After a ``101`` to ``Upgrade: websocket`` the HTTP decoder hands over to a WebSocket one
+(``wsreport``, ``websocket``): one ``WsMessage`` per message each way, a ``WsEnd`` at the
+end; the bytes are relayed as before.
+
+In TLS the command's session is terminated here (``tlsterm.ServerTls``, a certificate
+from the run's CA for the name it asked for) and the upstream session is a verifying TLS
+client over memory BIOs (``tlsterm.ClientTls``) with the same SNI and the command's ALPN
+list; the protocol the server chose is the one the command gets, and picks the decoder.
+The command's certificate is minted only once the server's handshake succeeded, so a
+refused upstream is answered with an alert, never with a certificate. Half-closes pass
+each way on their own: close_notify and FIN are forwarded separately.
+
+Flow control: bytes from the command are credited back (``Credit``, in steps of
+``CREDIT_STEP``) once handed to the socket, but not while its write buffer is over the
+high-water mark; bytes towards the command count as in flight until the tcp stage credits
+them, and reading upstream pauses above ``MAX_IN_FLIGHT``.
+"""
+
+from __future__ import annotations
+
+import enum
+import fnmatch
+import re
+from typing import Any
+
+from ..plumbing import messages
+from ..http import wsreport
+from ..tls.ca import CAError
+from ..tls.clienthello import ClientHelloError, looks_like_tls, parse_client_hello
+from .commands import (ABORT_UPSTREAM, CLOSE_UPSTREAM, FIN_TO_COMMAND, FIN_UPSTREAM,
+                           PAUSE_UPSTREAM, RESUME_UPSTREAM, Command, Credit, FlowSettings,
+                           Report, ResetCommand, SendToCommand, SendUpstream, SetTimer,
+                           endpoint)
+from ..http.headers import header
+from ..http.http1 import Http1Observer
+from ..http.report import ExchangeReporter
+from ..plumbing.messages import CREDIT_STEP
+from ..tls.tlsterm import ClientTls, ServerTls, TlsError, refusal
+from ..http.wsreport import WsReporter, is_websocket
+
+MAX_IN_FLIGHT = 8 << 20      # upstream bytes not yet acknowledged by the command
+MAX_HELLO = 64 << 10         # a ClientHello larger than this is not one we intercept
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+TLS_HANDSHAKE_TIMEOUT = 15.0
+MAX_SESSIONS = 1024          # upstream TLS sessions kept for resumption (per proxy shard)
+# An HTTP/1.x request line: a token of capitals (any method, WebDAV's too), a target
+# without spaces, the version (RFC 9112 §3).
+_REQUEST_LINE = re.compile(rb"[A-Z][A-Z_-]{0,31} [^ \r\n]+ HTTP/1\.[01]\r?\n")
+
+
+def _is_h2c(request: messages.HttpRequest | None, response: messages.HttpResponse) -> bool:
+    """A 101 that switches ``request`` to HTTP/2 over cleartext (RFC 7540 §3.2)."""
+    if request is None or response.status != 101:
+        return False
+    asked = header(request.headers, "upgrade") or ""
+    given = header(response.headers, "upgrade") or ""
+    return given.strip().lower() == "h2c" and "h2c" in asked.lower().replace(" ", "").split(",")
+
+
+def looks_like_h2_settings(data: bytes | memoryview) -> bool:
+    """The first bytes a server sends in HTTP/2 (RFC 9113 §3.4): a SETTINGS frame (type 4),
+    not an ACK, on stream 0, its length a multiple of 6."""
+    return (len(data) >= 9 and data[3] == 4 and data[4] == 0 and data[5:9] == b"\0\0\0\0"
+            and int.from_bytes(data[0:3], "big") % 6 == 0)
+
+
+class Mode(enum.Enum):
+    SNIFF = "sniff"                            # nothing from the command yet
+    HELLO = "hello"                            # reading the command's ClientHello
+    UPSTREAM_HANDSHAKE = "upstream-handshake"  # our TLS client is shaking hands upstream
+    TLS = "tls"                                # both sessions up
+    HTTP = "http"                              # plain HTTP, observed
+    RAW = "raw"                                # relayed untouched
+    REFUSED = "refused"                        # upstream TLS failed; the command got an alert
+
+
+# The alerts with which a TLS client says it does not trust a certificate (RFC 8446 §6.2),
+# as OpenSSL names them, and how the user is told.
+_REJECTIONS = {"UNKNOWN_CA": "unknown CA", "BAD_CERTIFICATE": "bad certificate",
+               "CERTIFICATE_UNKNOWN": "certificate unknown"}
+
+
+class FlowCore:
+    """One proxied TCP connection: see the module docstring."""
+
+    def __init__(self, settings: FlowSettings, opened: messages.FlowOpened, now: float) -> None:
+        self.settings = settings
+        self.flow = opened.flow
+        self.dst, self.dport = opened.dst, opened.dport
+        self.client = endpoint(opened.src, opened.sport)
+        self.server = endpoint(opened.dst, opened.dport)
+        self.started = now
+        self.mode = Mode.SNIFF
+        self.commands: list[Command] = []
+        self.bytes_up = 0         # command -> upstream (as the command sent them)
+        self.bytes_down = 0       # upstream -> command (as the command got them)
+        self.in_flight = 0        # sent towards the command, not yet credited by the tcp stage
+        self.owed_credit = 0      # command bytes handed to the socket, not yet credited back
+        self.write_paused = False  # the socket's write buffer is over its high-water mark
+        self.read_paused = False
+        self.fin_upstream = False    # we have half-closed towards the server
+        self.eof_from_upstream = False  # the server has half-closed towards us
+        self.upstream_gone = False   # the socket is closed
+        self.finished = False        # the flow is over (closed or reset by the command)
+        self.hello = bytearray()     # the ClientHello, held until the upstream handshake ends
+        self.tls: ServerTls | None = None          # the command's session
+        self.upstream_tls: ClientTls | None = None  # ours with the server
+        self.close_notify_to_command = False
+        self.eof_pending = False     # the command's FIN came during the upstream handshake
+        self.tls_sni = ""
+        self.tls_alpn = ""
+        self.observer: Any = None  # Http1Observer | Http2Observer while decoding
+        self.reporter: ExchangeReporter | None = None
+        self.last_request: messages.HttpRequest | None = None  # (for CONNECT, WebSocket)
+        self.websocket: WsReporter | None = None  # after a 101 to Upgrade: websocket
+        self.session_key: tuple[tuple[str, ...], str, int] = ((), "", 0)  # see _keep_session
+
+    def take(self) -> list[Command]:
+        """The commands queued since the last call, in order."""
+        out = self.commands
+        self.commands = []
+        return out
+
+    # --- events from the command's side (the tcp stage) -------------------------------------
+
+    def command_data(self, data: bytes, now: float) -> None:
+        if self.finished:
+            return
+        self.bytes_up += len(data)
+        mode = self.mode
+        if mode is Mode.SNIFF:
+            mode = self._decide(data, now)
+        if mode is Mode.TLS:
+            self._command_tls(data, now)
+        elif mode is Mode.HELLO:
+            self.hello += data
+            self._try_hello(now)
+        elif mode is Mode.UPSTREAM_HANDSHAKE:
+            self.hello += data  # credited when the handshake has consumed it
+        elif mode is Mode.REFUSED:
+            self._credit(len(data))
+        else:
+            self._to_upstream(data)
+            self._credit(len(data))
+            self._observe(True, data, now)
+
+    def command_eof(self, now: float) -> None:
+        """A FIN from the command: passed on as a FIN (over TLS too: a FIN without
+        close_notify is what the command sent)."""
+        if self._closed_during_our_handshake():
+            self._rejected("it closed the connection after the certificate")
+        if self.observer is not None:
+            self.observer.client_eof(now)
+            self._report(now)
+        if self.finished or self.upstream_gone or self.fin_upstream:
+            return
+        if self.mode is Mode.UPSTREAM_HANDSHAKE:
+            self.eof_pending = True  # passed on once the held ClientHello has been answered
+            return
+        if self.mode is Mode.HELLO:
+            self._hello_is_not_tls()  # it will never be complete now
+        self.fin_upstream = True
+        self.commands.append(FIN_UPSTREAM)
+
+    def command_acked(self, count: int) -> None:
+        self.in_flight -= count
+        if self.read_paused and self.in_flight <= MAX_IN_FLIGHT // 2:
+            self.read_paused = False
+            self.commands.append(RESUME_UPSTREAM)
+
+    def command_reset(self) -> None:
+        """The command reset the connection: so do we, upstream."""
+        if self._closed_during_our_handshake() and not self.finished:
+            self._rejected("it reset the connection after the certificate")
+        self._reset_upstream()
+
+    def _reset_upstream(self) -> None:
+        if not self.finished:
+            self.finished = True
+            self.commands.append(SetTimer(None))
+            if not self.upstream_gone:
+                self.commands.append(ABORT_UPSTREAM)
+
+    def close(self) -> None:
+        """The tcp stage forgot the flow (both sides closed): close upstream after what is
+        queued."""
+        if not self.finished:
+            self.finished = True
+            self.commands.append(SetTimer(None))
+            if not self.upstream_gone:
+                self.commands.append(CLOSE_UPSTREAM)
+
+    def final_report(self, now: float) -> None:
+        """What the sink hears when the connection is over: errors for unanswered
+        requests, or a tcp summary if nothing on it was HTTP."""
+        self._keep_session()
+        if self.observer is not None:
+            self.observer.client_eof(now)
+            self.observer.server_eof(now)
+            self._report(now)
+        if self.websocket is not None:
+            self._report_all(self.websocket.end(now))
+            self.websocket = None
+        if self.reporter is not None and self.reporter.exchanges:
+            for msg in self.reporter.finish(now, "the connection closed before a response"):
+                self.commands.append(Report(msg))
+            return
+        self.commands.append(Report(messages.TcpSummary(
+            time=self.started, client=self.client, server=self.server,
+            bytes_sent=self.bytes_up, bytes_received=self.bytes_down,
+            duration=now - self.started, tls_sni=self.tls_sni)))
+
+    # --- events from the upstream socket ------------------------------------------------------
+
+    def upstream_data(self, data: bytes | memoryview, now: float) -> None:
+        """Bytes the server sent. ``data`` need only live for the call (the commands queued
+        may refer to it: carry them out before the buffer is reused)."""
+        if self.finished:
+            return
+        mode = self.mode
+        if mode is Mode.SNIFF:  # the server speaks first: HTTP/2 (gRPC), or neither TLS nor HTTP
+            if looks_like_h2_settings(data):
+                self.mode = Mode.HTTP
+                self._start_decoding("h2", "http")
+            else:
+                self.mode = Mode.RAW
+        elif mode is Mode.UPSTREAM_HANDSHAKE:
+            self._upstream_handshake(data, now)
+            return
+        elif mode is Mode.REFUSED:
+            return
+        upstream_tls = self.upstream_tls
+        if upstream_tls is None:
+            self.bytes_down += len(data)
+            self._to_command(data)
+            self._observe(False, data, now)
+            return
+        try:
+            plain, back = upstream_tls.receive(data)
+        except TlsError as exc:
+            self._notice(f"TLS from {self.tls_sni or self.dst} ({self.server}) failed: {exc}",
+                         verbose_only=True)
+            self._upstream_failed(f"upstream TLS: {exc}", exc.pending)
+            return
+        if back:
+            self.commands.append(SendUpstream(back))
+        if plain:
+            self._plain_to_command(plain, now)
+        if upstream_tls.closed and not self.close_notify_to_command:
+            self._close_notify_to_command()
+
+    def upstream_eof(self, now: float) -> None:
+        """The server half-closed: so does the command's side (close_notify first over TLS)."""
+        if self.finished or self.eof_from_upstream:
+            return
+        self.eof_from_upstream = True
+        if self.mode is Mode.UPSTREAM_HANDSHAKE:
+            self._refuse("the server closed the connection during the handshake")
+            return
+        if self.mode is Mode.REFUSED:
+            return
+        if self.tls is not None and not self.close_notify_to_command:
+            self._close_notify_to_command()
+        self.commands.append(FIN_TO_COMMAND)
+        if self.observer is not None:
+            self.observer.server_eof(now)
+            self._report(now)
+
+    def upstream_lost(self, error: str | None, now: float) -> None:
+        """The socket is closed (``error``: it failed, or the server reset it)."""
+        if self.upstream_gone:
+            return
+        self.upstream_gone = True
+        if self.finished or self.mode is Mode.REFUSED:
+            return
+        if self.mode is Mode.UPSTREAM_HANDSHAKE:
+            self._refuse(error or "the server closed the connection during the handshake")
+            return
+        if error is not None:
+            self.finished = True
+            self.commands.append(ResetCommand(f"upstream: {error}"))
+        elif not self.eof_from_upstream:
+            self.eof_from_upstream = True
+            if self.tls is not None and not self.close_notify_to_command:
+                self._close_notify_to_command()
+            self.commands.append(FIN_TO_COMMAND)
+
+    def upstream_write_paused(self, paused: bool) -> None:
+        self.write_paused = paused
+        if not paused and self.owed_credit:
+            self.commands.append(Credit(self.owed_credit))
+            self.owed_credit = 0
+
+    def timer(self, now: float) -> None:
+        if self.mode is Mode.UPSTREAM_HANDSHAKE and not self.finished:
+            self._refuse("the handshake timed out")
+
+    # --- deciding what the flow is ------------------------------------------------------------
+
+    def _decide(self, first: bytes, now: float) -> Mode:
+        settings = self.settings
+        if looks_like_tls(first[:3]) or (self.dport in settings.https_ports and len(first) < 3):
+            self.mode = Mode.HELLO
+        elif len(first) >= 4 and first.startswith(H2_PREFACE[:len(first)]):
+            self.mode = Mode.HTTP
+            self._start_decoding("h2", "http")  # HTTP/2 with prior knowledge (h2c)
+        elif self.dport in settings.http_ports or _REQUEST_LINE.match(first):
+            self.mode = Mode.HTTP
+            self._start_decoding("http/1.1", "http")
+        else:
+            self.mode = Mode.RAW
+        return self.mode
+
+    def _start_decoding(self, protocol: str, scheme: str) -> None:
+        capture, limit = self.settings.capture_bodies, self.settings.max_body_size
+        if protocol == "h2":
+            from ..http.http2 import Http2Observer  # hpack and hyperframe: only when needed
+
+            self.observer = Http2Observer(capture_bodies=capture, max_capture=limit)
+        else:
+            self.observer = Http1Observer(capture_bodies=capture, max_capture=limit)
+        self.reporter = ExchangeReporter(
+            scheme=scheme, server_host=self.dst, server_port=self.dport, client=self.client,
+            server=self.server, new_id=self.settings.new_exchange_id, tls_sni=self.tls_sni,
+            tls_alpn=self.tls_alpn, stream_heads=self.settings.stream_bodies)
+
+    # --- TLS interception ----------------------------------------------------------------------
+
+    def _try_hello(self, now: float) -> None:
+        try:
+            hello = parse_client_hello(bytes(self.hello))
+        except ClientHelloError:
+            hello = None
+        else:
+            if hello is None and len(self.hello) <= MAX_HELLO:
+                return  # wait for the rest of the ClientHello
+        if hello is None:
+            self._hello_is_not_tls()
+            return
+        self.tls_sni = hello.sni or ""
+        if self._not_intercepted(self.tls_sni or self.dst):
+            self._hello_is_not_tls()  # relayed untouched; the summary names the host
+            return
+        self.mode = Mode.UPSTREAM_HANDSHAKE
+        alpn = tuple(p for p in hello.alpn if p.isascii() and p)
+        self.session_key = (alpn, self._tls_name, self.dport)
+        session = self.settings.sessions.get(self.session_key)
+        try:
+            self.upstream_tls = ClientTls(self.settings.upstream_context(alpn), self._tls_name,
+                                          session)
+        except (ValueError, UnicodeError) as exc:  # a name no TLS client can ask for
+            self._refuse(str(exc))
+            return
+        self.commands.append(SendUpstream(self.upstream_tls.start()))
+        self.commands.append(SetTimer(now + TLS_HANDSHAKE_TIMEOUT))
+
+    def _not_intercepted(self, name: str) -> bool:
+        name = name.lower().rstrip(".")
+        return any(fnmatch.fnmatchcase(name, glob) for glob in self.settings.no_intercept)
+
+    def _hello_is_not_tls(self) -> None:
+        """Not a ClientHello we understand: relay what we held, untouched, from now on."""
+        self.mode = Mode.RAW
+        data, self.hello = bytes(self.hello), bytearray()
+        self._to_upstream(data)
+        self._credit(len(data))
+
+    @property
+    def _tls_name(self) -> str:
+        return self.tls_sni or self.dst
+
+    def _upstream_handshake(self, data: bytes | memoryview, now: float) -> None:
+        upstream_tls = self.upstream_tls
+        assert upstream_tls is not None
+        try:
+            plain, back = upstream_tls.receive(data)
+        except TlsError as exc:
+            if exc.pending:
+                self.commands.append(SendUpstream(exc.pending))
+            self._refuse(exc)
+            return
+        if back:
+            self.commands.append(SendUpstream(back))
+        if not upstream_tls.handshake_done:
+            return
+        self.commands.append(SetTimer(None))
+        chosen = upstream_tls.alpn
+        self.tls_alpn = chosen or ""
+        try:
+            leaf = self.settings.server_context(self._tls_name, [chosen] if chosen else None)
+        except CAError as exc:  # a name no certificate can hold (with --insecure, say)
+            self._refuse(str(exc))
+            return
+        self.tls = ServerTls(leaf)
+        self.mode = Mode.TLS
+        if chosen == "h2":
+            self._start_decoding("h2", "https")
+        elif chosen in (None, "http/1.1", "http/1.0"):
+            self._start_decoding("http/1.1", "https")
+        held, self.hello = bytes(self.hello), bytearray()
+        self.bytes_up -= len(held)  # counted again by command_data
+        self.command_data(held, now)
+        if plain:  # the server spoke first, right after the handshake
+            self._plain_to_command(plain, now)
+        if upstream_tls.closed:
+            self._close_notify_to_command()
+        if self.eof_pending:
+            self.command_eof(now)
+
+    def _command_tls(self, data: bytes, now: float) -> None:
+        tls, upstream_tls = self.tls, self.upstream_tls
+        assert tls is not None and upstream_tls is not None
+        try:
+            plain, back = tls.receive(data)
+        except TlsError as exc:
+            self._to_command(exc.pending)
+            why = next((text for alert, text in _REJECTIONS.items() if alert in str(exc)), None)
+            if why is not None and not tls.handshake_done:
+                self._rejected(why)
+            else:
+                self._notice(f"TLS with the command failed ({self._tls_name}): {exc}",
+                             verbose_only=True)
+            self._reset_upstream()
+            return
+        self._to_command(back)
+        if plain and not self.fin_upstream:
+            try:
+                self._to_upstream(upstream_tls.send(plain))
+            except TlsError as exc:
+                self._upstream_failed(f"upstream TLS: {exc}", b"")
+                return
+        self._credit(len(data))
+        self._observe(True, plain, now)
+        if tls.closed and not (self.fin_upstream or self.upstream_gone):
+            # close_notify from the command: ours to the server, then a FIN. The server's
+            # answer (its close_notify, then its FIN) reaches the command the same way.
+            self._to_upstream(upstream_tls.close())
+            self.fin_upstream = True
+            self.commands.append(FIN_UPSTREAM)
+
+    def _rejected(self, why: str) -> None:
+        """The command's TLS client refused our certificate: it does not trust the run's
+        CA. Said once per name, as an error: nothing on that connection will be seen."""
+        name = self._tls_name
+        if name not in self.settings.rejected_names:
+            self.settings.rejected_names.add(name)
+            self._notice(f"the client rejected httptap's certificate for {name} ({why}): it does "
+                         "not use the system trust store; see \"Trusting httptap's CA\" in the "
+                         "README", level="error")
+
+    def _closed_during_our_handshake(self) -> bool:
+        """The command closed or reset right after our certificate, as some clients do
+        instead of sending an alert."""
+        return self.mode is Mode.TLS and self.tls is not None and not self.tls.handshake_done
+
+    def _plain_to_command(self, plain: bytes | memoryview, now: float) -> None:
+        tls = self.tls
+        assert tls is not None
+        try:
+            wire = tls.send(plain)
+        except TlsError as exc:
+            self._notice(f"TLS with the command failed ({self._tls_name}): {exc}",
+                         verbose_only=True)
+            self._reset_upstream()
+            return
+        self.bytes_down += len(wire)
+        self._to_command(wire)
+        self._observe(False, plain, now)
+
+    def _keep_session(self) -> None:
+        """Keep the upstream session for the next connection to the same server (its
+        ticket has arrived by the time the connection ends)."""
+        upstream_tls = self.upstream_tls
+        if upstream_tls is None or self.mode is not Mode.TLS:
+            return
+        session = upstream_tls.session
+        if session is None:
+            return
+        sessions = self.settings.sessions
+        sessions.pop(self.session_key, None)
+        sessions[self.session_key] = session
+        while len(sessions) > MAX_SESSIONS:
+            del sessions[next(iter(sessions))]
+
+    def _close_notify_to_command(self) -> None:
+        self.close_notify_to_command = True
+        if self.tls is not None:
+            self._to_command(self.tls.close())
+
+    def _refuse(self, reason: TlsError | str) -> None:
+        """The upstream handshake failed: fail the command's with an alert, say why."""
+        self.mode = Mode.REFUSED
+        self.commands.append(SetTimer(None))
+        self._notice(f"TLS to {self._tls_name} ({self.server}) failed: {reason}", level="error")
+        self._to_command(refusal(reason, bytes(self.hello)))
+        self._credit(len(self.hello))
+        self.hello = bytearray()
+        self.commands.append(FIN_TO_COMMAND)
+        if not self.upstream_gone:
+            self.upstream_gone = True
+            self.commands.append(ABORT_UPSTREAM)
+
+    def _upstream_failed(self, reason: str, alert: bytes) -> None:
+        """The established upstream session broke: reset both sides."""
+        if alert:
+            self.commands.append(SendUpstream(alert))
+        self.finished = True
+        self.commands.append(ResetCommand(reason))
+        if not self.upstream_gone:
+            self.upstream_gone = True
+            self.commands.append(ABORT_UPSTREAM)
+
+    # --- relaying and credit -------------------------------------------------------------------
+
+    def _to_command(self, wire: bytes | memoryview) -> None:
+        if not wire:
+            return
+        self.in_flight += len(wire)
+        self.commands.append(SendToCommand(wire))
+        if self.in_flight > MAX_IN_FLIGHT and not self.read_paused:
+            self.read_paused = True
+            self.commands.append(PAUSE_UPSTREAM)
+
+    def _to_upstream(self, data: bytes) -> None:
+        if data and not (self.upstream_gone or self.fin_upstream):
+            self.commands.append(SendUpstream(data))
+
+    def _credit(self, count: int) -> None:
+        # Returned in steps (see tcp.CREDIT_STEP), and not while the upstream socket is
+        # over its high-water mark: the command's window then closes, as it should.
+        self.owed_credit += count
+        if not self.write_paused and self.owed_credit >= CREDIT_STEP:
+            self.commands.append(Credit(self.owed_credit))
+            self.owed_credit = 0
+
+    # --- decoding ------------------------------------------------------------------------------
+
+    def _observe(self, from_command: bool, data: bytes | memoryview, now: float) -> None:
+        observer = self.observer
+        if observer is None:
+            if self.websocket is not None and data:
+                self._observe_websocket(from_command, data, now)
+            return
+        if not data:
+            return
+        if from_command:
+            observer.client_data(data, now)
+        else:
+            observer.server_data(data, now)
+        self._report(now)
+
+    def _report(self, now: float) -> None:
+        observer = self.observer
+        assert observer is not None and self.reporter is not None
+        events = observer.events()
+        switching: messages.HttpResponse | None = None
+        for msg in self.reporter.on_events(events):
+            if type(msg) is messages.HttpRequest:
+                self.last_request = msg
+            elif type(msg) is messages.HttpResponse and msg.status == 101:
+                switching = msg
+                if _is_h2c(self.last_request, msg):
+                    continue  # the request's real response comes in HTTP/2, on stream 1
+            self.commands.append(Report(msg))
+        if observer.failed or observer.upgraded:
+            self.observer = None  # not HTTP after all, or switched: no more HTTP decoding
+            request = self.last_request
+            if observer.upgraded and request is not None and request.method == "CONNECT":
+                self._enter_tunnel(request.url)
+            elif (switching is not None and request is not None
+                  and isinstance(observer, Http1Observer)):
+                if _is_h2c(request, switching):
+                    self._start_h2c(observer, request, now)
+                elif is_websocket(request, switching):
+                    self._start_websocket(observer, request, switching, now)
+
+    def _start_h2c(self, observer: Http1Observer, request: messages.HttpRequest,
+                   now: float) -> None:
+        """The exchange switched to HTTP/2 (``Upgrade: h2c``): decode on as HTTP/2, the
+        upgraded request answered on stream 1 under its own exchange id."""
+        assert self.reporter is not None
+        first_client, first_server = observer.switched_bytes()
+        self._start_decoding("h2", self.reporter.scheme)
+        assert self.reporter is not None and self.observer is not None
+        self.observer.upgraded_from_http1()
+        self.reporter.adopt(1, request)
+        if first_client:  # (sent while the switch was pending: before the 101 arrived)
+            self.observer.client_data(first_client, now)
+        if first_server:
+            self.observer.server_data(first_server, now)
+        self._report(now)
+
+    def _start_websocket(self, observer: Http1Observer, request: messages.HttpRequest,
+                         switching: messages.HttpResponse, now: float) -> None:
+        """The exchange switched to WebSocket: its messages are decoded from here on, the
+        bytes still relayed as they come (``websocket``, ``wsreport``)."""
+        first_client, first_server = observer.switched_bytes()
+        reporter, out = wsreport.start(request, switching, self.settings.capture_bodies,
+                                       first_client, first_server, now)
+        self.websocket = reporter if reporter is not None and not reporter.ended else None
+        self._report_all(out)
+
+    def _observe_websocket(self, from_command: bool, data: bytes | memoryview,
+                           now: float) -> None:
+        websocket = self.websocket
+        assert websocket is not None
+        self._report_all(websocket.data(from_command, data, now))
+        if websocket.ended:
+            self.websocket = None  # the peer broke the protocol: relay raw from here
+
+    def _report_all(self, out: list[messages.Msg]) -> None:
+        for msg in out:
+            self.commands.append(Report(msg))
+            if type(msg) is messages.WsEnd and msg.error:
+                self._notice(f"WebSocket {msg.url}: not decoded further: {msg.error}",
+                             verbose_only=True)
+
+    def _enter_tunnel(self, target: str) -> None:
+        """The command's proxy accepted a CONNECT: what follows on this connection is the
+        command's conversation with ``target`` (host:port), TLS or not, through the
+        proxy. It is recognised and intercepted as any connection to ``target`` is; its
+        records keep naming the proxy as the server they went through."""
+        host, _, port = target.rpartition(":")
+        if not host or not port.isdigit():
+            return  # not host:port: relay raw
+        self.dst, self.dport = host.strip("[]"), int(port)
+        self.mode = Mode.SNIFF
+        self.reporter = None
+        self.last_request = None
+
+    def _notice(self, text: str, level: str = "info", verbose_only: bool = False) -> None:
+        if not verbose_only or self.settings.verbose:
+            self.commands.append(Report(messages.Notice(level, text)))

@@ -1,0 +1,618 @@
+"""The supervisor: the httptap process itself. Starts the pipeline, runs the command, exits.
+
+    launcher (fork)  -> namespaces, TUN device, waits for "go", becomes the command
+    sink, proxy×N (fork) -> started while the launcher builds the namespace
+    tcp×N (fork)     -> started once the launcher has handed over the TUN device: each
+                        shard reads and writes its own queue of it
+    tun (fork)       -> only with --dump-pcap: reads the device, steers to the shards
+
+Then one loop over signals (``sigtimedwait``; every signal we care about is blocked, so
+none interrupts anything): SIGCHLD reaps children, SIGINT/SIGTERM/SIGHUP/SIGQUIT sent to
+httptap are passed to the command. When the command exits the pipeline drains front to
+back ([tun ->] tcp -> proxy -> sink) and httptap exits with the command's status.
+
+Nothing observed is lost silently:
+
+- The drain waits as long as the pipeline makes progress: any stage's counters move, or
+  the sink is busy (a slow reader of its output blocks it; like any program writing into
+  a pipe, httptap then waits for the reader). It gives up after ``DRAIN_STALL`` seconds
+  without progress; a signal during the drain (a second Ctrl-C) ends it at once.
+- The sink outlives the others. If a tcp, proxy or tun stage dies, httptap names it,
+  stops the command, sends ``Drain`` on the dead stage's behalf into the rings it fed
+  (its ring is shared memory: what it published is still there, and a dead producer
+  cannot race us), and drains the rest; the sink then writes everything, the HAR with
+  the exchanges still open marked as errors. A proxy's tcp shard is stopped with it.
+- If the sink dies, the HAR files are written here from the spools it left in the run
+  directory (``sinks.har``).
+- Whatever was lost (a dead stage, a cut-short drain, a failed write) is said in one line
+  at the end, and a command that exited 0 gives 125.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+from .config import Config
+from ..plumbing.ring import Ring
+from ..plumbing.stats import Counters, SinkState, StageReport, format_table, stats_record
+
+EXIT_FAILED = 125
+DRAIN_STALL = 5.0        # seconds without progress after which the drain gives up
+DRAIN_POLL = 0.1         # how often the drain looks at the stages' counters
+COMMAND_GRACE = 2.0      # seconds between SIGTERM and SIGKILL when we stop the command
+RING_CAPACITY = 4 << 20
+RUN_DIR_PREFIX = "httptap-run-"   # + supervisor pid: the run's trust files
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+WATCHED = {signal.SIGCHLD, *FORWARDED}
+SI_USER, SI_QUEUE = 0, -1  # si_code of kill(2) and sigqueue(3): sent by a process
+
+
+@dataclass
+class Child:
+    name: str
+    pid: int
+    counters: Counters | None = None
+    outputs: tuple[Ring, ...] = ()
+    inputs: tuple[Ring, ...] = ()
+    shard: int | None = None
+    status: int | None = None
+    cpu: float = 0.0
+
+
+class ProgressWatch:
+    """Tells a slow pipeline from a stuck one during the drain.
+
+    ``mark`` is anything that changes when the pipeline moves (the stages' counters);
+    ``busy`` says the sink is working or blocked on its output's reader, which is
+    progress too, however long it takes. Stalled: ``patience`` seconds with neither."""
+
+    def __init__(self, patience: float, mark: object, now: float) -> None:
+        self.patience = patience
+        self.mark = mark
+        self.moved = now
+
+    def stalled(self, mark: object, busy: bool, now: float) -> bool:
+        if mark != self.mark or busy:
+            self.mark, self.moved = mark, now
+            return False
+        return now - self.moved >= self.patience
+
+
+def _describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        return f"killed by {signal.Signals(sig).name}"
+    return f"exited with status {os.WEXITSTATUS(status)}"
+
+
+def exit_code(status: int) -> int:
+    """The shell's convention: the exit status, or 128 + the signal that killed it."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.waitstatus_to_exitcode(status)
+
+
+class Supervisor:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.stages: list[Child] = []
+        self.command: Child | None = None
+        self.started = time.monotonic()
+        self.rings: list[Ring] = []
+        self._fds_to_close_in_stages: list[int] = []
+        self.sink_state = SinkState()
+        self.lost: list[str] = []             # what output was lost, said at exit
+        self.draining = False
+        self._stopping: set[int] = set()      # pids of stages we end on purpose
+        self._owed_drains: list[Ring] = []    # Drain owed by a dead producer, not yet sent
+
+    # --- start-up ----------------------------------------------------------------------
+
+    def _ring(self, label: str) -> Ring:
+        ring = Ring(RING_CAPACITY, label=label)
+        self.rings.append(ring)
+        return ring
+
+    def _start(self, name: str, module: str, inputs: list[Ring], outputs: list[Ring],
+               **extra: object) -> Child:
+        """Fork stage ``name`` running ``httptap.stages.<module>.run`` (imported in the
+        child: each stage pays for its own imports, in parallel)."""
+        from ..stages.base import StageContext, start_stage
+
+        counters = Counters()
+        ctx = StageContext(name, self.config, counters, inputs, outputs, dict(extra))
+        pid = start_stage(ctx, module, self._fds_to_close_in_stages)
+        shard = extra.get("shard")
+        child = Child(name, pid, counters, tuple(outputs), tuple(inputs),
+                      shard if isinstance(shard, int) else None)
+        self.stages.append(child)
+        return child
+
+    def _prepare_trust(self) -> None:
+        """The run's CA, and the files and environment that make the command trust it.
+
+        The files live in a private directory removed on every way out (one left by a
+        SIGKILLed run is removed by the next run: see ``remove_stale_run_dirs``)."""
+        from ..tls import trust
+        from ..tls.ca import CertificateAuthority
+
+        config = self.config
+        if config.ca_dir:
+            self.ca = CertificateAuthority.load_or_create(config.ca_dir, keylog_filename=config.keylog)
+        else:
+            self.ca = CertificateAuthority.ephemeral(keylog_filename=config.keylog)
+        remove_stale_run_dirs()
+        self.run_dir = tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-",
+                                        dir=run_dir_base())
+        os.chmod(self.run_dir, 0o755)  # the command may run as another user (--user)
+        files = trust.build(self.ca.cert_pem, self.run_dir, os.environ)
+        self.trust_message = b"t" + json.dumps({
+            "env": files.environ,
+            "mounts": [(files.bundle_path, target) for target in files.overlay_targets],
+        }).encode()
+
+    def run(self) -> int:
+        try:
+            return self._run()
+        finally:
+            self._remove_run_dir()
+
+    def _remove_run_dir(self) -> None:
+        if getattr(self, "run_dir", None):
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def _run(self) -> int:
+        config = self.config
+        signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED)
+        # Blocked signals are taken by sigwaitinfo(), but an *ignored* one is discarded when
+        # sent: a shell's background job starts with SIGINT ignored, and then Ctrl-C or
+        # kill -INT could never end a --no-exit run. Default dispositions keep them queued.
+        for sig in FORWARDED:
+            signal.signal(sig, signal.SIG_DFL)
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        uid, gid = os.getuid(), os.getgid()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            parent_sock.close()
+            from .namespace import launch
+            launch(config, child_sock)
+        child_sock.close()
+        self.command = Child("command", pid)
+        self.uid, self.gid = uid, gid
+        self._fds_to_close_in_stages.append(parent_sock.fileno())
+        try:
+            # While the launcher builds the namespace (importing pyroute2 alone takes
+            # ~0.1 s), make the CA and its files, then start the stages.
+            if config.new_user_namespace and not self._map_ids(parent_sock):
+                return EXIT_FAILED
+            if not self._send_trust(parent_sock):
+                return EXIT_FAILED
+            return self._run_pipeline(parent_sock)
+        finally:
+            parent_sock.close()
+            for ring in self.rings:
+                ring.release()
+
+    def _run_pipeline(self, sock: socket.socket) -> int:
+        config = self.config
+        n = config.workers
+        tun_to_tcp = [self._ring(f"tun>tcp{i}") for i in range(n)] if config.tun_stage else []
+        tcp_to_tun = [self._ring(f"tcp{i}>tun") for i in range(n)] if config.tun_stage else []
+        tcp_to_proxy = [self._ring(f"tcp{i}>proxy{i}") for i in range(n)]
+        proxy_to_tcp = [self._ring(f"proxy{i}>tcp{i}") for i in range(n)]
+        proxy_to_sink = [self._ring(f"proxy{i}>sink") for i in range(n)]
+        suffixes = [str(i) if n > 1 else "" for i in range(n)]
+        # The sink also hears from the supervisor: periodic stats for ndjson sinks.
+        self.to_sink = self._ring("supervisor>sink")
+        self.spool_dir = os.path.join(self.run_dir, "spool")
+        os.mkdir(self.spool_dir, 0o700)  # HAR entries: bodies, cookies
+        self._start("sink", "sink", [*proxy_to_sink, self.to_sink], [],
+                    state=self.sink_state, spool_dir=self.spool_dir)
+        for i in range(n):
+            self._start("proxy" + suffixes[i], "proxy", [tcp_to_proxy[i]],
+                        [proxy_to_tcp[i], proxy_to_sink[i]], shard=i, ca=self.ca)
+
+        # The launcher answers with the TUN device (one fd per queue), or with one line
+        # saying what went wrong.
+        try:
+            msg, fds, _, _ = socket.recv_fds(sock, 65536, config.tun_queues)
+        except OSError as exc:
+            msg, fds = b"E" + f"launcher failed: {exc}".encode(), []
+        if not msg or msg[:1] == b"E" or len(fds) != config.tun_queues:
+            for fd in fds:
+                os.close(fd)
+            self._launcher_failed(msg)
+            return EXIT_FAILED
+        notes = msg[1:].decode(errors="replace")
+        if notes and config.verbose:
+            for line in notes.splitlines():
+                print(f"httptap: {line}", file=sys.stderr)
+        stop_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self.stop_fd = stop_fd
+        # The shards write their packets to the device themselves (one hop less for every
+        # byte the command receives) and, without a tun stage, read their own queue too.
+        for i in range(n):
+            if config.tun_stage:
+                self._start("tcp" + suffixes[i], "tcp", [tun_to_tcp[i], proxy_to_tcp[i]],
+                            [tcp_to_tun[i], tcp_to_proxy[i]], shard=i, tun_fd=fds[0])
+            else:
+                self._start("tcp" + suffixes[i], "tcp", [proxy_to_tcp[i]], [tcp_to_proxy[i]],
+                            shard=i, tun_fd=fds[i], reads_tun=True, stop_fd=stop_fd)
+        if config.tun_stage:
+            self._start("tun", "tun", tcp_to_tun, tun_to_tcp, tun_fd=fds[0], stop_fd=stop_fd)
+        for fd in fds:
+            os.close(fd)  # the stages hold them now
+        sock.send(b"g")
+        return self._wait()
+
+    def _map_ids(self, sock: socket.socket) -> bool:
+        """Write the launcher's uid/gid maps when it asks ("U"); False if it failed."""
+        from .namespace import write_id_maps
+
+        assert self.command is not None
+        msg = sock.recv(65536)
+        if msg != b"U":
+            self._launcher_failed(msg)
+            return False
+        try:
+            write_id_maps(self.command.pid, self.uid, self.gid)
+            sock.send(b"u")
+        except OSError as exc:
+            sock.send(b"E" + f"cannot map user ids into the new user namespace: {exc}".encode())
+        return True
+
+    def _send_trust(self, sock: socket.socket) -> bool:
+        from ..tls.ca import CAError
+
+        try:
+            self._prepare_trust()
+        except (CAError, OSError) as exc:
+            sock.send(b"E" + str(exc).encode())
+            print(f"httptap: {exc}", file=sys.stderr)
+            self._reap_command(block=True)
+            return False
+        try:
+            sock.send(self.trust_message)
+        except OSError:
+            pass  # the launcher failed: its message follows
+        return True
+
+    def _launcher_failed(self, msg: bytes) -> None:
+        text = msg[1:].decode(errors="replace") if msg else "the launcher died before setting up the namespace"
+        print(f"httptap: {text}", file=sys.stderr)
+        self._reap_command(block=True)
+        self._stop_stages(graceful=False)
+
+    # --- the main loop -------------------------------------------------------------------
+
+    def _wait(self) -> int:
+        assert self.command is not None
+        command = self.command
+        interval = self.config.stats_interval or None
+        next_stats = time.monotonic() + interval if interval else None
+        while True:
+            timeout = None if next_stats is None else max(0.0, next_stats - time.monotonic())
+            info = signal.sigtimedwait(WATCHED, timeout) if timeout is not None else signal.sigwaitinfo(WATCHED)
+            if info is None:
+                self._print_stats()
+                next_stats = time.monotonic() + interval if interval else None
+                continue
+            if info.si_signo == signal.SIGCHLD:
+                self._reap()
+                if self.lost:  # a stage died: what the others hold still goes out
+                    self._stop_command()
+                    break
+                if command.status is not None:
+                    # The launcher exits when the namespace's PID 1 does: after the command,
+                    # or with --no-exit, after the interrupt that ends the run.
+                    break
+            elif info.si_code in (SI_USER, SI_QUEUE):
+                # Sent to httptap by another process: pass it on. A signal from the
+                # terminal (Ctrl-C) reached the command's process group already.
+                try:
+                    os.kill(command.pid, info.si_signo)
+                except ProcessLookupError:
+                    pass
+        stage_died_first = bool(self.lost)
+        self._drain()
+        self._write_left_spools()
+        if self.config.stats:
+            self._print_stats(final=True)
+        # The command's own status, unless we stopped it because a stage died.
+        code = EXIT_FAILED if stage_died_first else exit_code(command.status or 0)
+        return self._report_lost(code)
+
+    def _report_lost(self, code: int) -> int:
+        """Say in one line what output was lost, if any; 125 instead of a success."""
+        lost = list(self.lost)
+        failed = self.sink_state.failed_writes
+        if failed:
+            lost.append(f"{failed} write{'s' if failed > 1 else ''} to the output failed")
+        if not lost:
+            return code
+        print(f"httptap: output is incomplete: {'; '.join(lost)}", file=sys.stderr, flush=True)
+        return EXIT_FAILED if code == 0 else code
+
+    def _reap(self) -> list[Child]:
+        """Collect every exited child; handle and return the stages among them."""
+        ended: list[Child] = []
+        while True:
+            try:
+                pid, status, rusage = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            for child in [self.command, *self.stages]:
+                if child is not None and child.pid == pid:
+                    child.status = status
+                    child.cpu = rusage.ru_utime + rusage.ru_stime
+                    if child is not self.command:
+                        ended.append(child)
+            # Anything else (an orphan re-parented to us) is simply reaped.
+        for stage in ended:
+            self._stage_ended(stage)
+        return ended
+
+    def _stage_ended(self, stage: Child) -> None:
+        """A stage exited: fine when it finished its drain or when we ended it; otherwise
+        it died, and what it was carrying is lost, but not what the others carry."""
+        # Once one stage has died the others drain too (from the Drain we sent for it).
+        finished = stage.status == 0 and (self.draining or bool(self.lost))
+        if finished or stage.pid in self._stopping:
+            return
+        how = _describe_status(stage.status or 0)
+        stopping = "; stopping" if self.command is not None and self.command.status is None else ""
+        print(f"httptap: the {stage.name} stage {how}{stopping}", file=sys.stderr, flush=True)
+        self.lost.append(f"the {stage.name} stage {how}")
+        if stage.name == "sink":
+            return  # nothing can be delivered any more: see _drain
+        # Its consumers still take what it published, then the Drain it never sent.
+        for ring in stage.outputs:
+            consumer = self._consumer_of(ring)
+            if consumer is not None and consumer.status is None:
+                self._owed_drains.append(ring)
+        self._send_owed_drains()
+        if stage.name.startswith("proxy"):
+            # Its tcp shard would wait forever to hand its own Drain to it, and holds
+            # nothing for the output.
+            for other in self.stages:
+                if other.name.startswith("tcp") and other.shard == stage.shard:
+                    self._end_stage(other)
+
+    def _consumer_of(self, ring: Ring) -> Child | None:
+        return next((s for s in self.stages if ring in s.inputs), None)
+
+    def _send_owed_drains(self) -> None:
+        """Publish ``Drain`` into rings whose producer died (the ring may be full: the
+        drain loop calls again)."""
+        from ..plumbing import messages
+
+        drain = messages.encode(messages.Drain())
+        still_owed = []
+        for ring in self._owed_drains:
+            consumer = self._consumer_of(ring)
+            if consumer is None or consumer.status is not None:
+                continue
+            if not ring.try_put_many([drain]):
+                still_owed.append(ring)
+        self._owed_drains = still_owed
+
+    def _end_stage(self, stage: Child) -> None:
+        if stage.status is None:
+            self._stopping.add(stage.pid)
+            try:
+                os.kill(stage.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _reap_command(self, block: bool) -> None:
+        assert self.command is not None
+        if self.command.status is None:
+            try:
+                _, status = os.waitpid(self.command.pid, 0 if block else os.WNOHANG)
+                self.command.status = status
+            except ChildProcessError:
+                self.command.status = 0
+
+    # --- shutting down --------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        """Ask the stages that read the device to stop; each stage then drains into the
+        next and exits. Waits while anything makes progress (see the module docstring)."""
+        self.draining = True
+        if self._sink_dead():
+            self._stop_stages(graceful=False)
+            return
+        os.eventfd_write(self.stop_fd, 1)
+        watched = {signal.SIGCHLD, *FORWARDED}
+        watch = ProgressWatch(DRAIN_STALL, self._progress_mark(), time.monotonic())
+        while any(s.status is None for s in self.stages):
+            info = signal.sigtimedwait(watched, DRAIN_POLL)
+            if info is not None and info.si_signo == signal.SIGCHLD:
+                self._reap()
+            elif info is not None:
+                # Ctrl-C (again), or a signal to httptap: stop now, writing what we can.
+                self.lost.append(f"the drain was interrupted by {signal.Signals(info.si_signo).name}")
+                self._stop_stages(graceful=True)
+                return
+            if self._sink_dead():
+                self._stop_stages(graceful=False)
+                return
+            self._send_owed_drains()
+            if watch.stalled(self._progress_mark(), self.sink_state.busy, time.monotonic()):
+                stuck = ", ".join(s.name for s in self.stages if s.status is None)
+                print(f"httptap: the pipeline made no progress for {DRAIN_STALL:.0f}s "
+                      f"(still running: {stuck}); stopping it", file=sys.stderr, flush=True)
+                self.lost.append(f"the drain did not finish (stuck: {stuck})")
+                self._stop_stages(graceful=True)
+                return
+
+    def _sink_dead(self) -> bool:
+        return any(s.name == "sink" and s.status is not None for s in self.stages)
+
+    def _progress_mark(self) -> tuple[object, ...]:
+        """Changes whenever a stage moves a message or the sink delivers one."""
+        return (self.sink_state.delivered,
+                *(tuple(s.counters.v.tolist()) for s in self.stages
+                  if s.counters is not None and s.status is None))
+
+    def _write_left_spools(self) -> None:
+        """Write each HAR file whose spool the sink left: it died, or was stopped."""
+        specs = [(i, spec[4:]) for i, spec in enumerate(self.config.sinks)
+                 if spec.startswith("har:")]
+        if not specs:
+            return
+        from ..sinks.har import assemble_spool, spool_path
+
+        for index, path in specs:
+            try:
+                count = assemble_spool(spool_path(self.spool_dir, index), path)
+            except Exception as exc:  # noqa: BLE001 - say so, and go on with the others
+                self.lost.append(f"writing {path} failed: {exc}")
+                continue
+            if count is not None and self.config.verbose:
+                print(f"httptap: wrote {path} ({count} entries) from the sink's spool",
+                      file=sys.stderr, flush=True)
+
+    def _stop_command(self) -> None:
+        assert self.command is not None
+        if self.command.status is not None:
+            return
+        try:
+            os.kill(self.command.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + COMMAND_GRACE
+        while self.command.status is None and time.monotonic() < deadline:
+            signal.sigtimedwait({signal.SIGCHLD}, 0.05)
+            self._reap()
+        if self.command.status is None:
+            try:
+                os.kill(self.command.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self._reap_command(block=True)
+
+    def _stop_stages(self, graceful: bool) -> None:
+        """Kill every stage still running. ``graceful``: SIGTERM first, so the sink can
+        still write its files, then SIGKILL after a second."""
+        self._stopping.update(s.pid for s in self.stages if s.status is None)
+        if graceful:
+            self._signal_stages(signal.SIGTERM)
+            deadline = time.monotonic() + 1.0
+            while any(s.status is None for s in self.stages) and time.monotonic() < deadline:
+                signal.sigtimedwait({signal.SIGCHLD}, 0.05)
+                self._reap()
+        self._signal_stages(signal.SIGKILL)
+        for stage in self.stages:
+            if stage.status is None:
+                try:
+                    _, status, rusage = os.wait4(stage.pid, 0)
+                    stage.status = status
+                    stage.cpu = rusage.ru_utime + rusage.ru_stime
+                except ChildProcessError:
+                    stage.status = 0
+
+    def _signal_stages(self, sig: int) -> None:
+        for stage in self.stages:
+            if stage.status is None:
+                try:
+                    os.kill(stage.pid, sig)
+                except ProcessLookupError:
+                    pass
+
+    # --- --stats -----------------------------------------------------------------------------
+
+    def _print_stats(self, final: bool = False) -> None:
+        reports = self._stage_reports()
+        elapsed = time.monotonic() - self.started
+        out = sys.stderr if self.config.use_stderr or "terminal" not in self.config.sinks else sys.stdout
+        print(format_table(reports, elapsed), file=out, flush=True)
+        record = stats_record(reports, elapsed)
+        if final:
+            self._write_stats_records(record)
+        elif any(s.startswith("ndjson") for s in self.config.sinks):
+            from ..plumbing import messages
+
+            snapshot = messages.StatsSnapshot(record["elapsed_s"], record["stages"])  # type: ignore[arg-type]
+            self.to_sink.try_put_many([messages.encode(snapshot)])  # a full ring: skip this one
+
+    def _write_stats_records(self, record: dict[str, object]) -> None:
+        """The final ``stats`` line of each ndjson sink. Written here, after the sink stage
+        has exited (it cannot know the stages' final counters and CPU time)."""
+        line = json.dumps(record) + "\n"
+        for spec in self.config.sinks:
+            kind, _, path = spec.partition(":")
+            if kind != "ndjson":
+                continue
+            try:
+                if path and path != "-":
+                    with open(path, "a") as f:
+                        f.write(line)
+                else:
+                    sys.stdout.write(line)
+                    sys.stdout.flush()
+            except OSError as exc:
+                print(f"httptap: cannot write stats to {path or 'stdout'}: {exc}", file=sys.stderr)
+
+    def _stage_reports(self) -> list[StageReport]:
+        reports = []
+        for stage in self.stages:
+            assert stage.counters is not None
+            cpu = stage.cpu if stage.status is not None else _cpu_of(stage.pid)
+            ring_stats = [r.stats() for r in stage.outputs]
+            reports.append(StageReport(
+                name=stage.name, counters=stage.counters.snapshot(), cpu_seconds=cpu,
+                ring_high_water=max((s["high_water"] / r.capacity
+                                     for s, r in zip(ring_stats, stage.outputs)), default=0.0),
+                ring_wait_seconds=sum(s["wait_ns"] for s in ring_stats) / 1e9,
+                ring_waits=sum(s["waits"] for s in ring_stats),
+            ))
+        return reports
+
+
+def _cpu_of(pid: int) -> float:
+    """CPU seconds of a running process, from /proc (utime + stime, in clock ticks)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def run_dir_base() -> str:
+    """Where run directories go: /dev/shm, a tmpfs on every Linux system, when we may
+    write there, else the temp directory. Creating the ~150 entries of the run's
+    SSL_CERT_DIR took 10-40 ms on this machine's ext4 /tmp and 1 ms on tmpfs."""
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK | os.X_OK):
+        return "/dev/shm"
+    return tempfile.gettempdir()
+
+
+def remove_stale_run_dirs() -> None:
+    """Remove run directories of httptap processes that no longer exist (SIGKILLed)."""
+    tmp = run_dir_base()
+    for name in os.listdir(tmp):
+        if not name.startswith(RUN_DIR_PREFIX):
+            continue
+        pid = name[len(RUN_DIR_PREFIX):].split("-", 1)[0]
+        path = os.path.join(tmp, name)
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}") and os.stat(path).st_uid == os.getuid():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def run_supervisor(config: Config) -> int:
+    return Supervisor(config).run()
