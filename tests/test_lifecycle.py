@@ -201,9 +201,9 @@ def test_stats_record_in_ndjson(leaves_nothing, tmp_path):
     import json
 
     path = tmp_path / "out.ndjson"
-    r = run_httptap("--stats", "--sink", f"ndjson:{path}", "--", "true")
+    r = run_httptap("-q", "--stats", "--sink", f"ndjson:{path}", "--", "true")
     assert r.returncode == 0, r.stderr
-    assert "httptap stats after" in r.stderr  # no terminal sink: the table goes to stderr
+    assert "httptap stats after" in r.stderr  # no terminal sink (-q): the table goes to stderr
     record = json.loads(path.read_text().splitlines()[-1])
     assert record["type"] == "stats"
     assert {s["name"] for s in record["stages"]} == {"tcp", "proxy", "sink"}
