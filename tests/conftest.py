@@ -7,6 +7,8 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
+# The only place profiles are registered: "fast" (the default, in CI) and "deep" (on
+# demand: HYPOTHESIS_PROFILE=deep). No deadline: two suites may share two busy cores.
 settings.register_profile("fast", max_examples=100, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("deep", max_examples=5000, deadline=None,

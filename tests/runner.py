@@ -1,4 +1,10 @@
-"""Run the real httptap in a subprocess, as the suite's user or as an unprivileged one."""
+"""Run the real httptap in a subprocess, as the suite's user or as an unprivileged one.
+
+Every run is started in a session of its own (``start_new_session``) and its pid is kept
+in :data:`STARTED`: the session id then names every process of that run (httptap's stages,
+the launcher, the command: none of them starts a session), so :func:`leftovers` can tell
+what one run left behind without looking at anyone else's processes or files.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +12,75 @@ import os
 import pwd
 import subprocess
 import sys
+from typing import Any
+
+from httptap.run.supervisor import RUN_DIR_PREFIX  # + supervisor pid + "-": a run's directory
 
 UNPRIVILEGED_UID = 65534  # "nobody": present on every Debian-like system
+
+#: The pid of every httptap this process started, in order.
+STARTED: list[int] = []
 
 
 def httptap_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "httptap", *args]
 
 
+def start_httptap(*args: str, uid: int | None = None, env: dict[str, str] | None = None,
+                  **popen: Any) -> subprocess.Popen:
+    """Start ``httptap ARGS`` (``subprocess.Popen`` keywords in ``popen``), in its own
+    session, and remember its pid in :data:`STARTED`."""
+    argv = httptap_argv(*args)
+    if uid is not None:
+        # setpriv execs httptap: the pid stays the same.
+        argv = ["setpriv", f"--reuid={uid}", f"--regid={pwd.getpwuid(uid).pw_gid}",
+                "--clear-groups", *argv]
+    proc = subprocess.Popen(argv, env={**os.environ, **(env or {})}, start_new_session=True,
+                            **popen)
+    STARTED.append(proc.pid)
+    return proc
+
+
 def run_httptap(*args: str, timeout: float = 60, uid: int | None = None,
                 env: dict[str, str] | None = None, input: bytes | None = None,
                 ) -> subprocess.CompletedProcess[str]:
     """Run ``httptap ARGS`` to completion; stdout and stderr captured as text."""
-    argv = httptap_argv(*args)
-    if uid is not None:
-        argv = ["setpriv", f"--reuid={uid}", f"--regid={pwd.getpwuid(uid).pw_gid}",
-                "--clear-groups", *argv]
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=full_env,
-                          input=input.decode() if input is not None else None)
+    proc = start_httptap(*args, uid=uid, env=env, text=True, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE,
+                         stdin=subprocess.PIPE if input is not None else None)
+    try:
+        out, err = proc.communicate(input.decode() if input is not None else None,
+                                    timeout=timeout)
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _session_of(pid: str) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # Fields after the command name (which may hold spaces): state ppid pgrp session
+            return int(f.read().rsplit(")", 1)[1].split()[3])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def leftovers(pids: list[int], tmpdir: str) -> list[str]:
+    """What the httptap runs ``pids`` left behind: a process of their sessions, their run
+    directories (in /dev/shm or ``tmpdir``), anything in ``tmpdir`` (the runs' TMPDIR)."""
+    found: list[str] = []
+    wanted = set(pids)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and _session_of(entry) in wanted:
+            found.append(f"process {entry} of run {_session_of(entry)}")
+    prefixes = tuple(f"{RUN_DIR_PREFIX}{pid}-" for pid in pids)
+    if os.path.isdir("/dev/shm"):
+        found += [f"/dev/shm/{name}" for name in os.listdir("/dev/shm")
+                  if name.startswith(prefixes)]
+    found += [os.path.join(tmpdir, name) for name in os.listdir(tmpdir)]
+    return found
 
 
 def unprivileged_skip_reason() -> str | None:

@@ -18,6 +18,8 @@ imports: this file is started as ``ip netns exec NAME <python> tests/servers.py
                                 (``Transfer-Encoding: chunked``)
   - ``GET|HEAD /etag``          ``ETAG_BODY`` with ``ETag: ETAG``; 304 if If-None-Match matches
   - ``GET|HEAD /redirect``      302 to ``?to=/path`` (default ``/status/200``)
+  - ``GET /raw/<name>``         a broken answer from ``RAW_ANSWERS``, then close: not HTTP,
+                                bad chunked encoding, a head over 64 KiB
   - ``GET /ws``                 WebSocket echo (RFC 6455): text/binary frames echoed
                                 unmasked, ping answered with pong, close answered and closed.
                                 permessage-deflate (RFC 7692) when the client offers it:
@@ -34,7 +36,8 @@ imports: this file is started as ``ip netns exec NAME <python> tests/servers.py
   ``--expired-port`` (9443). HTTP/2 (only when ``h2`` imports; else ALPN offers only
   http/1.1) serves ``/files/``, ``/bytes/``, ``/status/``, ``/headers``, ``/gzip/``,
   ``/etag``, ``POST|PUT /upload``, ``/git/`` (git negotiates h2 by default) and the
-  simple index; not ``/chunked/``, ``/redirect`` or ``/ws``.
+  simple index; not ``/chunked/``, ``/redirect``, ``/raw/`` or ``/ws``; ``/reset/<code>``
+  answers with RST_STREAM of that error code instead of a response.
 * TCP echo on ``--echo-port`` (7): echoes everything; on EOF from the client it
   finishes writing, then shuts down its sending side and closes. UDP echo on
   ``--udp-echo-port`` (7): each datagram sent back.
@@ -84,6 +87,16 @@ try:
 except ImportError:
     HAS_H2 = False
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # what an HTTP/2 client sends first
+
+#: What ``GET /raw/<name>`` sends (then it closes the connection): answers no HTTP peer
+#: could follow, for the observer's error names.
+RAW_ANSWERS = {
+    "not-http": b"SSH-2.0-OpenSSH_9.6\r\nthis is not HTTP\r\n\r\n",
+    "bad-chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   b"5\r\nhello\r\nzz\r\nmore\r\n0\r\n\r\n",
+    "huge-head": b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (70 * 1024) + b"\r\n"
+                 b"Content-Length: 0\r\n\r\n",
+}
 
 MiB = 1 << 20
 PAGE = 4096
@@ -406,6 +419,10 @@ class HTTPHandler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
         elif path == "/ws":
             self._websocket(urllib.parse.parse_qs(query))
+        elif len(parts) == 3 and parts[1] == "raw" and parts[2] in RAW_ANSWERS:
+            self.wfile.write(RAW_ANSWERS[parts[2]])
+            self.wfile.flush()
+            self.close_connection = True
         elif parts[1:2] == ["simple"] or (len(parts) == 3 and parts[1] == "packages"):
             self._pip_index(parts, head)
         elif len(parts) == 3 and parts[1] == "bytes" and parts[2].isdigit():
@@ -836,6 +853,10 @@ class H2Session:
     def _respond(self, sid: int) -> None:
         headers = self.requests.pop(sid, {})
         method, path = headers.get(":method", "GET"), headers.get(":path", "/")
+        code = path[len("/reset/"):]
+        if path.startswith("/reset/") and code.isdigit():
+            self.conn.reset_stream(sid, int(code))
+            return
         status, ctype, length, body, extra = self._route(sid, method, path, headers)
         out = [(":status", str(status)), ("server", HTTPHandler.server_version),
                ("content-type", ctype), ("content-length", str(length)), *extra]

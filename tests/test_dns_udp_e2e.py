@@ -53,14 +53,13 @@ def test_getent_sees_the_host_side_answer(private_resolver, test_host):
 
 
 def test_unknown_name_is_nxdomain_not_a_timeout(private_resolver):
-    script = ("import socket, time\nt = time.monotonic()\n"
+    # EAI_NONAME is an answer (NXDOMAIN); a resolver that timed out gives EAI_AGAIN.
+    script = ("import socket\n"
               "try:\n    socket.getaddrinfo('nosuch.httptap.test', 80)\n"
-              "except socket.gaierror as e:\n    print(e.errno == socket.EAI_NONAME, time.monotonic() - t)\n")
+              "except socket.gaierror as e:\n    print(e.errno == socket.EAI_NONAME)\n")
     r = private_resolver("--", sys.executable, "-c", script)
     assert r.returncode == 0, r.stderr
-    word, elapsed = r.stdout.split()
-    assert word == "True"
-    assert float(elapsed) < 5
+    assert r.stdout.split() == ["True"]
 
 
 def _query(name: str, qtype: int) -> bytes:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import shutil
 import socket
-import threading
 
 import h2.config
 import h2.connection
 import h2.events
 import pytest
+from loopservers import LoopbackServer, read_head
 from runner import run_httptap
 
 pytestmark = pytest.mark.root
@@ -22,65 +22,28 @@ pytestmark = pytest.mark.root
 BODY = b"upgraded!\n"
 
 
-class _H2cServer:
+class _H2cServer(LoopbackServer):
     """Grants every ``Upgrade: h2c`` and answers each stream with BODY."""
 
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.threads: list[threading.Thread] = []
-        accept = threading.Thread(target=self._accept, daemon=True)
-        accept.start()
-        self.threads.append(accept)
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return  # closed
-            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            t.start()
-            self.threads.append(t)
-
-    def _serve(self, conn: socket.socket) -> None:
-        conn.settimeout(30)
-        with conn:
-            head = b""
-            while b"\r\n\r\n" not in head and len(head) < 65536:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                head += chunk
-            fields = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:] if b": " in line)
-            h2conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
-            h2conn.initiate_upgrade_connection(fields[b"HTTP2-Settings"])
-            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
-                         b"Upgrade: h2c\r\n\r\n" + h2conn.data_to_send())
-            self._answer(h2conn, 1)
+    def serve(self, conn: socket.socket) -> None:
+        head = read_head(conn)
+        fields = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:] if b": " in line)
+        h2conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        h2conn.initiate_upgrade_connection(fields[b"HTTP2-Settings"])
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                     b"Upgrade: h2c\r\n\r\n" + h2conn.data_to_send())
+        self._answer(h2conn, 1)
+        conn.sendall(h2conn.data_to_send())
+        while data := conn.recv(65536):
+            for event in h2conn.receive_data(data):
+                if isinstance(event, h2.events.RequestReceived):
+                    self._answer(h2conn, event.stream_id)
             conn.sendall(h2conn.data_to_send())
-            try:
-                while data := conn.recv(65536):
-                    for event in h2conn.receive_data(data):
-                        if isinstance(event, h2.events.RequestReceived):
-                            self._answer(h2conn, event.stream_id)
-                    conn.sendall(h2conn.data_to_send())
-            except OSError:
-                pass
 
     @staticmethod
     def _answer(h2conn: h2.connection.H2Connection, stream: int) -> None:
         h2conn.send_headers(stream, [(":status", "200"), ("content-length", str(len(BODY)))])
         h2conn.send_data(stream, BODY, end_stream=True)
-
-    def close(self) -> None:
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not)
-        except OSError:
-            pass
-        self.listener.close()
-        for t in self.threads:
-            t.join(timeout=10)
 
 
 def test_curl_h2c_upgrade_is_shown_as_one_exchange(tmp_path):

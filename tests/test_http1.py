@@ -19,8 +19,11 @@ from hypothesis import strategies as st
 
 from httptap.http.contentcoding import ContentDecoder, parse_content_encoding
 from httptap.http.http1 import (
-    MAX_HEAD, BodyData, Http1Observer, RequestEnd, RequestHead, ResponseEnd, ResponseHead,
+    MAX_HEAD, MAX_HEADERS, BodyData, Http1Observer, ProtocolError, RequestEnd, RequestHead,
+    ResponseEnd, ResponseHead,
 )
+from httptap.http.report import ExchangeReporter
+from httptap.plumbing import messages
 
 from observer_play import CE, SE, C, S, Events, play
 
@@ -41,7 +44,8 @@ def run(script: list[tuple[str, bytes]], **kw: object) -> tuple[Events, Http1Obs
 
 
 def kinds(events: list) -> list[str]:
-    short = {RequestHead: "Q", RequestEnd: "q", ResponseHead: "R", ResponseEnd: "r"}
+    short = {RequestHead: "Q", RequestEnd: "q", ResponseHead: "R", ResponseEnd: "r",
+             ProtocolError: "E"}
     return [short[type(e)] for e in events]
 
 
@@ -347,7 +351,8 @@ TLS_HELLO = bytes.fromhex("160301020001000" "1fc0303") + bytes(40)
 ])
 def test_garbage_from_client_fails(first: bytes) -> None:
     events, obs = run([(C, first)])
-    assert obs.failed and events == []
+    assert obs.failed and events == [ProtocolError("request is not HTTP", 0.0)]
+    assert obs.error == "request is not HTTP"
     obs.client_data(req(), 1.0)     # nothing more once failed
     assert obs.events() == []
 
@@ -359,37 +364,156 @@ def test_garbage_fails_early_not_at_head_limit() -> None:
 
 
 def test_server_first_protocol_fails() -> None:
-    _, obs = run([(S, b"220 smtp.example.com ESMTP ready\r\n")])
-    assert obs.failed
+    events, obs = run([(S, b"220 smtp.example.com ESMTP ready\r\n")])
+    assert obs.failed and events == [ProtocolError("response is not HTTP", 0.0)]
 
 
 def test_bad_response_fails() -> None:
-    _, obs = run([(C, req()), (S, b"SSH-2.0-OpenSSH\r\n")])
-    assert obs.failed
+    events, obs = run([(C, req()), (S, b"SSH-2.0-OpenSSH\r\n")])
+    assert kinds(events) == ["Q", "q", "E"]
+    assert events[2] == ProtocolError("response is not HTTP", 1.0)
 
 
-def test_head_too_large_fails() -> None:
-    huge = b"GET / HTTP/1.1\r\n" + b"X-Big: " + b"a" * MAX_HEAD + b"\r\n\r\n"
-    obs = Http1Observer()
-    obs.client_data(huge, 0.0)
-    assert obs.failed
+def test_request_head_too_large_is_reported_with_its_request_line() -> None:
+    huge = req("PUT", "/up", "Host: example.com\r\nX-Big: " + "a" * MAX_HEAD + "\r\n")
+    events, obs = run([(C, req()), (S, resp(headers="Content-Length: 0\r\n")), (C, huge)])
+    assert kinds(events) == ["Q", "q", "R", "r", "E"]
+    error = events[4]
+    assert error.error == obs.error == "request head over 64 KiB"
+    # Never reported as a RequestHead: the error carries it, with the Host it had.
+    assert error.request == RequestHead("PUT", "/up", "HTTP/1.1", [("Host", "example.com")],
+                                        2.0, seq=1)
 
 
-@pytest.mark.parametrize("headers", [
-    "Content-Length: 5\r\nContent-Length: 6\r\n",
-    "Content-Length: -1\r\n",
-    "Content-Length: 1e3\r\n",
-    "Transfer-Encoding: gzip\r\n",
-    "no colon here\r\n",
+def test_request_head_too_large_before_host_has_no_fields() -> None:
+    huge = req("GET", "/x", "X-Big: " + "a" * MAX_HEAD + "\r\nHost: h\r\n")
+    events, _ = run([(C, huge)])
+    assert events == [ProtocolError("request head over 64 KiB", 0.0,
+                                    RequestHead("GET", "/x", "HTTP/1.1", [], 0.0))]
+
+
+def test_response_head_too_large() -> None:
+    big = resp(headers="X-Big: " + "a" * MAX_HEAD + "\r\n")
+    events, obs = run([(C, req()), (S, big)])
+    assert kinds(events) == ["Q", "q", "E"]
+    assert events[2] == ProtocolError("response head over 64 KiB", 1.0)
+
+
+@pytest.mark.parametrize("side", ["request", "response"])
+def test_too_many_headers(side: str) -> None:
+    fields = "a: b\r\n" * (MAX_HEADERS + 1)
+    if side == "request":
+        events, _ = run([(C, req("GET", "/many", fields))])
+        assert kinds(events) == ["E"]
+        assert events[0].request is not None
+        assert (events[0].request.target, len(events[0].request.headers)) == ("/many",
+                                                                               MAX_HEADERS + 1)
+    else:
+        events, _ = run([(C, req()), (S, resp(headers=fields))])
+        assert kinds(events) == ["Q", "q", "E"]
+    assert events[-1].error == "too many headers"
+    # One fewer is fine.
+    _, obs = run([(C, req(headers="a: b\r\n" * MAX_HEADERS)),
+                  (S, resp(headers="a: b\r\n" * MAX_HEADERS))])
+    assert not obs.failed
+
+
+@pytest.mark.parametrize(("headers", "error"), [
+    ("Content-Length: 5\r\nContent-Length: 6\r\n", "invalid Content-Length"),
+    ("Content-Length: -1\r\n", "invalid Content-Length"),
+    ("Content-Length: 1e3\r\n", "invalid Content-Length"),
+    ("Transfer-Encoding: gzip\r\n", "invalid Transfer-Encoding"),
+    ("no colon here\r\n", "invalid request head"),
+    (" folded first\r\n", "invalid request head"),
 ])
-def test_bad_request_framing_fails(headers: str) -> None:
-    _, obs = run([(C, req(headers=headers))])
-    assert obs.failed
+def test_bad_request_framing_fails(headers: str, error: str) -> None:
+    events, obs = run([(C, req("POST", "/f", headers=headers))])
+    assert obs.failed and kinds(events) == ["E"]
+    assert events[0].error == error
+    assert (events[0].request.method, events[0].request.target) == ("POST", "/f")
 
 
-def test_bad_chunk_size_fails() -> None:
-    _, obs = run([(C, req()), (S, resp(headers="Transfer-Encoding: chunked\r\n", body=b"zz\r\n"))])
-    assert obs.failed
+def test_bad_content_length_in_response() -> None:
+    events, _ = run([(C, req()), (S, resp(headers="Content-Length: x\r\n"))])
+    assert kinds(events) == ["Q", "q", "E"] and events[2].error == "invalid Content-Length"
+
+
+@pytest.mark.parametrize("body", [
+    b"zz\r\n",                          # not a chunk size
+    b"3\r\nabcXY",                      # no CRLF after the chunk data
+    b"3\r\nabc\rX",
+    b"1" * 5000,                        # a chunk-size line that never ends
+])
+def test_bad_chunked_response_ends_incomplete_with_the_error(body: bytes) -> None:
+    events, obs = run([(C, req()),
+                       (S, resp(headers="Transfer-Encoding: chunked\r\n", body=body))])
+    assert kinds(events) == ["Q", "q", "R", "E", "r"]
+    assert events[3] == ProtocolError("invalid chunked encoding", 1.0)
+    end = events[4]
+    assert not end.complete and end.body_size == (3 if body.startswith(b"3") else 0)
+    assert obs.error == "invalid chunked encoding"
+
+
+def test_bad_chunked_request_body() -> None:
+    events, _ = run([(C, req("POST", headers="Transfer-Encoding: chunked\r\n", body=b"g\r\n"))])
+    assert kinds(events) == ["Q", "E", "q"]
+    assert events[1].error == "invalid chunked encoding" and events[1].request is None
+    assert not events[2].complete
+
+
+def test_trailer_section_too_large() -> None:
+    trailers = b"".join(b"T%d: %s\r\n" % (i, b"v" * 1000) for i in range(70))
+    events, _ = run([(C, req()), (S, resp(headers="Transfer-Encoding: chunked\r\n",
+                                          body=b"0\r\n" + trailers + b"\r\n"))])
+    assert kinds(events) == ["Q", "q", "R", "E", "r"]
+    assert events[3].error == "trailer section over 64 KiB"
+
+
+# ---------------------------------------------------------------------------
+# What the reporter makes of errors
+
+
+def _report(script: list[tuple[str, bytes]]) -> tuple[list, ExchangeReporter]:
+    ids = iter(range(1, 1 << 30))
+    reporter = ExchangeReporter(scheme="http", server_host="192.0.2.1", server_port=80,
+                                client="10.0.0.2:5000", server="192.0.2.1:80",
+                                new_id=lambda: next(ids))
+    events, _ = run(script)
+    return reporter.on_events(events), reporter
+
+
+def test_failed_request_head_is_an_http_record_with_the_error() -> None:
+    huge = req("PUT", "/up", "Host: example.com\r\nX-Big: " + "a" * MAX_HEAD + "\r\n")
+    out, reporter = _report([(C, huge)])
+    request, response = out
+    assert isinstance(request, messages.HttpRequest)
+    assert (request.method, request.url) == ("PUT", "http://example.com/up")
+    assert isinstance(response, messages.HttpResponse)
+    assert (response.exchange, response.status, response.error) == (
+        request.exchange, 0, "request head over 64 KiB")
+    # Counted as an exchange: the connection is not reported as plain TCP, and nothing
+    # is left for the end of the connection.
+    assert reporter.exchanges == 1 and not reporter.open
+
+
+@pytest.mark.parametrize(("server", "error", "status"), [
+    (resp(headers="Transfer-Encoding: chunked\r\n", body=b"3\r\nabcXY"),
+     "invalid chunked encoding", 200),
+    (b"garbage garbage\r\n\r\n", "response is not HTTP", 0),
+    (resp(headers="X-Big: " + "a" * MAX_HEAD + "\r\n"), "response head over 64 KiB", 0),
+    (resp(headers="Content-Length: 1, 2\r\n"), "invalid Content-Length", 0),
+])
+def test_response_errors_are_named(server: bytes, error: str, status: int) -> None:
+    out, reporter = _report([(C, req() + req("GET", "/second")), (S, server)])
+    responses = [m for m in out if isinstance(m, messages.HttpResponse)]
+    # Both pipelined requests end with the error: neither response can be read now.
+    assert [(m.status, m.error) for m in responses] == [(status, error), (0, error)]
+    assert not reporter.open
+
+
+def test_non_http_client_stays_a_tcp_connection() -> None:
+    out, reporter = _report([(C, b"SSH-2.0-OpenSSH_9.6\r\n")])
+    assert out == [] and reporter.exchanges == 0
 
 
 # ---------------------------------------------------------------------------
@@ -566,9 +690,13 @@ def test_fuzz_never_raises(client: list[bytes], server: list[bytes], prefix: byt
         obs.client_eof(9.0)
         obs.server_eof(9.0)
     events = obs.events()
-    assert all(isinstance(e, (RequestHead, RequestEnd, ResponseHead, ResponseEnd, BodyData))
+    assert all(isinstance(e, (RequestHead, RequestEnd, ResponseHead, ResponseEnd, BodyData,
+                              ProtocolError))
                for e in events)
     assert obs.failed or obs.error is None
+    # A failure is said exactly once, as an event.
+    errors = [e for e in events if isinstance(e, ProtocolError)]
+    assert [e.error for e in errors] == ([obs.error] if obs.failed else [])
 
 
 _exchange = st.tuples(

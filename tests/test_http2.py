@@ -19,8 +19,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from httptap.http.http1 import BodyData, RequestEnd, RequestHead, ResponseEnd, ResponseHead
+from httptap.http.http1 import (BodyData, ProtocolError, RequestEnd, RequestHead, ResponseEnd,
+                                ResponseHead)
 from httptap.http.http2 import PREFACE, Http2Observer, StreamReset
+from httptap.http.report import ExchangeReporter
+from httptap.plumbing import messages
 
 from observer_play import CE, SE, C, S, Events, play
 Script = list[tuple[str, bytes]]
@@ -109,8 +112,8 @@ def run(script: Script, **kw: object) -> tuple[Events, Http2Observer]:
 
 def kinds(events: list) -> list[str]:
     short = {RequestHead: "Q", RequestEnd: "q", ResponseHead: "R", ResponseEnd: "r",
-             StreamReset: "X"}
-    return [f"{short[type(e)]}{e.seq}" for e in events]
+             StreamReset: "X", ProtocolError: "E"}
+    return [f"{short[type(e)]}{getattr(e, 'seq', '')}" for e in events]
 
 
 # ---------------------------------------------------------------------------
@@ -259,6 +262,81 @@ def test_rst_stream() -> None:
     x5, q5 = events[11], events[12]
     assert (x5.error_code, x5.by_client, x5.name) == (0, False, "NO_ERROR")
     assert (q5.body_size, q5.complete) == (3, False)
+
+
+def _reporter() -> ExchangeReporter:
+    ids = iter(range(1, 1 << 30))
+    return ExchangeReporter(scheme="https", server_host="192.0.2.1", server_port=443,
+                            client="10.0.0.2:5000", server="192.0.2.1:443",
+                            new_id=lambda: next(ids))
+
+
+def _report_steps(script: Script) -> list[list[messages.Msg]]:
+    """The messages the reporter returns after each step of ``script``."""
+    obs, reporter = Http2Observer(), _reporter()
+    return [reporter.on_events(play(obs, [step], "whole")) for step in script]
+
+
+def test_stream_reset_is_reported_when_it_happens() -> None:
+    p = Pair()
+    p.request(1)
+    p.request(3)
+    p.pump()
+    p.respond(3)
+    p.server.send_data(3, b"partial")
+    p.pump()
+    first_reset = len(p.script)
+    p.client.reset_stream(1, 8)             # CANCEL before any response
+    p.pump()
+    p.client.reset_stream(3, 8)             # CANCEL in the middle of the body
+    p.pump()
+    p.request(5, "PUT", end=False)
+    p.pump()
+    p.server.reset_stream(5, 7)             # REFUSED_STREAM by the server
+    p.pump()
+    steps = _report_steps(p.script)
+    responses = [(i, m) for i, msgs in enumerate(steps) for m in msgs
+                 if isinstance(m, messages.HttpResponse)]
+    assert [(m.exchange, m.status, m.error, m.body_size) for _, m in responses] == [
+        (1, 0, "stream reset by the client (CANCEL)", 0),
+        (2, 200, "stream reset by the client (CANCEL)", 7),
+        (3, 0, "stream reset by the server (REFUSED_STREAM)", 0),
+    ]
+    # Each in the step that carried its RST_STREAM, not when the connection ends.
+    assert [i for i, _ in responses] == [first_reset, first_reset + 1, len(p.script) - 1]
+
+
+def test_cancelled_streams_do_not_pile_up() -> None:
+    p = Pair()
+    obs, reporter = Http2Observer(), _reporter()
+    out: list[messages.Msg] = []
+    for sid in range(1, 2001, 2):           # 1,000 streams, each cancelled at once
+        p.request(sid)
+        p.pump()
+        p.client.reset_stream(sid, 8)
+        p.pump()
+        out += reporter.on_events(play(obs, p.script, "whole"))
+        p.script.clear()
+        assert not reporter.open and not obs.streams
+    errors = [m.error for m in out if isinstance(m, messages.HttpResponse)]
+    assert errors == ["stream reset by the client (CANCEL)"] * 1000
+
+
+def test_protocol_error_ends_open_exchanges_with_its_name() -> None:
+    p = Pair()
+    p.request(1)
+    p.pump()
+    p.respond(1)
+    p.server.send_data(1, b"partial")
+    p.pump()
+    obs, reporter = Http2Observer(), _reporter()
+    out = reporter.on_events(play(obs, p.script, "whole"))
+    obs.server_data(b"\x00\x00\x01\x01\x05\x00\x00\x00\x01\xff", 9.0)  # bad HPACK
+    out += reporter.on_events(obs.events())
+    resp = out[-1]
+    assert isinstance(resp, messages.HttpResponse)
+    assert (resp.status, resp.body_size) == (200, 7) and resp.error.startswith("HPACK")
+    assert reporter.finish(10.0, "the connection closed before a response") == []
 
 
 def test_informational_100_continue() -> None:
@@ -427,7 +505,26 @@ def test_hpack_garbage_fails() -> None:
     obs.client_data(len(block).to_bytes(3, "big") + b"\x01\x05" + (1).to_bytes(4, "big")
                     + block, 0.0)
     assert obs.failed and (obs.error or "").startswith("HPACK"), obs.error
-    assert obs.events() == []
+    assert obs.events() == [ProtocolError(obs.error, 0.0)]
+
+
+def test_failure_ends_open_streams_with_the_error() -> None:
+    p = Pair()
+    p.request(1)
+    p.pump()
+    p.respond(1)
+    p.server.send_data(1, b"partial")
+    p.request(3)
+    p.pump()
+    obs = Http2Observer()
+    events = play(obs, p.script, "whole")
+    obs.server_data(b"\x00\x00\x01\x01\x05\x00\x00\x00\x03\xff", 9.0)  # a bad HPACK block
+    events += obs.events()
+    assert kinds(events) == ["Q1", "q1", "Q3", "q3", "R1", "E", "r1"]
+    error, end = events[-2], events[-1]
+    assert isinstance(error, ProtocolError) and error.error.startswith("HPACK")
+    assert isinstance(end, ResponseEnd) and (end.seq, end.body_size, end.complete) == (1, 7, False)
+    assert obs.streams == {}
 
 
 @given(st.binary(max_size=400), st.booleans())

@@ -459,7 +459,8 @@ def test_non_http_bytes_on_an_http_port_are_relayed_and_reported_as_tcp(test_hos
     assert tcp["bytes_received"] == size
 
 
-# HTTP-looking start, then garbage: the decoder must give up and relay the rest untouched.
+# HTTP-looking start, then garbage: the decoder must give up and relay the rest untouched;
+# the request it could read is reported, with what was wrong, as an http record.
 GREETING_FIRST = echo_client('b"GET / HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: zz\\r\\n\\r\\n" '
                              '+ bytes(range(256)) * 64')
 
@@ -470,10 +471,10 @@ def test_malformed_http_on_an_http_port_is_relayed_untouched(test_host, tmp_path
                      cmd=[PY, "-c", GREETING_FIRST, test_host.ipv4])
     size = int(out.split()[0])
     assert out.split() == [str(size), "True"]
-    assert lines == []
+    assert lines == ["---> GET http://x/", "<--- error http://x/: invalid Content-Length"]
     records = ndjson_records(nd)
-    assert [r["type"] for r in records] == ["tcp"]
-    assert (records[0]["bytes_sent"], records[0]["bytes_received"]) == (size, size)
+    assert [(r["type"], r["request"]["url"], r["error"]) for r in records] == [
+        ("http", "http://x/", "invalid Content-Length")]
 
 
 # --------------------------------------------------------------------------- the URL shown

@@ -364,11 +364,11 @@ def wait_for_process(name: str, session: int, timeout: float = 30) -> int:
 
 @pytest.mark.parametrize("how, sig, tail", [
     # A terminal's Ctrl-C: SIGINT to the whole foreground process group (the command too).
-    ("group", signal.SIGINT, "sleep 30"),
+    ("group", signal.SIGINT, "sleep 300"),
     # `kill -INT <httptap>`: httptap passes it on to the command. (`exec`: a shell waiting
     # for a foreground job defers SIGINT until that job ends, with or without httptap.)
-    ("pid", signal.SIGINT, "exec sleep 30"),
-    ("pid", signal.SIGTERM, "exec sleep 30"),
+    ("pid", signal.SIGINT, "exec sleep 300"),
+    ("pid", signal.SIGTERM, "exec sleep 300"),
 ], ids=["ctrl-c", "sigint", "sigterm"])
 def test_har_written_after_ctrl_c(test_host, tmp_path, how, sig, tail):
     har = tmp_path / "out.har"
@@ -383,13 +383,11 @@ def test_har_written_after_ctrl_c(test_host, tmp_path, how, sig, tail):
         # Signal only once `sleep` runs: a shell that gets SIGINT while it waits for curl
         # (which exits normally) goes on to the next command, terminal or not.
         wait_for_process("sleep", session=proc.pid)
-        sent = time.monotonic()
         if how == "group":
             os.killpg(proc.pid, sig)
         else:
             proc.send_signal(sig)
-        rest, err = proc.communicate(timeout=30)
-        elapsed = time.monotonic() - sent
+        rest, err = proc.communicate(timeout=60)  # long before the sleep would end
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -397,7 +395,6 @@ def test_har_written_after_ctrl_c(test_host, tmp_path, how, sig, tail):
     lines = (out + rest).decode().splitlines()
     assert lines == [f"---> GET {url}", f"<--- 200 {url} (1024 bytes)"]
     assert proc.returncode == 128 + sig, err.decode()
-    assert elapsed < 10                             # not after the sleep
     assert os.listdir(tmp_path) == ["out.har"]
     with open(har, encoding="utf-8") as f:
         json.load(f)                                # complete, valid JSON

@@ -94,21 +94,19 @@ def test_100_concurrent_connections(test_host):
     assert _under_httptap(CONCURRENT, test_host.ipv4).split() == ["100", "True"]
 
 
+# Refused (a RST), not timed out: a timeout raises TimeoutError instead (no time measured).
 REFUSED = """
-import socket, sys, time
-start = time.monotonic()
+import socket, sys
 try:
     socket.create_connection((sys.argv[1], 9), timeout=10)
     print("connected")
 except ConnectionRefusedError:
-    print("refused", time.monotonic() - start)
+    print("refused")
 """
 
 
 def test_refused_port_is_refused_quickly(test_host):
-    word, elapsed = _under_httptap(REFUSED, test_host.ipv4).split()
-    assert word == "refused"
-    assert float(elapsed) < 1.0
+    assert _under_httptap(REFUSED, test_host.ipv4).split() == ["refused"]
 
 
 def test_ping_is_answered_locally(test_host):

@@ -8,24 +8,15 @@ Segments for a connection that has closed get the ``rst_for`` answer, as from th
 
 from __future__ import annotations
 
-import os
 import random
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from httptap.net.tcp.connection import State, TcpConnection, rst_for
 from httptap.net.tcp.events import (Acked, Closed, DataReceived, Established, PeerEof,
                                 Reset)
 from httptap.net.tcp.segment import SYN, Segment
-
-if "fast" not in settings._profiles:  # tests/conftest.py normally registers these
-    settings.register_profile("fast", max_examples=50, deadline=None,
-                              suppress_health_check=[HealthCheck.too_slow])
-    settings.register_profile("deep", max_examples=2000, deadline=None,
-                              suppress_health_check=[HealthCheck.too_slow])
-    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))
-
 
 class Side:
     """One application endpoint: what it must send, what it got, which events it saw."""

@@ -153,17 +153,22 @@ def _kill_netns_processes(name: str, timeout: float = 5.0) -> list[int]:
     return pids
 
 
-def _teardown_netns(name: str, link: str | None) -> list[str]:
-    """Kill what runs in ``name``, delete ``link`` and the namespace. Return problems found."""
+def _teardown_netns(name: str) -> list[str]:
+    """Kill what runs in ``name``, delete its veth pair and the namespace. Return problems.
+
+    The pair is deleted from inside the namespace (its ``eth0``; the host side goes with
+    it), never by the host-side name ``httptap-v<n>``: once a namespace has lost its pair
+    (a concurrent teardown got there first), n is free and another run may hold
+    ``httptap-v<n>`` already. Deleting that by name cut a live test host off, and its
+    traffic then left through the default route."""
     problems = []
     left = _kill_netns_processes(name)
     if left:
         problems.append(f"processes still in {name}: {left}")
-    if link:
-        proc = _ip("link", "del", link, check=False)
-        if proc.returncode != 0 and "Cannot find" not in proc.stderr and \
-                "does not exist" not in proc.stderr:
-            problems.append(f"ip link del {link}: {proc.stderr.strip()}")
+    proc = _ip("-n", name, "link", "del", "eth0", check=False)
+    if proc.returncode != 0 and "Cannot find" not in proc.stderr and \
+            "does not exist" not in proc.stderr and "No such file" not in proc.stderr:
+        problems.append(f"ip -n {name} link del eth0: {proc.stderr.strip()}")
     proc = _ip("netns", "del", name, check=False)
     if proc.returncode != 0 and name in _netns_names():
         problems.append(f"ip netns del {name}: {proc.stderr.strip()}")
@@ -176,7 +181,7 @@ def _prune_stale() -> None:
         m = re.fullmatch(rf"{re.escape(NETNS_PREFIX)}(\d+)-(\d+)", name)
         if not m or _pid_alive(int(m.group(1))):
             continue
-        _teardown_netns(name, f"{LINK_PREFIX}{m.group(2)}")
+        _teardown_netns(name)
     tmp = Path(tempfile.gettempdir())
     for path in tmp.glob(f"{FILES_PREFIX}*-*"):
         pid = path.name[len(FILES_PREFIX):].split("-", 1)[0]
@@ -359,6 +364,7 @@ class TestHost:
         self._closed = False
         self.n: int | None = None
         self.netns: str | None = None
+        self._pair_in_netns = False   # the veth peer was moved into the namespace
         self.link: str | None = None
         self.ipv4: str | None = None
         self.ipv6: str | None = None
@@ -497,10 +503,11 @@ class TestHost:
             self.link, self.n = link, n
             ns = f"{NETNS_PREFIX}{pid}-{n}"
             if ns in _netns_names():          # a namespace of ours from an earlier failure
-                _teardown_netns(ns, None)
+                _teardown_netns(ns)
             _ip("netns", "add", ns)
             self.netns = ns
             _ip("link", "set", peer, "netns", ns)
+            self._pair_in_netns = True
             _ip("-n", ns, "link", "set", peer, "name", "eth0")
             return
         raise TestHostError(f"no free test subnet 10.77.<n>.0/24 for n in {SUBNETS}")
@@ -639,10 +646,11 @@ class TestHost:
                         pipe.close()
         if self.netns:
             try:
-                problems += _teardown_netns(self.netns, self.link)
+                problems += _teardown_netns(self.netns)
             except (OSError, subprocess.SubprocessError) as exc:
                 problems.append(f"tearing down {self.netns}: {exc!r}")
-        elif self.link:
+        if self.link and not self._pair_in_netns:
+            # Set-up failed while both ends were still here: the pair is certainly ours.
             _ip("link", "del", self.link, check=False)
         if self.files_dir:
             shutil.rmtree(self.files_dir, ignore_errors=True)

@@ -7,9 +7,10 @@ observer reports each exchange as events (:class:`RequestHead`,
 :class:`RequestEnd`, :class:`ResponseHead`, :class:`ResponseEnd`, and
 :class:`BodyData` when bodies are captured) that the
 proxy turns into messages for the sink. It never changes, holds back or
-answers bytes: when it cannot follow the stream it sets ``failed`` (the
-proxy goes on relaying raw and reports a plain tcp connection) and after a
-protocol switch it sets ``upgraded`` (the proxy stops feeding it).
+answers bytes: when it cannot follow the stream it sets ``failed`` and says
+why in a :class:`ProtocolError` event (the proxy goes on relaying raw; the
+exchanges still open end with that error) and after a protocol switch it
+sets ``upgraded`` (the proxy stops feeding it).
 
 This module is a pure core: bytes and ``now`` in, events out; it imports no
 ``os``, ``socket``, ``asyncio`` or ``time`` (a test walks its imports).
@@ -82,11 +83,15 @@ from .contentcoding import ContentDecoder, parse_content_encoding
 
 __all__ = [
     "HttpError", "Http1Observer", "RequestHead", "RequestEnd", "ResponseHead",
-    "ResponseEnd", "BodyData", "Event", "ObserverBase", "MAX_HEAD", "DEFAULT_MAX_CAPTURE",
+    "ResponseEnd", "BodyData", "ProtocolError", "Event", "ObserverBase", "MAX_HEAD",
+    "MAX_HEADERS", "DEFAULT_MAX_CAPTURE",
 ]
 
 #: Largest request or response head (request line plus headers) accepted.
 MAX_HEAD = 64 * 1024
+#: Most header fields in one head. Far above what real peers send (Apache refuses
+#: requests with over 100), low enough that a head of tiny fields stays cheap to keep.
+MAX_HEADERS = 1000
 #: Largest chunk-size line (with extensions), and largest trailer section.
 MAX_CHUNK_LINE = 4096
 MAX_TRAILERS = 64 * 1024
@@ -100,8 +105,15 @@ class HttpError(Exception):
     """The bytes are not HTTP/1.x this observer can follow.
 
     Raised inside the readers only; the observer's public methods catch it,
-    set ``failed`` and keep the message in ``error``.
+    set ``failed``, keep the message in ``error`` and emit a :class:`ProtocolError`.
+    The message names the problem as the user sees it ("request head over 64 KiB",
+    "invalid chunked encoding", "response is not HTTP"). ``request`` is the head of a
+    request whose line was read but whose head failed, so it can still be reported.
     """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.request: RequestHead | None = None
 
 
 # ---------------------------------------------------------------------------
@@ -175,6 +187,24 @@ class ResponseHead(Event):
                               if informational is None else informational)
 
 
+class ProtocolError(Event):
+    """The observer stopped following the connection (it is ``failed`` from now on).
+
+    ``error`` names why. ``request`` is a request whose head could not be completed
+    (too large, too many headers, bad framing) but whose request line was read: it was
+    not reported as a :class:`RequestHead`, and is reported with the error instead.
+    Every exchange still open on the connection ends with this error: its response
+    will never be decoded.
+    """
+
+    __slots__ = ("error", "time", "request")
+
+    def __init__(self, error: str, time: float, request: RequestHead | None = None) -> None:
+        self.error = error
+        self.time = time
+        self.request = request
+
+
 class ResponseEnd(Event):
     """The response body is complete.
 
@@ -226,10 +256,12 @@ _HEADER_LINE = re.compile(rf"([{_TCHAR}]+)[ \t]*:[ \t]*(.*?)[ \t]*")
 _METHOD_PREFIX = re.compile(rb"[" + _TCHAR.encode() + rb"]{0,32}(?: |$)")
 _CHUNK_LINE = re.compile(r"[ \t]*([0-9A-Fa-f]{1,16})[ \t]*(?:;.*)?")
 _DIGITS = re.compile(r"[0-9]{1,19}")
+_HOST_IN_HEAD = re.compile(rb"\nhost[ \t]*:([^\r\n]*)\r?\n", re.IGNORECASE)
 
 
-def _parse_fields(lines: list[str]) -> list[tuple[str, str]]:
-    """Header (or trailer) lines, already split and without line ends."""
+def _parse_fields(lines: list[str], what: str) -> list[tuple[str, str]]:
+    """Header (or trailer) lines, already split and without line ends; ``what`` names
+    the section in errors ("request head", "trailer section")."""
     fields: list[tuple[str, str]] = []
     for line in lines:
         if not line:
@@ -237,14 +269,14 @@ def _parse_fields(lines: list[str]) -> list[tuple[str, str]]:
         if line[0] in " \t":
             # obs-fold (RFC 9112 §5.2): a continuation of the previous value.
             if not fields:
-                raise HttpError("continuation line before any header")
+                raise HttpError(f"invalid {what}")  # a continuation line first
             name, value = fields[-1]
             more = line.strip(" \t")
             fields[-1] = (name, f"{value} {more}" if value else more)
             continue
         m = _HEADER_LINE.fullmatch(line)
         if m is None:
-            raise HttpError(f"bad header line {line[:60]!r}")
+            raise HttpError(f"invalid {what}")
         fields.append((m[1], m[2]))
     return fields
 
@@ -255,12 +287,17 @@ def _parse_fields(lines: list[str]) -> list[tuple[str, str]]:
 _FIELDS_BLOCK = re.compile(rf"(?:[{_TCHAR}]+[ \t]*:[^\r\n]*\r?\n)*")
 
 
-def _split_head(head: bytes) -> tuple[str, list[tuple[str, str]]]:
+def _split_first(head: bytes) -> tuple[str, str]:
+    """A head's first line and its header block (without the empty line)."""
     text = head.decode("latin-1")
     eol = text.find("\n")
     first = text[:eol - 1] if eol > 0 and text[eol - 1] == "\r" else text[:eol]
     block = text[eol + 1:]
-    block = block[:-2] if block.endswith("\r\n") else block[:-1]  # the empty line
+    return first, block[:-2] if block.endswith("\r\n") else block[:-1]
+
+
+def _parse_block(block: str, what: str) -> list[tuple[str, str]]:
+    """A head's header fields; ``what`` ("request head", "response head") names it in errors."""
     if _FIELDS_BLOCK.fullmatch(block):
         # Well formed: every line is "token [ws] : value \r?\n" and values hold no CR, so
         # splitting on LF and stripping is exact (a loop over str.partition beats a
@@ -269,10 +306,11 @@ def _split_head(head: bytes) -> tuple[str, list[tuple[str, str]]]:
         for line in block.split("\n")[:-1]:
             name, _, value = line.partition(":")
             fields.append((name.rstrip(" \t"), value.strip(" \t\r")))
-        return first, fields
-    lines = block.split("\n")
-    lines = [line[:-1] if line.endswith("\r") else line for line in lines]
-    return first, _parse_fields(lines)
+    else:
+        lines = block.split("\n")
+        lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+        fields = _parse_fields(lines, what)
+    return fields
 
 
 class _Framing:
@@ -289,16 +327,18 @@ class _Framing:
         self.upgrade = False
         codings: list[str] = []
         te_codings: list[str] = []
+        if len(headers) > MAX_HEADERS:
+            raise HttpError("too many headers")
         for name, value in headers:
             key = name.lower()
             if key == "content-length":
                 for item in value.split(","):
                     item = item.strip(" \t")
                     if not _DIGITS.fullmatch(item):
-                        raise HttpError(f"bad Content-Length {value[:40]!r}")
+                        raise HttpError("invalid Content-Length")
                     n = int(item)
                     if self.length is not None and self.length != n:
-                        raise HttpError("conflicting Content-Length values")
+                        raise HttpError("invalid Content-Length")  # conflicting values
                     self.length = n
             elif key == "transfer-encoding":
                 self.te = True
@@ -342,6 +382,8 @@ class _Pending:
 
 class _Reader:
     """Framing shared by both directions; subclasses parse heads."""
+
+    what = ""                           # "request" or "response", for error messages
 
     def __init__(self, obs: Http1Observer) -> None:
         self.obs = obs
@@ -401,11 +443,11 @@ class _Reader:
             elif state == _HEAD:
                 pos = self.read_head(raw, pos, now)
             elif state == _CHUNK_SIZE:
-                line, pos = self.read_line(raw, pos, MAX_CHUNK_LINE)
+                line, pos = self.read_line(raw, pos, MAX_CHUNK_LINE, "invalid chunked encoding")
                 if line is not None:
                     m = _CHUNK_LINE.fullmatch(line)
                     if m is None:
-                        raise HttpError(f"bad chunk size line {line[:40]!r}")
+                        raise HttpError("invalid chunked encoding")  # a bad chunk-size line
                     size = int(m[1], 16)
                     if size:
                         self.remaining = size
@@ -420,23 +462,23 @@ class _Reader:
                 elif byte == 10:
                     self.state = _CHUNK_SIZE
                 else:
-                    raise HttpError("chunk data not followed by CRLF")
+                    raise HttpError("invalid chunked encoding")  # no CRLF after the data
             elif state == _CHUNK_LF:
                 if data[pos] != 10:
-                    raise HttpError("chunk data not followed by CRLF")
+                    raise HttpError("invalid chunked encoding")  # no CRLF after the data
                 pos += 1
                 self.state = _CHUNK_SIZE
             elif state == _TRAILERS:
                 start = pos
-                line, pos = self.read_line(raw, pos, MAX_CHUNK_LINE)
+                line, pos = self.read_line(raw, pos, MAX_CHUNK_LINE, "invalid trailer section")
                 self.trailer_bytes += pos - start
                 if self.trailer_bytes > MAX_TRAILERS:
-                    raise HttpError("trailer section too large")
+                    raise HttpError("trailer section over 64 KiB")
                 if line is not None:
                     if line:
                         self.trailer_lines.append(line)
                     else:
-                        self.trailers = _parse_fields(self.trailer_lines)
+                        self.trailers = _parse_fields(self.trailer_lines, "trailer section")
                         self.end_body(now, True)
             elif state == _WAIT:
                 pos = self.wait_data(raw, pos)
@@ -445,13 +487,15 @@ class _Reader:
                     self.obs.server_after_switch += raw[pos:]
                 pos = n
 
-    def read_line(self, data: bytes, pos: int, limit: int) -> tuple[str | None, int]:
-        """A line ending in LF (CR stripped), or None and everything consumed."""
+    def read_line(self, data: bytes, pos: int, limit: int,
+                  why: str) -> tuple[str | None, int]:
+        """A line ending in LF (CR stripped), or None and everything consumed; a line
+        over ``limit`` is an error named ``why``."""
         nl = data.find(b"\n", pos)
         if nl < 0:
             self.buf += data[pos:]
             if len(self.buf) > limit:
-                raise HttpError("line too long")
+                raise HttpError(why)
             return None, len(data)
         if self.buf:
             self.buf += data[pos:nl]
@@ -460,7 +504,7 @@ class _Reader:
         else:
             raw = data[pos:nl]
         if len(raw) > limit:
-            raise HttpError("line too long")
+            raise HttpError(why)
         line = raw.decode("latin-1")
         if line.endswith("\r"):
             line = line[:-1]
@@ -489,7 +533,7 @@ class _Reader:
             if not self.line_ok:
                 self.check_first_line(buf)
             if len(buf) > MAX_HEAD:
-                raise HttpError("head too large")
+                raise HttpError(f"{self.what} head over {MAX_HEAD >> 10} KiB")
             self.scanned = len(buf)
             return pos + len(buf) - start
         head = bytes(buf[:end])
@@ -573,32 +617,63 @@ class _Reader:
 
 
 class _RequestReader(_Reader):
+    what = "request"
+
     def __init__(self, obs: Http1Observer) -> None:
         super().__init__(obs)
         self.switch = False             # this request asked to switch protocols
         self.waiting = bytearray()      # client bytes held while a switch is pending
         self.overflow = False
+        # The request line (and fields) of a head read but not yet reported: if the
+        # head fails, the request is still reported, with the error.
+        self.line: re.Match[str] | None = None
+        self.fields: list[tuple[str, str]] = []
+
+    def feed(self, data: bytes | memoryview, now: float) -> None:
+        try:
+            super().feed(data, now)
+        except HttpError as exc:
+            if exc.request is None and self.line is not None:
+                exc.request = self.unreported(now)
+            raise
+
+    def unreported(self, now: float) -> RequestHead:
+        """The request whose head failed after its request line was read."""
+        assert self.line is not None
+        fields = self.fields
+        if not fields and self.state == _HEAD:
+            # The head never completed (too large): its Host, if already received,
+            # still makes the URL.
+            host = _HOST_IN_HEAD.search(self.buf)
+            if host is not None:
+                fields = [("Host", host[1].decode("latin-1").strip(" \t"))]
+        line = self.line
+        return RequestHead(line[1], line[2], f"HTTP/1.{line[3]}", fields, now, seq=self.seq)
 
     def check_first_line(self, buf: bytearray) -> None:
         nl = buf.find(b"\n")
         if nl < 0:
             if len(buf) <= 64 and _METHOD_PREFIX.match(buf) is None:
-                raise HttpError("not an HTTP request")
+                raise HttpError("request is not HTTP")
             return
         line = buf[:nl].rstrip(b"\r").decode("latin-1")
-        if _REQUEST_LINE.fullmatch(line) is None:
-            raise HttpError(f"not an HTTP/1 request line: {line[:40]!r}")
+        self.line = _REQUEST_LINE.fullmatch(line)
+        if self.line is None:
+            raise HttpError("request is not HTTP")
         self.line_ok = True
 
     def on_head(self, head: bytes, now: float) -> None:
-        first, headers = _split_head(head)
-        m = _REQUEST_LINE.fullmatch(first)
+        first, block = _split_first(head)
+        m = self.line = _REQUEST_LINE.fullmatch(first)
         if m is None:
-            raise HttpError(f"not an HTTP/1 request line: {first[:40]!r}")
+            raise HttpError("request is not HTTP")
         method, target, minor = m[1], m[2], int(m[3])
+        headers = self.fields = _parse_block(block, "request head")
         framing = _Framing(headers)
         if framing.te and not framing.chunked:
-            raise HttpError("request Transfer-Encoding does not end in chunked")
+            raise HttpError("invalid Transfer-Encoding")  # a request's must end in chunked
+        self.line = None
+        self.fields = []
         obs = self.obs
         seq = self.seq
         self.seq += 1
@@ -649,6 +724,8 @@ class _RequestReader(_Reader):
 
 
 class _ResponseReader(_Reader):
+    what = "response"
+
     def __init__(self, obs: Http1Observer) -> None:
         super().__init__(obs)
         self.current: _Pending | None = None
@@ -658,11 +735,11 @@ class _ResponseReader(_Reader):
         if nl < 0:
             k = min(len(buf), 5)
             if buf[:k] != b"HTTP/"[:k]:
-                raise HttpError("not an HTTP response")
+                raise HttpError("response is not HTTP")
             return
         line = buf[:nl].rstrip(b"\r").decode("latin-1")
         if _STATUS_LINE.fullmatch(line) is None:
-            raise HttpError(f"not an HTTP/1 status line: {line[:40]!r}")
+            raise HttpError("response is not HTTP")
         self.line_ok = True
 
     def read_head(self, data: bytes, pos: int, now: float) -> int:
@@ -685,10 +762,11 @@ class _ResponseReader(_Reader):
             self.feed(held, now)
 
     def on_head(self, head: bytes, now: float) -> None:
-        first, headers = _split_head(head)
+        first, block = _split_first(head)
         m = _STATUS_LINE.fullmatch(first)
         if m is None:
-            raise HttpError(f"not an HTTP/1 status line: {first[:40]!r}")
+            raise HttpError("response is not HTTP")
+        headers = _parse_block(block, "response head")
         minor, status, reason = int(m[1]), int(m[2]), m[3] or ""
         obs = self.obs
         request = obs.pending[0]
@@ -764,9 +842,11 @@ class ObserverBase:
         self.events_ = []
         return out
 
-    def _fail(self, why: str) -> None:
+    def _fail(self, why: str, now: float, request: RequestHead | None = None) -> None:
+        """Stop following the connection, and say why in a :class:`ProtocolError`."""
         self.failed = True
         self.error = why
+        self.events_.append(ProtocolError(why, now, request))
 
 
 class Http1Observer(ObserverBase):
@@ -823,7 +903,11 @@ class Http1Observer(ObserverBase):
         try:
             fn(data, now)
         except HttpError as exc:
-            self._fail(str(exc))
+            self._fail(str(exc), now, exc.request)
+            # A body cut short by the error is still reported, as far as it was read
+            # (incomplete: the reporter gives it the error's name).
+            self._req.eof(now)
+            self._resp.eof(now)
 
     # -- between the readers --------------------------------------------
 

@@ -88,7 +88,7 @@ Streams (``seq`` = stream id):
   ``RequestEnd(complete=False)`` if the request body was still open and a
   ``ResponseEnd(complete=False)`` if a final response head was seen and its
   body still open. A stream reset before any response gets nothing more:
-  the proxy reports the error from the :class:`StreamReset`.
+  the reporter (``http.report``) ends the exchange with the reset as its error.
 * ``client_eof`` ends open request bodies (``complete=False``);
   ``server_eof`` ends open responses the same way; streams without a
   response get nothing more (the proxy reports them as errors).
@@ -100,7 +100,8 @@ Streams (``seq`` = stream id):
 Any protocol error the observer cannot follow (bad client preface, a server
 that does not start with SETTINGS, a malformed frame, an HPACK failure, a
 CONTINUATION out of place, a response without a valid ``:status``) sets
-``failed`` and ``error``; no exception escapes and later bytes are ignored.
+``failed`` and ``error`` and emits a :class:`~httptap.http.http1.ProtocolError`, then
+ends every open body incomplete; no exception escapes and later bytes are ignored.
 
 Not handled: ``h2c`` (cleartext upgrade from HTTP/1.1) and prior-knowledge
 cleartext HTTP/2 are not detected here (the proxy chooses this observer from
@@ -122,8 +123,9 @@ from hyperframe.exceptions import HyperframeError
 from hyperframe.frame import Frame
 
 from httptap.http.contentcoding import ContentDecoder, parse_content_encoding
-from httptap.http.http1 import (DEFAULT_MAX_CAPTURE, BodyData, Event, ObserverBase, RequestEnd,
-                           RequestHead, ResponseEnd, ResponseHead)
+from httptap.http.h2reset import ERROR_CODES, StreamReset
+from httptap.http.http1 import (DEFAULT_MAX_CAPTURE, BodyData, ObserverBase, RequestEnd,
+                                RequestHead, ResponseEnd, ResponseHead)
 
 __all__ = [
     "Http2Error", "Http2Observer", "StreamReset", "PREFACE", "MAX_HEADER_BLOCK",
@@ -153,15 +155,6 @@ _SETTINGS_HEADER_TABLE_SIZE = 0x1
 #: Frame types whose payload is collected and parsed; the rest is skipped.
 _BUFFERED = frozenset({_HEADERS, _RST_STREAM, _SETTINGS, _PUSH_PROMISE, _CONTINUATION})
 
-#: RFC 9113 §7 error codes, for :attr:`StreamReset.name`.
-ERROR_CODES = {
-    0x0: "NO_ERROR", 0x1: "PROTOCOL_ERROR", 0x2: "INTERNAL_ERROR",
-    0x3: "FLOW_CONTROL_ERROR", 0x4: "SETTINGS_TIMEOUT", 0x5: "STREAM_CLOSED",
-    0x6: "FRAME_SIZE_ERROR", 0x7: "REFUSED_STREAM", 0x8: "CANCEL",
-    0x9: "COMPRESSION_ERROR", 0xA: "CONNECT_ERROR", 0xB: "ENHANCE_YOUR_CALM",
-    0xC: "INADEQUATE_SECURITY", 0xD: "HTTP_1_1_REQUIRED",
-}
-
 _HEADER = struct.Struct(">BHBBL")     # length (8 + 16 bits), type, flags, stream id
 _U32 = struct.Struct(">L")
 
@@ -170,23 +163,6 @@ VERSION = "HTTP/2"
 
 class Http2Error(Exception):
     """The bytes are not HTTP/2 this observer can follow (caught inside)."""
-
-
-class StreamReset(Event):
-    """RST_STREAM on a live stream: ``error_code`` as sent; ``by_client`` says who sent it."""
-
-    __slots__ = ("seq", "error_code", "time", "by_client")
-
-    def __init__(self, seq: int, error_code: int, time: float, *, by_client: bool = False) -> None:
-        self.seq = seq
-        self.error_code = error_code
-        self.time = time
-        self.by_client = by_client
-
-    @property
-    def name(self) -> str:
-        """The error code's RFC name, e.g. ``"CANCEL"``."""
-        return ERROR_CODES.get(self.error_code, f"0x{self.error_code:x}")
 
 
 # ---------------------------------------------------------------------------
@@ -538,11 +514,25 @@ class Http2Observer(ObserverBase):
             fn(data, now)
         except (Http2Error, HyperframeError, HPACKError) as exc:
             self._fail(f"{type(exc).__name__}: {exc}" if not isinstance(exc, Http2Error)
-                       else str(exc))
+                       else str(exc), now)
         except (MemoryError, RecursionError):
             raise
         except Exception as exc:  # noqa: BLE001 - a bug here must not kill the relay
-            self._fail(f"internal error: {type(exc).__name__}: {exc}")
+            self._fail(f"internal error: {type(exc).__name__}: {exc}", now)
+        else:
+            return
+        self._abort(now)
+
+    def _abort(self, now: float) -> None:
+        """After a failure: bodies cut short are reported as far as they were read
+        (incomplete; the reporter names the failure as their error)."""
+        for sid in sorted(self.streams):
+            stream = self.streams[sid]
+            if stream.req is not None and stream.req.open:
+                self._end_request(stream, now, False, [])
+            if stream.resp is not None and stream.resp.open:
+                self._end_response(stream, now, False, [])
+        self.streams.clear()
 
     # -- from the frame readers -----------------------------------------
 

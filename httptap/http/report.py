@@ -13,6 +13,17 @@ messages of at most ``messages.BODY_CHUNK`` bytes (small pieces that arrive toge
 joined up to that size, large ones split), all before the ``HttpResponse`` of their
 exchange. Nothing is held between calls.
 
+Errors are reported when they happen, as the exchange's response with ``error`` set:
+
+- an HTTP/2 stream reset (:class:`~httptap.http.h2reset.StreamReset`) ends its exchange at
+  once, "stream reset by the client (CANCEL)"; with the status when a response head had
+  been seen, else without one. Nothing about a reset stream is kept.
+- a protocol error (:class:`~httptap.http.http1.ProtocolError`: the observer gives up on the
+  connection) ends every open exchange with the error's name ("invalid chunked
+  encoding", "response is not HTTP"); a request whose head failed ("request head over
+  64 KiB", "too many headers", "invalid Content-Length") is reported first, so it shows
+  as an ``http`` record with that error rather than as a plain TCP connection.
+
 The URL (SPEC, "Terminal output"): scheme, the request's Host (else the destination
 address), the port when it is not the scheme's default, and the request target. An
 absolute-form target (``GET http://x/ HTTP/1.1``, as sent to proxies) is used as it is;
@@ -25,8 +36,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ..plumbing import messages
+from .h2reset import StreamReset
 from .headers import header
-from .http1 import BodyData, RequestEnd, RequestHead, ResponseEnd, ResponseHead
+from .http1 import BodyData, ProtocolError, RequestEnd, RequestHead, ResponseEnd, ResponseHead
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -56,13 +68,15 @@ def streams(method: str, head: ResponseHead) -> bool:
 
 
 class _Exchange:
-    __slots__ = ("id", "request", "request_end", "response_head")
+    __slots__ = ("id", "request", "request_end", "response_head", "reset", "reset_time")
 
     def __init__(self, exchange_id: int, request: messages.HttpRequest) -> None:
         self.id = exchange_id
         self.request = request
         self.request_end: RequestEnd | None = None
         self.response_head: ResponseHead | None = None
+        self.reset = ""  # why the stream was reset, once it was
+        self.reset_time = 0.0
 
 
 class ExchangeReporter:
@@ -97,6 +111,8 @@ class ExchangeReporter:
         body_key = (0, False)
         body: list[bytes] = []
         body_size = 0
+        reset: list[tuple[int, _Exchange]] = []
+        failure: ProtocolError | None = None
         for event in events:
             kind = type(event)
             if kind is BodyData:
@@ -115,18 +131,7 @@ class ExchangeReporter:
                 _chunks(out, body_key, body)
                 body, body_size = [], 0
             if kind is RequestHead:
-                if event.method == "CONNECT":  # authority-form: the target is host:port
-                    url = event.target
-                else:
-                    url = build_url(self.scheme, header(event.headers, "host"),
-                                    self.server_host, self.server_port, event.target)
-                request = messages.HttpRequest(
-                    exchange=self.new_id(), time=event.time, method=event.method, url=url,
-                    version=event.version, headers=event.headers, client=self.client,
-                    server=self.server, tls_sni=self.tls_sni, tls_alpn=self.tls_alpn)
-                self.open[event.seq] = _Exchange(request.exchange, request)
-                self.exchanges += 1
-                out.append(request)
+                out.append(self._request(event))
             elif kind is RequestEnd:
                 exchange = self.open.get(event.seq)
                 if exchange is not None:
@@ -142,12 +147,52 @@ class ExchangeReporter:
             elif kind is ResponseEnd:
                 exchange = self.open.pop(event.seq, None)
                 if exchange is not None and exchange.response_head is not None:
-                    out.append(self._response(exchange, event))
+                    error = exchange.reset
+                    if not error and not event.complete:
+                        error = failure.error if failure is not None else \
+                            "the server closed before the body was complete"
+                    out.append(self._response(exchange, event, error))
+            elif kind is StreamReset:
+                exchange = self.open.get(event.seq)
+                if exchange is not None and not exchange.reset:
+                    who = "client" if event.by_client else "server"
+                    exchange.reset = f"stream reset by the {who} ({event.name})"
+                    exchange.reset_time = event.time
+                    reset.append((event.seq, exchange))
+            elif kind is ProtocolError:
+                if event.request is not None and event.request.seq not in self.open:
+                    out.append(self._request(event.request))
+                failure = event
         if body:
             _chunks(out, body_key, body)
+        # The incomplete RequestEnd/ResponseEnd of a reset stream, or of a connection the
+        # observer gave up on, follow the StreamReset or ProtocolError in the same batch:
+        # a response whose head had been seen was reported above, with the error. The
+        # rest end here, without a status.
+        for seq, exchange in reset:
+            if self.open.get(seq) is exchange:
+                del self.open[seq]
+                out.append(self._failed(exchange, exchange.reset_time, exchange.reset))
+        if failure is not None:
+            out += self.finish(failure.time, failure.error)
         return out
 
-    def _response(self, exchange: _Exchange, end: ResponseEnd) -> messages.HttpResponse:
+    def _request(self, head: RequestHead) -> messages.HttpRequest:
+        if head.method == "CONNECT":  # authority-form: the target is host:port
+            url = head.target
+        else:
+            url = build_url(self.scheme, header(head.headers, "host"), self.server_host,
+                            self.server_port, head.target)
+        request = messages.HttpRequest(
+            exchange=self.new_id(), time=head.time, method=head.method, url=url,
+            version=head.version, headers=head.headers, client=self.client,
+            server=self.server, tls_sni=self.tls_sni, tls_alpn=self.tls_alpn)
+        self.open[head.seq] = _Exchange(request.exchange, request)
+        self.exchanges += 1
+        return request
+
+    def _response(self, exchange: _Exchange, end: ResponseEnd,
+                  error: str) -> messages.HttpResponse:
         head = exchange.response_head
         assert head is not None
         req_end = exchange.request_end
@@ -159,7 +204,7 @@ class ExchangeReporter:
             request_headers_done=exchange.request.time,
             request_done=req_end.time if req_end else 0.0,
             response_started=head.time,
-            error="" if end.complete else "the server closed before the body was complete",
+            error=error,
             request_body_truncated=req_end.truncated if req_end else False,
             body_truncated=end.truncated,
             trailers=end.trailers,
@@ -167,17 +212,21 @@ class ExchangeReporter:
 
     def finish(self, now: float, reason: str) -> list[messages.Msg]:
         """The connection ended: every request still waiting gets an error response."""
-        out: list[messages.Msg] = []
-        for exchange in self.open.values():
-            req_end = exchange.request_end
-            out.append(messages.HttpResponse(
-                exchange=exchange.id, time=now, status=0, reason="", version="", headers=[],
-                request_body_size=req_end.decoded_size if req_end else 0,
-                body_size=0, decoded_size=0, request_headers_done=exchange.request.time,
-                request_done=req_end.time if req_end else 0.0, error=reason,
-                request_body_truncated=req_end.truncated if req_end else False))
+        out: list[messages.Msg] = [self._failed(exchange, now, reason)
+                                   for exchange in self.open.values()]
         self.open.clear()
         return out
+
+    @staticmethod
+    def _failed(exchange: _Exchange, now: float, reason: str) -> messages.HttpResponse:
+        """The end of an exchange that got no (complete) response head."""
+        req_end = exchange.request_end
+        return messages.HttpResponse(
+            exchange=exchange.id, time=now, status=0, reason="", version="", headers=[],
+            request_body_size=req_end.decoded_size if req_end else 0,
+            body_size=0, decoded_size=0, request_headers_done=exchange.request.time,
+            request_done=req_end.time if req_end else 0.0, error=reason,
+            request_body_truncated=req_end.truncated if req_end else False)
 
 
 def _chunks(out: list[messages.Msg], key: tuple[int, bool], pieces: list[bytes]) -> None:

@@ -459,6 +459,11 @@ class Ring:
         tail = q[_TAIL]
         return q[_HEAD] - tail
 
+    @property
+    def producer_waiting(self) -> bool:
+        """True while the producer waits for space (the consumer then signals space_fd)."""
+        return bool(self._q[_WAITING])
+
     def release(self) -> None:
         """Unmap the segment and close both eventfds in this process (idempotent)."""
         if self._released:

@@ -122,6 +122,8 @@ class Proxy:
 
     def send_sink(self, msg: messages.Msg) -> None:
         self.to_sink.send(msg)
+        if self.to_sink.pending_bytes > SINK_BACKLOG_HIGH and not self.output_blocked:
+            self._check_output_backlog()  # now, not at the next retry: the bound is a bound
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:

@@ -31,20 +31,44 @@ class TlsError(Exception):
         self.verify_failed = verify_failed
 
 
-class ServerTls:
-    """The server end of the command's TLS session, as a sans-IO object."""
+class _MemoryTls:
+    """What both ends share: an ``ssl.SSLObject`` between two memory BIOs."""
 
-    def __init__(self, context: ssl.SSLContext) -> None:
+    _obj: ssl.SSLObject
+
+    def __init__(self) -> None:
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
-        self._obj = context.wrap_bio(self._in, self._out, server_side=True)
         self.handshake_done = False
-        self.closed = False
-        self._unsent = bytearray()  # plaintext for the command that came before the handshake ended
+        self.closed = False  # the peer sent close_notify
 
     @property
     def alpn(self) -> str | None:
         return self._obj.selected_alpn_protocol()
+
+    def _encrypt(self, plaintext: bytes | memoryview) -> bytes:
+        try:
+            self._obj.write(plaintext)
+        except ssl.SSLError as exc:
+            raise TlsError(_describe(exc), b"") from None
+        return self._out.read()
+
+    def close(self) -> bytes:
+        """Our close_notify for the peer (best effort)."""
+        try:
+            self._obj.unwrap()
+        except (ssl.SSLError, ValueError):
+            pass
+        return self._out.read()
+
+
+class ServerTls(_MemoryTls):
+    """The server end of the command's TLS session, as a sans-IO object."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        super().__init__()
+        self._obj = context.wrap_bio(self._in, self._out, server_side=True)
+        self._unsent = bytearray()  # plaintext for the command that came before the handshake ended
 
     def receive(self, ciphertext: bytes) -> tuple[bytes, bytes]:
         """Feed bytes from the command; returns (plaintext for upstream, bytes to send back
@@ -79,19 +103,7 @@ class ServerTls:
         if not self.handshake_done:
             self._unsent += plaintext
             return b""
-        try:
-            self._obj.write(plaintext)
-        except ssl.SSLError as exc:
-            raise TlsError(_describe(exc), b"") from None
-        return self._out.read()
-
-    def close(self) -> bytes:
-        """A close_notify for the command (best effort)."""
-        try:
-            self._obj.unwrap()
-        except (ssl.SSLError, ValueError):
-            pass
-        return self._out.read()
+        return self._encrypt(plaintext)
 
 
 # Every ClientTls of a proxy decrypts into this one buffer, and hands out a view of it:
@@ -102,7 +114,7 @@ _PLAIN = memoryview(bytearray(1 << 20))
 _RECORD = 1 << 14  # the most plaintext one TLS record holds (RFC 8446 §5.1)
 
 
-class ClientTls:
+class ClientTls(_MemoryTls):
     """The upstream end of an intercepted connection: a TLS client, as a sans-IO object.
 
     :meth:`start` gives the ClientHello; :meth:`receive` takes bytes from the server and
@@ -111,8 +123,7 @@ class ClientTls:
 
     def __init__(self, context: ssl.SSLContext, server_hostname: str,
                  session: ssl.SSLSession | None = None) -> None:
-        self._in = ssl.MemoryBIO()
-        self._out = ssl.MemoryBIO()
+        super().__init__()
         try:
             self._obj = context.wrap_bio(self._in, self._out, server_side=False,
                                          server_hostname=server_hostname, session=session)
@@ -122,8 +133,6 @@ class ClientTls:
             # A session from another context (it cannot be resumed here): a full handshake.
             self._obj = context.wrap_bio(self._in, self._out, server_side=False,
                                          server_hostname=server_hostname)
-        self.handshake_done = False
-        self.closed = False
 
     @property
     def session(self) -> ssl.SSLSession | None:
@@ -134,10 +143,6 @@ class ClientTls:
     @property
     def resumed(self) -> bool:
         return self._obj.session_reused
-
-    @property
-    def alpn(self) -> str | None:
-        return self._obj.selected_alpn_protocol()
 
     def start(self) -> bytes:
         """The ClientHello."""
@@ -186,19 +191,7 @@ class ClientTls:
 
     def send(self, plaintext: bytes | memoryview) -> bytes:
         """Encrypt bytes from the command for the server."""
-        try:
-            self._obj.write(plaintext)
-        except ssl.SSLError as exc:
-            raise TlsError(_describe(exc), b"") from None
-        return self._out.read()
-
-    def close(self) -> bytes:
-        """Our close_notify for the server (best effort)."""
-        try:
-            self._obj.unwrap()
-        except (ssl.SSLError, ValueError):
-            pass
-        return self._out.read()
+        return self._encrypt(plaintext)
 
 
 def refusal(reason: TlsError | str, client_hello: bytes, verify_failed: bool = False) -> bytes:
