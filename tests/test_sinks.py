@@ -529,6 +529,65 @@ def test_har_failed_write_leaves_the_old_file(tmp_path: Path,
     assert sorted(os.listdir(tmp_path)) == ["out.har"]
 
 
+def test_har_file_is_the_formatted_log_of_its_entries(tmp_path: Path) -> None:
+    """Written entry by entry from the spool, the file is byte for byte what formatting
+    the whole log at once gives: entries in request order, unfinished ones included."""
+    import msgspec
+
+    from httptap.sinks.har import entry, har_log
+
+    path = tmp_path / "out.har"
+    sink = HarSink(path)
+    requests = [req(1, time=T0 + 2), req(2, time=T0), req(3, time=T0 + 1, url="https://x/\u00e9")]
+    for r in requests:
+        sink.request(r)
+    responses = [resp(2, body=b"<p>two</p>", time=T0 + 3), resp(1, time=T0 + 4)]
+    for r in responses:
+        sink.response(*r)
+    sink.close()
+    expected = [entry(requests[1], *responses[0]), entry(requests[2], None),
+                entry(requests[0], *responses[1])]
+    assert path.read_bytes() == msgspec.json.format(
+        msgspec.json.encode(har_log(expected)), indent=2) + b"\n"
+
+
+def test_har_spool_is_removed_at_close_and_survives_a_dead_sink(tmp_path: Path) -> None:
+    from httptap.sinks.har import assemble_spool, spool_path
+
+    spool = spool_path(str(tmp_path), 0)
+    sink = HarSink(tmp_path / "a.har", spool=spool)
+    sink.request(req(1))
+    assert os.stat(spool).st_mode & 0o777 == 0o600
+    sink.close()
+    assert not os.path.exists(spool)
+    assert assemble_spool(spool, str(tmp_path / "b.har")) is None  # nothing left behind
+
+    # A sink that dies: what it spooled (one complete exchange, one in flight, and a
+    # line cut short by the kill) is still a valid HAR file.
+    sink = HarSink(tmp_path / "never.har", spool=spool)
+    sink.request(req(1))
+    sink.response(*resp(1, body=b"done"))
+    sink.request(req(2, time=T0 + 1))
+    with open(spool, "ab") as f:
+        f.write(b"E 2 1700000001.5 {\"startedDate")
+    assert assemble_spool(spool, str(tmp_path / "b.har")) == 2
+    assert not os.path.exists(spool)
+    first, second = har_entries(tmp_path / "b.har")
+    assert (first["response"]["status"], first["response"]["content"]["text"]) == (200, "done")
+    assert second["response"]["status"] == 0
+    assert second["_error"] == common.UNFINISHED
+
+
+def test_har_sink_keeps_no_entries_in_memory(tmp_path: Path) -> None:
+    sink = HarSink(tmp_path / "out.har")
+    for i in range(1, 200):
+        sink.request(req(i))
+        sink.response(*resp(i, body=b"x" * 1000))
+    assert not sink._requests and not [v for v in vars(sink).values() if isinstance(v, list)]
+    sink.close()
+    assert len(json.loads((tmp_path / "out.har").read_text())["log"]["entries"]) == 199
+
+
 def test_har_directory_must_exist(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         HarSink(tmp_path / "missing" / "out.har")

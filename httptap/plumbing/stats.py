@@ -4,6 +4,11 @@ Each stage process owns one :class:`Counters` block (an anonymous shared mapping
 the supervisor before forking) and bumps plain integers in it; nobody else writes it. The
 supervisor reads the blocks, the rings' own counters (high-water mark, waits for space)
 and the CPU time the kernel reports for each stage, and formats the table.
+
+The sink stage also owns a :class:`SinkState` block: whether it is working (or blocked
+writing the user's output) rather than waiting for input, how many events it delivered,
+and how many writes failed. The supervisor's drain reads it to tell a slow reader (wait)
+from a stuck pipeline (give up), and the exit status reads the failures.
 """
 
 from __future__ import annotations
@@ -26,6 +31,42 @@ class Counters:
 
     def snapshot(self) -> dict[str, int]:
         return dict(zip(FIELDS, self.v.tolist()))
+
+
+class SharedInts:
+    """Signed 64-bit integers in an anonymous shared mapping, inherited through fork."""
+
+    SIZE = 0
+
+    def __init__(self) -> None:
+        self._map = mmap.mmap(-1, 8 * self.SIZE)
+        self.v = memoryview(self._map).cast("q")
+
+
+BUSY, DELIVERED, FAILED_WRITES = range(3)
+
+
+class SinkState(SharedInts):
+    """Written by the sink stage, read by the supervisor.
+
+    ``BUSY`` is 1 whenever the sink is not waiting for input: delivering events, opening
+    or writing its outputs (where a slow reader blocks it), closing its files. While it
+    is busy, or while ``DELIVERED`` grows, the pipeline is making progress.
+    ``FAILED_WRITES`` counts events (or files) an output could not take."""
+
+    SIZE = 3
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.v[BUSY])
+
+    @property
+    def delivered(self) -> int:
+        return int(self.v[DELIVERED])
+
+    @property
+    def failed_writes(self) -> int:
+        return int(self.v[FAILED_WRITES])
 
 
 @dataclass

@@ -9,8 +9,23 @@
 Then one loop over signals (``sigtimedwait``; every signal we care about is blocked, so
 none interrupts anything): SIGCHLD reaps children, SIGINT/SIGTERM/SIGHUP/SIGQUIT sent to
 httptap are passed to the command. When the command exits the pipeline drains front to
-back ([tun ->] tcp -> proxy -> sink) and httptap exits with the command's status. If a stage
-dies first, httptap names it, stops the command and exits 125.
+back ([tun ->] tcp -> proxy -> sink) and httptap exits with the command's status.
+
+Nothing observed is lost silently:
+
+- The drain waits as long as the pipeline makes progress: any stage's counters move, or
+  the sink is busy (a slow reader of its output blocks it; like any program writing into
+  a pipe, httptap then waits for the reader). It gives up after ``DRAIN_STALL`` seconds
+  without progress; a signal during the drain (a second Ctrl-C) ends it at once.
+- The sink outlives the others. If a tcp, proxy or tun stage dies, httptap names it,
+  stops the command, sends ``Drain`` on the dead stage's behalf into the rings it fed
+  (its ring is shared memory: what it published is still there, and a dead producer
+  cannot race us), and drains the rest; the sink then writes everything, the HAR with
+  the exchanges still open marked as errors. A proxy's tcp shard is stopped with it.
+- If the sink dies, the HAR files are written here from the spools it left in the run
+  directory (``sinks.har``).
+- Whatever was lost (a dead stage, a cut-short drain, a failed write) is said in one line
+  at the end, and a command that exited 0 gives 125.
 """
 
 from __future__ import annotations
@@ -27,10 +42,11 @@ from dataclasses import dataclass
 
 from .config import Config
 from ..plumbing.ring import Ring
-from ..plumbing.stats import Counters, StageReport, format_table, stats_record
+from ..plumbing.stats import Counters, SinkState, StageReport, format_table, stats_record
 
 EXIT_FAILED = 125
-DRAIN_TIMEOUT = 5.0      # seconds the pipeline gets to flush after the command exits
+DRAIN_STALL = 5.0        # seconds without progress after which the drain gives up
+DRAIN_POLL = 0.1         # how often the drain looks at the stages' counters
 COMMAND_GRACE = 2.0      # seconds between SIGTERM and SIGKILL when we stop the command
 RING_CAPACITY = 4 << 20
 RUN_DIR_PREFIX = "httptap-run-"   # + supervisor pid: the run's trust files
@@ -46,8 +62,29 @@ class Child:
     pid: int
     counters: Counters | None = None
     outputs: tuple[Ring, ...] = ()
+    inputs: tuple[Ring, ...] = ()
+    shard: int | None = None
     status: int | None = None
     cpu: float = 0.0
+
+
+class ProgressWatch:
+    """Tells a slow pipeline from a stuck one during the drain.
+
+    ``mark`` is anything that changes when the pipeline moves (the stages' counters);
+    ``busy`` says the sink is working or blocked on its output's reader, which is
+    progress too, however long it takes. Stalled: ``patience`` seconds with neither."""
+
+    def __init__(self, patience: float, mark: object, now: float) -> None:
+        self.patience = patience
+        self.mark = mark
+        self.moved = now
+
+    def stalled(self, mark: object, busy: bool, now: float) -> bool:
+        if mark != self.mark or busy:
+            self.mark, self.moved = mark, now
+            return False
+        return now - self.moved >= self.patience
 
 
 def _describe_status(status: int) -> str:
@@ -72,6 +109,11 @@ class Supervisor:
         self.started = time.monotonic()
         self.rings: list[Ring] = []
         self._fds_to_close_in_stages: list[int] = []
+        self.sink_state = SinkState()
+        self.lost: list[str] = []             # what output was lost, said at exit
+        self.draining = False
+        self._stopping: set[int] = set()      # pids of stages we end on purpose
+        self._owed_drains: list[Ring] = []    # Drain owed by a dead producer, not yet sent
 
     # --- start-up ----------------------------------------------------------------------
 
@@ -89,7 +131,9 @@ class Supervisor:
         counters = Counters()
         ctx = StageContext(name, self.config, counters, inputs, outputs, dict(extra))
         pid = start_stage(ctx, module, self._fds_to_close_in_stages)
-        child = Child(name, pid, counters, tuple(outputs))
+        shard = extra.get("shard")
+        child = Child(name, pid, counters, tuple(outputs), tuple(inputs),
+                      shard if isinstance(shard, int) else None)
         self.stages.append(child)
         return child
 
@@ -171,7 +215,10 @@ class Supervisor:
         suffixes = [str(i) if n > 1 else "" for i in range(n)]
         # The sink also hears from the supervisor: periodic stats for ndjson sinks.
         self.to_sink = self._ring("supervisor>sink")
-        self._start("sink", "sink", [*proxy_to_sink, self.to_sink], [])
+        self.spool_dir = os.path.join(self.run_dir, "spool")
+        os.mkdir(self.spool_dir, 0o700)  # HAR entries: bodies, cookies
+        self._start("sink", "sink", [*proxy_to_sink, self.to_sink], [],
+                    state=self.sink_state, spool_dir=self.spool_dir)
         for i in range(n):
             self._start("proxy" + suffixes[i], "proxy", [tcp_to_proxy[i]],
                         [proxy_to_tcp[i], proxy_to_sink[i]], shard=i, ca=self.ca)
@@ -262,13 +309,10 @@ class Supervisor:
                 next_stats = time.monotonic() + interval if interval else None
                 continue
             if info.si_signo == signal.SIGCHLD:
-                dead = self._reap()
-                if dead is not None:
-                    print(f"httptap: the {dead.name} stage {_describe_status(dead.status or 0)}; "
-                          "stopping", file=sys.stderr, flush=True)
+                self._reap()
+                if self.lost:  # a stage died: what the others hold still goes out
                     self._stop_command()
-                    self._stop_stages(graceful=False)
-                    return EXIT_FAILED
+                    break
                 if command.status is not None:
                     # The launcher exits when the namespace's PID 1 does: after the command,
                     # or with --no-exit, after the interrupt that ends the run.
@@ -280,29 +324,98 @@ class Supervisor:
                     os.kill(command.pid, info.si_signo)
                 except ProcessLookupError:
                     pass
-        if not self._drain():
-            return EXIT_FAILED
+        stage_died_first = bool(self.lost)
+        self._drain()
+        self._write_left_spools()
         if self.config.stats:
             self._print_stats(final=True)
-        return exit_code(command.status or 0)
+        # The command's own status, unless we stopped it because a stage died.
+        code = EXIT_FAILED if stage_died_first else exit_code(command.status or 0)
+        return self._report_lost(code)
 
-    def _reap(self) -> Child | None:
-        """Collect every exited child; return a stage that died, if any did."""
-        dead: Child | None = None
+    def _report_lost(self, code: int) -> int:
+        """Say in one line what output was lost, if any; 125 instead of a success."""
+        lost = list(self.lost)
+        failed = self.sink_state.failed_writes
+        if failed:
+            lost.append(f"{failed} write{'s' if failed > 1 else ''} to the output failed")
+        if not lost:
+            return code
+        print(f"httptap: output is incomplete: {'; '.join(lost)}", file=sys.stderr, flush=True)
+        return EXIT_FAILED if code == 0 else code
+
+    def _reap(self) -> list[Child]:
+        """Collect every exited child; handle and return the stages among them."""
+        ended: list[Child] = []
         while True:
             try:
                 pid, status, rusage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
-                return dead
+                break
             if pid == 0:
-                return dead
+                break
             for child in [self.command, *self.stages]:
                 if child is not None and child.pid == pid:
                     child.status = status
                     child.cpu = rusage.ru_utime + rusage.ru_stime
-                    if child is not self.command and dead is None:
-                        dead = child
+                    if child is not self.command:
+                        ended.append(child)
             # Anything else (an orphan re-parented to us) is simply reaped.
+        for stage in ended:
+            self._stage_ended(stage)
+        return ended
+
+    def _stage_ended(self, stage: Child) -> None:
+        """A stage exited: fine when it finished its drain or when we ended it; otherwise
+        it died, and what it was carrying is lost, but not what the others carry."""
+        # Once one stage has died the others drain too (from the Drain we sent for it).
+        finished = stage.status == 0 and (self.draining or bool(self.lost))
+        if finished or stage.pid in self._stopping:
+            return
+        how = _describe_status(stage.status or 0)
+        stopping = "; stopping" if self.command is not None and self.command.status is None else ""
+        print(f"httptap: the {stage.name} stage {how}{stopping}", file=sys.stderr, flush=True)
+        self.lost.append(f"the {stage.name} stage {how}")
+        if stage.name == "sink":
+            return  # nothing can be delivered any more: see _drain
+        # Its consumers still take what it published, then the Drain it never sent.
+        for ring in stage.outputs:
+            consumer = self._consumer_of(ring)
+            if consumer is not None and consumer.status is None:
+                self._owed_drains.append(ring)
+        self._send_owed_drains()
+        if stage.name.startswith("proxy"):
+            # Its tcp shard would wait forever to hand its own Drain to it, and holds
+            # nothing for the output.
+            for other in self.stages:
+                if other.name.startswith("tcp") and other.shard == stage.shard:
+                    self._end_stage(other)
+
+    def _consumer_of(self, ring: Ring) -> Child | None:
+        return next((s for s in self.stages if ring in s.inputs), None)
+
+    def _send_owed_drains(self) -> None:
+        """Publish ``Drain`` into rings whose producer died (the ring may be full: the
+        drain loop calls again)."""
+        from ..plumbing import messages
+
+        drain = messages.encode(messages.Drain())
+        still_owed = []
+        for ring in self._owed_drains:
+            consumer = self._consumer_of(ring)
+            if consumer is None or consumer.status is not None:
+                continue
+            if not ring.try_put_many([drain]):
+                still_owed.append(ring)
+        self._owed_drains = still_owed
+
+    def _end_stage(self, stage: Child) -> None:
+        if stage.status is None:
+            self._stopping.add(stage.pid)
+            try:
+                os.kill(stage.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def _reap_command(self, block: bool) -> None:
         assert self.command is not None
@@ -315,27 +428,63 @@ class Supervisor:
 
     # --- shutting down --------------------------------------------------------------------
 
-    def _drain(self) -> bool:
+    def _drain(self) -> None:
         """Ask the stages that read the device to stop; each stage then drains into the
-        next and exits."""
+        next and exits. Waits while anything makes progress (see the module docstring)."""
+        self.draining = True
+        if self._sink_dead():
+            self._stop_stages(graceful=False)
+            return
         os.eventfd_write(self.stop_fd, 1)
-        deadline = time.monotonic() + DRAIN_TIMEOUT
+        watched = {signal.SIGCHLD, *FORWARDED}
+        watch = ProgressWatch(DRAIN_STALL, self._progress_mark(), time.monotonic())
         while any(s.status is None for s in self.stages):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                stuck = ", ".join(s.name for s in self.stages if s.status is None)
-                print(f"httptap: the pipeline did not drain in {DRAIN_TIMEOUT:.0f}s "
-                      f"(still running: {stuck}); output may be incomplete", file=sys.stderr)
+            info = signal.sigtimedwait(watched, DRAIN_POLL)
+            if info is not None and info.si_signo == signal.SIGCHLD:
+                self._reap()
+            elif info is not None:
+                # Ctrl-C (again), or a signal to httptap: stop now, writing what we can.
+                self.lost.append(f"the drain was interrupted by {signal.Signals(info.si_signo).name}")
                 self._stop_stages(graceful=True)
-                return True
-            if signal.sigtimedwait({signal.SIGCHLD}, left) is not None:
-                dead = self._reap()
-                if dead is not None and (dead.status or 0) != 0:
-                    print(f"httptap: the {dead.name} stage {_describe_status(dead.status or 0)}",
-                          file=sys.stderr, flush=True)
-                    self._stop_stages(graceful=False)
-                    return False
-        return True
+                return
+            if self._sink_dead():
+                self._stop_stages(graceful=False)
+                return
+            self._send_owed_drains()
+            if watch.stalled(self._progress_mark(), self.sink_state.busy, time.monotonic()):
+                stuck = ", ".join(s.name for s in self.stages if s.status is None)
+                print(f"httptap: the pipeline made no progress for {DRAIN_STALL:.0f}s "
+                      f"(still running: {stuck}); stopping it", file=sys.stderr, flush=True)
+                self.lost.append(f"the drain did not finish (stuck: {stuck})")
+                self._stop_stages(graceful=True)
+                return
+
+    def _sink_dead(self) -> bool:
+        return any(s.name == "sink" and s.status is not None for s in self.stages)
+
+    def _progress_mark(self) -> tuple[object, ...]:
+        """Changes whenever a stage moves a message or the sink delivers one."""
+        return (self.sink_state.delivered,
+                *(tuple(s.counters.v.tolist()) for s in self.stages
+                  if s.counters is not None and s.status is None))
+
+    def _write_left_spools(self) -> None:
+        """Write each HAR file whose spool the sink left: it died, or was stopped."""
+        specs = [(i, spec[4:]) for i, spec in enumerate(self.config.sinks)
+                 if spec.startswith("har:")]
+        if not specs:
+            return
+        from ..sinks.har import assemble_spool, spool_path
+
+        for index, path in specs:
+            try:
+                count = assemble_spool(spool_path(self.spool_dir, index), path)
+            except Exception as exc:  # noqa: BLE001 - say so, and go on with the others
+                self.lost.append(f"writing {path} failed: {exc}")
+                continue
+            if count is not None and self.config.verbose:
+                print(f"httptap: wrote {path} ({count} entries) from the sink's spool",
+                      file=sys.stderr, flush=True)
 
     def _stop_command(self) -> None:
         assert self.command is not None
@@ -359,6 +508,7 @@ class Supervisor:
     def _stop_stages(self, graceful: bool) -> None:
         """Kill every stage still running. ``graceful``: SIGTERM first, so the sink can
         still write its files, then SIGKILL after a second."""
+        self._stopping.update(s.pid for s in self.stages if s.status is None)
         if graceful:
             self._signal_stages(signal.SIGTERM)
             deadline = time.monotonic() + 1.0

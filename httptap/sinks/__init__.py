@@ -10,7 +10,8 @@ only format and write; they never read rings or the clock.
 
 - ``terminal``  :class:`~.terminal.TerminalSink`, the human-readable lines (default).
 - ``ndjson``    :class:`~.ndjson.NdjsonSink`, one JSON object per line (schema in its docstring).
-- ``har``       :class:`~.har.HarSink`, a HAR 1.2 file written atomically at close.
+- ``har``       :class:`~.har.HarSink`, a HAR 1.2 file written atomically at close from
+                entries spooled as they complete (``spool_dir``: the run directory).
 - ``common``    what they share: timings, content types, body text, addresses.
 - ``bodies``    :class:`~.bodies.BodyAssembler`: body chunks joined per exchange, bounded.
 
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..plumbing.messages import (BodyChunk, DnsExchange, HttpRequest, HttpResponse, HttpResponseHead,
                         TcpSummary, WsEnd, WsMessage)
 from .bodies import NO_BODIES, Bodies
-from .har import HarSink
+from .har import HarSink, spool_path
 from .ndjson import NdjsonSink
 from .terminal import TerminalSink
 
@@ -72,14 +73,17 @@ class Sink(Protocol):
         """Flush, or write the file; called on every way out. Safe to call twice."""
 
 
-def make_sinks(specs: tuple[str, ...], config: Config) -> list[Sink]:
+def make_sinks(specs: tuple[str, ...], config: Config,
+               spool_dir: str | None = None) -> list[Sink]:
     """Build the sinks named by ``--sink`` specs: ``terminal``, ``ndjson`` (stdout),
     ``ndjson:PATH`` (``ndjson:-`` is stdout too), ``har:PATH``. Raises ValueError for an unknown spec, OSError when a
-    file cannot be opened (closing the sinks already built)."""
+    file cannot be opened (closing the sinks already built). ``spool_dir``: where HAR
+    sinks spool their entries (``har.spool_path``), else anonymous temporary files."""
     sinks: list[Sink] = []
     try:
-        for spec in specs:
-            sinks.append(_make_sink(spec, config))
+        for index, spec in enumerate(specs):
+            spool = spool_path(spool_dir, index) if spool_dir is not None else None
+            sinks.append(_make_sink(spec, config, spool))
     except BaseException:
         for sink in sinks:
             sink.close()
@@ -87,7 +91,7 @@ def make_sinks(specs: tuple[str, ...], config: Config) -> list[Sink]:
     return sinks
 
 
-def _make_sink(spec: str, config: Config) -> Sink:
+def _make_sink(spec: str, config: Config, spool: str | None = None) -> Sink:
     kind, sep, path = spec.partition(":")
     if kind == "terminal" and not sep:
         out = sys.stderr if config.use_stderr else sys.stdout
@@ -98,6 +102,6 @@ def _make_sink(spec: str, config: Config) -> Sink:
     if kind == "ndjson" and path:
         return NdjsonSink(sys.stdout if path == "-" else path, bodies=config.body)
     if kind == "har" and path:
-        return HarSink(path)
+        return HarSink(path, spool=spool)
     raise ValueError(f"unknown sink {spec!r}: expected terminal, ndjson, ndjson:PATH "
                      "or har:PATH")

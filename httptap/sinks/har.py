@@ -1,8 +1,11 @@
 """The HAR sink: every exchange in one HAR 1.2 file (``--dump-har PATH``, ``--sink har:PATH``).
 
 Role in the pipeline: the sink stage hands every proxy event to :class:`HarSink`, which
-keeps one entry per exchange in memory and writes the whole file at :meth:`HarSink.close`
-(called on every way out). The write is atomic: the JSON goes to a temporary file in the
+appends each entry, as soon as it is known, to a spool file in the run directory (see
+"the spool" below: memory stays bounded, and what was spooled survives the sink) and
+writes the whole file from the spool at :meth:`HarSink.close` (called on every way out).
+If the sink stage dies, the supervisor writes the file from the spool it left
+(:func:`assemble_spool`). The write is atomic: the JSON goes to a temporary file in the
 same directory, is fsync'ed, and replaces ``PATH`` with ``os.replace``; a crash or a full
 disk mid-write leaves either the old file or none, never half of one.
 
@@ -30,8 +33,8 @@ What goes into an entry (http://www.softwareishard.com/blog/har-12-spec/):
   (``send``: from the command, ``receive``), ``time`` (epoch seconds), ``opcode``
   (1 text, 2 binary, 8 close) and ``data`` (text as text; binary and close payloads
   base64, as Chrome's DevTools protocol gives them); ``_truncated`` when only the first
-  64 KiB were kept. They are collected by exchange id and attached when the file is
-  written (:meth:`HarSink._attach_websocket_messages`).
+  64 KiB were kept. They are collected by exchange id and the 101 entry is spooled again
+  with them when the WebSocket ends, or at close (:meth:`HarSink._attach_websocket_messages`).
 
 DNS and TCP summaries are not part of HAR and are ignored.
 """
@@ -39,10 +42,14 @@ DNS and TCP summaries are not part of HAR and are ignored.
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
+import json
 import os
 import tempfile
+from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
@@ -59,7 +66,10 @@ Json = dict[str, Any]
 
 
 class HarSink:
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    """``spool``: the file entries are spooled to (created 0600, removed at close); None:
+    an anonymous temporary file."""
+
+    def __init__(self, path: str | os.PathLike[str], spool: str | None = None) -> None:
         self.path = os.fspath(path)
         directory = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(directory):
@@ -67,15 +77,25 @@ class HarSink:
         if not os.access(directory, os.W_OK | os.X_OK):
             raise PermissionError(f"cannot write the HAR file in {directory}")
         self._requests: dict[int, HttpRequest] = {}
-        self._entries: list[tuple[float, Json]] = []
+        self._spool_path = spool
+        flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
+        if spool is None:
+            self._spool_fd = _anonymous_file(flags)
+        else:
+            self._spool_fd = os.open(spool, flags | os.O_CREAT | os.O_TRUNC, 0o600)
         self._closed = False
-        self._switched: dict[int, Json] = {}         # 101 entries, by exchange id
+        self._switched: dict[int, tuple[float, Json]] = {}  # 101 entries, by exchange id
         self._ws_messages: dict[int, list[Json]] = {}  # their WebSocket messages
 
     # --- events ----------------------------------------------------------------------------
 
     def request(self, req: HttpRequest) -> None:
+        if self._closed:
+            return
         self._requests[req.exchange] = req
+        # Spooled at once, as unfinished: should the sink die before the response, the
+        # supervisor still lists the request, with an error.
+        spool_entry(self._spool_fd, REQUEST, req.exchange, req.time, entry(req, None))
 
     def response_head(self, head: HttpResponseHead) -> None:
         pass  # a record is written whole, when the response completes
@@ -84,14 +104,17 @@ class HarSink:
         pass  # bodies come whole with the response
 
     def response(self, resp: HttpResponse, bodies: Bodies = NO_BODIES) -> None:
-        req = self._requests.pop(resp.exchange, None)
+        if self._closed:
+            return
+        req = self._requests.get(resp.exchange)
         if req is None:  # a response to a request we never saw: keep what we know
             req = HttpRequest(exchange=resp.exchange, time=resp.time, method="", url="",
                               version=resp.version, headers=[], client="", server="")
         built = entry(req, resp, bodies)
-        self._entries.append((req.time, built))
-        if resp.status == 101:
-            self._switched[resp.exchange] = built
+        spool_entry(self._spool_fd, COMPLETE, resp.exchange, req.time, built)
+        self._requests.pop(resp.exchange, None)
+        if resp.status == 101:  # spooled again with its WebSocket messages when they end
+            self._switched[resp.exchange] = (req.time, built)
 
     def tcp(self, summary: TcpSummary) -> None:
         pass
@@ -100,34 +123,155 @@ class HarSink:
         pass
 
     def ws(self, msg: WsMessage) -> None:
+        if self._closed:
+            return
         self._ws_messages.setdefault(msg.exchange, []).append(ws_message(msg))
 
     def ws_end(self, end: WsEnd) -> None:
-        pass
+        if self._closed:
+            return
+        self._attach_websocket_messages(end.exchange)
 
-    def _attach_websocket_messages(self) -> None:
-        for exchange, messages in self._ws_messages.items():
-            switched = self._switched.get(exchange)
-            if switched is not None:
-                switched["_resourceType"] = "websocket"
-                switched["_webSocketMessages"] = messages
-        self._ws_messages.clear()
+    def _attach_websocket_messages(self, exchange: int) -> None:
+        """Spool the 101 entry of ``exchange`` again, now with its WebSocket messages
+        (the later line replaces the first), and forget both."""
+        messages = self._ws_messages.pop(exchange, None)
+        switched = self._switched.pop(exchange, None)
+        if messages is not None and switched is not None:
+            started, built = switched
+            built["_resourceType"] = "websocket"
+            built["_webSocketMessages"] = messages
+            spool_entry(self._spool_fd, COMPLETE, exchange, started, built)
 
     def stats(self, table: dict[str, object]) -> None:
         pass
 
     def close(self) -> None:
-        """Write the file (once: later calls do nothing)."""
+        """Write the file from the spool (once: later calls do nothing). Exchanges still
+        open are in the spool as unfinished entries."""
         if self._closed:
             return
         self._closed = True
-        self._attach_websocket_messages()
-        for req in self._requests.values():
-            self._entries.append((req.time, entry(req, None)))
+        for exchange in list(self._ws_messages):
+            self._attach_websocket_messages(exchange)
         self._requests.clear()
-        self._entries.sort(key=lambda e: e[0])
-        write_atomic(self.path, msgspec.json.format(msgspec.json.encode(har_log(
-            [e for _, e in self._entries])), indent=2) + b"\n")
+        try:
+            assemble(self._spool_fd, self.path)
+        except Exception:
+            self._remove_spool()  # tried and failed: the caller reports it
+            raise
+        except BaseException:
+            # Interrupted (the supervisor's SIGTERM): the spool stays for the supervisor.
+            os.close(self._spool_fd)
+            raise
+        self._remove_spool()
+
+    def _remove_spool(self) -> None:
+        """Close the spool; remove its file, so that the supervisor assembles only the
+        spools of a sink that did not get this far."""
+        os.close(self._spool_fd)
+        if self._spool_path is not None:
+            try:
+                os.unlink(self._spool_path)
+            except FileNotFoundError:
+                pass
+
+
+def _anonymous_file(flags: int) -> int:
+    """A temporary file with no name (gone with its descriptor)."""
+    try:
+        return os.open(tempfile.gettempdir(), flags | os.O_TMPFILE, 0o600)
+    except OSError:  # a file system without O_TMPFILE
+        fd, name = tempfile.mkstemp(prefix="httptap-har-")
+        os.unlink(name)
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
+        return fd
+
+
+# --- the spool -----------------------------------------------------------------------------
+#
+# One line per record, appended with a single write as each event arrives:
+#     KIND SP EXCHANGE SP STARTED SP ENTRY-JSON LF
+# KIND is R (a request, its entry as if it never completed) or E (the completed entry,
+# replacing the R of the same exchange). STARTED (the request's time, a float) orders
+# the entries. A line without its LF (the sink died while writing it) is ignored, so the
+# spool is valid whenever the sink stops, and the HAR file is written from it without
+# holding more than one entry in memory (plus a small index).
+
+REQUEST, COMPLETE = b"R", b"E"
+
+
+def spool_path(directory: str, index: int) -> str:
+    """The spool of the ``index``-th sink spec when it is a HAR sink."""
+    return os.path.join(directory, f"har{index}.spool")
+
+
+def spool_entry(fd: int, kind: bytes, exchange: int, started: float, item: Json) -> None:
+    line = b"%s %d %s %s\n" % (kind, exchange, repr(started).encode(), _encode_entry(item))
+    view = memoryview(line)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _encode_entry(item: Json) -> bytes:
+    try:
+        return msgspec.json.encode(item)
+    except UnicodeEncodeError:  # a lone surrogate in some string: escape it
+        return json.dumps(item, ensure_ascii=True, separators=(",", ":")).encode()
+
+
+def spool_index(fd: int) -> list[tuple[int, int]]:
+    """(offset, length) of each entry's JSON in the spool, in ``startedDateTime`` order:
+    one per exchange, its completed entry if there is one."""
+    found: dict[int, tuple[float, int, int, int]] = {}  # exchange -> started, seq, offset, length
+    offset = 0
+    with os.fdopen(os.dup(fd), "rb") as f:
+        f.seek(0)
+        for seq, line in enumerate(f):
+            start, offset = offset, offset + len(line)
+            if not line.endswith(b"\n"):
+                break  # cut short: the writer died mid-line
+            parts = line.split(b" ", 3)
+            try:
+                kind, exchange, started = parts[0], int(parts[1]), float(parts[2])
+            except (IndexError, ValueError):
+                continue
+            if kind == COMPLETE or (kind == REQUEST and exchange not in found):
+                first = found.get(exchange, (0.0, seq))[1]
+                head = len(line) - len(parts[3])
+                found[exchange] = (started, first, start + head, len(parts[3]) - 1)
+    return [(off, length) for _, _, off, length in sorted(found.values())]
+
+
+def assemble(spool_fd: int, path: str) -> int:
+    """Write the HAR file ``path`` (atomically) from a spool; returns the entry count."""
+    index = spool_index(spool_fd)
+    empty = msgspec.json.format(msgspec.json.encode(har_log([])), indent=2)
+    head, tail = empty.rsplit(b"[]", 1)  # "entries" comes last
+    with atomic_output(path) as out:
+        out.write(head + b"[")
+        for i, (offset, length) in enumerate(index):
+            raw = os.pread(spool_fd, length, offset)
+            formatted = msgspec.json.format(raw, indent=2).replace(b"\n", b"\n" + ENTRY_INDENT)
+            out.write((b",\n" if i else b"\n") + ENTRY_INDENT + formatted)
+        out.write((b"\n    ]" if index else b"]") + tail + b"\n")
+    return len(index)
+
+
+ENTRY_INDENT = b" " * 6  # entries sit in {"log": {"entries": [ ... ]}}
+
+
+def assemble_spool(spool: str, path: str) -> int | None:
+    """The HAR file from the spool a dead sink left behind; None if there is none."""
+    try:
+        fd = os.open(spool, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        return assemble(fd, path)
+    finally:
+        os.close(fd)
+        os.unlink(spool)
 
 
 def har_log(entries: list[Json]) -> Json:
@@ -139,15 +283,18 @@ def har_log(entries: list[Json]) -> Json:
     }}
 
 
-def write_atomic(path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that no reader ever sees a partial file."""
+@contextlib.contextmanager
+def atomic_output(path: str) -> Iterator[BinaryIO]:
+    """A file that replaces ``path`` when the block ends without an exception (a reader
+    never sees a partial file): written to a temporary file in the same directory,
+    fsync'ed, renamed over ``path``."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
                                suffix=".tmp")
     try:
         os.fchmod(fd, PRIVATE_MODE)  # bodies, cookies: 0600 whatever the umask
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

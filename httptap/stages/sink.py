@@ -4,8 +4,14 @@ Consumes one ring per proxy shard and hands each event to every configured sink
 (``httptap.sinks``: terminal, ndjson, HAR); body chunks are joined per exchange (at most
 ``--max-body-size`` each) and handed over with the exchange's response. Notices (errors,
 and information with ``--verbose``) go to stderr. Exits after every input has sent
-``Drain``; the sinks are closed (files written) on every way out, including SIGTERM from
-the supervisor.
+``Drain`` (the supervisor sends it on behalf of a proxy that died); the sinks are closed
+(files written) on every way out, HAR files first, including SIGTERM from the
+supervisor, which is not a failure.
+
+It tells the supervisor how it is doing in a :class:`~httptap.stats.SinkState` block:
+busy (delivering or blocked writing output, as behind a slow reader) or waiting for
+input, how many events it delivered, and how many writes failed. A sink whose write
+fails is reported once and kept: the other sinks, and its later events, go on.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ import signal
 import sys
 
 from ..plumbing import messages
-from ..sinks import make_sinks
+from ..plumbing.stats import BUSY, DELIVERED, FAILED_WRITES, SinkState
+from ..sinks import HarSink, Sink, make_sinks
 from ..sinks.bodies import BodyAssembler
 from .base import Inbox, Loop, StageContext
 
@@ -28,61 +35,103 @@ SINK_METHOD: dict[type, str] = {
 }
 
 
+class Stop(Exception):
+    """SIGTERM from the supervisor: close the outputs now, with what has arrived."""
+
+
 def run(ctx: StageContext) -> None:
     config = ctx.config
     out = sys.stderr if config.use_stderr else sys.stdout
-    sinks = make_sinks(config.sinks, config)
+    state: SinkState = ctx.extra.get("state") or SinkState()
+    v = state.v
+    v[BUSY] = 1  # opening the outputs may block (a FIFO waits for its reader)
     *inboxes, from_supervisor = ctx.inboxes()  # one per proxy shard, then the supervisor's
     loop = Loop()
     bodies = BodyAssembler(config.max_body_size)
+    failed: set[int] = set()  # sinks whose failure was reported
+
+    def write_failed(sink: Sink, exc: Exception, what: str = "") -> None:
+        v[FAILED_WRITES] += 1
+        if id(sink) not in failed:
+            failed.add(id(sink))
+            print(f"httptap: writing output failed{what}: {exc}", file=sys.stderr, flush=True)
 
     def deliver(msg: messages.Msg) -> None:
         kind = type(msg)
         method = SINK_METHOD.get(kind)
         if method is not None:
             for sink in sinks:
-                getattr(sink, method)(msg)
+                try:
+                    getattr(sink, method)(msg)
+                except Exception as exc:  # noqa: BLE001 - one output's failure must not lose the others
+                    write_failed(sink, exc)
         elif kind is messages.BodyChunk:
             bodies.add(msg)  # type: ignore[arg-type]
             for sink in sinks:
-                sink.body_chunk(msg)  # type: ignore[arg-type]
+                try:
+                    sink.body_chunk(msg)  # type: ignore[arg-type]
+                except Exception as exc:  # noqa: BLE001
+                    write_failed(sink, exc)
         elif kind is messages.HttpResponse:
             exchange_bodies = bodies.take(msg)  # type: ignore[arg-type]
             for sink in sinks:
-                sink.response(msg, exchange_bodies)  # type: ignore[arg-type]
+                try:
+                    sink.response(msg, exchange_bodies)  # type: ignore[arg-type]
+                except Exception as exc:  # noqa: BLE001
+                    write_failed(sink, exc)
         elif kind is messages.StatsSnapshot:
             record = {"type": "stats", "elapsed_s": msg.elapsed_s, "stages": msg.stages}  # type: ignore[attr-defined]
             for sink in sinks:
-                sink.stats(record)
+                try:
+                    sink.stats(record)
+                except Exception as exc:  # noqa: BLE001
+                    write_failed(sink, exc)
         elif kind is messages.Notice:
             if msg.level == "packet":  # type: ignore[attr-defined]
                 print(msg.text, file=out, flush=True)  # type: ignore[attr-defined]
             elif msg.level == "error" or config.verbose:  # type: ignore[attr-defined]
                 print(f"httptap: {msg.text}", file=sys.stderr, flush=True)  # type: ignore[attr-defined]
 
-    def on_input(inbox: Inbox) -> None:
-        for msg in inbox.receive():
+    def receive(inbox: Inbox) -> None:
+        v[BUSY] = 1
+        msgs = inbox.receive()
+        for msg in msgs:
             deliver(msg)
+        v[DELIVERED] += len(msgs)
+
+    def on_input(inbox: Inbox) -> None:
+        receive(inbox)
         if all(i.drained for i in inboxes):
             loop.stop()
 
-    def on_supervisor(inbox: Inbox) -> None:
-        for msg in inbox.receive():
-            deliver(msg)
+    def idle() -> None:
+        v[BUSY] = 0  # back to waiting for input
 
     def on_term(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
+        # Once: closing may itself block on a slow reader; the supervisor's SIGKILL
+        # follows its grace period, and the HAR files are closed first.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Stop
 
-    # The supervisor ends a stuck pipeline with SIGTERM first: files still get written.
     signal.signal(signal.SIGTERM, on_term)
-    for inbox in inboxes:
-        loop.add_reader(inbox.fd, functools.partial(on_input, inbox))
-    loop.add_reader(from_supervisor.fd, functools.partial(on_supervisor, from_supervisor))
+    sinks: list[Sink] = []
     try:
+        sinks = make_sinks(config.sinks, config, ctx.extra.get("spool_dir"))
+        for inbox in inboxes:
+            loop.add_reader(inbox.fd, functools.partial(on_input, inbox))
+        loop.add_reader(from_supervisor.fd, functools.partial(receive, from_supervisor))
+        loop.after_batch = idle
         loop.run()
+    except Stop:
+        pass
     finally:
-        for sink in sinks:
+        v[BUSY] = 1
+        # Files first: they do not depend on a reader, and the HAR is what a dying run
+        # most often loses.
+        for sink in sorted(sinks, key=lambda s: not isinstance(s, HarSink)):
             try:
                 sink.close()
+            except Stop:
+                break  # the supervisor writes the HAR files from their spools
             except Exception as exc:  # noqa: BLE001 - one sink's failure must not lose the others
-                print(f"httptap: writing output failed: {exc}", file=sys.stderr, flush=True)
+                write_failed(sink, exc)

@@ -357,7 +357,9 @@ def run(ctx: StageContext) -> None:
         """The command is gone and its last packets are processed: drain into the proxy."""
         shard.reset_all("the command exited")
         to_proxy.send(messages.Drain())
-        to_proxy.flush_blocking(idle_timeout=5.0)
+        # As long as it takes: the proxy may be waiting for a slow reader of the output
+        # (the supervisor ends a drain that stops moving, and a stage whose proxy died).
+        to_proxy.flush_blocking(idle_timeout=None)
         loop.stop()
 
     def on_ring_from_tun() -> None:

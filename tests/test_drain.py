@@ -1,0 +1,29 @@
+"""The drain's patience (``supervisor.ProgressWatch``): a fake clock, no processes."""
+
+from __future__ import annotations
+
+from httptap.run.supervisor import ProgressWatch
+
+
+def test_a_pipeline_that_moves_is_never_stalled():
+    watch = ProgressWatch(5.0, mark=(0,), now=0.0)
+    for t in range(1, 100):
+        assert not watch.stalled((t,), busy=False, now=float(t * 4))  # 4 s between moves
+
+
+def test_a_busy_sink_is_progress_however_long():
+    """A sink blocked writing to a reader that comes late: the marks stand still."""
+    watch = ProgressWatch(5.0, mark=(7,), now=0.0)
+    assert not any(watch.stalled((7,), busy=True, now=t / 10) for t in range(1, 600))
+    # Once it is idle and nothing moves, the patience starts from the last busy look.
+    assert not watch.stalled((7,), busy=False, now=64.0)
+    assert watch.stalled((7,), busy=False, now=65.0)  # 5.1 s after the last busy look (59.9)
+
+
+def test_stalled_after_patience_without_progress():
+    watch = ProgressWatch(5.0, mark=(1, 2), now=10.0)
+    assert not watch.stalled((1, 2), busy=False, now=14.9)
+    assert watch.stalled((1, 2), busy=False, now=15.0)
+    assert not watch.stalled((1, 3), busy=False, now=16.0)  # moved again: patience resets
+    assert not watch.stalled((1, 3), busy=False, now=20.9)
+    assert watch.stalled((1, 3), busy=False, now=21.0)
