@@ -951,3 +951,26 @@ def test_the_reporter_sends_heads_of_streamed_bodies_only() -> None:
     assert not streams("GET", head(("Content-Length", "5")))
     assert not streams("HEAD", head(("Transfer-Encoding", "chunked")))
     assert not streams("GET", head(status=204))
+
+
+def test_a_batched_terminal_writes_once_per_flush() -> None:
+    """In the sink stage the terminal writes once per wake-up, not once per line."""
+
+    class CountingStream(io.StringIO):
+        writes = 0
+
+        def write(self, s: str) -> int:
+            self.writes += 1
+            return super().write(s)
+
+    out = CountingStream()
+    sink = TerminalSink(out, batched=True)
+    for exchange in range(1, 51):
+        sink.request(req(exchange))
+        sink.response(*resp(exchange))
+    assert out.writes == 0
+    sink.flush()
+    assert out.writes == 1 and len(lines(out)) == 100
+    sink.request(req(99))
+    sink.close()  # what is queued is written on every way out
+    assert out.writes == 2 and lines(out)[-1] == "---> GET https://example.com/"

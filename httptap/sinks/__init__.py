@@ -69,6 +69,10 @@ class Sink(Protocol):
     def stats(self, table: dict[str, Any]) -> None:
         """The ``--stats`` table (only ndjson writes it; the others ignore it)."""
 
+    def flush(self) -> None:
+        """The sink stage has delivered what one wake-up brought: write what waits (the
+        terminal writes once per wake-up, not once per line)."""
+
     def close(self) -> None:
         """Flush, or write the file; called on every way out. Safe to call twice."""
 
@@ -96,7 +100,7 @@ def _make_sink(spec: str, config: Config, spool: str | None = None) -> Sink:
     if kind == "terminal" and not sep:
         out = sys.stderr if config.use_stderr else sys.stdout
         return TerminalSink(out, head=config.head, body=config.body,
-                            print_dns=config.print_dns)
+                            print_dns=config.print_dns, batched=True)  # the sink stage flushes
     if kind == "ndjson" and not sep:
         return NdjsonSink(sys.stdout, bodies=config.body)
     if kind == "ndjson" and path:

@@ -146,6 +146,9 @@ class HarSink:
     def stats(self, table: dict[str, object]) -> None:
         pass
 
+    def flush(self) -> None:
+        pass  # the spool is written as events come; the file at close
+
     def close(self) -> None:
         """Write the file from the spool (once: later calls do nothing). Exchanges still
         open are in the spool as unfinished entries."""

@@ -174,6 +174,9 @@ class NdjsonSink:
     def stats(self, table: dict[str, Any]) -> None:
         self._emit({"type": "stats", **{k: v for k, v in table.items() if k != "type"}})
 
+    def flush(self) -> None:
+        pass  # each line is flushed as it is written (SPEC: line by line)
+
     def close(self) -> None:
         if self._closed:
             return

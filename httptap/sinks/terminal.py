@@ -140,8 +140,10 @@ def format_body(content_type: str | None, body: bytes, truncated: bool = False,
 
 class TerminalSink:
     def __init__(self, stream: TextIO, *, head: bool = False, body: bool = False,
-                 print_dns: bool = False, color: bool | None = None) -> None:
+                 print_dns: bool = False, color: bool | None = None,
+                 batched: bool = False) -> None:
         self.stream = stream
+        self.batched = batched  # lines wait for flush() (the sink stage: once per wake-up)
         self.head = head
         self.body = body
         self.print_dns = print_dns
@@ -151,6 +153,7 @@ class TerminalSink:
         # the line begun but not yet ended).
         self._streaming: dict[int, tuple[codecs.IncrementalDecoder, list[str]]] = {}
         self._broken = False
+        self._queued: list[str] = []  # groups of lines waiting for flush()
         self._closed = False
 
     # --- events ----------------------------------------------------------------------------
@@ -277,6 +280,7 @@ class TerminalSink:
             return
         self._closed = True
         self._requests.clear()
+        self.flush()
         if not self._broken:
             try:
                 self.stream.flush()
@@ -293,11 +297,21 @@ class TerminalSink:
         return [f"{prefix}{_escape_line(n)}: {_escape_line(v)}" for n, v in headers]
 
     def _write(self, lines: list[str]) -> None:
-        """One group of lines, one write, then a flush. A reader that went away (``| head``)
-        silences the sink instead of failing the stage."""
-        if self._broken or not lines:
+        """A group of lines: written at once, or, ``batched``, queued for :meth:`flush`,
+        which the sink stage calls once per wake-up: one write and one flush for all the
+        lines a batch of events made."""
+        if not self._broken and lines:
+            self._queued.append("\n".join(lines))
+            if not self.batched:
+                self.flush()
+
+    def flush(self) -> None:
+        """Write what is queued. A reader that went away (``| head``) silences the sink
+        instead of failing the stage."""
+        if self._broken or not self._queued:
             return
-        text = "\n".join(lines) + "\n"
+        text = "\n".join(self._queued) + "\n"
+        self._queued = []
         try:
             try:
                 self.stream.write(text)

@@ -19,20 +19,13 @@ from __future__ import annotations
 import functools
 import signal
 import sys
+from collections.abc import Callable
 
 from ..plumbing import messages
 from ..plumbing.stats import BUSY, DELIVERED, FAILED_WRITES, SinkState
 from ..sinks import HarSink, Sink, make_sinks
 from ..sinks.bodies import BodyAssembler
 from .base import Inbox, Loop, StageContext
-
-
-# The sink method each event goes to (HttpResponse: with its bodies, see deliver).
-SINK_METHOD: dict[type, str] = {
-    messages.HttpRequest: "request", messages.TcpSummary: "tcp", messages.DnsExchange: "dns",
-    messages.WsMessage: "ws", messages.WsEnd: "ws_end",
-    messages.HttpResponseHead: "response_head",
-}
 
 
 class Stop(Exception):
@@ -56,41 +49,43 @@ def run(ctx: StageContext) -> None:
             failed.add(id(sink))
             print(f"httptap: writing output failed{what}: {exc}", file=sys.stderr, flush=True)
 
-    def deliver(msg: messages.Msg) -> None:
-        kind = type(msg)
-        method = SINK_METHOD.get(kind)
-        if method is not None:
-            for sink in sinks:
-                try:
-                    getattr(sink, method)(msg)
-                except Exception as exc:  # noqa: BLE001 - one output's failure must not lose the others
-                    write_failed(sink, exc)
-        elif kind is messages.BodyChunk:
-            bodies.add(msg)  # type: ignore[arg-type]
-            for sink in sinks:
-                try:
-                    sink.body_chunk(msg)  # type: ignore[arg-type]
-                except Exception as exc:  # noqa: BLE001
-                    write_failed(sink, exc)
-        elif kind is messages.HttpResponse:
-            exchange_bodies = bodies.take(msg)  # type: ignore[arg-type]
-            for sink in sinks:
-                try:
-                    sink.response(msg, exchange_bodies)  # type: ignore[arg-type]
-                except Exception as exc:  # noqa: BLE001
-                    write_failed(sink, exc)
-        elif kind is messages.StatsSnapshot:
-            record = {"type": "stats", "elapsed_s": msg.elapsed_s, "stages": msg.stages}  # type: ignore[attr-defined]
-            for sink in sinks:
-                try:
-                    sink.stats(record)
-                except Exception as exc:  # noqa: BLE001
-                    write_failed(sink, exc)
-        elif kind is messages.Notice:
-            if msg.level == "packet":  # type: ignore[attr-defined]
-                print(msg.text, file=out, flush=True)  # type: ignore[attr-defined]
-            elif msg.level == "error" or config.verbose:  # type: ignore[attr-defined]
-                print(f"httptap: {msg.text}", file=sys.stderr, flush=True)  # type: ignore[attr-defined]
+    def each_sink(call: Callable[[Sink], None]) -> None:
+        for sink in sinks:
+            try:
+                call(sink)
+            except Exception as exc:  # noqa: BLE001 - one output's failure must not lose the others
+                write_failed(sink, exc)
+
+    def deliver(msg: messages.Message) -> None:
+        match msg:
+            case messages.HttpRequest():
+                each_sink(lambda sink: sink.request(msg))
+            case messages.HttpResponseHead():
+                each_sink(lambda sink: sink.response_head(msg))
+            case messages.BodyChunk():
+                bodies.add(msg)
+                each_sink(lambda sink: sink.body_chunk(msg))
+            case messages.HttpResponse():
+                exchange_bodies = bodies.take(msg)
+                each_sink(lambda sink: sink.response(msg, exchange_bodies))
+            case messages.WsMessage():
+                each_sink(lambda sink: sink.ws(msg))
+            case messages.WsEnd():
+                each_sink(lambda sink: sink.ws_end(msg))
+            case messages.TcpSummary():
+                each_sink(lambda sink: sink.tcp(msg))
+            case messages.DnsExchange():
+                each_sink(lambda sink: sink.dns(msg))
+            case messages.StatsSnapshot():
+                record = {"type": "stats", "elapsed_s": msg.elapsed_s, "stages": msg.stages}
+                each_sink(lambda sink: sink.stats(record))
+            case messages.Notice(level="packet"):
+                each_sink(lambda sink: sink.flush())  # (lines keep their order)
+                print(msg.text, file=out, flush=True)
+            case messages.Notice():
+                if msg.level == "error" or config.verbose:
+                    each_sink(lambda sink: sink.flush())
+                    print(f"httptap: {msg.text}", file=sys.stderr, flush=True)
 
     def receive(inbox: Inbox) -> None:
         v[BUSY] = 1
@@ -105,6 +100,9 @@ def run(ctx: StageContext) -> None:
             loop.stop()
 
     def idle() -> None:
+        # Once per wake-up, not once per line: what this batch made is written now (so
+        # lines still appear as they happen), in one write per output.
+        each_sink(lambda sink: sink.flush())
         v[BUSY] = 0  # back to waiting for input
 
     def on_term(signum: int, frame: object) -> None:
