@@ -28,12 +28,9 @@ What a flow is, is decided by the command's first bytes (:class:`Mode`)::
       |                   `--a 2xx to CONNECT--> SNIFF   (what the tunnel carries, anew)
       `--otherwise--> RAW     (bytes relayed untouched; a tcp summary at the end)
 
-HTTP is recognised on any port by the first bytes (an HTTP/1.x request line, or the
-HTTP/2 preface), as mitmproxy's transparent mode does; ``--http`` ports are decoded
-whatever comes. The first chunk decides and is relayed at once, never held: a request
-line split over two segments on another port is relayed raw (clients write a head in
-one go). A decoder that cannot follow lets go, and the flow is relayed raw from there.
-After a ``101`` to ``Upgrade: websocket`` the HTTP decoder hands over to a WebSocket one
+The first bytes decide (``flow.sniff``); a decoder that cannot follow lets go, and the
+flow is relayed raw from there. After a ``101`` to ``Upgrade: h2c`` decoding goes on as
+HTTP/2, the upgrading request answered on stream 1. After a ``101`` to ``Upgrade: websocket`` the HTTP decoder hands over to a WebSocket one
 (``wsreport``, ``websocket``): one ``WsMessage`` per message each way, a ``WsEnd`` at the
 end; the bytes are relayed as before.
 
@@ -55,50 +52,27 @@ from __future__ import annotations
 
 import enum
 import fnmatch
-import re
 from typing import Any
 
-from ..plumbing import messages
 from ..http import wsreport
-from ..tls.ca import CAError
-from ..tls.clienthello import ClientHelloError, looks_like_tls, parse_client_hello
-from .commands import (ABORT_UPSTREAM, CLOSE_UPSTREAM, FIN_TO_COMMAND, FIN_UPSTREAM,
-                           PAUSE_UPSTREAM, RESUME_UPSTREAM, Command, Credit, FlowSettings,
-                           Report, ResetCommand, SendToCommand, SendUpstream, SetTimer,
-                           endpoint)
-from ..http.headers import header
 from ..http.http1 import Http1Observer
 from ..http.report import ExchangeReporter
-from ..plumbing.messages import CREDIT_STEP
-from ..tls.tlsterm import ClientTls, ServerTls, TlsError, refusal
 from ..http.wsreport import WsReporter, is_websocket
+from ..plumbing import messages
+from ..plumbing.messages import CREDIT_STEP
+from ..tls.ca import CAError
+from ..tls.clienthello import ClientHelloError, parse_client_hello
+from ..tls.tlsterm import ClientTls, ServerTls, TlsError, refusal
+from .commands import (ABORT_UPSTREAM, CLOSE_UPSTREAM, FIN_TO_COMMAND, FIN_UPSTREAM,
+                       PAUSE_UPSTREAM, RESUME_UPSTREAM, Command, Credit, FlowSettings,
+                       Report, ResetCommand, SendToCommand, SendUpstream, SetTimer,
+                       endpoint)
+from .sniff import first_bytes, is_h2c, looks_like_h2_settings
 
 MAX_IN_FLIGHT = 8 << 20      # upstream bytes not yet acknowledged by the command
 MAX_HELLO = 64 << 10         # a ClientHello larger than this is not one we intercept
-H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 TLS_HANDSHAKE_TIMEOUT = 15.0
 MAX_SESSIONS = 1024          # upstream TLS sessions kept for resumption (per proxy shard)
-# An HTTP/1.x request line: a token of capitals (any method, WebDAV's too), a target
-# without spaces, the version (RFC 9112 §3).
-_REQUEST_LINE = re.compile(rb"[A-Z][A-Z_-]{0,31} [^ \r\n]+ HTTP/1\.[01]\r?\n")
-
-
-def _is_h2c(request: messages.HttpRequest | None, response: messages.HttpResponse) -> bool:
-    """A 101 that switches ``request`` to HTTP/2 over cleartext (RFC 7540 §3.2)."""
-    if request is None or response.status != 101:
-        return False
-    asked = header(request.headers, "upgrade") or ""
-    given = header(response.headers, "upgrade") or ""
-    return given.strip().lower() == "h2c" and "h2c" in asked.lower().replace(" ", "").split(",")
-
-
-def looks_like_h2_settings(data: bytes | memoryview) -> bool:
-    """The first bytes a server sends in HTTP/2 (RFC 9113 §3.4): a SETTINGS frame (type 4),
-    not an ACK, on stream 0, its length a multiple of 6."""
-    return (len(data) >= 9 and data[3] == 4 and data[4] == 0 and data[5:9] == b"\0\0\0\0"
-            and int.from_bytes(data[0:3], "big") % 6 == 0)
-
-
 class Mode(enum.Enum):
     SNIFF = "sniff"                            # nothing from the command yet
     HELLO = "hello"                            # reading the command's ClientHello
@@ -334,22 +308,23 @@ class FlowCore:
 
     def _decide(self, first: bytes, now: float) -> Mode:
         settings = self.settings
-        if looks_like_tls(first[:3]) or (self.dport in settings.https_ports and len(first) < 3):
+        kind = first_bytes(first, self.dport in settings.http_ports,
+                           self.dport in settings.https_ports)
+        if kind == "tls":
             self.mode = Mode.HELLO
-        elif len(first) >= 4 and first.startswith(H2_PREFACE[:len(first)]):
-            self.mode = Mode.HTTP
-            self._start_decoding("h2", "http")  # HTTP/2 with prior knowledge (h2c)
-        elif self.dport in settings.http_ports or _REQUEST_LINE.match(first):
-            self.mode = Mode.HTTP
-            self._start_decoding("http/1.1", "http")
-        else:
+        elif kind == "raw":
             self.mode = Mode.RAW
+        else:  # "h2" (HTTP/2 with prior knowledge: h2c) or "http/1.1"
+            self.mode = Mode.HTTP
+            self._start_decoding(kind, "http")
         return self.mode
 
     def _start_decoding(self, protocol: str, scheme: str) -> None:
         capture, limit = self.settings.capture_bodies, self.settings.max_body_size
         if protocol == "h2":
-            from ..http.http2 import Http2Observer  # hpack and hyperframe: only when needed
+            from ..http.http2 import (
+                Http2Observer,  # hpack and hyperframe: only when needed
+            )
 
             self.observer = Http2Observer(capture_bodies=capture, max_capture=limit)
         else:
@@ -594,7 +569,7 @@ class FlowCore:
                 self.last_request = msg
             elif type(msg) is messages.HttpResponse and msg.status == 101:
                 switching = msg
-                if _is_h2c(self.last_request, msg):
+                if is_h2c(self.last_request, msg):
                     continue  # the request's real response comes in HTTP/2, on stream 1
             self.commands.append(Report(msg))
         if observer.failed or observer.upgraded:
@@ -604,7 +579,7 @@ class FlowCore:
                 self._enter_tunnel(request.url)
             elif (switching is not None and request is not None
                   and isinstance(observer, Http1Observer)):
-                if _is_h2c(request, switching):
+                if is_h2c(request, switching):
                     self._start_h2c(observer, request, now)
                 elif is_websocket(request, switching):
                     self._start_websocket(observer, request, switching, now)
