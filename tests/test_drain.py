@@ -27,3 +27,18 @@ def test_stalled_after_patience_without_progress():
     assert not watch.stalled((1, 3), busy=False, now=16.0)  # moved again: patience resets
     assert not watch.stalled((1, 3), busy=False, now=20.9)
     assert watch.stalled((1, 3), busy=False, now=21.0)
+
+
+# --- --stats-interval on a terminal: one block, refreshed in place ---------------------------
+
+def test_stats_tables_redraw_in_place_on_a_terminal_only_while_nothing_else_was_written():
+    from httptap.run.supervisor import StatsRedraw
+
+    table = "stage  cpu s\ntcp     0.01\nproxy   0.02"
+    redraw = StatsRedraw()
+    assert redraw.frame(table, True, delivered=5) == table          # the first: printed whole
+    assert redraw.frame(table, True, delivered=5) == "\x1b[3F\x1b[J" + table  # over it
+    assert redraw.frame(table + "\nsink 0", True, delivered=6) == table + "\nsink 0"  # lines came
+    assert redraw.frame(table, True, delivered=6) == "\x1b[4F\x1b[J" + table  # its own height
+    piped = StatsRedraw()
+    assert piped.frame(table, False, 1) == table and piped.frame(table, False, 1) == table

@@ -38,6 +38,7 @@ import socket
 import sys
 import tempfile
 import time
+from typing import TextIO
 from dataclasses import dataclass
 
 from .config import Config
@@ -101,6 +102,33 @@ def exit_code(status: int) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class StatsRedraw:
+    """``--stats-interval`` on a terminal: each table is drawn over the one before (one
+    block that refreshes in place, not a scroll of tables), as long as the sink has
+    written no line since (its ``DELIVERED`` count did not move): httptap's own lines are
+    never drawn over. Piped, every table is printed whole, as it comes."""
+
+    def __init__(self) -> None:
+        self.lines = 0          # height of the table last drawn on a terminal (0: none)
+        self.delivered = -1     # the sink's count then
+
+    def frame(self, table: str, tty: bool, delivered: int) -> str:
+        """The text that draws ``table`` now."""
+        previous = self.lines
+        redraw = tty and previous and delivered == self.delivered
+        self.lines = table.count("\n") + 1 if tty else 0
+        self.delivered = delivered
+        # Up to the first line of the last table, then clear to the end of the screen.
+        return f"\x1b[{previous}F\x1b[J{table}" if redraw else table
+
 class Supervisor:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -110,6 +138,7 @@ class Supervisor:
         self.rings: list[Ring] = []
         self._fds_to_close_in_stages: list[int] = []
         self.sink_state = SinkState()
+        self._stats_redraw = StatsRedraw()
         self.lost: list[str] = []             # what output was lost, said at exit
         self.draining = False
         self._stopping: set[int] = set()      # pids of stages we end on purpose
@@ -539,7 +568,9 @@ class Supervisor:
         reports = self._stage_reports()
         elapsed = time.monotonic() - self.started
         out = sys.stderr if self.config.use_stderr or "terminal" not in self.config.sinks else sys.stdout
-        print(format_table(reports, elapsed), file=out, flush=True)
+        table = format_table(reports, elapsed)
+        print(self._stats_redraw.frame(table, _isatty(out), self.sink_state.delivered),
+              file=out, flush=True)
         record = stats_record(reports, elapsed)
         if final:
             self._write_stats_records(record)
