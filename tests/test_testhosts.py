@@ -13,6 +13,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import time
 import sys
 import threading
 import zipfile
@@ -240,6 +241,12 @@ def test_close_removes_namespace_and_servers() -> None:
         # a stray process in the namespace must not survive close() either
         stray = subprocess.Popen(["ip", "netns", "exec", netns, "sleep", "60"],
                                  stdin=subprocess.DEVNULL)
+        # Close only once it is in the namespace (``ip netns exec`` enters it, then execs
+        # sleep under the same pid): before, close() could not have seen it.
+        deadline = time.monotonic() + 10
+        while stray.pid not in testhosts._netns_pids(netns) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert stray.pid in testhosts._netns_pids(netns)
     finally:
         host.close()
     assert stray is not None
