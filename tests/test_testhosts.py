@@ -13,9 +13,9 @@ import socket
 import ssl
 import struct
 import subprocess
-import time
 import sys
 import threading
+import time
 import zipfile
 
 import pytest
