@@ -742,3 +742,56 @@ def test_an_h2c_upgrade_is_decoded_as_http2_and_answers_the_upgrading_request():
     core.upstream_data(response, T0)
     assert core.take()[-1] == report(messages.HttpResponse, exchange=exchange, status=200,
                                      version="HTTP/2", body_size=5)
+
+
+# --- WebSocket over HTTP/2 (RFC 8441 extended CONNECT) ------------------------------------------
+
+def test_a_websocket_over_an_h2_extended_connect_is_decoded():
+    import h2.config
+    import h2.connection
+    import h2.settings
+
+    server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    core = core_for(80, capture_bodies=True)
+
+    def client_sends() -> None:
+        data = client.data_to_send()
+        core.command_data(data, T0)
+        server.receive_data(data)
+
+    def server_sends() -> None:
+        data = server.data_to_send()
+        core.upstream_data(data, T0)
+        client.receive_data(data)
+
+    server.initiate_connection()  # (its SETTINGS first, as a server must send)
+    server.update_settings({h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 1})
+    client.initiate_connection()
+    client_sends()
+    server_sends()
+    client_sends()  # (the SETTINGS acknowledgements)
+    core.take()
+    client.send_headers(1, [(":method", "CONNECT"), (":protocol", "websocket"),
+                            (":scheme", "http"), (":path", "/chat"), (":authority", "ws.test"),
+                            ("sec-websocket-version", "13")])
+    client_sends()
+    server.send_headers(1, [(":status", "200")])
+    server_sends()
+    reports = [c.message for c in core.take() if isinstance(c, Report)]
+    assert reports == [Like(messages.HttpRequest, method="CONNECT", url="http://ws.test/chat"),
+                       Like(messages.HttpResponse, status=200)]
+    client.send_data(1, wsframes.client(1, b"hello"))
+    client_sends()
+    server.send_data(1, wsframes.frame(1, b"hi there"))
+    server_sends()
+    reports = [c.message for c in core.take() if isinstance(c, Report)]
+    assert reports == [
+        Like(messages.WsMessage, url="ws://ws.test/chat", from_client=True, opcode=1,
+             size=5, data=b"hello"),
+        Like(messages.WsMessage, url="ws://ws.test/chat", from_client=False, opcode=1,
+             size=8, data=b"hi there")]
+    core.close()
+    core.final_report(T0)
+    assert any(isinstance(c, Report) and isinstance(c.message, messages.WsEnd)
+               for c in core.take())

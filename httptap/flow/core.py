@@ -32,7 +32,8 @@ The first bytes decide (``flow.sniff``); a decoder that cannot follow lets go, a
 flow is relayed raw from there. After a ``101`` to ``Upgrade: h2c`` decoding goes on as
 HTTP/2, the upgrading request answered on stream 1. After a ``101`` to ``Upgrade: websocket`` the HTTP decoder hands over to a WebSocket one
 (``wsreport``, ``websocket``): one ``WsMessage`` per message each way, a ``WsEnd`` at the
-end; the bytes are relayed as before.
+end; the bytes are relayed as before. Over HTTP/2 the same happens per stream after a 2xx
+to an extended CONNECT (RFC 8441: ``TunnelOpened``, ``TunnelData`` events).
 
 In TLS the command's session is terminated here (``tlsterm.ServerTls``, a certificate
 from the run's CA for the name it asked for) and the upstream session is a verifying TLS
@@ -55,6 +56,7 @@ import fnmatch
 from typing import Any
 
 from ..http import wsreport
+from ..http.events import TunnelData, TunnelOpened
 from ..http.http1 import Http1Observer
 from ..http.report import ExchangeReporter
 from ..http.wsreport import WsReporter, is_websocket
@@ -122,6 +124,7 @@ class FlowCore:
         self.reporter: ExchangeReporter | None = None
         self.last_request: messages.HttpRequest | None = None  # (for CONNECT, WebSocket)
         self.websocket: WsReporter | None = None  # after a 101 to Upgrade: websocket
+        self.h2_websockets: dict[int, WsReporter] = {}  # RFC 8441: HTTP/2 stream -> its WebSocket
         self.session_key: tuple[tuple[str, ...], str, int] = ((), "", 0)  # see _keep_session
 
     def take(self) -> list[Command]:
@@ -210,6 +213,9 @@ class FlowCore:
         if self.websocket is not None:
             self._report_all(self.websocket.end(now))
             self.websocket = None
+        for websocket in self.h2_websockets.values():
+            self._report_all(websocket.end(now))
+        self.h2_websockets.clear()
         if self.reporter is not None and self.reporter.exchanges:
             for msg in self.reporter.finish(now, "the connection closed before a response"):
                 self.commands.append(Report(msg))
@@ -572,6 +578,8 @@ class FlowCore:
                 if is_h2c(self.last_request, msg):
                     continue  # the request's real response comes in HTTP/2, on stream 1
             self.commands.append(Report(msg))
+        if observer.tunnels:
+            self._tunnels(events, now)
         if observer.failed or observer.upgraded:
             self.observer = None  # not HTTP after all, or switched: no more HTTP decoding
             request = self.last_request
@@ -583,6 +591,27 @@ class FlowCore:
                     self._start_h2c(observer, request, now)
                 elif is_websocket(request, switching):
                     self._start_websocket(observer, request, switching, now)
+
+    def _tunnels(self, events: list[Any], now: float) -> None:
+        """WebSockets over HTTP/2 (RFC 8441): each accepted extended CONNECT stream gets a
+        WebSocket reporter, and its DATA (``TunnelData``) goes to it, one stream each."""
+        assert self.reporter is not None
+        for event in events:
+            kind = type(event)
+            if kind is TunnelOpened and event.protocol == "websocket":
+                exchange = self.reporter.tunnel(event.seq)
+                if exchange is not None:
+                    reporter, out = wsreport.start(*exchange, self.settings.capture_bodies,
+                                                   b"", b"", now)
+                    self._report_all(out)
+                    if reporter is not None and not reporter.ended:
+                        self.h2_websockets[event.seq] = reporter
+            elif kind is TunnelData:
+                websocket = self.h2_websockets.get(event.seq)
+                if websocket is not None:
+                    self._report_all(websocket.data(event.from_client, event.data, event.time))
+                    if websocket.ended:
+                        del self.h2_websockets[event.seq]
 
     def _start_h2c(self, observer: Http1Observer, request: messages.HttpRequest,
                    now: float) -> None:

@@ -128,6 +128,31 @@ class ResponseEnd(Event):
 
 
 
+class TunnelOpened(Event):
+    """An HTTP/2 extended CONNECT (RFC 8441) was accepted: from now on the DATA of stream
+    ``seq`` carries ``protocol`` (``websocket``), as :class:`TunnelData`. The exchange
+    itself ended with the 2xx, as an HTTP/1.1 switch ends with its 101."""
+
+    __slots__ = ("seq", "protocol", "time")
+
+    def __init__(self, seq: int, protocol: str, time: float) -> None:
+        self.seq = seq
+        self.protocol = protocol
+        self.time = time
+
+
+class TunnelData(Event):
+    """Bytes of an accepted extended CONNECT's protocol, one way (``from_client``)."""
+
+    __slots__ = ("seq", "from_client", "data", "time")
+
+    def __init__(self, seq: int, from_client: bool, data: bytes, time: float) -> None:
+        self.seq = seq
+        self.from_client = from_client
+        self.data = data
+        self.time = time
+
+
 class ObserverBase:
     """What the HTTP/1 and HTTP/2 observers share: their settings, the failure state the
     proxy reads (``failed``, ``error``, ``upgraded``) and the queue of events."""
@@ -140,6 +165,9 @@ class ObserverBase:
         self.upgraded = False
         self.failed = False
         self.error: str | None = None
+        # HTTP/2 streams that carry another protocol now (RFC 8441 extended CONNECT):
+        # stream -> protocol. Always empty in HTTP/1.x, where a switch ends decoding.
+        self.tunnels: dict[int, str] = {}
         self.events_: list[Event] = []
 
     def events(self) -> list[Event]:

@@ -89,7 +89,11 @@ class FrameReader:
                 take = self.remaining if self.remaining < left else left
                 target = self.target
                 if target is not None:
-                    if target.decoder is not None:
+                    if target.tunnel:
+                        if mv is None:
+                            mv = memoryview(data)
+                        self.obs.tunnel_data(target, mv[pos:pos + take], now)
+                    elif target.decoder is not None:
                         if mv is None:
                             mv = memoryview(data)
                         target.decoder.feed(mv[pos:pos + take])

@@ -119,7 +119,7 @@ from hyperframe.exceptions import HyperframeError
 
 from .contentcoding import ContentDecoder, parse_content_encoding
 from .events import (DEFAULT_MAX_CAPTURE, BodyData, ObserverBase, RequestEnd, RequestHead,
-                     ResponseEnd, ResponseHead)
+                     ResponseEnd, ResponseHead, TunnelData, TunnelOpened)
 from .h2frames import (DONE, MAX_HEADER_BLOCK, MAX_HEADER_LIST, PREFACE, FrameReader,
                        Http2Error)
 from .h2reset import ERROR_CODES, StreamReset
@@ -140,7 +140,7 @@ VERSION = "HTTP/2"
 class _Body:
     """One side (request or response) of a stream, from its head to its end."""
 
-    __slots__ = ("size", "decoder", "open", "length", "sid", "request")
+    __slots__ = ("size", "decoder", "open", "length", "sid", "request", "tunnel")
 
     def __init__(self, decoder: ContentDecoder | None, fields: list[tuple[str, str]],
                  sid: int, request: bool) -> None:
@@ -149,6 +149,7 @@ class _Body:
         self.size = 0
         self.decoder = decoder
         self.open = True
+        self.tunnel = False  # the DATA of an accepted extended CONNECT (RFC 8441)
         # The declared content-length, if any: a body that reached it is complete even
         # when the connection closes before END_STREAM arrives.
         self.length = next((int(v) for k, v in fields
@@ -160,10 +161,11 @@ class _Body:
 
 
 class _Stream:
-    __slots__ = ("sid", "req", "resp", "resp_done")
+    __slots__ = ("sid", "req", "resp", "resp_done", "protocol")
 
     def __init__(self, sid: int) -> None:
         self.sid = sid
+        self.protocol = ""  # the :protocol of an extended CONNECT (RFC 8441)
         self.req: _Body | None = None     # set with the request head
         self.resp: _Body | None = None    # set with the final response head
         self.resp_done = False
@@ -273,6 +275,10 @@ class Http2Observer(ObserverBase):
         return None
 
     def data_target(self, from_client: bool, sid: int) -> _Body | None:
+        if sid in self.tunnels:
+            tunnel = _Body(None, [], sid, from_client)
+            tunnel.tunnel = True
+            return tunnel
         stream = self.streams.get(sid)
         if stream is None:
             return None
@@ -302,6 +308,8 @@ class Http2Observer(ObserverBase):
             if authority is not None and not any(k.lower() == "host" for k, _ in fields):
                 fields.insert(0, ("host", authority))
             stream = self.streams[sid] = _Stream(sid)
+            if method == "CONNECT":
+                stream.protocol = pseudo.get(":protocol", "")
             stream.req = _Body(self._decoder(fields), fields, sid, True)
             self.events_.append(RequestHead(method, target, VERSION, fields, now, seq=sid))
             if end_stream:
@@ -332,12 +340,29 @@ class Http2Observer(ObserverBase):
             stream.resp = _Body(self._decoder(fields), fields, sid, False)
             self.events_.append(ResponseHead(status, "", VERSION, fields, now, seq=sid,
                                              informational=False))
+            if stream.protocol and 200 <= status < 300 and not end_stream:
+                self._open_tunnel(stream, now)
+                return
             if end_stream:
                 self._end_response(stream, now, True, [])
             return
         _, trailers = _split_headers(block)
         if end_stream:
             self._end_response(stream, now, True, trailers)
+
+    def _open_tunnel(self, stream: _Stream, now: float) -> None:
+        """An extended CONNECT accepted (RFC 8441 §5): the exchange ends here, and the
+        stream's DATA is the tunnelled protocol's, each way, from now on."""
+        assert stream.req is not None
+        if stream.req.open:
+            self._end_request(stream, now, True, [])
+        self._end_response(stream, now, True, [])
+        self.streams.pop(stream.sid, None)
+        self.tunnels[stream.sid] = stream.protocol
+        self.events_.append(TunnelOpened(stream.sid, stream.protocol, now))
+
+    def tunnel_data(self, body: _Body, data: memoryview, now: float) -> None:
+        self.events_.append(TunnelData(body.sid, body.request, bytes(data), now))
 
     def end_side(self, from_client: bool, sid: int, now: float) -> None:
         """END_STREAM on a DATA frame."""
@@ -351,6 +376,7 @@ class Http2Observer(ObserverBase):
             self._end_response(stream, now, True, [])
 
     def reset(self, from_client: bool, sid: int, code: int, now: float) -> None:
+        self.tunnels.pop(sid, None)
         stream = self.streams.get(sid)
         if stream is None:
             return

@@ -96,6 +96,12 @@ class ExchangeReporter:
         self.open: dict[int, _Exchange] = {}
         self.exchanges = 0  # requests seen on this connection
         self.stream_heads = stream_heads  # --body: HttpResponseHead for streamed bodies
+        self.connects: dict[int, tuple[messages.HttpRequest, messages.HttpResponse]] = {}
+
+    def tunnel(self, seq: int) -> tuple[messages.HttpRequest, messages.HttpResponse] | None:
+        """The request and response of the CONNECT answered as ``seq``, once (for an
+        HTTP/2 extended CONNECT whose stream now carries a WebSocket)."""
+        return self.connects.pop(seq, None)
 
     def adopt(self, seq: int, request: messages.HttpRequest) -> None:
         """Answer ``request``, reported already on another reporter, with the response
@@ -151,7 +157,10 @@ class ExchangeReporter:
                     if not error and not event.complete:
                         error = failure.error if failure is not None else \
                             "the server closed before the body was complete"
-                    out.append(self._response(exchange, event, error))
+                    response = self._response(exchange, event, error)
+                    out.append(response)
+                    if exchange.request.method == "CONNECT":  # (see tunnel())
+                        self.connects[event.seq] = (exchange.request, response)
             elif kind is StreamReset:
                 exchange = self.open.get(event.seq)
                 if exchange is not None and not exchange.reset:
@@ -178,7 +187,9 @@ class ExchangeReporter:
         return out
 
     def _request(self, head: RequestHead) -> messages.HttpRequest:
-        if head.method == "CONNECT":  # authority-form: the target is host:port
+        if head.method == "CONNECT" and not head.target.startswith("/"):
+            # authority-form: the target is host:port (an extended CONNECT, RFC 8441,
+            # has a path: its URL is built as any other)
             url = head.target
         else:
             url = build_url(self.scheme, header(head.headers, "host"), self.server_host,
