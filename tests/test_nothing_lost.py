@@ -13,6 +13,7 @@ children of this run's httptap process only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -21,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
@@ -49,6 +51,17 @@ open(done, "w").close()
 if inflight:
     time.sleep(60)
 """
+
+
+@contextlib.contextmanager
+def reaped(proc: subprocess.Popen[bytes]) -> Iterator[None]:
+    """Whatever happens in the block, the run's whole process group is gone after it."""
+    try:
+        yield
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
 
 
 def client(url: str, n: int, done: os.PathLike[str], inflight: bool) -> list[str]:
@@ -114,15 +127,11 @@ def test_a_stage_killed_mid_run_loses_no_completed_exchange(stage, options, test
         httptap_argv(*options, "--sink", f"har:{har}", "--sink", "terminal", "--",
                      *client(url, n, tmp_path / "done", inflight=True)),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    try:
+    with reaped(proc):
         expected = [f"<--- 200 {url}?i={i} (1024 bytes)".encode() for i in range(n)]
         read_until(proc, [*expected, f"---> POST {post}".encode()])
         os.kill(stage_pids(proc.pid)[f"httptap-{stage}"], signal.SIGKILL)
         _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
     stderr = err.decode()
     assert proc.returncode == 125, stderr
     assert f"the {stage} stage killed by SIGKILL" in stderr
@@ -173,15 +182,11 @@ def test_an_ndjson_fifo_read_late_gets_every_line(test_host, tmp_path):
         httptap_argv("-q", "--sink", f"ndjson:{fifo}", "--",
                      *client(url, N_SLOW, done, inflight=False)),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    try:
+    with reaped(proc):
         late(proc, done)
         with open(fifo, "rb") as f:  # EOF once httptap is done with it
             lines = f.read().splitlines()
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
     assert proc.returncode == 0, err.decode()
     assert http_urls(lines) == [f"{url}?i={i}" for i in range(N_SLOW)]
     assert b"incomplete" not in err and b"drain" not in err
@@ -194,13 +199,9 @@ def test_stdout_into_a_pipe_read_late_gets_every_line(test_host, tmp_path):
     proc = subprocess.Popen(
         httptap_argv("--sink", "ndjson", "--", *client(url, N_SLOW, done, inflight=False)),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    try:
+    with reaped(proc):
         late(proc, done)
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
     assert proc.returncode == 0, err.decode()
     assert http_urls(out.splitlines()) == [f"{url}?i={i}" for i in range(N_SLOW)]
     assert b"incomplete" not in err and b"drain" not in err
@@ -215,7 +216,7 @@ def test_a_signal_during_the_drain_ends_it_at_once_writing_the_har(test_host, tm
         httptap_argv("--sink", f"har:{har}", "--sink", "ndjson", "--",
                      *client(url, N_SLOW, done, inflight=False)),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    try:
+    with reaped(proc):
         wait_for(lambda: "httptap-ns" in stage_pids(proc.pid), "the launcher", proc)
         launcher = stage_pids(proc.pid)["httptap-ns"]
         wait_for(lambda: os.path.exists(done), "end of the command", proc, timeout=120)
@@ -223,10 +224,6 @@ def test_a_signal_during_the_drain_ends_it_at_once_writing_the_har(test_host, tm
         wait_for(lambda: not os.path.exists(f"/proc/{launcher}"), "end of the launcher", proc)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
     stderr = err.decode()
     assert proc.returncode == 125, stderr
     lost = [line for line in stderr.splitlines() if "output is incomplete" in line]
@@ -250,15 +247,11 @@ def test_a_failed_write_is_said_and_fails_a_successful_run(command_status, test_
               f"curl -sS --max-time 30 -o /dev/null {url}; exit {command_status}")
     proc = subprocess.Popen(httptap_argv("-q", "--sink", f"ndjson:{fifo}", "--", "sh", "-c", script),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    try:
+    with reaped(proc):
         with open(fifo, "rb"):  # returns once the sink has opened it; closed at once
             pass
         go.touch()
         _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
     stderr = err.decode()
     assert proc.returncode == (125 if command_status == 0 else command_status), stderr
     assert stderr.count("writing output failed") == 1, stderr  # once, not per event
@@ -277,15 +270,11 @@ def test_a_stuck_drain_is_ended_and_said(test_host, tmp_path):
     proc = subprocess.Popen(
         httptap_argv("--sink", f"har:{har}", "--sink", "terminal", "--", "sh", "-c", script),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    try:
+    with reaped(proc):
         read_until(proc, [f"<--- 200 {url}?i={i} (1024 bytes)".encode() for i in range(n)])
         os.kill(stage_pids(proc.pid)["httptap-proxy"], signal.SIGSTOP)
         go.touch()
         _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
     stderr = err.decode()
     assert proc.returncode == 125, stderr
     assert f"made no progress for {DRAIN_STALL:.0f}s" in stderr
