@@ -1,11 +1,17 @@
 """The flow core's vocabulary: the commands it queues for the proxy stage to carry out,
 and the settings every flow of a proxy shares (see ``httptap.flow.core``).
 
+    SendToCommand(data)    FlowData to the tcp stage    SendUpstream(data)  bytes for the socket
+    FinToCommand()         FlowEof                      FinUpstream()       shutdown(SHUT_WR)
+    ResetCommand(reason)   FlowReset                    CloseUpstream()     close when written
+    Credit(count)          FlowAcked                    AbortUpstream()     reset (SO_LINGER 0)
+    Report(message)        a message for the sink       Pause/ResumeUpstream()  reading
+    SetTimer(deadline)     call timer() then (None: no timer)
+
 Commands are small slotted dataclasses, compared by value in the playbook tests; the ones
 without fields are made once (``FIN_TO_COMMAND``...). The proxy stage matches them by
 class (``stages.relay.Relay.execute``).
 """
-
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -1,25 +1,14 @@
 """One proxied TCP connection as a pure core: events in, commands out, no I/O.
 
-The proxy stage (``stages.proxy``, ``stages.relay``) owns the upstream socket and the
-rings; for each flow it feeds a :class:`FlowCore` what happened, with the time, and then
-carries out the commands the core queued (:meth:`FlowCore.take`), in order. The core
-never touches a socket, a ring or the clock, so a test drives it with a script of events
-and compares the exact commands (tests/test_flowcore.py), as mitmproxy's Playbook does.
+The proxy stage (``stages.relay``) feeds a :class:`FlowCore` what happened, with the
+time, then carries out the commands it queued (:meth:`FlowCore.take`; the commands are
+listed in ``flow.commands``). The core never touches a socket, a ring or the clock, so a
+test drives it with a script of events and compares the exact commands
+(tests/test_flowcore.py), as mitmproxy's Playbook does. Events: ``command_data``,
+``command_eof``, ``command_acked``, ``command_reset``, ``close``, ``upstream_data``,
+``upstream_eof``, ``upstream_lost``, ``upstream_write_paused``, ``timer``.
 
-Events (methods)                         Commands (queued; ``httptap.flow.commands``)
-  command_data(data, now)                  SendToCommand(data)    FlowData to the tcp stage
-  command_eof(now)                         FinToCommand()         FlowEof
-  command_acked(count)                     ResetCommand(reason)   FlowReset
-  command_reset() / close()                Credit(count)          FlowAcked (command bytes passed on)
-  upstream_data(data, now)                 SendUpstream(data)     bytes for the socket
-  upstream_eof(now)                        FinUpstream()          shutdown(SHUT_WR)
-  upstream_lost(error, now)                CloseUpstream()        close after what is queued
-  upstream_write_paused(paused)            AbortUpstream()        reset (SO_LINGER 0)
-  timer(now)                               PauseUpstream() / ResumeUpstream()   reading
-                                           Report(message)        for the sink
-                                           SetTimer(deadline)     call timer() then (None: no timer)
-
-What a flow is, is decided by the command's first bytes (:class:`Mode`)::
+What a flow is, is decided by its first bytes (``flow.sniff``; :class:`Mode`)::
 
     SNIFF --ClientHello--> HELLO --complete--> UPSTREAM_HANDSHAKE --up--> TLS
       |                                                  `--failed/timeout--> REFUSED
@@ -28,31 +17,25 @@ What a flow is, is decided by the command's first bytes (:class:`Mode`)::
       |                   `--a 2xx to CONNECT--> SNIFF   (what the tunnel carries, anew)
       `--otherwise--> RAW     (bytes relayed untouched; a tcp summary at the end)
 
-The first bytes decide (``flow.sniff``); a decoder that cannot follow lets go, and the
-flow is relayed raw from there. After a ``101`` to ``Upgrade: h2c`` decoding goes on as
-HTTP/2, the upgrading request answered on stream 1. After a ``101`` to ``Upgrade: websocket`` the HTTP decoder hands over to a WebSocket one
-(``wsreport``, ``websocket``): one ``WsMessage`` per message each way, a ``WsEnd`` at the
-end; the bytes are relayed as before. Over HTTP/2 the same happens per stream after a 2xx
-to an extended CONNECT (RFC 8441: ``TunnelOpened``, ``TunnelData`` events).
+A decoder that cannot follow lets go, and the bytes are relayed raw from there. After a
+``101`` to ``Upgrade: h2c`` decoding goes on as HTTP/2 (the request answered on stream
+1); after a ``101`` to ``Upgrade: websocket``, or a 2xx to an HTTP/2 extended CONNECT
+(RFC 8441, per stream), WebSocket messages are reported (``http.wsreport``).
 
 In TLS the command's session is terminated here (``tlsterm.ServerTls``, a certificate
-from the run's CA for the name it asked for) and the upstream session is a verifying TLS
-client over memory BIOs (``tlsterm.ClientTls``) with the same SNI and the command's ALPN
-list; the protocol the server chose is the one the command gets, and picks the decoder.
-The command's certificate is minted only once the server's handshake succeeded, so a
-refused upstream is answered with an alert, never with a certificate. Half-closes pass
-each way on their own: close_notify and FIN are forwarded separately.
+from the run's CA, minted only once the server's handshake succeeded: a refused upstream
+gets an alert) and the upstream one is a verifying client over memory BIOs
+(``tlsterm.ClientTls``) with the command's SNI and ALPN; the server's choice of protocol
+is the command's, and picks the decoder. close_notify and FIN pass each way on their own.
 
-Flow control: bytes from the command are credited back (``Credit``, in steps of
-``CREDIT_STEP``) once handed to the socket, but not while its write buffer is over the
-high-water mark; bytes towards the command count as in flight until the tcp stage credits
-them, and reading upstream pauses above ``MAX_IN_FLIGHT``.
+Flow control: command bytes are credited back (``Credit``, in ``CREDIT_STEP``s) once
+handed to the socket, not while its buffer is over the high-water mark; bytes towards
+the command are in flight until the tcp stage credits them, and reading upstream pauses
+above ``MAX_IN_FLIGHT``.
 """
-
 from __future__ import annotations
 
 import enum
-import fnmatch
 from typing import Any
 
 from ..http import wsreport
@@ -64,12 +47,12 @@ from ..plumbing import messages
 from ..plumbing.messages import CREDIT_STEP
 from ..tls.ca import CAError
 from ..tls.clienthello import ClientHelloError, parse_client_hello
-from ..tls.tlsterm import ClientTls, ServerTls, TlsError, refusal
+from ..tls.tlsterm import ClientTls, ServerTls, TlsError, refusal, rejection
 from .commands import (ABORT_UPSTREAM, CLOSE_UPSTREAM, FIN_TO_COMMAND, FIN_UPSTREAM,
                        PAUSE_UPSTREAM, RESUME_UPSTREAM, Command, Credit, FlowSettings,
                        Report, ResetCommand, SendToCommand, SendUpstream, SetTimer,
                        endpoint)
-from .sniff import first_bytes, is_h2c, looks_like_h2_settings
+from .sniff import first_bytes, is_h2c, looks_like_h2_settings, matches_any
 
 MAX_IN_FLIGHT = 8 << 20      # upstream bytes not yet acknowledged by the command
 MAX_HELLO = 64 << 10         # a ClientHello larger than this is not one we intercept
@@ -85,10 +68,6 @@ class Mode(enum.Enum):
     REFUSED = "refused"                        # upstream TLS failed; the command got an alert
 
 
-# The alerts with which a TLS client says it does not trust a certificate (RFC 8446 §6.2),
-# as OpenSSL names them, and how the user is told.
-_REJECTIONS = {"UNKNOWN_CA": "unknown CA", "BAD_CERTIFICATE": "bad certificate",
-               "CERTIFICATE_UNKNOWN": "certificate unknown"}
 
 
 class FlowCore:
@@ -354,7 +333,7 @@ class FlowCore:
             self._hello_is_not_tls()
             return
         self.tls_sni = hello.sni or ""
-        if self._not_intercepted(self.tls_sni or self.dst):
+        if matches_any(self.tls_sni or self.dst, self.settings.no_intercept):
             self._hello_is_not_tls()  # relayed untouched; the summary names the host
             return
         self.mode = Mode.UPSTREAM_HANDSHAKE
@@ -369,10 +348,6 @@ class FlowCore:
             return
         self.commands.append(SendUpstream(self.upstream_tls.start()))
         self.commands.append(SetTimer(now + TLS_HANDSHAKE_TIMEOUT))
-
-    def _not_intercepted(self, name: str) -> bool:
-        name = name.lower().rstrip(".")
-        return any(fnmatch.fnmatchcase(name, glob) for glob in self.settings.no_intercept)
 
     def _hello_is_not_tls(self) -> None:
         """Not a ClientHello we understand: relay what we held, untouched, from now on."""
@@ -430,7 +405,7 @@ class FlowCore:
             plain, back = tls.receive(data)
         except TlsError as exc:
             self._to_command(exc.pending)
-            why = next((text for alert, text in _REJECTIONS.items() if alert in str(exc)), None)
+            why = rejection(exc)
             if why is not None and not tls.handshake_done:
                 self._rejected(why)
             else:

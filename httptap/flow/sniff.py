@@ -10,6 +10,7 @@ head in one go).
 
 from __future__ import annotations
 
+import fnmatch
 import re
 
 from ..http.headers import header
@@ -50,3 +51,10 @@ def first_bytes(first: bytes, http_port: bool, https_port: bool) -> str:
     if http_port or _REQUEST_LINE.match(first):
         return "http/1.1"
     return "raw"
+
+
+def matches_any(name: str, globs: tuple[str, ...]) -> bool:
+    """Whether a host name (any case, a trailing dot or not) matches one of ``globs``
+    (lower case, ``*.example.com``): ``--no-intercept``."""
+    name = name.lower().rstrip(".")
+    return any(fnmatch.fnmatchcase(name, glob) for glob in globs)

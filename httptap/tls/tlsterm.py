@@ -194,6 +194,18 @@ class ClientTls(_MemoryTls):
         return self._encrypt(plaintext)
 
 
+# The alerts with which a TLS client says it does not trust a certificate (RFC 8446 §6.2),
+# as OpenSSL names them, and how the user is told.
+_REJECTIONS = {"UNKNOWN_CA": "unknown CA", "BAD_CERTIFICATE": "bad certificate",
+               "CERTIFICATE_UNKNOWN": "certificate unknown"}
+
+
+def rejection(error: TlsError) -> str | None:
+    """Why the command's TLS client refused our certificate, if that is what ``error``
+    (from :meth:`ServerTls.receive`) says: its alert, in words; None for other failures."""
+    return next((text for alert, text in _REJECTIONS.items() if alert in str(error)), None)
+
+
 def refusal(reason: TlsError | str, client_hello: bytes, verify_failed: bool = False) -> bytes:
     """What the command gets instead of a certificate when the upstream handshake failed:
     the TLS alert (bad_certificate if the server's certificate did not verify, else
