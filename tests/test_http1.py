@@ -860,3 +860,16 @@ def test_an_internal_error_is_contained_and_named() -> None:
     obs.client_data(b"GET / HTTP/1.1\r\n\r\n", 1.0)
     assert obs.failed and obs.error == "internal error: ValueError: a bug"
     assert [e for e in obs.events() if isinstance(e, ProtocolError)][0].error == obs.error
+
+
+def test_switch_proposals_and_what_accepts_them() -> None:
+    from httptap.http.h1heads import Framing
+    from httptap.http.h1readers import Switch
+
+    assert Switch.proposed("CONNECT", Framing([])) is Switch.CONNECT
+    assert Switch.proposed("GET", Framing([("Upgrade", "websocket"),
+                                          ("Connection", "Upgrade")])) is Switch.UPGRADE
+    assert Switch.proposed("GET", Framing([])) is Switch.NONE
+    assert Switch.CONNECT.accepted_by(200) and not Switch.CONNECT.accepted_by(407)
+    assert Switch.UPGRADE.accepted_by(101) and not Switch.UPGRADE.accepted_by(200)
+    assert not Switch.NONE.accepted_by(200)

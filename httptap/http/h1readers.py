@@ -6,6 +6,7 @@ Upgrade). Pure; driven by :class:`~httptap.http.http1.Http1Observer`."""
 
 from __future__ import annotations
 
+import enum
 import re
 from typing import TYPE_CHECKING, Any, cast
 
@@ -26,15 +27,38 @@ _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CR, _CHUNK_LF, _TRAILERS, \
     _UNTIL_EOF, _WAIT, _CLOSED = range(10)
 
 
+class Switch(enum.Enum):
+    """A request's proposal to leave HTTP/1.x (h11's "switch proposals"): the request
+    reader holds the client's bytes from the end of the request on, until the response
+    accepts the proposal (the connection is another protocol from then on) or refuses it
+    (HTTP goes on, with the held bytes)."""
+
+    NONE = "none"
+    UPGRADE = "upgrade"   # an Upgrade header (WebSocket, h2c, ...): accepted by a 101
+    CONNECT = "connect"   # a CONNECT: accepted by a 2xx (the tunnel opens)
+
+    @staticmethod
+    def proposed(method: str, framing: Framing) -> Switch:
+        if method == "CONNECT":
+            return Switch.CONNECT
+        return Switch.UPGRADE if framing.upgrade else Switch.NONE
+
+    def accepted_by(self, status: int) -> bool:
+        """Whether a final response with ``status`` switches the connection. A 101 does
+        whatever was asked (servers send it only to an Upgrade, and a 101 has no body to
+        read on with anyway)."""
+        return status == 101 or (self is Switch.CONNECT and 200 <= status < 300)
+
+
 class _Pending:
     """A request the response reader has still to see answered."""
 
     __slots__ = ("method", "seq", "switch", "close")
 
-    def __init__(self, method: str, seq: int, switch: bool, close: bool) -> None:
+    def __init__(self, method: str, seq: int, switch: Switch, close: bool) -> None:
         self.method = method
         self.seq = seq
-        self.switch = switch            # asked for Upgrade, or CONNECT
+        self.switch = switch            # what the request proposed (Switch.NONE: nothing)
         self.close = close              # the client will close after this exchange
 
 
@@ -279,7 +303,7 @@ class _RequestReader(_Reader):
 
     def __init__(self, obs: Http1Observer) -> None:
         super().__init__(obs)
-        self.switch = False             # this request asked to switch protocols
+        self.switch = Switch.NONE       # what the last request proposed
         self.waiting = bytearray()      # client bytes held while a switch is pending
         self.overflow = False
         # The request line (and fields) of a head read but not yet reported: if the
@@ -335,7 +359,7 @@ class _RequestReader(_Reader):
         obs = self.obs
         seq = self.seq
         self.seq += 1
-        self.switch = framing.upgrade or method == "CONNECT"
+        self.switch = Switch.proposed(method, framing)
         self.close_after = framing.close or (minor == 0 and not framing.keep_alive)
         obs.events_.append(RequestHead(method, target, f"HTTP/1.{minor}", headers, now, seq=seq))
         obs.pending.append(_Pending(method, seq, self.switch, self.close_after))
@@ -348,7 +372,7 @@ class _RequestReader(_Reader):
 
     def end_body(self, now: float, complete: bool) -> None:
         super().end_body(now, complete)
-        if self.switch and self.state == _HEAD:
+        if self.switch is not Switch.NONE and self.state == _HEAD:
             self.state = _WAIT
 
     def emit_body(self, data: bytes) -> None:
@@ -369,7 +393,7 @@ class _RequestReader(_Reader):
 
     def switch_refused(self, now: float) -> None:
         """The response to the Upgrade/CONNECT request kept HTTP: read on."""
-        self.switch = False
+        self.switch = Switch.NONE
         if self.state != _WAIT:
             return
         if self.overflow:
@@ -438,8 +462,7 @@ class _ResponseReader(_Reader):
         framing = Framing(headers)
         obs.events_.append(ResponseHead(status, reason, version, headers, now,
                                         seq=request.seq, informational=False))
-        connect_ok = request.method == "CONNECT" and 200 <= status < 300
-        if status == 101 or connect_ok:
+        if request.switch.accepted_by(status):
             self.close_after = True
             self.start_body(framing, _LENGTH, 0, now)
             obs.switched()
@@ -458,7 +481,7 @@ class _ResponseReader(_Reader):
         else:
             self.close_after = True
             self.start_body(framing, _UNTIL_EOF, 0, now)
-        if request.switch:
+        if request.switch is not Switch.NONE:
             obs.switch_refused(now)
 
     def emit_body(self, data: bytes) -> None:
