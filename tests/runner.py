@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import os
 import pwd
+import select
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 from httptap.run.supervisor import RUN_DIR_PREFIX  # + supervisor pid + "-": a run's directory
@@ -98,3 +101,35 @@ def unprivileged_skip_reason() -> str | None:
         return (f"uid {UNPRIVILEGED_UID} cannot import httptap with {sys.executable} "
                 "(use a virtual environment outside /root, as .ci/run does)")
     return None
+
+
+def stage_pids(httptap_pid: int) -> dict[str, int]:
+    """The children of one httptap process (its stages, the launcher), by process name:
+    this run's own processes only, never the machine's."""
+    out = {}
+    with open(f"/proc/{httptap_pid}/task/{httptap_pid}/children") as f:
+        for pid in map(int, f.read().split()):
+            try:
+                with open(f"/proc/{pid}/comm") as c:
+                    out[c.read().strip()] = pid
+            except OSError:
+                pass
+    return out
+
+
+def read_stdout_until(proc: subprocess.Popen[bytes], done: Callable[[bytes], bool],
+                      what: str, timeout: float) -> bytes:
+    """What ``proc`` printed on stdout until ``done(output)``; fails after ``timeout``
+    seconds without it (``what`` says what was awaited) or if stdout closes first."""
+    assert proc.stdout is not None
+    out = b""
+    deadline = time.monotonic() + timeout
+    while not done(out):
+        left = deadline - time.monotonic()
+        assert left > 0, f"{what} after {timeout:.0f} s: {out[-2000:]!r}"
+        ready, _, _ = select.select([proc.stdout], [], [], left)
+        if ready:
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            assert chunk, f"httptap closed stdout early: {out[-2000:]!r} {proc.communicate(timeout=10)}"
+            out += chunk
+    return out

@@ -10,8 +10,8 @@ import tempfile
 import time
 
 import pytest
-from runner import (STARTED, UNPRIVILEGED_UID, leftovers, run_httptap, start_httptap,
-                    unprivileged_skip_reason)
+from runner import (STARTED, UNPRIVILEGED_UID, leftovers, run_httptap, stage_pids,
+                    start_httptap, unprivileged_skip_reason)
 
 
 @pytest.fixture
@@ -117,26 +117,14 @@ def test_unprivileged_user_runs_as_itself(leaves_nothing):
     assert any(l.startswith("httptap") and "10.1.1.100/24" in l for l in lines)
 
 
-def _stage_pids(httptap_pid: int) -> dict[str, int]:
-    out = {}
-    with open(f"/proc/{httptap_pid}/task/{httptap_pid}/children") as f:
-        for pid in map(int, f.read().split()):
-            try:
-                with open(f"/proc/{pid}/comm") as c:
-                    out[c.read().strip()] = pid
-            except OSError:
-                pass
-    return out
-
-
 def _wait_for_stages(proc: subprocess.Popen[str], names: set[str]) -> dict[str, int]:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        pids = _stage_pids(proc.pid)
+        pids = stage_pids(proc.pid)
         if names <= set(pids):
             return pids
         time.sleep(0.05)
-    raise AssertionError(f"stages never appeared: {_stage_pids(proc.pid)}")
+    raise AssertionError(f"stages never appeared: {stage_pids(proc.pid)}")
 
 
 @pytest.mark.parametrize("stage", ["tun", "tcp", "proxy", "sink"])
@@ -159,8 +147,8 @@ def test_a_dead_stage_is_named_and_stops_the_command(stage, leaves_nothing, tmp_
 def _init_rss_kb(httptap_pid: int) -> int | None:
     """The RSS of the namespace's PID 1, or None while it is not to be seen (exec'ing)."""
     try:
-        launcher = _stage_pids(httptap_pid)["httptap-ns"]
-        init = _stage_pids(launcher)["httptap-init"]
+        launcher = stage_pids(httptap_pid)["httptap-ns"]
+        init = stage_pids(launcher)["httptap-init"]
         with open(f"/proc/{init}/status") as f:
             return int(f.read().split("VmRSS:")[1].split()[0])
     except (KeyError, OSError, IndexError):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
 import shlex
 import signal
 import subprocess
@@ -27,7 +26,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from haralyzer import HarParser  # type: ignore[import-untyped]
-from runner import httptap_argv
+from runner import httptap_argv, read_stdout_until, stage_pids
 
 from httptap.sinks.common import UNFINISHED
 from httptap.run.supervisor import DRAIN_STALL
@@ -70,33 +69,10 @@ def client(url: str, n: int, done: os.PathLike[str], inflight: bool) -> list[str
             parts.path, "1" if inflight else "0", str(done)]
 
 
-def stage_pids(httptap_pid: int) -> dict[str, int]:
-    """The stages of this httptap run, by process name: its own children only."""
-    out = {}
-    with open(f"/proc/{httptap_pid}/task/{httptap_pid}/children") as f:
-        for pid in map(int, f.read().split()):
-            try:
-                with open(f"/proc/{pid}/comm") as c:
-                    out[c.read().strip()] = pid
-            except OSError:
-                pass
-    return out
-
-
 def read_until(proc: subprocess.Popen[bytes], lines: list[bytes], timeout: float = 60) -> bytes:
     """What httptap printed until every line in ``lines`` is there."""
-    assert proc.stdout is not None
-    out = b""
-    deadline = time.monotonic() + timeout
-    while not all(line in out.splitlines() for line in lines):
-        left = deadline - time.monotonic()
-        assert left > 0, f"missing lines after {timeout:.0f} s: {out[-2000:]!r}"
-        ready, _, _ = select.select([proc.stdout], [], [], left)
-        if ready:
-            chunk = os.read(proc.stdout.fileno(), 65536)
-            assert chunk, f"httptap closed stdout early: {out[-2000:]!r} {proc.communicate(timeout=10)}"
-            out += chunk
-    return out
+    return read_stdout_until(proc, lambda out: all(line in out.splitlines() for line in lines),
+                             "missing lines", timeout)
 
 
 def wait_for(condition, what: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:  # noqa: ANN001

@@ -21,7 +21,7 @@ import time
 
 import pytest
 from haralyzer import HarParser
-from runner import httptap_argv, run_httptap
+from runner import httptap_argv, read_stdout_until, run_httptap
 from servers import gzip_plain, pattern_bytes
 
 pytestmark = pytest.mark.root
@@ -219,18 +219,8 @@ def check_timings(entry) -> None:
 
 def read_through_response_line(proc: subprocess.Popen[bytes], timeout: float = 30) -> bytes:
     """What httptap printed up to the end of its first ``<---`` line (within ``timeout``)."""
-    assert proc.stdout is not None
-    out = b""
-    deadline = time.monotonic() + timeout
-    while b"<---" not in out or not out.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        assert left > 0, f"no response line in {timeout:.0f} s: {out!r}"
-        ready, _, _ = select.select([proc.stdout], [], [], left)
-        if ready:
-            chunk = os.read(proc.stdout.fileno(), 65536)
-            assert chunk, f"httptap closed stdout early: {out!r} {proc.communicate(timeout=10)}"
-            out += chunk
-    return out
+    return read_stdout_until(proc, lambda out: b"<---" in out and out.endswith(b"\n"),
+                             "no response line", timeout)
 
 
 def test_har_field_by_field(test_host, tmp_path):
