@@ -24,7 +24,6 @@ import random
 import resource
 import selectors
 import socket
-import ssl
 import struct
 import sys
 import time

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 from .contentcoding import ContentDecoder
 from .events import BodyData, RequestEnd, RequestHead, ResponseEnd, ResponseHead
-from .h1heads import (CHUNK_LINE, HOST_IN_HEAD, MAX_CHUNK_LINE, MAX_HEAD, MAX_HEADERS,
-                      MAX_TRAILERS, METHOD_PREFIX, REQUEST_LINE, STATUS_LINE, Framing,
-                      HttpError, head_end, parse_block, parse_fields, split_first)
+from .h1heads import (CHUNK_LINE, HOST_IN_HEAD, MAX_CHUNK_LINE, MAX_HEAD, MAX_TRAILERS,
+                      METHOD_PREFIX, REQUEST_LINE, STATUS_LINE, Framing, HttpError,
+                      head_end, parse_block, parse_fields, split_first)
 
 if TYPE_CHECKING:
     from .http1 import Http1Observer
