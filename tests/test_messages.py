@@ -90,6 +90,23 @@ def test_the_largest_heads_the_observers_accept_fit_a_ring_record():
             assert len(m.encode(msg)) < RING_CAPACITY // 4 * 0.6
 
 
+def test_the_largest_h2_response_with_trailers_and_its_streamed_head_fit_a_ring_record():
+    """An HTTP/2 response's headers and its trailers are two header lists, each bounded
+    by MAX_HEADER_LIST (the reason is always empty): both at the limit still fit a ring
+    record, and so does the HttpResponseHead sent for a streamed body."""
+    from httptap.http.http2 import MAX_HEADER_LIST
+    from httptap.plumbing.ring import Ring
+    from httptap.run.supervisor import RING_CAPACITY
+
+    fields = [(f"x-{i:05d}", "v" * 100) for i in range(MAX_HEADER_LIST // 138)]  # + 32 each
+    response = m.HttpResponse(1 << 62, 2.5, 200, "", "HTTP/2", fields, 1 << 40, 1 << 40,
+                              1 << 40, error="e" * 200, trailers=fields)
+    head = m.HttpResponseHead(1 << 62, 2.5, 200, "", "HTTP/2", fields)
+    with Ring(RING_CAPACITY, label="test") as ring:
+        assert len(m.encode(response)) < ring.max_record * 0.75
+        assert len(m.encode(head)) < ring.max_record * 0.4
+
+
 def test_a_ws_message_always_fits_a_ring_record() -> None:
     """The largest WsMessage the proxy can make (the most data kept, a URL as long as a
     request head allows) is far below the largest record of the proxy -> sink ring."""
