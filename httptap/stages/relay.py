@@ -28,8 +28,8 @@ WRITE_HIGH_WATER = 1 << 20   # upstream socket buffer before we stop returning c
 # Every relay of a proxy reads upstream bytes into this one buffer (asyncio's
 # BufferedProtocol). Safe to share: uvloop calls get_buffer and buffer_updated back to
 # back, and nothing keeps a view of it past buffer_updated (the commands that refer to it
-# are carried out before it returns: messages are encoded, TLS records decrypted into new
-# bytes, observers copy what they keep). It saves copying each read into a new bytes
+# are carried out before it returns: messages are encoded, TLS records decrypted into
+# tlsterm's own buffer, observers copy what they keep). It saves copying each read into a new bytes
 # object: for a bulk download, one copy of every byte fewer.
 _READ_BUFFER = memoryview(bytearray(256 << 10))
 
