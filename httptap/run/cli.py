@@ -123,7 +123,8 @@ def resolve_user(user: str) -> tuple[int, int, str, str]:
 
 def _version(value: bool) -> None:
     if value:
-        print(f"httptap {__version__}")
+        from ..compiled import describe
+        print(f"httptap {__version__} ({describe()})")
         raise typer.Exit(0)
 
 

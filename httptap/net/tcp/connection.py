@@ -133,10 +133,17 @@ class TcpConnection:
         "_events",
     )
 
-    def __init__(self, syn: Segment, *, iss: int, now: float, mss: int = 65480,
+    def __init__(self, syn: Segment | None, *, iss: int, now: float, mss: int = 65480,
                  recv_buffer: int = 4 << 20, send_buffer: int = 4 << 20,
                  time_wait: float = 1.0, congestion: CongestionFactory = NewReno) -> None:
         self._setup(iss, now, mss, recv_buffer, send_buffer, time_wait, congestion)
+        if syn is None:     # an active open (:meth:`connect`; no ``cls.__new__``: mypyc)
+            self._passive = False
+            self.state = SYN_SENT
+            self.snd.set_mss(min(mss, DEFAULT_PEER_MSS))    # until the SYN-ACK tells us more
+            self.rcv.wscale = _choose_wscale(recv_buffer)
+            self._syn_pending = True
+            return
         self._passive = True
         self.state = LISTEN
         self.rcv.synchronize(syn.seq)
@@ -151,14 +158,8 @@ class TcpConnection:
                 send_buffer: int = 4 << 20, time_wait: float = 1.0,
                 congestion: CongestionFactory = NewReno) -> TcpConnection:
         """Active open: queue a SYN offering MSS, window scaling, SACK and timestamps."""
-        self = cls.__new__(cls)
-        self._setup(iss, now, mss, recv_buffer, send_buffer, time_wait, congestion)
-        self._passive = False
-        self.state = SYN_SENT
-        self.snd.set_mss(min(mss, DEFAULT_PEER_MSS))    # until the SYN-ACK tells us more
-        self.rcv.wscale = _choose_wscale(recv_buffer)
-        self._syn_pending = True
-        return self
+        return cls(None, iss=iss, now=now, mss=mss, recv_buffer=recv_buffer,
+                   send_buffer=send_buffer, time_wait=time_wait, congestion=congestion)
 
     def _setup(self, iss: int, now: float, mss: int, recv_buffer: int, send_buffer: int,
                time_wait: float, congestion: CongestionFactory) -> None:

@@ -10,6 +10,7 @@ TUN path), so a plain sorted list with :mod:`bisect` is the right size of tool.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterator
 
 
 class RangeSet:
@@ -30,7 +31,7 @@ class RangeSet:
     def __bool__(self) -> bool:
         return bool(self._starts)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[tuple[int, int]]:
         return iter(zip(self._starts, self._ends))
 
     def __repr__(self) -> str:

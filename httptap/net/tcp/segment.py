@@ -54,7 +54,12 @@ class Segment:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Segment):
             return NotImplemented
-        return all(getattr(self, s) == getattr(other, s) for s in self.__slots__)
+        # Field by field, not through ``__slots__``: a class compiled by mypyc has none.
+        return (self.seq == other.seq and self.ack == other.ack and self.flags == other.flags
+                and self.window == other.window and self.payload == other.payload
+                and self.mss == other.mss and self.wscale == other.wscale
+                and self.sack_permitted == other.sack_permitted and self.sack == other.sack
+                and self.ts_val == other.ts_val and self.ts_ecr == other.ts_ecr)
 
     @property
     def seg_len(self) -> int:
