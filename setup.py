@@ -56,11 +56,6 @@ class BuildCores(build_ext):
     _sources_as_compiled: list[str] = []       # the stamp's lines
     pure_reason = ""
 
-    def finalize_options(self) -> None:
-        if not self.distribution.ext_modules:
-            self.distribution.ext_modules = self._extensions()  # type: ignore[assignment]
-        super().finalize_options()
-
     def _extensions(self) -> list[object]:
         cls = type(self)
         if cls._generated is not None:
@@ -77,7 +72,13 @@ class BuildCores(build_ext):
         cls._sources_as_compiled = self._sources_now()
         try:
             cls._generated = list(mypycify(
-                [_source(m) for m in _modules()], group_name="httptap.cores", opt_level="3"))
+                # The same analysis wherever it builds: no config file (mypy --strict is
+                # the suite's job, tests/test_types.py) and no site-packages (pip's build
+                # environment has none of the dependencies; their types are Any here).
+                ["--config-file=", "--no-site-packages", "--ignore-missing-imports",
+                 "--follow-imports=silent", "--python-version", "3.11",
+                 *[_source(m) for m in _modules()]],
+                group_name="httptap.cores", opt_level="3"))
         except (Exception, SystemExit) as e:  # mypy's errors end in SystemExit
             cls.pure_reason = f"mypyc failed ({type(e).__name__}: {e})"
             _say(cls.pure_reason)
@@ -91,6 +92,10 @@ class BuildCores(build_ext):
         return lines
 
     def run(self) -> None:
+        # Generated here, not in finalize_options: pip's metadata steps finalize this
+        # command too (for its source list), and mypyc's analysis takes seconds.
+        self.distribution.ext_modules = self._extensions()  # type: ignore[assignment]
+        super().finalize_options()          # again, now that the extensions are known
         try:
             if self.extensions:
                 super().run()
