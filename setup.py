@@ -41,6 +41,10 @@ def _say(text: str) -> None:
     print(f"httptap build: {text}", file=sys.stderr, flush=True)
 
 
+#: Commands that only describe the package: they build nothing.
+METADATA_ONLY = {"egg_info", "dist_info", "sdist"}
+
+
 class BinaryDistribution(Distribution):
     """Always run ``build_ext`` (it decides what to compile), and tag the wheel per platform."""
 
@@ -91,11 +95,14 @@ class BuildCores(build_ext):
             lines.append(f"{_source(module)} {st.st_mtime_ns} {st.st_size}")
         return lines
 
+    def finalize_options(self) -> None:
+        # pip's metadata steps (egg_info, dist_info) finalize this command too, for its
+        # source list: no mypyc there, its analysis takes seconds.
+        if not set(self.distribution.commands) <= METADATA_ONLY:
+            self.distribution.ext_modules = self._extensions()  # type: ignore[assignment]
+        super().finalize_options()
+
     def run(self) -> None:
-        # Generated here, not in finalize_options: pip's metadata steps finalize this
-        # command too (for its source list), and mypyc's analysis takes seconds.
-        self.distribution.ext_modules = self._extensions()  # type: ignore[assignment]
-        super().finalize_options()          # again, now that the extensions are known
         try:
             if self.extensions:
                 super().run()
