@@ -103,6 +103,7 @@ class BuildCores(build_ext):
         super().finalize_options()
 
     def run(self) -> None:
+        inplace = self.inplace      # (setuptools clears it while building)
         try:
             if self.extensions:
                 super().run()
@@ -114,7 +115,7 @@ class BuildCores(build_ext):
             self.extensions = []
         if not self.extensions and not type(self).pure_reason:
             type(self).pure_reason = "nothing was compiled"
-        if self.inplace:
+        if inplace:
             self._write_stamp()
 
     def get_outputs(self) -> list[str]:
@@ -122,8 +123,11 @@ class BuildCores(build_ext):
 
     def _remove_outputs(self) -> None:
         """A failed build leaves no half of itself in the wheel or beside the sources."""
-        for path in super().get_outputs():
-            Path(path).unlink(missing_ok=True)
+        try:
+            for path in super().get_outputs():
+                Path(path).unlink(missing_ok=True)
+        except Exception:
+            traceback.print_exc(file=sys.stderr)
 
     def _write_stamp(self) -> None:
         """Record the build beside the sources, and remove compiled files it did not make."""
