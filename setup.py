@@ -84,8 +84,8 @@ class BuildCores(build_ext):
                  *[_source(m) for m in _modules()]],
                 group_name="httptap.cores", opt_level="3"))
         except (Exception, SystemExit) as e:  # mypy's errors end in SystemExit
-            cls.pure_reason = f"mypyc failed ({type(e).__name__}: {e})"
-            _say(cls.pure_reason)
+            cls.pure_reason = f"mypyc failed at install ({type(e).__name__})"
+            _say(f"mypyc failed ({e!r}); installing the pure-Python modules")
         return cls._generated
 
     def _sources_now(self) -> list[str]:
@@ -108,8 +108,8 @@ class BuildCores(build_ext):
             if self.extensions:
                 super().run()
         except Exception as e:   # no compiler, no Python.h, a compiler error: install pure
-            type(self).pure_reason = f"compiling failed ({type(e).__name__}: {e})"
-            _say(type(self).pure_reason + "; installing the pure-Python modules")
+            type(self).pure_reason = f"compiling failed at install ({type(e).__name__})"
+            _say(f"compiling failed ({e}); installing the pure-Python modules")
             traceback.print_exc(file=sys.stderr)
             self._remove_outputs()
             self.extensions = []
