@@ -26,6 +26,8 @@ Map of the package, in the order data flows (see ../shared/DESIGN.md for the why
   - ``dns/``     ``message`` (the wire format), with ``resolver`` (the host's answers);
   - ``events``   the base class of every core's events.
 - ``sinks/``     the output formats: terminal, ndjson, HAR.
+- ``compiled``   which pure cores ``setup.py`` compiles with mypyc, and what ``-V`` says;
+                 the code below keeps a stale compiled module from shadowing its source.
 """
 
 from __future__ import annotations
