@@ -105,8 +105,10 @@ def test_no_compiled_module_is_older_than_its_source() -> None:
             stale.append(path)
     assert not stale, (f"changed since they were compiled: {stale}; httptap runs them as "
                        "pure Python until `pip install -e .` compiles them again")
-    assert {line.rsplit(" ", 2)[0] for line in lines[1:]} == {
-        m.replace(".", "/") + ".py" for m in compiled.MODULES}
+    built = {line.rsplit(" ", 2)[0] for line in lines[1:]}
+    listed = {m.replace(".", "/") + ".py" for m in compiled.MODULES}
+    assert built == listed, ("httptap/compiled.py lists other modules than the build "
+                             "compiled: `pip install -e .` again")
 
 
 def test_an_edited_source_is_never_shadowed_by_its_stale_build(tmp_path: Path) -> None:
