@@ -8,11 +8,11 @@ whole package load from source when ``HTTPTAP_PURE=1`` is set or when any compil
 module's source changed since the build (the build's stamp, :data:`STAMP`, says when).
 
 Kept compiled: modules whose per-packet or per-request logic is interpreted Python in
-the profile, and that compile to native classes (no interpreted base class; no use of
-``__slots__`` at run time, which a native class does not have). Not compiled: the event
-classes (``httptap.events``' value semantics read ``__slots__``) and ``ObserverBase``
-(``http1``'s observer, interpreted, subclasses it); the HTTP/1 modules until their
-rewrite lands (see README, "Install").
+the profile, each group measured to pay (perf/README.md). A class mypyc compiles is
+native: no ``__slots__`` at run time, no interpreted subclasses. So not compiled: the
+event classes (``httptap.events``' value semantics read ``__slots__``) and
+``ObserverBase`` (the HTTP/1 and HTTP/2 observers, interpreted, subclass it); the HTTP/1
+modules until their rewrite lands (see README, "Install: compiled cores").
 """
 
 from __future__ import annotations
