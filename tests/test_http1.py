@@ -873,3 +873,28 @@ def test_switch_proposals_and_what_accepts_them() -> None:
     assert Switch.CONNECT.accepted_by(200) and not Switch.CONNECT.accepted_by(407)
     assert Switch.UPGRADE.accepted_by(101) and not Switch.UPGRADE.accepted_by(200)
     assert not Switch.NONE.accepted_by(200)
+
+
+def test_body_framing_table() -> None:
+    """Each head's framing picks its body reader from the table (h11's READERS shape)."""
+    from httptap.http.h1heads import Framing, HttpError
+    from httptap.http.h1readers import (BODY_READERS, Body, ChunkedReader,
+                                        ContentLengthReader, UntilCloseReader, request_body,
+                                        response_body)
+
+    assert BODY_READERS == {Body.LENGTH: ContentLengthReader, Body.CHUNKED: ChunkedReader,
+                            Body.UNTIL_CLOSE: UntilCloseReader}
+    length = Framing([("Content-Length", "12")])
+    chunked = Framing([("Transfer-Encoding", "gzip, chunked"), ("Content-Length", "12")])
+    other_te = Framing([("Transfer-Encoding", "gzip")])
+    assert request_body(Framing([])) == (Body.LENGTH, 0)
+    assert request_body(length) == (Body.LENGTH, 12)
+    assert request_body(chunked) == (Body.CHUNKED, 0)
+    with pytest.raises(HttpError, match="invalid Transfer-Encoding"):
+        request_body(other_te)
+    assert response_body("GET", 200, length) == (Body.LENGTH, 12)
+    assert response_body("GET", 200, chunked) == (Body.CHUNKED, 0)
+    assert response_body("GET", 200, other_te) == (Body.UNTIL_CLOSE, 0)
+    assert response_body("GET", 200, Framing([])) == (Body.UNTIL_CLOSE, 0)
+    for method, status in (("HEAD", 200), ("GET", 204), ("GET", 304), ("HEAD", 404)):
+        assert response_body(method, status, chunked) == (Body.LENGTH, 0)
