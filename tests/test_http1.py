@@ -898,3 +898,30 @@ def test_body_framing_table() -> None:
     assert response_body("GET", 200, Framing([])) == (Body.UNTIL_CLOSE, 0)
     for method, status in (("HEAD", 200), ("GET", 204), ("GET", 304), ("HEAD", 404)):
         assert response_body(method, status, chunked) == (Body.LENGTH, 0)
+
+
+@given(st.lists(st.sampled_from(["\r", "\n", "\r\n", ":", " ", "\t", "a", "Host", "x-y",
+                                 "é", "@", "Server: nginx\r\n"]), max_size=30).map("".join))
+def test_parse_block_agrees_with_the_whole_block_pattern(block: str) -> None:
+    """``parse_block``'s fast path (name parts checked line by line, cached) gives what the
+    whole-block pattern and its loop gave, and everything else is parsed line by line."""
+    import re
+
+    from httptap.http.h1heads import TCHAR, HttpError, parse_block, parse_fields
+
+    def reference(block: str) -> list[tuple[str, str]]:
+        if re.fullmatch(rf"(?:[{TCHAR}]+[ \t]*:[^\r\n]*\r?\n)*", block):
+            return [(name.rstrip(" \t"), value.strip(" \t\r"))
+                    for name, _, value in (line.partition(":")
+                                           for line in block.split("\n")[:-1])]
+        return parse_fields([line[:-1] if line.endswith("\r") else line
+                             for line in block.split("\n")], "request head")
+
+    for _ in range(2):  # the second time, the name parts come from the cache
+        try:
+            expected = reference(block)
+        except HttpError as exc:
+            with pytest.raises(HttpError, match=str(exc)):
+                parse_block(block, "request head")
+        else:
+            assert parse_block(block, "request head") == expected
