@@ -925,3 +925,38 @@ def test_parse_block_agrees_with_the_whole_block_pattern(block: str) -> None:
                 parse_block(block, "request head")
         else:
             assert parse_block(block, "request head") == expected
+
+
+@given(st.lists(st.tuples(
+    st.sampled_from(["Content-Length", "content-length", "CONTENT-LENGTH", "Transfer-Encoding",
+                     "Connection", "connection", "Upgrade", "Content-Encoding", "Server", "X-A"]),
+    st.lists(st.sampled_from(["0", "7", "12", "1" * 19, "1" * 20, "٣", ",", " ", "\t", "close",
+                              "Keep-Alive", "chunked", "gzip", "identity", ""]),
+             max_size=4).map("".join)), max_size=6))
+def test_framing_agrees_with_the_rules(headers: list[tuple[str, str]]) -> None:
+    """``Framing``'s shortcuts (cached name lookups, one plain Content-Length number) say
+    what RFC 9112's rules, written out plainly here, say."""
+    from httptap.http.h1heads import Framing, HttpError
+
+    def values(name: str) -> list[str]:
+        return [v for n, v in headers if n.lower() == name]
+
+    def items(name: str) -> list[str]:
+        return [i.strip(" \t") for v in values(name) for i in v.split(",")]
+
+    lengths = items("content-length")
+    if any(not (i.isascii() and i.isdigit() and len(i) <= 19) for i in lengths) \
+            or len({int(i) for i in lengths}) > 1:
+        with pytest.raises(HttpError, match="invalid Content-Length"):
+            Framing(headers)
+        return
+    f = Framing(headers)
+    te = [i.lower() for i in items("transfer-encoding") if i]
+    assert f.te == bool(values("transfer-encoding"))
+    assert f.chunked == (f.te and bool(te) and te[-1] == "chunked")
+    assert f.length == (None if f.te or not lengths else int(lengths[0]))
+    assert f.close == ("close" in [i.lower() for i in items("connection")])
+    assert f.keep_alive == ("keep-alive" in [i.lower() for i in items("connection")])
+    assert f.upgrade == bool(values("upgrade"))
+    assert f.codings == [i.lower() for i in items("content-encoding")
+                         if i and i.lower() != "identity"]

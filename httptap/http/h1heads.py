@@ -138,6 +138,17 @@ _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _UPGRADE, _CONTENT_ENCODING = 
 _FRAMING_FIELDS = {"content-length": _CONTENT_LENGTH, "transfer-encoding": _TRANSFER_ENCODING,
                    "connection": _CONNECTION, "upgrade": _UPGRADE,
                    "content-encoding": _CONTENT_ENCODING}
+#: Field names as sent (any case) and which of the above each is (-1: none): names repeat
+#: from head to head, so most are looked up once, without lower-casing. Bounded, as
+#: ``_NAMES``.
+_FIELD_OF: dict[str, int] = {}
+
+
+def _field_of(name: str) -> int:
+    field = _FRAMING_FIELDS.get(name.lower(), -1)
+    if len(_FIELD_OF) < _MAX_NAMES:
+        _FIELD_OF[name] = field
+    return field
 
 
 class Framing:
@@ -156,13 +167,23 @@ class Framing:
         te_codings: list[str] = []
         if len(headers) > MAX_HEADERS:
             raise HttpError("too many headers")
+        field_of = _FIELD_OF
         for name, value in headers:
-            # One dict lookup per field (most are none of these) instead of a chain of
-            # string comparisons.
-            field = _FRAMING_FIELDS.get(name.lower())
+            # One dict lookup per field (most are none of these) instead of lower-casing
+            # and a chain of string comparisons.
+            field = field_of.get(name)
             if field is None:
+                field = _field_of(name)
+            if field < 0:
                 continue
             if field == _CONTENT_LENGTH:
+                if value.isdigit() and value.isascii() and len(value) <= 19:
+                    # The usual one number: what the loop below does, without it.
+                    n = int(value)
+                    if self.length is not None and self.length != n:
+                        raise HttpError("invalid Content-Length")  # conflicting values
+                    self.length = n
+                    continue
                 for item in value.split(","):
                     item = item.strip(" \t")
                     if not DIGITS.fullmatch(item):
