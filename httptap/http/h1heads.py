@@ -56,7 +56,8 @@ REQUEST_LINE = re.compile(rf"([{TCHAR}]{{1,32}}) +([^\x00-\x20\x7f]+) +HTTP/1\.(
 STATUS_LINE = re.compile(r"HTTP/1\.([0-9]) +([0-9]{3})(?:[ \t]+(.*?))?[ \t]*")
 HEADER_LINE = re.compile(rf"([{TCHAR}]+)[ \t]*:[ \t]*(.*?)[ \t]*")
 METHOD_PREFIX = re.compile(rb"[" + TCHAR.encode() + rb"]{0,32}(?: |$)")
-CHUNK_LINE = re.compile(r"[ \t]*([0-9A-Fa-f]{1,16})[ \t]*(?:;.*)?")
+#: A chunk-size line (CR stripped), matched as bytes: no decoding per chunk.
+CHUNK_SIZE = re.compile(rb"[ \t]*([0-9A-Fa-f]{1,16})[ \t]*(?:;.*)?")
 DIGITS = re.compile(r"[0-9]{1,19}")
 HOST_IN_HEAD = re.compile(rb"\nhost[ \t]*:([^\r\n]*)\r?\n", re.IGNORECASE)
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, cast
 
 from .contentcoding import ContentDecoder
 from .events import BodyData, RequestEnd, RequestHead, ResponseEnd, ResponseHead
-from .h1heads import (CHUNK_LINE, HOST_IN_HEAD, MAX_CHUNK_LINE, MAX_HEAD, MAX_TRAILERS,
+from .h1heads import (CHUNK_SIZE, HOST_IN_HEAD, MAX_CHUNK_LINE, MAX_HEAD, MAX_TRAILERS,
                       METHOD_PREFIX, REQUEST_LINE, STATUS_LINE, Framing, HttpError,
                       head_end, parse_block, parse_fields, split_first)
 
@@ -314,7 +314,7 @@ class ChunkedReader(BodyReader):
                 line, pos = self.read_line(data, pos, "invalid chunked encoding")
                 if line is None:
                     return pos
-                m = CHUNK_LINE.fullmatch(line)
+                m = CHUNK_SIZE.fullmatch(line)
                 if m is None:
                     raise HttpError("invalid chunked encoding")  # a bad chunk-size line
                 size = int(m[1], 16)
@@ -325,6 +325,10 @@ class ChunkedReader(BodyReader):
                 else:
                     self.step = _TRAILERS
             elif step == _CR:
+                if cast(bytes, data).startswith(b"\r\n", pos):   # the usual CRLF at once
+                    pos += 2
+                    self.step = _SIZE
+                    continue
                 byte = data[pos]
                 pos += 1
                 if byte == 13:
@@ -347,14 +351,14 @@ class ChunkedReader(BodyReader):
                 if line is None:
                     return pos
                 if line:
-                    self.trailer_lines.append(line)
+                    self.trailer_lines.append(line.decode("latin-1"))
                 else:
                     self.finish(now, True, parse_fields(self.trailer_lines, "trailer section"))
                     return pos
         return pos
 
     def read_line(self, data: bytes | memoryview, pos: int,
-                  why: str) -> tuple[str | None, int]:
+                  why: str) -> tuple[bytes | None, int]:
         """A line ending in LF (CR stripped), or None and everything consumed; a line
         over ``MAX_CHUNK_LINE`` is an error named ``why``."""
         data = cast(bytes, data)
@@ -372,10 +376,7 @@ class ChunkedReader(BodyReader):
             raw = data[pos:nl]
         if len(raw) > MAX_CHUNK_LINE:
             raise HttpError(why)
-        line = raw.decode("latin-1")
-        if line.endswith("\r"):
-            line = line[:-1]
-        return line, nl + 1
+        return raw[:-1] if raw.endswith(b"\r") else raw, nl + 1
 
 
 #: The body reader for each framing.
