@@ -14,8 +14,8 @@ sets ``upgraded`` (the proxy stops feeding it).
 
 This module is a pure core: bytes and ``now`` in, events out; it imports no
 ``os``, ``socket``, ``asyncio`` or ``time`` (a test walks its imports). It holds the
-observer; heads are parsed in ``h1heads``, the two sides and their readers are
-``h1readers``, and the events (shared with HTTP/2) are ``events``.
+observer; heads are parsed in ``h1heads``, the two sides are ``h1sides`` and their
+readers ``h1readers``, and the events (shared with HTTP/2) are ``events``.
 
 Theory of operation
 -------------------
@@ -84,7 +84,7 @@ from ..events import Event
 from .events import (DEFAULT_MAX_CAPTURE, BodyData, ObserverBase, ProtocolError, RequestEnd,
                      RequestHead, ResponseEnd, ResponseHead)
 from .h1heads import MAX_HEAD, MAX_HEADERS, HttpError
-from .h1readers import RequestSide, ResponseSide, _Pending
+from .h1sides import RequestSide, ResponseSide, _Pending
 
 __all__ = [
     "HttpError", "Http1Observer", "RequestHead", "RequestEnd", "ResponseHead",
