@@ -960,3 +960,20 @@ def test_framing_agrees_with_the_rules(headers: list[tuple[str, str]]) -> None:
     assert f.upgrade == bool(values("upgrade"))
     assert f.codings == [i.lower() for i in items("content-encoding")
                          if i and i.lower() != "identity"]
+
+
+def test_head_caches_stay_bounded() -> None:
+    """The caches of field lines and names seen hold a bounded number of short keys,
+    whatever the peers send, and parsing gives the same fields with them full."""
+    from httptap.http import h1heads
+
+    for i in range(3000):
+        block = f"X-{i}: {i}\r\nX-Long-{'a' * 300}-{i}: {'b' * 300}\r\nHost: h\r\n"
+        assert h1heads.parse_block(block, "request head") == [
+            (f"X-{i}", str(i)), (f"X-Long-{'a' * 300}-{i}", "b" * 300), ("Host", "h")]
+        h1heads.Framing([(f"Name-{i}", "v"), ("N" * 300, "v")])
+    for cache, most in ((h1heads._LINES, h1heads._MAX_LINES),
+                        (h1heads._NAMES, h1heads._MAX_NAMES),
+                        (h1heads._FIELD_OF, h1heads._MAX_NAMES)):
+        assert 0 < len(cache) <= most
+        assert max(len(key) for key in cache) <= h1heads._MAX_KEY

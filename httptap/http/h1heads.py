@@ -97,9 +97,17 @@ def split_first(head: bytes) -> tuple[str, str]:
 NAME_PART = re.compile(rf"([{TCHAR}]+)[ \t]*")
 #: Name parts already seen, each with its name: header names repeat from head to head
 #: (Server, Date, Content-Type...), so most lines are checked by one dict lookup instead
-#: of a regex. Bounded: names never seen before are checked by NAME_PART every time.
+#: of a regex. Bounded in count and key length (past that, NAME_PART checks them).
 _NAMES: dict[str, str] = {}
 _MAX_NAMES = 512
+#: Whole field lines already parsed: most lines repeat from head to head (all but Date
+#: on a static file's answers; all of a client's but the few that vary). Cleared when
+#: full, so it follows what the connection's peers send now.
+_LINES: dict[str, tuple[str, str]] = {}
+_MAX_LINES = 1024
+#: Longest name part or line kept in either (long lines, cookies, tokens, vary anyway):
+#: the caches hold at most a few hundred KB.
+_MAX_KEY = 200
 
 
 def parse_block(block: str, what: str) -> list[tuple[str, str]]:
@@ -115,18 +123,26 @@ def parse_block(block: str, what: str) -> list[tuple[str, str]]:
         lines = block.split("\n")
         if not lines.pop():             # the block ends with its last line's LF
             names = _NAMES
+            known = _LINES
             fields = []
             for line in lines:
-                part, colon, value = line.partition(":")
-                name = names.get(part)
-                if name is None or not colon:
-                    m = NAME_PART.fullmatch(part)
-                    if m is None or not colon:
-                        break
-                    name = m[1]
-                    if len(names) < _MAX_NAMES:
-                        names[part] = name
-                fields.append((name, value.strip(" \t\r")))
+                field = known.get(line)
+                if field is None:
+                    part, colon, value = line.partition(":")
+                    name = names.get(part)
+                    if name is None or not colon:
+                        m = NAME_PART.fullmatch(part)
+                        if m is None or not colon:
+                            break
+                        name = m[1]
+                        if len(names) < _MAX_NAMES and len(part) <= _MAX_KEY:
+                            names[part] = name
+                    field = (name, value.strip(" \t\r"))
+                    if len(line) <= _MAX_KEY:
+                        if len(known) >= _MAX_LINES:
+                            known.clear()
+                        known[line] = field
+                fields.append(field)
             else:
                 return fields
     # Anything else (obs-fold, stray CRs, bad lines) takes the line-by-line path.
@@ -147,7 +163,7 @@ _FIELD_OF: dict[str, int] = {}
 
 def _field_of(name: str) -> int:
     field = _FRAMING_FIELDS.get(name.lower(), -1)
-    if len(_FIELD_OF) < _MAX_NAMES:
+    if len(_FIELD_OF) < _MAX_NAMES and len(name) <= _MAX_KEY:
         _FIELD_OF[name] = field
     return field
 
