@@ -33,7 +33,6 @@ class _Pending:
         self.close = close              # the client will close after this exchange
 
 
-
 class Side:
     """One direction: its current reader, and what its messages share."""
 
