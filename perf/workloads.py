@@ -220,9 +220,7 @@ def w_startup(ctx: Ctx, setup: Setup) -> Measure:
         return Measure(None, error="not applicable")
     times = []
     env = setup.env
-    prefix = setup.prefix
-    if setup.name.startswith("httptap"):
-        prefix = [sys.executable, "-m", "httptap", *setup.prefix[3:-3], "--"]
+    prefix = setup.startup_prefix if setup.startup_prefix is not None else setup.prefix
     for _ in range(STARTUP_RUNS):
         r = run(prefix + ["true"], timeout=30, env=env)
         if r.rc != 0:
