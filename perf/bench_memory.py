@@ -4,7 +4,7 @@ Run (as root, or as a user who may create user namespaces), from the repository:
 
     .venv/bin/python perf/bench_memory.py [--n 100000] [--every 10000] [--conc 4]
                                           [--workers 1] [--deadline 1200] [--json PATH]
-                                          [--quiet] [--port PORT]
+                                          [--quiet] [--port PORT] [--https]
 
 nginx (else a Python server) serves a 1 KiB file on 127.0.0.1:PORT (a free port unless
 --port says which); httptap maps that port with ``--http PORT`` and runs
@@ -15,9 +15,15 @@ RSS, PSS and USS (``/proc/PID/smaps_rollup``) and the open file descriptors of e
 httptap process (supervisor, launcher, stages; not the client), then goes on. The
 terminal sink is on (its lines go to a file) unless --quiet.
 
+With --https (needs nginx) the GETs go to ``https://host.httptap.local:PORT/small``, nginx
+serving TLS with a certificate from a test CA (tests/testca.py) that httptap trusts
+upstream (``SSL_CERT_FILE``): every connection is two TLS handshakes, the command's with
+httptap's minted certificate and httptap's with nginx. This is the case for the caches
+that grow with TLS: leaf certificates, upstream sessions.
+
 Printed: one row per checkpoint (connections, seconds, rate, totals, PSS per process),
-then the growth of each process's PSS from the first checkpoint after warm-up (the
-second one) to the last, per 10,000 connections. PSS is what the processes really hold
+then the growth of each process's PSS from the first checkpoint after warm-up (at a
+fifth of the run) to the last, per 10,000 connections. PSS is what the processes really hold
 (shared pages split among the processes that map them): the figure for the memory
 target. USS is what would be freed if the process exited.
 
@@ -43,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))   # testca.py, for --https
 sys.path.insert(0, str(HERE))
 
 from procs import REPO, is_httptap_process, kill_tree, memory_kb, on_cleanup, raise_exit, \
@@ -71,12 +78,23 @@ def wait_accepting(port: int, timeout: float) -> None:
     raise RuntimeError(f"127.0.0.1:{port} does not accept connections after {timeout:.0f}s")
 
 
-def start_server(workdir: str, port: int) -> str:
-    """nginx on 127.0.0.1:port serving ``small`` (else Python's threading HTTP server);
-    returns a description."""
+def start_server(workdir: str, port: int, https: bool) -> tuple[str, str | None]:
+    """nginx on 127.0.0.1:port serving ``small`` (else Python's threading HTTP server),
+    with TLS if ``https``; returns a description and the CA file that signed its
+    certificate (TLS only)."""
     www = os.path.join(workdir, "www")
     os.makedirs(www)
     Path(www, "small").write_bytes(os.urandom(SMALL))
+    ca_path = None
+    tls = ""
+    if https:
+        if not os.path.exists(NGINX):
+            raise RuntimeError(f"--https needs nginx ({NGINX}): apt-get install nginx-light")
+        from testca import TestCA
+        ca = TestCA("httptap bench_memory CA")
+        ca_path = ca.write_ca(os.path.join(workdir, "ca.pem"))
+        crt, key = ca.issue_files(["host.httptap.local", "127.0.0.1"], workdir, "server")
+        tls = f"ssl; ssl_certificate {crt}; ssl_certificate_key {key}"
     if os.path.exists(NGINX):
         d = os.path.join(workdir, "nginx")
         os.makedirs(d)
@@ -95,7 +113,8 @@ http {{
     fastcgi_temp_path {d}/fc;
     uwsgi_temp_path {d}/uw;
     scgi_temp_path {d}/sc;
-    server {{ listen 127.0.0.1:{port}; root {www}; }}
+    ssl_protocols TLSv1.2 TLSv1.3;
+    server {{ listen 127.0.0.1:{port} {tls}; root {www}; }}
 }}
 """)
         log = open(os.path.join(d, "stderr.log"), "wb")  # noqa: SIM115 - closed at cleanup
@@ -108,7 +127,7 @@ http {{
             log.close()
         on_cleanup(stop)
         wait_accepting(port, 10)
-        return "nginx, 1 worker"
+        return "nginx, 1 worker" + (", TLS" if https else ""), ca_path
     import functools
     import http.server
 
@@ -118,7 +137,7 @@ http {{
     on_cleanup(httpd.shutdown)
     print(f"bench_memory: {NGINX} not found: Python's HTTP server serves (slow)",
           file=sys.stderr)
-    return "python http.server"
+    return "python http.server", None
 
 
 def label(pid: int, comm: str, root: int) -> str:
@@ -168,21 +187,22 @@ def header(names: list[str]) -> None:
     print("  ".join(cols) + "   (per process: PSS MB/fds)", flush=True)
 
 
-def growth(points: list[dict[str, Any]]) -> dict[str, float]:
-    """PSS growth in kB per 10,000 connections, per process and in total, from the second
-    checkpoint (after warm-up: imports done, caches and pools at their working size) to
-    the last."""
+def growth(points: list[dict[str, Any]]) -> tuple[int, dict[str, float]]:
+    """PSS growth in kB per 10,000 connections, per process and in total, from the first
+    checkpoint at a fifth of the run or later (after warm-up: imports done, caches, pools
+    and malloc's kept free memory at their working size) to the last; and where it starts."""
     if len(points) < 3:
-        return {}
-    a, b = points[1], points[-1]
+        return 0, {}
+    b = points[-1]
+    a = next(p for p in points[1:] if p["conns"] >= b["conns"] // 5)
     span = b["conns"] - a["conns"]
     if span <= 0:
-        return {}
+        return 0, {}
     out = {}
     for name in sorted(set(a["procs"]) & set(b["procs"])):
         out[name] = (b["procs"][name]["pss"] - a["procs"][name]["pss"]) * 10_000 / span
     out["total"] = sum(out.values())
-    return out
+    return a["conns"], out
 
 
 def main() -> int:
@@ -195,6 +215,8 @@ def main() -> int:
                     help="the client stops after this many seconds (default 1200)")
     ap.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
     ap.add_argument("--quiet", action="store_true", help="httptap -q (no terminal sink)")
+    ap.add_argument("--https", action="store_true",
+                    help="TLS to nginx, intercepted by httptap (two handshakes a connection)")
     ap.add_argument("--json", help="write every checkpoint to this JSON file")
     args = ap.parse_args()
     n = max(1, min(args.n, 10_000_000))
@@ -211,9 +233,13 @@ def main() -> int:
     on_cleanup(lambda: shutil.rmtree(workdir, ignore_errors=True))
     try:
         port = args.port or free_port()
-        server = start_server(workdir, port)
-        url = f"http://host.httptap.local:{port}/small"
-        cmd = [sys.executable, "-m", "httptap", "--http", str(port), "--stderr", "--stats"]
+        server, ca = start_server(workdir, port, args.https)
+        scheme = "https" if args.https else "http"
+        url = f"{scheme}://host.httptap.local:{port}/small"
+        cmd = [sys.executable, "-m", "httptap", f"--{scheme}", str(port), "--stderr", "--stats"]
+        env = dict(os.environ)
+        if ca:
+            env["SSL_CERT_FILE"] = ca   # httptap trusts nginx's certificate upstream
         if args.workers != 1:
             cmd += ["--workers", str(args.workers)]
         if args.quiet:
@@ -228,7 +254,7 @@ def main() -> int:
         err = open(err_path, "wb")  # noqa: SIM115 - closed below
         on_cleanup(err.close)
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-                                cwd=REPO, start_new_session=True)
+                                cwd=REPO, env=env, start_new_session=True)
         on_cleanup(lambda: kill_tree(proc))
         assert proc.stdin is not None and proc.stdout is not None
         points: list[dict[str, Any]] = []
@@ -288,9 +314,9 @@ def main() -> int:
             print(f"\nclient: {summary['requests']:,} requests, {summary['errors']} errors "
                   f"{summary.get('first_error') or ''}in {summary['seconds']:.1f}s "
                   f"({summary['req_s']:.0f}/s)")
-        g = growth(points)
+        start, g = growth(points)
         if g:
-            print(f"PSS growth per 10,000 connections, {points[1]['conns']:,} -> "
+            print(f"PSS growth per 10,000 connections, {start:,} -> "
                   f"{points[-1]['conns']:,}: " + ", ".join(
                       f"{k} {v:+.0f} kB" for k, v in g.items()))
             peak = max(sum(p["pss"] for p in pt["procs"].values()) for pt in points)
@@ -298,7 +324,7 @@ def main() -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(
                 {"n": n, "every": every, "conc": args.conc, "workers": args.workers,
-                 "quiet": args.quiet, "server": server, "points": points,
+                 "quiet": args.quiet, "https": args.https, "server": server, "points": points,
                  "client": summary, "growth_kb_per_10k": g, "exit_status": rc}, indent=1))
             print(f"bench_memory: written to {args.json}")
         return 0 if rc == 0 and summary else 1

@@ -10,7 +10,8 @@
 ``conc``: CONNS keep-alive connections, each sending GET after GET for SECONDS
 (asyncio; used when ``wrk`` is not installed, and for the explicit-proxy peer).
 
-``churn``: N GETs, each on a new connection (``Connection: close``), CONC at a time, for
+``churn``: N GETs, each on a new connection (``Connection: close``; with an https URL a
+new TLS handshake too, trusting the default CA store), CONC at a time, for
 perf/bench_memory.py: at 0 and after every EVERY completed requests it stops opening
 connections, prints a checkpoint line (JSON: done, errors, seconds) and waits for a line on
 stdin (the benchmark samples memory meanwhile; at most ACK_TIMEOUT seconds), then goes on.
@@ -144,7 +145,12 @@ async def _churn(url: str, n: int, every: int, conc: int, deadline_s: float,
     """Raw sockets (no http.client): a new connection per request costs the client little,
     so the rate is httptap's. The response is read to EOF (the server closes)."""
     u = urllib.parse.urlsplit(url)
-    host, port = u.hostname or "", u.port or 80
+    tls = None
+    if u.scheme == "https":   # a full handshake each time (no session reuse)
+        import ssl
+
+        tls = ssl.create_default_context()
+    host, port = u.hostname or "", u.port or (443 if tls else 80)
     request = (f"GET {u.path or '/'} HTTP/1.1\r\nHost: {u.netloc}\r\n"
                f"User-Agent: httptap-churn\r\nConnection: close\r\n\r\n").encode()
     loop = asyncio.get_running_loop()
@@ -165,7 +171,8 @@ async def _churn(url: str, n: int, every: int, conc: int, deadline_s: float,
         idle.clear()
         writer = None
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port, ssl=tls), 10)
             writer.write(request)
             data = await asyncio.wait_for(reader.read(1 << 20), 10)
             total = data
@@ -179,7 +186,7 @@ async def _churn(url: str, n: int, every: int, conc: int, deadline_s: float,
             else:
                 errors += 1
                 first_error = first_error or total[:40].decode(errors="replace")
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
             errors += 1
             first_error = first_error or repr(exc)
         finally:
