@@ -15,6 +15,8 @@ Workloads (names for --only):
                  (under httptap: two handshakes, the command's and the upstream's), requests/s
   keepalive      50 concurrent keep-alive clients for 5 s (wrk, else an asyncio client),
                  requests/s and p99 latency in ms
+  new_conn_conc  50 concurrent clients for 5 s (wrk), each request on a new connection,
+                 requests/s: the new-connection workload that --workers can spread
   startup        wall time of `httptap -- true` (median of 10) and of `true`
 
 --pin puts the client and the server on some CPUs and the tool on the others (taskset;

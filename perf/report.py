@@ -28,6 +28,7 @@ METRICS = [
     ("new_conn_tls", f"{SEQ_TLS_REQUESTS} HTTPS GETs, new TLS each", "req/s", True),
     ("keepalive", f"{CONC_CLIENTS} keep-alive clients", "req/s", True),
     ("keepalive_p99", "  keep-alive p99 latency", "ms", False),
+    ("new_conn_conc", f"{CONC_CLIENTS} clients, new conn each", "req/s", True),
     ("startup", "start-up (`-- true`)", "ms", False),
     ("peak_rss", "peak RSS of tool (bulk HTTP)", "MB", False),
     ("peak_pss", "peak PSS of tool (bulk HTTP)", "MB", False),
@@ -133,7 +134,8 @@ def format_table(summary: dict[str, dict[str, Any]], setups: list[str]) -> str:
 def format_cpu(summary: dict[str, dict[str, Any]], setups: list[str]) -> str:
     lines = ["CPU seconds used by the tool's own processes per run (median; httptap: sum of the "
              "--stats `cpu s` column, [sampled from /proc]):"]
-    for key in ("bulk_http", "bulk_https", "new_conn", "new_conn_tls", "keepalive"):
+    for key in ("bulk_http", "bulk_https", "new_conn", "new_conn_tls", "keepalive",
+                "new_conn_conc"):
         per = summary.get(key, {})
         cells = []
         for s in setups:
@@ -170,7 +172,8 @@ def format_stage_cpu(summary: dict[str, dict[str, Any]], setups: list[str],
     the budget that says which stage saturates first when there are cores to spare."""
     lines = ["httptap CPU per request by stage (median of runs; --stats `cpu s` / requests; "
              "bulk: s per GiB; shards summed, [busiest shard's share]):"]
-    for key in ("bulk_http", "bulk_https", "new_conn", "new_conn_tls", "keepalive"):
+    for key in ("bulk_http", "bulk_https", "new_conn", "new_conn_tls", "keepalive",
+                "new_conn_conc"):
         for s in setups:
             runs = summary.get(key, {}).get(s, {}).get("runs", [])
             rows = []
