@@ -85,6 +85,7 @@ TLS = args.tls_port is not None
 PORT = args.tls_port if TLS else args.port
 REQUEST = (f"GET /small HTTP/1.1\r\nHost: bench.test:{PORT}\r\nUser-Agent: bench\r\n"
            "Accept-Encoding: identity\r\nConnection: close\r\n\r\n").encode()
+DEBUG = bool(os.environ.get("BENCH_DEBUG"))  # print what the proxy sends to the tcp stage
 WARMUP = int(os.environ.get("BENCH_WARMUP", "200"))
 
 
@@ -136,7 +137,7 @@ class Driver:
 
     def on_proxy(self) -> None:
         for msg in self.from_proxy.receive():
-            if os.environ.get("BENCH_DEBUG"):
+            if DEBUG:
                 print(msg, file=sys.stderr)
             kind = type(msg)
             if kind is messages.FlowAccept:
@@ -211,7 +212,7 @@ def count_opcodes(driver: Driver, n: int) -> None:
         sys.settrace(None)
     total = sum(counts.values())
     print(f"{total / n:.0f} bytecodes per connection")
-    for name, count in counts.most_common(60):
+    for name, count in counts.most_common(200):
         print(f"{count / n:8.1f}  {name}")
 
 
