@@ -108,16 +108,14 @@ class Driver:
         loop.add_reader(self.from_proxy.fd, self.on_proxy)
         loop.add_reader(self.sink.fd, self.sink.receive)
         if TLS:
-            self.client_ctx = ssl.create_default_context(cadata=self.ca.cert_pem.decode()
-                                                         if isinstance(self.ca.cert_pem, bytes)
-                                                         else self.ca.cert_pem)
+            self.client_ctx = ssl.create_default_context(cadata=self.ca.cert_pem.decode())
         self.flow = 0
         self.left = 0
         self.done: asyncio.Future[None] | None = None
         self.tls: ssl.SSLObject | None = None
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
-        self.received = 0
+        self.request_sent = False
 
     def run(self, n: int) -> None:
         self.left = n
@@ -131,7 +129,6 @@ class Driver:
 
     def open(self) -> None:
         self.flow += 1
-        self.received = 0
         self.send(messages.FlowOpened(self.flow, "10.1.1.100", 30000 + self.flow % 30000,
                                       HOST, PORT))
 
@@ -144,6 +141,7 @@ class Driver:
                 if TLS:
                     self.incoming = ssl.MemoryBIO()
                     self.outgoing = ssl.MemoryBIO()
+                    self.request_sent = False
                     self.tls = self.client_ctx.wrap_bio(self.incoming, self.outgoing,
                                                         server_hostname="bench.test")
                     self._tls_step()
@@ -153,8 +151,6 @@ class Driver:
                 if TLS:
                     self.incoming.write(msg.data)
                     self._tls_step()
-                else:
-                    self.received += len(msg.data)
             elif kind is messages.FlowEof:
                 self.to_proxy.send(messages.FlowEof(msg.flow))
                 self.to_proxy.send(messages.FlowClosed(msg.flow))
@@ -168,22 +164,21 @@ class Driver:
                 raise SystemExit(f"the proxy refused or reset the flow: {msg}")
 
     def _tls_step(self) -> None:
+        """Move the command's TLS client on: handshake, then the request, then read."""
         tls = self.tls
         assert tls is not None
-        if not tls.server_side and self.received == 0:
+        if not self.request_sent:
             try:
                 tls.do_handshake()
             except ssl.SSLWantReadError:
                 pass
             else:
-                if self.received == 0:
-                    tls.write(REQUEST)
-                    self.received = -1  # the request is sent
-        if self.received != 0:
+                tls.write(REQUEST)
+                self.request_sent = True
+        if self.request_sent:
             try:
-                while True:
-                    if not tls.read(65536):
-                        break
+                while tls.read(65536):
+                    pass
             except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
                 pass
         out = self.outgoing.read()

@@ -706,6 +706,37 @@ def test_a_second_connection_to_the_same_server_resumes_the_upstream_session(tmp
     assert again.core.upstream_tls is not None and again.core.upstream_tls.resumed
 
 
+def _exchange_and_end(world: TlsWorld, now: float) -> None:
+    world.pump()
+    world.command[0].write(REQUEST)
+    world.pump()
+    world.server[0].write(RESPONSE)
+    world.pump()
+    world.core.close()
+    world.core.final_report(now)
+
+
+def test_a_resumed_session_is_kept_while_young_then_renewed(tmp_path):
+    """A connection that resumed the cached session leaves it in place (taking a new one
+    from OpenSSL copies it: costly) until it is half way through its lifetime."""
+    world = TlsWorld(tmp_path, server_alpn=["http/1.1"])
+    _exchange_and_end(world, T0)
+    ((key, first),) = world.core.settings.sessions.items()
+    young = first.time + first.timeout / 4
+    for now in (young, young):  # twice: one ticket serves many resumptions
+        again = TlsWorld(tmp_path, server_alpn=["http/1.1"], same_proxy_as=world)
+        _exchange_and_end(again, now)
+        assert again.core.upstream_tls is not None and again.core.upstream_tls.resumed
+        assert world.core.settings.sessions == {key: first}
+        assert world.core.settings.sessions[key] is first
+    old = first.time + first.timeout * 3 / 4
+    again = TlsWorld(tmp_path, server_alpn=["http/1.1"], same_proxy_as=world)
+    _exchange_and_end(again, old)
+    assert again.core.upstream_tls is not None and again.core.upstream_tls.resumed
+    renewed = world.core.settings.sessions[key]
+    assert renewed is not first and renewed.has_ticket
+
+
 # --- h2c through an HTTP/1.1 Upgrade ------------------------------------------------------------
 
 def _h2c_upgrade() -> tuple[bytes, bytes, bytes, bytes]:

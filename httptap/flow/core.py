@@ -105,6 +105,7 @@ class FlowCore:
         self.websocket: WsReporter | None = None  # after a 101 to Upgrade: websocket
         self.h2_websockets: dict[int, WsReporter] = {}  # RFC 8441: HTTP/2 stream -> its WebSocket
         self.session_key: tuple[tuple[str, ...], str, int] = ((), "", 0)  # see _keep_session
+        self.offered_session: Any = None  # the cached upstream session we tried to resume
 
     def take(self) -> list[Command]:
         """The commands queued since the last call, in order."""
@@ -184,7 +185,7 @@ class FlowCore:
     def final_report(self, now: float) -> None:
         """What the sink hears when the connection is over: errors for unanswered
         requests, or a tcp summary if nothing on it was HTTP."""
-        self._keep_session()
+        self._keep_session(now)
         if self.observer is not None:
             self.observer.client_eof(now)
             self.observer.server_eof(now)
@@ -339,7 +340,7 @@ class FlowCore:
         self.mode = Mode.UPSTREAM_HANDSHAKE
         alpn = tuple(p for p in hello.alpn if p.isascii() and p)
         self.session_key = (alpn, self._tls_name, self.dport)
-        session = self.settings.sessions.get(self.session_key)
+        session = self.offered_session = self.settings.sessions.get(self.session_key)
         try:
             self.upstream_tls = ClientTls(self.settings.upstream_context(alpn), self._tls_name,
                                           session)
@@ -458,11 +459,22 @@ class FlowCore:
         self._to_command(wire)
         self._observe(False, plain, now)
 
-    def _keep_session(self) -> None:
+    def _keep_session(self, now: float) -> None:
         """Keep the upstream session for the next connection to the same server (its
-        ticket has arrived by the time the connection ends)."""
+        ticket has arrived by the time the connection ends).
+
+        A connection that resumed the cached session, while that is in the first half of
+        its lifetime, keeps it instead: taking a session from OpenSSL copies it (through
+        its DER form, certificates parsed again: measured ~0.3 ms, as much as the rest of
+        a resumed handshake's Python), and a ticket serves many resumptions (stateless
+        tickets, the servers' default). A server whose tickets serve only once then gets
+        a full handshake every other connection, and its fresh ticket from that one."""
         upstream_tls = self.upstream_tls
         if upstream_tls is None or self.mode is not Mode.TLS:
+            return
+        offered = self.offered_session
+        if (offered is not None and upstream_tls.resumed
+                and now < offered.time + offered.timeout / 2):
             return
         session = upstream_tls.session
         if session is None:
