@@ -81,7 +81,7 @@ def test_http_request_and_response_are_relayed_and_reported():
         report(messages.HttpResponse, exchange=1, status=200, body_size=2, error="")]
     core.close()
     core.final_report(T0 + 3)
-    assert core.take() == [SetTimer(None), CLOSE_UPSTREAM]  # nothing pending: no summary
+    assert core.take() == [CLOSE_UPSTREAM]  # nothing pending: no summary
 
 
 def test_unanswered_request_is_reported_at_the_end():
@@ -91,7 +91,7 @@ def test_unanswered_request_is_reported_at_the_end():
     core.command_reset()
     core.final_report(T0 + 1)
     assert core.take() == [
-        SetTimer(None), ABORT_UPSTREAM,
+        ABORT_UPSTREAM,
         report(messages.HttpResponse, exchange=1, error="the connection closed before a response")]
 
 
@@ -109,7 +109,7 @@ def test_other_ports_are_raw_and_summarised():
     assert core.take() == [SendToCommand(b"world!")]
     core.close()
     core.final_report(T0 + 2)
-    assert core.take() == [SetTimer(None), CLOSE_UPSTREAM, report(
+    assert core.take() == [CLOSE_UPSTREAM, report(
         messages.TcpSummary, client="10.1.1.100:40000", server="192.0.2.9:5432",
         bytes_sent=5, bytes_received=6, duration=2.0)]
 
@@ -375,7 +375,7 @@ def test_command_reset_during_tls_resets_upstream(tmp_path):
     world = TlsWorld(tmp_path, server_alpn=["http/1.1"])
     world.pump()
     world.core.command_reset()
-    assert world.core.take() == [SetTimer(None), ABORT_UPSTREAM]
+    assert world.core.take() == [ABORT_UPSTREAM]
 
 
 def test_a_broken_client_hello_is_relayed_raw():
@@ -469,7 +469,7 @@ def test_a_client_that_rejects_our_certificate_is_told_once_per_name(tmp_path):
     world.pump()
     assert world.command_error is not None  # its verification failed; it sent an alert
     assert report(messages.Notice, level="error", text=HINT) in world.log
-    assert world.log[-2:] == [SetTimer(None), ABORT_UPSTREAM]
+    assert world.log[-1:] == [ABORT_UPSTREAM]
     # A second connection to the same name (the same proxy's settings): no second line.
     again = TlsWorld(tmp_path, server_alpn=["http/1.1"], command_trusts_us=False,
                      same_proxy_as=world)
@@ -507,7 +507,7 @@ def test_other_tls_failures_of_the_command_are_not_called_rejections(tmp_path):
     world.core.command_data(b"\x17\x03\x03\x00\x05garbage", T0)  # a record that does not decrypt
     cmds = world.core.take()
     assert not any(isinstance(c, Report) for c in cmds)  # (a verbose-only line)
-    assert cmds[-2:] == [SetTimer(None), ABORT_UPSTREAM]
+    assert cmds[-1:] == [ABORT_UPSTREAM] and SetTimer(None) not in cmds  # (none in force)
 
 
 # --- CONNECT tunnels (a program configured with an explicit proxy) ---------------------------
@@ -604,7 +604,7 @@ def test_websocket_messages_each_way_are_reported_and_relayed():
         messages.WsMessage, from_client=True, opcode=8, close_code=1000, close_reason="bye")]
     core.close()
     core.final_report(T0 + 5)
-    assert core.take() == [SetTimer(None), CLOSE_UPSTREAM, report(
+    assert core.take() == [CLOSE_UPSTREAM, report(
         messages.WsEnd, exchange=1, time=T0 + 5, url="ws://h/chat", messages_sent=1,
         messages_received=1, pings_received=1, pongs_sent=0, error="")]
 
@@ -649,7 +649,7 @@ def test_a_protocol_break_ends_decoding_and_the_bytes_still_pass():
     assert core.take() == [SendUpstream(later)]
     core.close()
     core.final_report(T0 + 3)
-    assert core.take() == [SetTimer(None), CLOSE_UPSTREAM]  # the WsEnd went already
+    assert core.take() == [CLOSE_UPSTREAM]  # the WsEnd went already
 
 
 def test_an_extension_we_cannot_follow_leaves_the_websocket_undecoded():

@@ -73,6 +73,36 @@ class Mode(enum.Enum):
 class FlowCore:
     """One proxied TCP connection: see the module docstring."""
 
+    # Per-flow state that most flows leave as it starts: class-level defaults, which an
+    # assignment shadows per instance. A new connection then builds only what it uses.
+    bytes_up = 0         # command -> upstream (as the command sent them)
+    bytes_down = 0       # upstream -> command (as the command got them)
+    in_flight = 0        # sent towards the command, not yet credited by the tcp stage
+    owed_credit = 0      # command bytes handed to the socket, not yet credited back
+    write_paused = False  # the socket's write buffer is over its high-water mark
+    read_paused = False
+    fin_upstream = False    # we have half-closed towards the server
+    eof_from_upstream = False  # the server has half-closed towards us
+    upstream_gone = False   # the socket is closed
+    finished = False        # the flow is over (closed or reset by the command)
+    # The ClientHello, held until the upstream handshake ends (a bytearray from HELLO on).
+    hello: bytes | bytearray = b""
+    tls: ServerTls | None = None          # the command's session
+    upstream_tls: ClientTls | None = None  # ours with the server
+    close_notify_to_command = False
+    eof_pending = False     # the command's FIN came during the upstream handshake
+    timer_set = False       # a SetTimer with a deadline is in force
+    tls_sni = ""
+    tls_alpn = ""
+    observer: Any = None  # Http1Observer | Http2Observer while decoding
+    reporter: ExchangeReporter | None = None
+    last_request: messages.HttpRequest | None = None  # (for CONNECT, WebSocket)
+    websocket: WsReporter | None = None  # after a 101 to Upgrade: websocket
+    # RFC 8441 (HTTP/2 flows only): stream -> its WebSocket; made with the first one.
+    h2_websockets: dict[int, WsReporter] | None = None
+    session_key: tuple[tuple[str, ...], str, int] = ((), "", 0)  # see _keep_session
+    offered_session: Any = None  # the cached upstream session we tried to resume
+
     def __init__(self, settings: FlowSettings, opened: messages.FlowOpened, now: float) -> None:
         self.settings = settings
         self.flow = opened.flow
@@ -82,30 +112,6 @@ class FlowCore:
         self.started = now
         self.mode = Mode.SNIFF
         self.commands: list[Command] = []
-        self.bytes_up = 0         # command -> upstream (as the command sent them)
-        self.bytes_down = 0       # upstream -> command (as the command got them)
-        self.in_flight = 0        # sent towards the command, not yet credited by the tcp stage
-        self.owed_credit = 0      # command bytes handed to the socket, not yet credited back
-        self.write_paused = False  # the socket's write buffer is over its high-water mark
-        self.read_paused = False
-        self.fin_upstream = False    # we have half-closed towards the server
-        self.eof_from_upstream = False  # the server has half-closed towards us
-        self.upstream_gone = False   # the socket is closed
-        self.finished = False        # the flow is over (closed or reset by the command)
-        self.hello = bytearray()     # the ClientHello, held until the upstream handshake ends
-        self.tls: ServerTls | None = None          # the command's session
-        self.upstream_tls: ClientTls | None = None  # ours with the server
-        self.close_notify_to_command = False
-        self.eof_pending = False     # the command's FIN came during the upstream handshake
-        self.tls_sni = ""
-        self.tls_alpn = ""
-        self.observer: Any = None  # Http1Observer | Http2Observer while decoding
-        self.reporter: ExchangeReporter | None = None
-        self.last_request: messages.HttpRequest | None = None  # (for CONNECT, WebSocket)
-        self.websocket: WsReporter | None = None  # after a 101 to Upgrade: websocket
-        self.h2_websockets: dict[int, WsReporter] = {}  # RFC 8441: HTTP/2 stream -> its WebSocket
-        self.session_key: tuple[tuple[str, ...], str, int] = ((), "", 0)  # see _keep_session
-        self.offered_session: Any = None  # the cached upstream session we tried to resume
 
     def take(self) -> list[Command]:
         """The commands queued since the last call, in order."""
@@ -169,16 +175,22 @@ class FlowCore:
     def _reset_upstream(self) -> None:
         if not self.finished:
             self.finished = True
-            self.commands.append(SetTimer(None))
+            self._cancel_timer()
             if not self.upstream_gone:
                 self.commands.append(ABORT_UPSTREAM)
+
+    def _cancel_timer(self) -> None:
+        """SetTimer(None), if a timer is set (most flows never set one)."""
+        if self.timer_set:
+            self.timer_set = False
+            self.commands.append(SetTimer(None))
 
     def close(self) -> None:
         """The tcp stage forgot the flow (both sides closed): close upstream after what is
         queued."""
         if not self.finished:
             self.finished = True
-            self.commands.append(SetTimer(None))
+            self._cancel_timer()
             if not self.upstream_gone:
                 self.commands.append(CLOSE_UPSTREAM)
 
@@ -193,9 +205,10 @@ class FlowCore:
         if self.websocket is not None:
             self._report_all(self.websocket.end(now))
             self.websocket = None
-        for websocket in self.h2_websockets.values():
-            self._report_all(websocket.end(now))
-        self.h2_websockets.clear()
+        if self.h2_websockets:
+            for websocket in self.h2_websockets.values():
+                self._report_all(websocket.end(now))
+            self.h2_websockets.clear()
         if self.reporter is not None and self.reporter.exchanges:
             for msg in self.reporter.finish(now, "the connection closed before a response"):
                 self.commands.append(Report(msg))
@@ -298,6 +311,7 @@ class FlowCore:
                            self.dport in settings.https_ports)
         if kind == "tls":
             self.mode = Mode.HELLO
+            self.hello = bytearray()
         elif kind == "raw":
             self.mode = Mode.RAW
         else:  # "h2" (HTTP/2 with prior knowledge: h2c) or "http/1.1"
@@ -349,6 +363,7 @@ class FlowCore:
             return
         self.commands.append(SendUpstream(self.upstream_tls.start()))
         self.commands.append(SetTimer(now + TLS_HANDSHAKE_TIMEOUT))
+        self.timer_set = True
 
     def _hello_is_not_tls(self) -> None:
         """Not a ClientHello we understand: relay what we held, untouched, from now on."""
@@ -375,7 +390,7 @@ class FlowCore:
             self.commands.append(SendUpstream(back))
         if not upstream_tls.handshake_done:
             return
-        self.commands.append(SetTimer(None))
+        self._cancel_timer()
         chosen = upstream_tls.alpn
         self.tls_alpn = chosen or ""
         try:
@@ -493,7 +508,7 @@ class FlowCore:
     def _refuse(self, reason: TlsError | str) -> None:
         """The upstream handshake failed: fail the command's with an alert, say why."""
         self.mode = Mode.REFUSED
-        self.commands.append(SetTimer(None))
+        self._cancel_timer()
         self._notice(f"TLS to {self._tls_name} ({self.server}) failed: {reason}", level="error")
         self._to_command(refusal(reason, bytes(self.hello)))
         self._credit(len(self.hello))
@@ -592,8 +607,10 @@ class FlowCore:
                                                    b"", b"", now)
                     self._report_all(out)
                     if reporter is not None and not reporter.ended:
+                        if self.h2_websockets is None:
+                            self.h2_websockets = {}
                         self.h2_websockets[event.seq] = reporter
-            elif kind is TunnelData:
+            elif kind is TunnelData and self.h2_websockets is not None:
                 websocket = self.h2_websockets.get(event.seq)
                 if websocket is not None:
                     self._report_all(websocket.data(event.from_client, event.data, event.time))
