@@ -134,9 +134,26 @@ def test_half_closes_pass_each_way():
     core.upstream_data(b"late answer", T0)
     assert core.take() == [SendToCommand(b"late answer")]
     core.upstream_eof(T0)
-    assert core.take() == [FIN_TO_COMMAND]
+    assert core.take() == [FIN_TO_COMMAND, CLOSE_UPSTREAM]  # both done: the socket closes now
     core.upstream_lost(None, T0)
     assert core.take() == []  # the FIN went already
+
+
+def test_a_connection_closed_both_ways_closes_its_socket_at_once():
+    """The server closes first (an HTTP/1.0-style response), then the command: the upstream
+    socket is closed at the command's FIN, not half-closed and kept until the tcp stage
+    forgets the flow."""
+    core = core_for(80)
+    core.command_data(REQUEST, T0)
+    core.upstream_data(RESPONSE, T0)
+    core.upstream_eof(T0)
+    assert core.take()[-1:] == [FIN_TO_COMMAND]
+    core.command_eof(T0)
+    assert core.take() == [CLOSE_UPSTREAM]
+    core.upstream_lost(None, T0)  # (what closing it makes the socket say)
+    core.close()
+    core.final_report(T0)
+    assert core.take() == []  # the exchange was reported already: nothing more
 
 
 def test_upstream_reset_resets_the_command():
@@ -365,7 +382,7 @@ def test_tls_half_close_passes_close_notify_and_fin_each_way(tmp_path):
     world.core.upstream_data(world.server[2].read(), T0)
     world.core.upstream_eof(T0)
     cmds = world.core.take()
-    assert isinstance(cmds[0], SendToCommand) and cmds[1:] == [FIN_TO_COMMAND]
+    assert isinstance(cmds[0], SendToCommand) and cmds[1:] == [FIN_TO_COMMAND, CLOSE_UPSTREAM]
     world.command[1].write(cmds[0].data)
     with pytest.raises(ssl.SSLZeroReturnError):  # (it had sent its own: both are done)
         world.command[0].read(100)  # the command got the server's close_notify

@@ -157,8 +157,24 @@ class FlowCore:
             return
         if self.mode is Mode.HELLO:
             self._hello_is_not_tls()  # it will never be complete now
+        self._fin_upstream()
+
+    def _fin_upstream(self) -> None:
+        """The command is done sending: half-close towards the server, or close if the
+        server is done too."""
         self.fin_upstream = True
-        self.commands.append(FIN_UPSTREAM)
+        if self.eof_from_upstream:
+            self._close_upstream_both_ways_done()
+        else:
+            self.commands.append(FIN_UPSTREAM)
+
+    def _close_upstream_both_ways_done(self) -> None:
+        """Both sides have half-closed: nothing more can pass upstream, so close the socket
+        now (its FIN goes out with the close) instead of half-closing it and closing it
+        when the tcp stage forgets the flow, after its TIME_WAIT: a syscall less, and no
+        socket held for a second after every connection."""
+        self.upstream_gone = True
+        self.commands.append(CLOSE_UPSTREAM)
 
     def command_acked(self, count: int) -> None:
         self.in_flight -= count
@@ -273,6 +289,8 @@ class FlowCore:
         if self.observer is not None:
             self.observer.server_eof(now)
             self._report(now)
+        if self.fin_upstream and not self.upstream_gone:
+            self._close_upstream_both_ways_done()
 
     def upstream_lost(self, error: str | None, now: float) -> None:
         """The socket is closed (``error``: it failed, or the server reset it)."""
@@ -442,8 +460,7 @@ class FlowCore:
             # close_notify from the command: ours to the server, then a FIN. The server's
             # answer (its close_notify, then its FIN) reaches the command the same way.
             self._to_upstream(upstream_tls.close())
-            self.fin_upstream = True
-            self.commands.append(FIN_UPSTREAM)
+            self._fin_upstream()
 
     def _rejected(self, why: str) -> None:
         """The command's TLS client refused our certificate: it does not trust the run's
