@@ -120,6 +120,15 @@ class Proxy:
         self.to_tcp.send(msg)
         self._schedule_flush()
 
+    def send_tcp_now(self, msg: messages.Msg) -> None:
+        """``send_tcp``, flushed at once unless a flush is already due this turn of the
+        loop. For FlowAccept: it resumes a task of its own (a connect completing), and a
+        flush scheduled from there costs the loop one more turn (an epoll_wait and a
+        handle) before the command's handshake can complete."""
+        self.to_tcp.send(msg)
+        if self.flush_scheduled or not self.to_tcp.flush():
+            self._schedule_flush()
+
     def send_tcp_data(self, flow: int, data: bytes | memoryview) -> None:
         """FlowData towards the command, the payload copied once (``Outbox.send_data``)."""
         self.to_tcp.send_data(flow, data)
@@ -266,7 +275,7 @@ class Proxy:
         finally:
             self.connecting.pop(opened.flow, None)
         self.relays[opened.flow] = relay
-        self.send_tcp(messages.FlowAccept(opened.flow))
+        self.send_tcp_now(messages.FlowAccept(opened.flow))
 
     def _end(self, flow: int, reset: bool) -> None:
         connecting = self.connecting.pop(flow, None)
