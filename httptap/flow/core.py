@@ -589,16 +589,17 @@ class FlowCore:
         assert observer is not None and self.reporter is not None
         events = observer.events()
         switching: messages.HttpResponse | None = None
-        for msg in self.reporter.on_events(events):
-            if type(msg) is messages.HttpRequest:
-                self.last_request = msg
-            elif type(msg) is messages.HttpResponse and msg.status == 101:
-                switching = msg
-                if is_h2c(self.last_request, msg):
-                    continue  # the request's real response comes in HTTP/2, on stream 1
-            self.commands.append(Report(msg))
-        if observer.tunnels:
-            self._tunnels(events, now)
+        if events:  # (most calls: a body chunk not captured, an EOF after the end)
+            for msg in self.reporter.on_events(events):
+                if type(msg) is messages.HttpRequest:
+                    self.last_request = msg
+                elif type(msg) is messages.HttpResponse and msg.status == 101:
+                    switching = msg
+                    if is_h2c(self.last_request, msg):
+                        continue  # the request's real response comes in HTTP/2, on stream 1
+                self.commands.append(Report(msg))
+            if observer.tunnels:
+                self._tunnels(events, now)
         if observer.failed or observer.upgraded:
             self.observer = None  # not HTTP after all, or switched: no more HTTP decoding
             request = self.last_request
