@@ -16,7 +16,7 @@ import pytest
 from httptap.plumbing import messages
 from httptap.tls.ca import CertificateAuthority
 from httptap.flow.commands import (
-    ABORT_UPSTREAM, CLOSE_UPSTREAM, FIN_TO_COMMAND, FIN_UPSTREAM, PAUSE_UPSTREAM,
+    ABORT_UPSTREAM, CLOSE_UPSTREAM, FIN_TO_COMMAND, FIN_UPSTREAM, FLOW_OVER, PAUSE_UPSTREAM,
     RESUME_UPSTREAM, Credit, FlowSettings, Report, ResetCommand, SendToCommand, SendUpstream,
     SetTimer)
 from httptap.flow.core import MAX_IN_FLIGHT, TLS_HANDSHAKE_TIMEOUT, FlowCore, Mode
@@ -134,26 +134,42 @@ def test_half_closes_pass_each_way():
     core.upstream_data(b"late answer", T0)
     assert core.take() == [SendToCommand(b"late answer")]
     core.upstream_eof(T0)
-    assert core.take() == [FIN_TO_COMMAND, CLOSE_UPSTREAM]  # both done: the socket closes now
+    # Both done: the socket closes now, the summary goes out, the flow is over.
+    assert core.take() == [FIN_TO_COMMAND, CLOSE_UPSTREAM,
+                           report(messages.TcpSummary, bytes_sent=1, bytes_received=11),
+                           FLOW_OVER]
     core.upstream_lost(None, T0)
     assert core.take() == []  # the FIN went already
 
 
-def test_a_connection_closed_both_ways_closes_its_socket_at_once():
-    """The server closes first (an HTTP/1.0-style response), then the command: the upstream
-    socket is closed at the command's FIN, not half-closed and kept until the tcp stage
-    forgets the flow."""
+def test_a_connection_closed_both_ways_is_over_at_once():
+    """The server closes first (an HTTP/1.0-style response), then the command: at the
+    command's FIN the upstream socket is closed and the flow is over (FlowOver), not
+    half-closed and kept until the tcp stage forgets the flow."""
     core = core_for(80)
     core.command_data(REQUEST, T0)
     core.upstream_data(RESPONSE, T0)
     core.upstream_eof(T0)
     assert core.take()[-1:] == [FIN_TO_COMMAND]
     core.command_eof(T0)
-    assert core.take() == [CLOSE_UPSTREAM]
+    assert core.take() == [CLOSE_UPSTREAM, FLOW_OVER]  # the exchange was reported already
     core.upstream_lost(None, T0)  # (what closing it makes the socket say)
     core.close()
     core.final_report(T0)
-    assert core.take() == []  # the exchange was reported already: nothing more
+    assert core.take() == []  # over: nothing more, the final report not twice
+
+
+def test_an_unanswered_request_is_reported_when_both_sides_have_closed():
+    core = core_for(80)
+    core.command_data(REQUEST, T0)
+    core.take()
+    core.command_eof(T0)
+    assert core.take() == [FIN_UPSTREAM]
+    core.upstream_eof(T0 + 2)
+    assert core.take() == [
+        FIN_TO_COMMAND, CLOSE_UPSTREAM,
+        report(messages.HttpResponse, status=0, error="the connection closed before a response"),
+        FLOW_OVER]
 
 
 def test_upstream_reset_resets_the_command():
@@ -382,7 +398,8 @@ def test_tls_half_close_passes_close_notify_and_fin_each_way(tmp_path):
     world.core.upstream_data(world.server[2].read(), T0)
     world.core.upstream_eof(T0)
     cmds = world.core.take()
-    assert isinstance(cmds[0], SendToCommand) and cmds[1:] == [FIN_TO_COMMAND, CLOSE_UPSTREAM]
+    assert isinstance(cmds[0], SendToCommand) and cmds[1:3] == [FIN_TO_COMMAND, CLOSE_UPSTREAM]
+    assert cmds[-1] == FLOW_OVER
     world.command[1].write(cmds[0].data)
     with pytest.raises(ssl.SSLZeroReturnError):  # (it had sent its own: both are done)
         world.command[0].read(100)  # the command got the server's close_notify

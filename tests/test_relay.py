@@ -54,6 +54,7 @@ class FakeLink:
         self.loop = loop
         self.output_blocked = False
         self.sent: list[tuple[str, Any]] = []
+        self.forgotten: list[int] = []
 
     def send_tcp(self, msg: messages.Msg) -> None:
         self.sent.append(("tcp", msg))
@@ -63,6 +64,9 @@ class FakeLink:
 
     def send_sink(self, msg: messages.Msg) -> None:
         self.sent.append(("sink", msg))
+
+    def forget(self, flow: int) -> None:
+        self.forgotten.append(flow)
 
 
 def _relay(loop: asyncio.AbstractEventLoop) -> tuple[Relay, FakeLink, FakeTransport]:
@@ -93,7 +97,7 @@ def test_every_command_is_carried_out():
             fc.SendToCommand(b"down"), fc.SendUpstream(b"up"), fc.Report(notice),
             fc.Credit(70000), fc.FIN_TO_COMMAND, fc.ResetCommand("why"),
             fc.PAUSE_UPSTREAM, fc.RESUME_UPSTREAM, fc.SetTimer(5.0), fc.SetTimer(None),
-            fc.FIN_UPSTREAM, fc.CLOSE_UPSTREAM]
+            fc.FIN_UPSTREAM, fc.CLOSE_UPSTREAM, fc.FLOW_OVER]
         # The list covers the Command union: a new command must be added here (and to
         # Relay.execute).
         assert {type(c) for c in every} | {fc.AbortUpstream} == set(typing.get_args(fc.Command))
@@ -105,6 +109,7 @@ def test_every_command_is_carried_out():
         assert transport.calls == [("write", b"up"), ("pause_reading",), ("resume_reading",),
                                    ("write_eof",), ("close",)]
         assert relay.timer is None  # SetTimer(None) cancelled the 5 s timer
+        assert link.forgotten == [5]
 
         relay, link, transport = _relay(loop)
         _run(relay, [fc.SetTimer(5.0)])

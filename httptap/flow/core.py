@@ -48,7 +48,7 @@ from ..plumbing.messages import CREDIT_STEP
 from ..tls.ca import CAError
 from ..tls.clienthello import ClientHelloError, parse_client_hello
 from ..tls.tlsterm import ClientTls, ServerTls, TlsError, refusal, rejection
-from .commands import (ABORT_UPSTREAM, CLOSE_UPSTREAM, FIN_TO_COMMAND, FIN_UPSTREAM,
+from .commands import (ABORT_UPSTREAM, CLOSE_UPSTREAM, FIN_TO_COMMAND, FIN_UPSTREAM, FLOW_OVER,
                        PAUSE_UPSTREAM, RESUME_UPSTREAM, Command, Credit, FlowSettings,
                        Report, ResetCommand, SendToCommand, SendUpstream, SetTimer,
                        endpoint)
@@ -92,6 +92,7 @@ class FlowCore:
     close_notify_to_command = False
     eof_pending = False     # the command's FIN came during the upstream handshake
     timer_set = False       # a SetTimer with a deadline is in force
+    reported = False        # final_report has run
     tls_sni = ""
     tls_alpn = ""
     observer: Any = None  # Http1Observer | Http2Observer while decoding
@@ -157,24 +158,29 @@ class FlowCore:
             return
         if self.mode is Mode.HELLO:
             self._hello_is_not_tls()  # it will never be complete now
-        self._fin_upstream()
+        self._fin_upstream(now)
 
-    def _fin_upstream(self) -> None:
+    def _fin_upstream(self, now: float) -> None:
         """The command is done sending: half-close towards the server, or close if the
         server is done too."""
         self.fin_upstream = True
         if self.eof_from_upstream:
-            self._close_upstream_both_ways_done()
+            self._over(now)
         else:
             self.commands.append(FIN_UPSTREAM)
 
-    def _close_upstream_both_ways_done(self) -> None:
-        """Both sides have half-closed: nothing more can pass upstream, so close the socket
-        now (its FIN goes out with the close) instead of half-closing it and closing it
-        when the tcp stage forgets the flow, after its TIME_WAIT: a syscall less, and no
-        socket held for a second after every connection."""
+    def _over(self, now: float) -> None:
+        """Both sides have half-closed: nothing more can pass. Close the socket now (its
+        FIN goes out with the close), report, and let the proxy forget the flow
+        (``FlowOver``), instead of half-closing and waiting for the tcp stage to forget it
+        after its TIME_WAIT: a syscall less, and no socket nor per-flow state (observer,
+        reporter, TLS objects) held for a second after every connection."""
         self.upstream_gone = True
         self.commands.append(CLOSE_UPSTREAM)
+        self.finished = True
+        self._cancel_timer()
+        self.final_report(now)
+        self.commands.append(FLOW_OVER)
 
     def command_acked(self, count: int) -> None:
         self.in_flight -= count
@@ -212,7 +218,10 @@ class FlowCore:
 
     def final_report(self, now: float) -> None:
         """What the sink hears when the connection is over: errors for unanswered
-        requests, or a tcp summary if nothing on it was HTTP."""
+        requests, or a tcp summary if nothing on it was HTTP. Once only (see _over)."""
+        if self.reported:
+            return
+        self.reported = True
         self._keep_session(now)
         if self.observer is not None:
             self.observer.client_eof(now)
@@ -290,7 +299,7 @@ class FlowCore:
             self.observer.server_eof(now)
             self._report(now)
         if self.fin_upstream and not self.upstream_gone:
-            self._close_upstream_both_ways_done()
+            self._over(now)
 
     def upstream_lost(self, error: str | None, now: float) -> None:
         """The socket is closed (``error``: it failed, or the server reset it)."""
@@ -460,7 +469,7 @@ class FlowCore:
             # close_notify from the command: ours to the server, then a FIN. The server's
             # answer (its close_notify, then its FIN) reaches the command the same way.
             self._to_upstream(upstream_tls.close())
-            self._fin_upstream()
+            self._fin_upstream(now)
 
     def _rejected(self, why: str) -> None:
         """The command's TLS client refused our certificate: it does not trust the run's

@@ -277,6 +277,11 @@ class Proxy:
         self.relays[opened.flow] = relay
         self.send_tcp_now(messages.FlowAccept(opened.flow))
 
+    def forget(self, flow: int) -> None:
+        """The flow's core is done (FlowOver): what the tcp stage says of it later finds
+        nothing here."""
+        self.relays.pop(flow, None)
+
     def _end(self, flow: int, reset: bool) -> None:
         connecting = self.connecting.pop(flow, None)
         if connecting is not None:

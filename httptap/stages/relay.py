@@ -20,7 +20,7 @@ import time
 from typing import Protocol, TypeGuard, cast
 
 from ..plumbing import messages
-from ..flow.commands import (AbortUpstream, CloseUpstream, Credit, FinToCommand, FinUpstream,
+from ..flow.commands import (AbortUpstream, CloseUpstream, Credit, FinToCommand, FinUpstream, FlowOver,
                              PauseUpstream, Report, ResetCommand, ResumeUpstream, SendToCommand,
                              SendUpstream, SetTimer)
 from ..flow.core import FlowCore
@@ -45,6 +45,7 @@ class FlowLink(Protocol):
     def send_tcp(self, msg: messages.Msg) -> None: ...
     def send_tcp_data(self, flow: int, data: bytes | memoryview) -> None: ...
     def send_sink(self, msg: messages.Msg) -> None: ...
+    def forget(self, flow: int) -> None: ...
 
 
 class Relay(asyncio.BufferedProtocol):
@@ -164,6 +165,8 @@ class Relay(asyncio.BufferedProtocol):
             elif type(cmd) is AbortUpstream:
                 if _open(transport):
                     _abort_with_reset(transport)
+            elif type(cmd) is FlowOver:
+                link.forget(flow)
 
     def update_reading(self) -> None:
         """Read upstream unless the core's credit or the proxy's full sink backlog says no."""
