@@ -28,6 +28,10 @@ gets an alert) and the upstream one is a verifying client over memory BIOs
 (``tlsterm.ClientTls``) with the command's SNI and ALPN; the server's choice of protocol
 is the command's, and picks the decoder. close_notify and FIN pass each way on their own.
 
+A flow ends when both sides have half-closed (the upstream socket is closed then, the
+final report made, ``FlowOver``), or when the tcp stage forgets it (``close``) or it is
+reset, whichever comes first.
+
 Flow control: command bytes are credited back (``Credit``, in ``CREDIT_STEP``s) once
 handed to the socket, not while its buffer is over the high-water mark; bytes towards
 the command are in flight until the tcp stage credits them, and reading upstream pauses
