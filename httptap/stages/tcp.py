@@ -30,7 +30,9 @@ import os
 import random
 import socket
 import time
+import typing
 from collections.abc import Sequence
+from typing import cast
 
 from ..plumbing import messages
 from ..plumbing.stats import PACKETS_IN, PACKETS_OUT
@@ -68,6 +70,11 @@ def leads_to_host_loopback(dst: bytes) -> bool:
         dst = dst[12:]
     return dst[0] in (127, 0)
 
+
+# What the proxy sends about one flow.
+_FlowMessage = (messages.FlowData | messages.FlowAcked | messages.FlowAccept | messages.FlowEof
+                | messages.FlowReset | messages.FlowRefuse)
+_FLOW_MESSAGES = frozenset(typing.get_args(_FlowMessage))
 
 # A flow as the command sees it: its address, ours (the destination), its port, ours.
 FlowKey = tuple[bytes, bytes, int, int]
@@ -196,36 +203,34 @@ class TcpShard:
     def on_proxy(self, msgs: list[messages.Message], now: float) -> None:
         by_id = self.by_id
         for msg in msgs:
-            match msg:
-                case (messages.FlowData() | messages.FlowAcked() | messages.FlowAccept()
-                      | messages.FlowEof() | messages.FlowReset() | messages.FlowRefuse()):
-                    flow = by_id.get(msg.flow)
-                    if flow is None:
-                        continue  # already forgotten (reset meanwhile)
-                case messages.DatagramOut():
-                    self._datagram_out(msg)
-                    continue
-                case _:
-                    continue  # Drain
+            # By exact class, most frequent first (cheaper than match's class patterns).
+            kind = type(msg)
+            if kind is messages.DatagramOut:
+                self._datagram_out(cast(messages.DatagramOut, msg))
+                continue
+            if kind not in _FLOW_MESSAGES:
+                continue  # Drain
+            flow = by_id.get(cast(_FlowMessage, msg).flow)
+            if flow is None:
+                continue  # already forgotten (reset meanwhile)
             conn = flow.conn
-            match msg:
-                case messages.FlowData():
-                    conn.send(msg.data)
-                case messages.FlowAcked():
-                    conn.consumed(msg.count)
-                case messages.FlowAccept():
-                    flow.accepted = True
-                    conn.accept(now)
-                case messages.FlowEof():
-                    conn.shutdown(now)
-                case messages.FlowReset():
-                    conn.abort(now)
-                case messages.FlowRefuse():
-                    if msg.reset:
-                        conn.refuse(now)
-                    else:  # silence: the command's connect times out, as on a real network
-                        self._forget(flow, notify=False)
-                        continue
+            if type(msg) is messages.FlowData:
+                conn.send(msg.data)
+            elif type(msg) is messages.FlowAcked:
+                conn.consumed(msg.count)
+            elif type(msg) is messages.FlowAccept:
+                flow.accepted = True
+                conn.accept(now)
+            elif type(msg) is messages.FlowEof:
+                conn.shutdown(now)
+            elif type(msg) is messages.FlowReset:
+                conn.abort(now)
+            elif type(msg) is messages.FlowRefuse:
+                if msg.reset:
+                    conn.refuse(now)
+                else:  # silence: the command's connect times out, as on a real network
+                    self._forget(flow, notify=False)
+                    continue
             self.dirty[flow.id] = flow
         self._finish(now)
 
