@@ -18,18 +18,7 @@ failure rather than a reset.
 from __future__ import annotations
 
 import ssl
-import sys
 from typing import cast
-
-# CPython 3.10 up to 3.12.7, and 3.13.0, leak a copy of the session every time
-# ``SSLObject.session`` is read (CPython gh-116810: the getter serialises a copy, then
-# forgets it): 6-18 KB at every upstream TLS connection that keeps its session, about
-# 60 MB per 10,000 HTTPS connections to one server (perf/bench_memory.py --https). There,
-# a connection that resumed the session it was offered hands that session back rather
-# than reading its new one (see ClientTls.session). 3.12.7 is counted in: the fix may
-# have missed it.
-SESSION_READ_LEAKS = ((3, 10) <= sys.version_info[:3] < (3, 12, 8)
-                      or sys.version_info[:3] == (3, 13, 0))
 
 
 class TlsError(Exception):
@@ -135,7 +124,6 @@ class ClientTls(_MemoryTls):
     def __init__(self, context: ssl.SSLContext, server_hostname: str,
                  session: ssl.SSLSession | None = None) -> None:
         super().__init__()
-        self._offered = session  # the session we asked the server to resume
         try:
             self._obj = context.wrap_bio(self._in, self._out, server_side=False,
                                          server_hostname=server_hostname, session=session)
@@ -143,22 +131,12 @@ class ClientTls(_MemoryTls):
             if session is None:
                 raise
             # A session from another context (it cannot be resumed here): a full handshake.
-            self._offered = None
             self._obj = context.wrap_bio(self._in, self._out, server_side=False,
                                          server_hostname=server_hostname)
 
     @property
     def session(self) -> ssl.SSLSession | None:
-        """The session to resume next time, once the server has sent a ticket for it.
-
-        Where reading it leaks (``SESSION_READ_LEAKS``) and the server resumed the session
-        we offered, that one: its ticket is offered again next time. Servers with stateless
-        tickets (OpenSSL's, so nginx's, default; Go; BoringSSL) take it again; one that
-        takes a ticket only once answers the next offer with a full handshake, whose new
-        session is read then."""
-        offered = self._offered
-        if offered is not None and SESSION_READ_LEAKS and self._obj.session_reused:
-            return offered
+        """The session to resume next time, once the server has sent a ticket for it."""
         session = self._obj.session
         return session if session is not None and session.has_ticket else None
 
