@@ -67,23 +67,18 @@ class Inbox:
     def receive(self) -> list[messages.Message]:
         """Everything in the ring now, decoded straight from shared memory. The wake-up fd
         is reset first, so a record published while we read wakes the loop again."""
-        self.ring.clear_data_fd()
-        size = 0
+        ring = self.ring
+        ring.clear_data_fd()
         decode = messages.decode
-
-        def read(view: memoryview) -> messages.Message:
-            nonlocal size
-            size += len(view)
-            return decode(view)
-
-        out = self.ring.read_many(read, 4096)
+        out, size = ring.read_counted(decode, 4096)
         if not out:
             return out
         for _ in range(7):
-            more = self.ring.read_many(read, 4096)
+            more, more_size = ring.read_counted(decode, 4096)
             if not more:
                 break
             out += more
+            size += more_size
         else:
             # Still more: leave it for the next turn of the loop, and make sure there is one.
             os.eventfd_write(self.fd, 1)

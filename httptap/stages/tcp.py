@@ -16,6 +16,12 @@ written upstream and only then does the receive window reopen; the other way, we
 credit to the proxy as the command acknowledges data (both in steps of ``CREDIT_STEP``).
 ICMP echo is answered here.
 
+Delayed ACK: when all a flow has to send is the ACK of a small request (``TcpConnection.
+ack_can_wait``), it is held up to ``ACK_DELAY`` for the proxy's answer, which then
+carries it: a keep-alive exchange costs one packet towards the command instead of two
+(one device write and one pure ACK for the command's kernel to process fewer). Held
+ACKs go out in the order they were held, at their deadline if no answer came.
+
 TCP and UDP towards the host's loopback (127.0.0.0/8, ::1, and the addresses that lead
 there too) are refused here: a SYN gets a reset, a datagram is dropped. Such packets reach
 the device only when the command writes raw packets (its own ``lo`` takes the rest), and
@@ -50,6 +56,10 @@ RECV_BUFFER = 4 << 20   # bytes the command may send ahead of the proxy's upstre
 SEND_BUFFER = 8 << 20   # bytes of the proxy's data we hold until the command acknowledges
 MESSAGE_BYTES = 256 << 10  # a Packets message is cut at about this size (rings cap records)
 BURST = 8  # data segments per flow per turn of the loop: then read the command's ACKs
+# How long the ACK of a small request may wait for the answer to carry it. Short, so a
+# client whose Nagle waits for that ACK (a request written in two pieces) loses little:
+# Linux's own delayed ACK makes such a client wait 40 ms.
+ACK_DELAY = 0.002
 
 
 _V4_MAPPED = bytes(10) + b"\xff\xff"
@@ -110,6 +120,9 @@ class TcpShard:
         self.out_bytes = 0
         self.dirty: dict[int, Flow] = {}
         self.busy: dict[int, Flow] = {}  # flows whose window allows more than one burst
+        # Flows holding an ACK (see ACK_DELAY), with its deadline. Deadlines are now +
+        # ACK_DELAY and dicts keep insertion order: the first entry is the earliest.
+        self.ack_due: dict[int, float] = {}
         self.refused_loopback = 0  # packets towards the host's loopback (said once, -v)
 
     # --- from the command ----------------------------------------------------------------
@@ -241,19 +254,27 @@ class TcpShard:
     # --- timers ----------------------------------------------------------------------------
 
     def next_timer(self) -> float | None:
+        ack = next(iter(self.ack_due.values())) if self.ack_due else None
         timers = self.timers
         while timers:
             when, flow_id = timers[0]
             flow = self.by_id.get(flow_id)
             if flow is not None and flow.timer == when:
-                return when
+                return when if ack is None or when < ack else ack
             heapq.heappop(timers)  # stale entry
-        return None
+        return ack
 
     def on_timer(self, now: float) -> None:
         if self.busy:
             self.dirty.update(self.busy)
             self.busy.clear()
+        # Held ACKs past their deadline: _finish sends them (their entries go there).
+        for flow_id, due in self.ack_due.items():
+            if due > now:
+                break
+            flow = self.by_id.get(flow_id)
+            if flow is not None:
+                self.dirty[flow_id] = flow
         timers = self.timers
         while timers and timers[0][0] <= now:
             when, flow_id = heapq.heappop(timers)
@@ -270,6 +291,7 @@ class TcpShard:
         """Turn what the touched connections produced into messages and packets."""
         out = self.out_packets
         to_proxy = self.to_proxy
+        ack_due = self.ack_due
         for flow in self.dirty.values():
             conn = flow.conn
             closed = False
@@ -288,14 +310,24 @@ class TcpShard:
                     to_proxy.send(messages.FlowReset(flow.id, event.reason))
                 elif kind is Closed:
                     closed = True
-            src, dst, sport, dport = flow.dst, flow.src, flow.dport, flow.sport
-            for seg in conn.segments_to_send(now, BURST):
-                pkt = build_tcp_vnet(src, dst, sport, dport, seg)
-                out.append(pkt)
-                self.out_bytes += len(pkt[0]) + len(pkt[1])
-                if self.out_bytes >= MESSAGE_BYTES:
-                    self._send_packets()
-                    out = self.out_packets
+            if conn.ack_can_wait():
+                due = ack_due.get(flow.id)
+                if due is None:
+                    ack_due[flow.id] = due = now + ACK_DELAY
+                hold = due > now
+            else:
+                hold = False
+            if not hold:
+                if ack_due:
+                    ack_due.pop(flow.id, None)
+                src, dst, sport, dport = flow.dst, flow.src, flow.dport, flow.sport
+                for seg in conn.segments_to_send(now, BURST):
+                    pkt = build_tcp_vnet(src, dst, sport, dport, seg)
+                    out.append(pkt)
+                    self.out_bytes += len(pkt[0]) + len(pkt[1])
+                    if self.out_bytes >= MESSAGE_BYTES:
+                        self._send_packets()
+                        out = self.out_packets
             if closed or conn.state is State.CLOSED:
                 self._forget(flow, notify=True)
                 continue
@@ -326,6 +358,7 @@ class TcpShard:
     def _forget(self, flow: Flow, notify: bool) -> None:
         if self.flows.pop(flow.key, None) is not None:
             del self.by_id[flow.id]
+            self.ack_due.pop(flow.id, None)
             if notify:
                 self.to_proxy.send(messages.FlowClosed(flow.id))
 
