@@ -243,35 +243,41 @@ def body_fields(content_type: str | None, body: bytes, truncated: bool) -> dict[
 def http_record(req: HttpRequest, resp: HttpResponse | None,
                 bodies: Bodies | None = None) -> dict[str, Any]:
     """The ``http`` object for an exchange (``resp`` None: it never completed); with
-    ``bodies`` (``--body``) the request and response carry their bodies."""
+    ``bodies`` (``--body``) the request and response carry their bodies.
+
+    Headers stay the ``(name, value)`` tuples they came as: JSON writes a tuple as an
+    array, ``[name, value]``, as the schema says (one list fewer per header and record)."""
     tls = None
     if req.tls_sni or req.tls_alpn or req.url.startswith("https:"):
         tls = {"sni": req.tls_sni or None, "alpn": req.tls_alpn or None}
-    response = None
-    if resp is not None and not (resp.status == 0 and resp.error):
-        response = {
-            "status": resp.status,
-            "reason": resp.reason,
-            "version": resp.version,
-            "headers": [[n, v] for n, v in resp.headers],
-            **({"trailers": [[n, v] for n, v in resp.trailers]} if resp.trailers else {}),
-            "body_size": resp.body_size,
-            "decoded_size": resp.decoded_size,
-        }
-        if bodies is not None:
-            response.update(body_fields(header(resp.headers, "content-type"),
-                                        bodies.response, bodies.response_truncated))
+    response: dict[str, Any] | None = None
     timing = None
     if resp is not None:
+        if not (resp.status == 0 and resp.error):
+            response = {
+                "status": resp.status,
+                "reason": resp.reason,
+                "version": resp.version,
+                "headers": resp.headers,
+            }
+            if resp.trailers:
+                response["trailers"] = resp.trailers
+            response["body_size"] = resp.body_size
+            response["decoded_size"] = resp.decoded_size
+            if bodies is not None:
+                response.update(body_fields(header(resp.headers, "content-type"),
+                                            bodies.response, bodies.response_truncated))
         t = timings(req, resp)
         timing = {"total_ms": t.total, "send_ms": t.send, "wait_ms": t.wait,
                   "receive_ms": t.receive}
-    error = UNFINISHED if resp is None else (resp.error or None)
+        error = resp.error or None
+    else:
+        error = UNFINISHED
     request: dict[str, Any] = {
         "method": req.method,
         "url": req.url,
         "version": req.version,
-        "headers": [[n, v] for n, v in req.headers],
+        "headers": req.headers,
         "body_size": resp.request_body_size if resp is not None else None,
     }
     if bodies is not None:
