@@ -20,7 +20,8 @@ Delayed ACK: when all a flow has to send is the ACK of a small request (``TcpCon
 ack_can_wait``), it is held up to ``ACK_DELAY`` for the proxy's answer, which then
 carries it: a keep-alive exchange costs one packet towards the command instead of two
 (one device write and one pure ACK for the command's kernel to process fewer). Held
-ACKs go out in the order they were held, at their deadline if no answer came.
+ACKs go out in the order they were held, at their deadline if no answer came, and that
+flow's next ``QUICK_ACKS`` ACKs are not held.
 
 TCP and UDP towards the host's loopback (127.0.0.0/8, ::1, and the addresses that lead
 there too) are refused here: a SYN gets a reset, a datagram is dropped. Such packets reach
@@ -56,10 +57,13 @@ RECV_BUFFER = 4 << 20   # bytes the command may send ahead of the proxy's upstre
 SEND_BUFFER = 8 << 20   # bytes of the proxy's data we hold until the command acknowledges
 MESSAGE_BYTES = 256 << 10  # a Packets message is cut at about this size (rings cap records)
 BURST = 8  # data segments per flow per turn of the loop: then read the command's ACKs
-# How long the ACK of a small request may wait for the answer to carry it. Short, so a
-# client whose Nagle waits for that ACK (a request written in two pieces) loses little:
-# Linux's own delayed ACK makes such a client wait 40 ms.
-ACK_DELAY = 0.002
+# How long the ACK of a small request may wait for the answer to carry it (Linux's own
+# delayed ACK waits up to 40 ms). A hold that runs out means no answer came in time: the
+# proxy is slow, or the client waits for this very ACK (Nagle: a request written in two
+# pieces); the flow then ACKs at once for its next QUICK_ACKS segments, as Linux's
+# quick-ACK mode does, so such a client loses ACK_DELAY at most once in that many.
+ACK_DELAY = 0.005
+QUICK_ACKS = 16
 
 
 _V4_MAPPED = bytes(10) + b"\xff\xff"
@@ -87,7 +91,7 @@ class Flow:
     """One TCP connection from the command, as this shard knows it."""
 
     __slots__ = ("id", "key", "conn", "src", "dst", "sport", "dport", "accepted", "timer",
-                 "acked")
+                 "acked", "quick_acks")
 
     def __init__(self, flow_id: int, key: FlowKey, conn: TcpConnection,
                  src: bytes, dst: bytes, sport: int, dport: int) -> None:
@@ -99,6 +103,7 @@ class Flow:
         self.accepted = False
         self.timer: float | None = None
         self.acked = 0  # bytes the command acknowledged, not yet credited to the proxy
+        self.quick_acks = 0  # ACKs still to send at once (see QUICK_ACKS), not held
 
 
 class TcpShard:
@@ -310,13 +315,17 @@ class TcpShard:
                     to_proxy.send(messages.FlowReset(flow.id, event.reason))
                 elif kind is Closed:
                     closed = True
+            hold = False
             if conn.ack_can_wait():
-                due = ack_due.get(flow.id)
-                if due is None:
-                    ack_due[flow.id] = due = now + ACK_DELAY
-                hold = due > now
-            else:
-                hold = False
+                if flow.quick_acks:
+                    flow.quick_acks -= 1
+                else:
+                    due = ack_due.get(flow.id)
+                    if due is None:
+                        ack_due[flow.id] = due = now + ACK_DELAY
+                    hold = due > now
+                    if not hold:  # no answer in time: ACK at once for a while
+                        flow.quick_acks = QUICK_ACKS
             if not hold:
                 if ack_due:
                     ack_due.pop(flow.id, None)
