@@ -189,6 +189,24 @@ def test_ack_can_wait_only_for_a_little_in_order_data() -> None:
     assert not conn.ack_can_wait()                       # a FIN is acknowledged at once
 
 
+def test_ack_can_wait_not_when_the_window_is_nearly_used_up() -> None:
+    conn = server(mss=1000, recv_buffer=10_000)
+    conn.receive(ack(1001, 5001, payload=b"x" * 1500), 1.0)
+    assert conn.ack_can_wait()                           # 8500 of the 10000 offered are left
+    conn.segments_to_send(1.0)                           # (nothing consumed: 8500 offered)
+    conn.receive(ack(2501, 5001, payload=b"x" * 1500), 1.1)
+    conn.segments_to_send(1.1)
+    conn.receive(ack(4001, 5001, payload=b"x" * 1500), 1.2)
+    conn.segments_to_send(1.2)
+    conn.receive(ack(5501, 5001, payload=b"x" * 1500), 1.3)
+    conn.segments_to_send(1.3)
+    conn.receive(ack(7001, 5001, payload=b"x" * 1500), 1.4)
+    assert conn.ack_can_wait()                           # 2500 left
+    conn.segments_to_send(1.4)
+    conn.receive(ack(8501, 5001, payload=b"x" * 1000), 1.5)
+    assert not conn.ack_can_wait()                       # 1500 left: under two segments
+
+
 def test_ack_piggybacks_on_data() -> None:
     conn = server()
     conn.receive(ack(1001, 5001, payload=b"ping"), 1.0)

@@ -528,13 +528,17 @@ class TcpConnection:
         data that arrived since our last ACK, less than two full segments of it: an ACK
         that may be delayed (RFC 1122 §4.2.3.2) so that the answer, if the application
         has one soon, carries it. Anything else (a FIN, out-of-order data, a
-        retransmission, data of ours to send, a control segment) says no. The caller
+        retransmission, data of ours to send, a control segment, a window we offered
+        that is nearly used up) says no. The caller
         decides how long it holds the ACK; ``segments_to_send`` always sends it."""
         if not self._ack_pending or self._ctl or self._syn_pending or self.state is not ESTABLISHED:
             return False
         rcv = self.rcv
-        if rcv.ooo or not 0 < rcv.rcv_nxt - self._acked_to < 2 * self.mss:
+        mss2 = 2 * self.mss
+        if rcv.ooo or not 0 < rcv.rcv_nxt - self._acked_to < mss2:
             return False
+        if rcv.rcv_adv - rcv.rcv_nxt < mss2:
+            return False  # the window we offered is nearly used up: the peer needs news now
         snd = self.snd
         return not (snd.retx_pending or snd.probe_pending
                     or snd.snd_nxt < snd.sbuf_start + len(snd.buffer))
