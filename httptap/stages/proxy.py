@@ -28,7 +28,10 @@ from .datagrams import DNS_PORT, Datagrams, DnsOverTcp
 from .relay import Relay
 
 CONNECT_TIMEOUT = 20.0       # then the command's connect times out (we stay silent)
-SINK_WAKE_DELAY = 0.001  # the sink is woken at most this often (events wait at most this long)
+# The sink is woken at most this often (events wait at most this long): each wake-up
+# costs the sink a poll, an eventfd read and a write per output, on the cores the
+# command's traffic needs. 5 ms is still far below what a reader can see.
+SINK_WAKE_DELAY = 0.005
 # The backlog of records for the sink (what did not fit in its ring) is bounded: above
 # HIGH the proxy stops reading upstream and stops taking the tcp stage's messages (so no
 # credit goes back and the command's windows close), until the backlog is under LOW.

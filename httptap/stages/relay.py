@@ -131,37 +131,37 @@ class Relay(asyncio.BufferedProtocol):
         core = self.core
         commands = core.commands
         if not commands:
-            return  # (often: an EOF after the end, a socket closed that we closed)
-        core.commands = []
+            return
+        core.commands = []  # (what core.take() does, without the call)
         link, flow, transport = self.link, self.flow, self.transport
+        # Dispatch on the exact class, most frequent first (a keep-alive exchange is
+        # SendUpstream and Report, then SendToCommand and Report): cheaper than a match
+        # statement's class patterns, which call isinstance and read __match_args__.
         for cmd in commands:
-            # Dispatch on the exact class, most frequent first: ``match`` with class
-            # patterns costs an isinstance() and an attribute lookup per case tried
-            # (measured: 7.4 against 1.3 us for the 8 commands of a new connection).
             if type(cmd) is SendToCommand:
                 link.send_tcp_data(flow, cmd.data)
+            elif type(cmd) is Report:
+                link.send_sink(cmd.message)
             elif type(cmd) is SendUpstream:
                 if transport is not None and not transport.is_closing():
                     transport.write(cmd.data)
-            elif type(cmd) is Report:
-                link.send_sink(cmd.message)
             elif type(cmd) is Credit:
                 link.send_tcp(messages.FlowAcked(flow, cmd.count))
             elif type(cmd) is FinToCommand:
                 link.send_tcp(messages.FlowEof(flow))
+            elif type(cmd) is ResetCommand:
+                link.send_tcp(messages.FlowReset(flow, cmd.reason))
+            elif type(cmd) is PauseUpstream or type(cmd) is ResumeUpstream:
+                self.core_paused = type(cmd) is PauseUpstream
+                self.update_reading()
+            elif type(cmd) is SetTimer:
+                self._set_timer(cmd.deadline)
             elif type(cmd) is FinUpstream:
                 if _open(transport) and transport.can_write_eof():
                     transport.write_eof()
             elif type(cmd) is CloseUpstream:
                 if _open(transport):
                     transport.close()
-            elif type(cmd) is SetTimer:
-                self._set_timer(cmd.deadline)
-            elif type(cmd) is ResetCommand:
-                link.send_tcp(messages.FlowReset(flow, cmd.reason))
-            elif type(cmd) is PauseUpstream or type(cmd) is ResumeUpstream:
-                self.core_paused = type(cmd) is PauseUpstream
-                self.update_reading()
             elif type(cmd) is AbortUpstream:
                 if _open(transport):
                     _abort_with_reset(transport)

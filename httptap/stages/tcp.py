@@ -16,6 +16,13 @@ written upstream and only then does the receive window reopen; the other way, we
 credit to the proxy as the command acknowledges data (both in steps of ``CREDIT_STEP``).
 ICMP echo is answered here.
 
+Delayed ACK: when all a flow has to send is the ACK of a small request (``TcpConnection.
+ack_can_wait``), it is held up to ``ACK_DELAY`` for the proxy's answer, which then
+carries it: a keep-alive exchange costs one packet towards the command instead of two
+(one device write and one pure ACK for the command's kernel to process fewer). Held
+ACKs go out in the order they were held, at their deadline if no answer came, and that
+flow's next ``QUICK_ACKS`` ACKs are not held.
+
 TCP and UDP towards the host's loopback (127.0.0.0/8, ::1, and the addresses that lead
 there too) are refused here: a SYN gets a reset, a datagram is dropped. Such packets reach
 the device only when the command writes raw packets (its own ``lo`` takes the rest), and
@@ -52,6 +59,13 @@ RECV_BUFFER = 4 << 20   # bytes the command may send ahead of the proxy's upstre
 SEND_BUFFER = 8 << 20   # bytes of the proxy's data we hold until the command acknowledges
 MESSAGE_BYTES = 256 << 10  # a Packets message is cut at about this size (rings cap records)
 BURST = 8  # data segments per flow per turn of the loop: then read the command's ACKs
+# How long the ACK of a small request may wait for the answer to carry it (Linux's own
+# delayed ACK waits up to 40 ms). A hold that runs out means no answer came in time: the
+# proxy is slow, or the client waits for this very ACK (Nagle: a request written in two
+# pieces); the flow then ACKs at once for its next QUICK_ACKS segments, as Linux's
+# quick-ACK mode does, so such a client loses ACK_DELAY at most once in that many.
+ACK_DELAY = 0.005
+QUICK_ACKS = 16
 
 
 _V4_MAPPED = bytes(10) + b"\xff\xff"
@@ -84,7 +98,7 @@ class Flow:
     """One TCP connection from the command, as this shard knows it."""
 
     __slots__ = ("id", "key", "conn", "src", "dst", "sport", "dport", "accepted", "timer",
-                 "acked", "ended")
+                 "acked", "ended", "quick_acks")
 
     def __init__(self, flow_id: int, key: FlowKey, conn: TcpConnection,
                  src: bytes, dst: bytes, sport: int, dport: int) -> None:
@@ -97,6 +111,7 @@ class Flow:
         self.timer: float | None = None
         self.acked = 0  # bytes the command acknowledged, not yet credited to the proxy
         self.ended = False  # the proxy was told (FlowClosed) and has forgotten the flow
+        self.quick_acks = 0  # ACKs still to send at once (see QUICK_ACKS), not held
 
 
 class TcpShard:
@@ -118,6 +133,9 @@ class TcpShard:
         self.out_bytes = 0
         self.dirty: dict[int, Flow] = {}
         self.busy: dict[int, Flow] = {}  # flows whose window allows more than one burst
+        # Flows holding an ACK (see ACK_DELAY), with its deadline. Deadlines are now +
+        # ACK_DELAY and dicts keep insertion order: the first entry is the earliest.
+        self.ack_due: dict[int, float] = {}
         self.refused_loopback = 0  # packets towards the host's loopback (said once, -v)
 
     # --- from the command ----------------------------------------------------------------
@@ -247,19 +265,27 @@ class TcpShard:
     # --- timers ----------------------------------------------------------------------------
 
     def next_timer(self) -> float | None:
+        ack = next(iter(self.ack_due.values())) if self.ack_due else None
         timers = self.timers
         while timers:
             when, flow_id = timers[0]
             flow = self.by_id.get(flow_id)
             if flow is not None and flow.timer == when:
-                return when
+                return when if ack is None or when < ack else ack
             heapq.heappop(timers)  # stale entry
-        return None
+        return ack
 
     def on_timer(self, now: float) -> None:
         if self.busy:
             self.dirty.update(self.busy)
             self.busy.clear()
+        # Held ACKs past their deadline: _finish sends them (their entries go there).
+        for flow_id, due in self.ack_due.items():
+            if due > now:
+                break
+            flow = self.by_id.get(flow_id)
+            if flow is not None:
+                self.dirty[flow_id] = flow
         timers = self.timers
         while timers and timers[0][0] <= now:
             when, flow_id = heapq.heappop(timers)
@@ -276,6 +302,7 @@ class TcpShard:
         """Turn what the touched connections produced into messages and packets."""
         out = self.out_packets
         to_proxy = self.to_proxy
+        ack_due = self.ack_due
         for flow in self.dirty.values():
             conn = flow.conn
             closed = False
@@ -294,14 +321,28 @@ class TcpShard:
                     to_proxy.send(messages.FlowReset(flow.id, event.reason))
                 elif kind is Closed:
                     closed = True
-            src, dst, sport, dport = flow.dst, flow.src, flow.dport, flow.sport
-            for seg in conn.segments_to_send(now, BURST):
-                pkt = build_tcp_vnet(src, dst, sport, dport, seg)
-                out.append(pkt)
-                self.out_bytes += len(pkt[0]) + len(pkt[1])
-                if self.out_bytes >= MESSAGE_BYTES:
-                    self._send_packets()
-                    out = self.out_packets
+            hold = False
+            if conn.ack_can_wait():
+                if flow.quick_acks:
+                    flow.quick_acks -= 1
+                else:
+                    due = ack_due.get(flow.id)
+                    if due is None:
+                        ack_due[flow.id] = due = now + ACK_DELAY
+                    hold = due > now
+                    if not hold:  # no answer in time: ACK at once for a while
+                        flow.quick_acks = QUICK_ACKS
+            if not hold:
+                if ack_due:
+                    ack_due.pop(flow.id, None)
+                src, dst, sport, dport = flow.dst, flow.src, flow.dport, flow.sport
+                for seg in conn.segments_to_send(now, BURST):
+                    pkt = build_tcp_vnet(src, dst, sport, dport, seg)
+                    out.append(pkt)
+                    self.out_bytes += len(pkt[0]) + len(pkt[1])
+                    if self.out_bytes >= MESSAGE_BYTES:
+                        self._send_packets()
+                        out = self.out_packets
             if closed or conn.state is State.CLOSED:
                 self._forget(flow, notify=True)
                 continue
@@ -339,6 +380,7 @@ class TcpShard:
     def _forget(self, flow: Flow, notify: bool) -> None:
         if self.flows.pop(flow.key, None) is not None:
             del self.by_id[flow.id]
+            self.ack_due.pop(flow.id, None)
             if notify and not flow.ended:
                 flow.ended = True
                 self.to_proxy.send(messages.FlowClosed(flow.id))
