@@ -7,6 +7,8 @@ Bad values exit 125 with one line, as every httptap failure does.
 
 from __future__ import annotations
 
+from . import timeline  # first: its clock starts here ("interpreter up")
+
 import ipaddress
 import os
 import sys
@@ -226,6 +228,8 @@ def run(
         insecure=insecure,
         no_intercept=tuple(g.lower() for v in no_intercept or () for g in v.replace(",", " ").split()),
     )
+    timeline.enable(verbose)
+    timeline.mark("options parsed")
     # Before anything starts: a path we could not write must not cost the command's run.
     from .outputs import OutputError, check_outputs
     try:
@@ -234,11 +238,14 @@ def run(
         print(f"httptap: {exc}", file=sys.stderr)
         raise typer.Exit(EXIT_HTTPTAP_FAILED) from None
     from .supervisor import run_supervisor
-    raise typer.Exit(run_supervisor(config))
+    code = run_supervisor(config)
+    timeline.mark(f"exit {code}")
+    raise typer.Exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``httptap`` script and ``python -m httptap``."""
+    timeline.mark("imports done")
     args = spread_multi_values(sys.argv[1:] if argv is None else argv)
     try:
         result = app(args=args, prog_name="httptap", standalone_mode=False)

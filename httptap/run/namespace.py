@@ -36,6 +36,7 @@ import sys
 import tempfile
 from typing import Any, NoReturn
 
+from . import timeline
 from .config import Config
 from .signalrelay import relay_signals
 
@@ -347,11 +348,16 @@ def launch(config: Config, sock: socket.socket) -> NoReturn:
     try:
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         try:
+            timeline.mark("started")
             enter_namespaces(config.new_user_namespace, sock)
             make_mounts_private()
+            timeline.mark("namespaces made")
             tun_fds = open_tun(config.tun, config.tun_queues)
+            timeline.mark("TUN device open")
             notes = configure_network(config)
+            timeline.mark("TUN device up")
             config = _receive_trust(config, sock)
+            timeline.mark("trust received")
             if config.overlay:
                 notes += overlay_resolv_conf(config) + overlay_hosts()
                 for source, target in config.trust_mounts:
@@ -370,12 +376,14 @@ def launch(config: Config, sock: socket.socket) -> NoReturn:
             os.close(fd)
         if sock.recv(1) != b"g":  # the supervisor went away: do not run the command
             os._exit(125)
+        timeline.mark("go received")
         sock.close()
         # Our first child is PID 1 of the new PID namespace: when it exits, the kernel
         # kills every process left in the namespace, so nothing the command started
         # outlives httptap.
         init_pid = os.fork()
         if init_pid == 0:
+            timeline.process("init")
             _init(config)
         os._exit(relay_signals(init_pid, keep_running=False, shrink_after=SHRINK_AFTER,
                                name="httptap-ns"))
@@ -404,6 +412,7 @@ def _init(config: Config) -> NoReturn:
         _libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
         command_pid = os.fork()
         if command_pid == 0:
+            timeline.process("command")
             _exec_command(config)
         os._exit(relay_signals(command_pid, keep_running=config.no_exit,
                                shrink_after=SHRINK_AFTER, name="httptap-init"))
@@ -445,6 +454,7 @@ def _exec_command(config: Config) -> NoReturn:
     if config.run_as is not None:
         _become(config.run_as, env)
     argv = list(config.command)
+    timeline.mark("exec")
     try:
         os.execvpe(argv[0], argv, env)
     except FileNotFoundError:

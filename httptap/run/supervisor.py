@@ -41,6 +41,7 @@ import time
 from typing import TextIO
 from dataclasses import dataclass
 
+from . import timeline
 from .config import Config
 from ..plumbing.ring import Ring
 from ..plumbing.stats import Counters, SinkState, StageReport, format_table, stats_record
@@ -160,6 +161,7 @@ class Supervisor:
         counters = Counters()
         ctx = StageContext(name, self.config, counters, inputs, outputs, dict(extra))
         pid = start_stage(ctx, module, self._fds_to_close_in_stages)
+        timeline.mark(f"{name} forked")
         shard = extra.get("shard")
         child = Child(name, pid, counters, tuple(outputs), tuple(inputs),
                       shard if isinstance(shard, int) else None)
@@ -175,10 +177,12 @@ class Supervisor:
         from ..tls.ca import CertificateAuthority
 
         config = self.config
+        timeline.mark("CA modules imported")
         if config.ca_dir:
             self.ca = CertificateAuthority.load_or_create(config.ca_dir, keylog_filename=config.keylog)
         else:
             self.ca = CertificateAuthority.ephemeral(keylog_filename=config.keylog)
+        timeline.mark("CA ready")
         remove_stale_run_dirs()
         self.run_dir = tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-",
                                         dir=run_dir_base())
@@ -188,6 +192,7 @@ class Supervisor:
             "env": files.environ,
             "mounts": [(files.bundle_path, target) for target in files.overlay_targets],
         }).encode()
+        timeline.mark("trust files written")
 
     def run(self) -> int:
         try:
@@ -214,10 +219,12 @@ class Supervisor:
         pid = os.fork()
         if pid == 0:
             parent_sock.close()
+            timeline.process("launcher")
             from .namespace import launch
             launch(config, child_sock)
         child_sock.close()
         self.command = Child("command", pid)
+        timeline.mark("launcher forked")
         self.uid, self.gid = uid, gid
         self._fds_to_close_in_stages.append(parent_sock.fileno())
         try:
@@ -258,6 +265,7 @@ class Supervisor:
             msg, fds, _, _ = socket.recv_fds(sock, 65536, config.tun_queues)
         except OSError as exc:
             msg, fds = b"E" + f"launcher failed: {exc}".encode(), []
+        timeline.mark("TUN device received")
         if not msg or msg[:1] == b"E" or len(fds) != config.tun_queues:
             for fd in fds:
                 os.close(fd)
@@ -283,6 +291,7 @@ class Supervisor:
         for fd in fds:
             os.close(fd)  # the stages hold them now
         sock.send(b"g")
+        timeline.mark("go sent")
         return self._wait()
 
     def _map_ids(self, sock: socket.socket) -> bool:
@@ -343,6 +352,7 @@ class Supervisor:
                     self._stop_command()
                     break
                 if command.status is not None:
+                    timeline.mark("command exited (launcher reaped)")
                     # The launcher exits when the namespace's PID 1 does: after the command,
                     # or with --no-exit, after the interrupt that ends the run.
                     break
@@ -355,6 +365,7 @@ class Supervisor:
                     pass
         stage_died_first = bool(self.lost)
         self._drain()
+        timeline.mark("drain done")
         self._write_left_spools()
         if self.config.stats:
             self._print_stats(final=True)

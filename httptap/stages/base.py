@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..plumbing import messages
+from ..run import timeline
 from ..run.config import Config
 from ..plumbing.ring import Ring
 from ..plumbing.stats import BYTES_IN, BYTES_OUT, MSGS_IN, MSGS_OUT, Counters
@@ -282,6 +283,7 @@ class Loop:
         self._running = False
 
     def run(self) -> None:
+        timeline.mark("ready")
         self._running = True
         handlers = self._handlers
         poll = self._epoll.poll
@@ -355,6 +357,7 @@ def start_stage(ctx: StageContext, module: str, close_fds: list[int]) -> int:
         return pid
     code = 1
     try:
+        timeline.process(ctx.name)
         set_process_name(f"httptap-{ctx.name}")
         keep_freed_memory()
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -369,7 +372,10 @@ def start_stage(ctx: StageContext, module: str, close_fds: list[int]) -> int:
                 pass
         import importlib
 
-        importlib.import_module(f"httptap.stages.{module}").run(ctx)
+        stage = importlib.import_module(f"httptap.stages.{module}")
+        timeline.mark("imported")
+        stage.run(ctx)
+        timeline.mark("exiting")
         code = 0
     except BaseException as exc:  # noqa: BLE001 - the process must report and exit
         try:
