@@ -34,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 BENCH_ARGS = ["--http", "18080", "--https", "18443", "--stats", "--stderr"]
 TIMEOUT = 30.0
-MARK = re.compile(r"^httptap: \[\s*([\d.]+) ms\] (\S+)\s+(.*)$")
+MARK = re.compile(r"^httptap: \[\s*([\d.]+) ms\] (\S+)\s+(.*?)\s+\(cpu\s+([\d.]+) ms\)$")
 
 
 def run_once(argv: list[str], cwd: str | None) -> tuple[float, str]:

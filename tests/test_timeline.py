@@ -11,7 +11,7 @@ from runner import run_httptap
 
 from httptap.run import timeline
 
-LINE = re.compile(r"^httptap: \[\s*(\d+\.\d) ms\] (\S+)\s+(.+)$")
+LINE = re.compile(r"^httptap: \[\s*(\d+\.\d) ms\] (\S+)\s+(.+?)\s+\(cpu\s+\d+\.\d ms\)$")
 
 
 @pytest.fixture

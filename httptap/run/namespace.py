@@ -8,12 +8,13 @@ In order (DESIGN.md, "The namespace"):
    new namespace;
 2. open ``/dev/net/tun`` (IFF_TUN | IFF_NO_PI | IFF_VNET_HDR, checksum offload; with
    IFF_MULTI_QUEUE one fd per tcp shard) and configure the device and ``lo`` by netlink
-   (``run.netlink``);
-3. bind-mount a resolv.conf naming the gateway, an /etc/hosts naming
-   ``host.httptap.local`` and CA bundles that include the run's CA (unless
-   ``--no-overlay``); with ``--ca DIR``, mount an empty read-only tmpfs over DIR, so
-   the command cannot read the CA's key;
-4. hand the TUN fd to the supervisor over a Unix socket (SCM_RIGHTS) and wait for "go";
+   (``run.netlink``); hand the fds to the supervisor over the Unix socket (SCM_RIGHTS),
+   which starts the tcp shards on them while it makes the run's CA;
+3. receive the run's trust files, and bind-mount a resolv.conf naming the gateway, an
+   /etc/hosts naming ``host.httptap.local`` and CA bundles that include the run's CA
+   (unless ``--no-overlay``); with ``--ca DIR``, mount an empty read-only tmpfs over DIR,
+   so the command cannot read the CA's key;
+4. say "ready" (with the notes for --verbose) and, without waiting for an answer,
 5. fork PID 1 of the new PID namespace (``_init``), which runs the command as its child,
    passes signals on and reaps orphans; reset signals and exec the command (its
    capabilities vanish at exec: it is not root). When PID 1 exits, the kernel kills
@@ -34,7 +35,8 @@ import socket
 import struct
 import sys
 import tempfile
-from typing import NoReturn
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
 
 from . import timeline
 from .config import Config
@@ -322,36 +324,17 @@ def launch(config: Config, sock: socket.socket) -> NoReturn:
     """Body of the launcher process (after fork). Never returns."""
     try:
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        try:
-            timeline.mark("started")
-            enter_namespaces(config.new_user_namespace, sock)
-            make_mounts_private()
-            timeline.mark("namespaces made")
-            tun_fds = open_tun(config.tun, config.tun_queues)
-            timeline.mark("TUN device open")
-            notes = configure_network(config)
-            timeline.mark("TUN device up")
-            config = _receive_trust(config, sock)
-            timeline.mark("trust received")
-            if config.overlay:
-                notes += overlay_resolv_conf(config) + overlay_hosts()
-                for source, target in config.trust_mounts:
-                    _check(_libc.mount(source.encode(), target.encode(), None, MS_BIND, None),
-                           f"bind-mount the CA bundle on {target}")
-            if config.ca_dir:
-                notes += hide_ca_directory(config)
-        except SetupError as exc:
-            sock.sendall(b"E" + str(exc).encode())
-            os._exit(125)
-        except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
-            sock.sendall(b"E" + f"cannot set up the namespace: {exc}".encode())
-            os._exit(125)
+        timeline.mark("started")
+        tun_fds, notes = _set_up(sock, lambda: _make_device(config, sock))
+        # The device exists: the supervisor starts the tcp shards on it while it makes
+        # the run's CA. What the command sends before they read waits in the device's
+        # queue.
         socket.send_fds(sock, [b"T" + "\n".join(notes).encode()], tun_fds)
         for fd in tun_fds:
             os.close(fd)
-        if sock.recv(1) != b"g":  # the supervisor went away: do not run the command
-            os._exit(125)
-        timeline.mark("go received")
+        config, notes = _set_up(sock, lambda: _mount_trust(_receive_trust(config, sock)))
+        # Nothing more to wait for: the supervisor reads this while the command starts.
+        sock.sendall(b"R" + "\n".join(notes).encode())
         sock.close()
         # Our first child is PID 1 of the new PID namespace: when it exits, the kernel
         # kills every process left in the namespace, so nothing the command started
@@ -366,6 +349,52 @@ def launch(config: Config, sock: socket.socket) -> NoReturn:
         _say(f"cannot start the command: {exc}")
     finally:
         os._exit(125)
+
+
+_T = TypeVar("_T")
+
+
+def _set_up(sock: socket.socket, step: Callable[[], _T]) -> _T:
+    """Run a step of the set-up; if it fails, tell the supervisor in one line and exit."""
+    try:
+        return step()
+    except SetupError as exc:
+        sock.sendall(b"E" + str(exc).encode())
+    except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
+        sock.sendall(b"E" + f"cannot set up the namespace: {exc}".encode())
+    os._exit(125)
+
+
+def _make_device(config: Config, sock: socket.socket) -> tuple[list[int], list[str]]:
+    """The namespaces, and the TUN device configured in them: its fds and notes."""
+    enter_namespaces(config.new_user_namespace, sock)
+    make_mounts_private()
+    timeline.mark("namespaces made")
+    tun_fds = open_tun(config.tun, config.tun_queues)
+    timeline.mark("TUN device open")
+    try:
+        notes = configure_network(config)
+    except BaseException:
+        for fd in tun_fds:
+            os.close(fd)
+        raise
+    timeline.mark("TUN device up")
+    return tun_fds, notes
+
+
+def _mount_trust(config: Config) -> tuple[Config, list[str]]:
+    """resolv.conf, hosts and the CA bundles over the host's; the --ca directory hidden."""
+    timeline.mark("trust received")
+    notes: list[str] = []
+    if config.overlay:
+        notes += overlay_resolv_conf(config) + overlay_hosts()
+        for source, target in config.trust_mounts:
+            _check(_libc.mount(source.encode(), target.encode(), None, MS_BIND, None),
+                   f"bind-mount the CA bundle on {target}")
+    if config.ca_dir:
+        notes += hide_ca_directory(config)
+    timeline.mark("mounts done")
+    return config, notes
 
 
 def _say(text: str) -> None:

@@ -38,13 +38,16 @@ import socket
 import sys
 import tempfile
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 from dataclasses import dataclass
 
 from . import timeline
 from .config import Config
 from ..plumbing.ring import Ring
 from ..plumbing.stats import Counters, SinkState, StageReport, format_table, stats_record
+
+if TYPE_CHECKING:
+    from ..tls.pending import PendingCA
 
 EXIT_FAILED = 125
 DRAIN_STALL = 5.0        # seconds without progress after which the drain gives up
@@ -144,6 +147,7 @@ class Supervisor:
         self.draining = False
         self._stopping: set[int] = set()      # pids of stages we end on purpose
         self._owed_drains: list[Ring] = []    # Drain owed by a dead producer, not yet sent
+        self.pending_cas: list[PendingCA] = []  # the CA's way to each proxy (tls.pending)
 
     # --- start-up ----------------------------------------------------------------------
 
@@ -153,14 +157,16 @@ class Supervisor:
         return ring
 
     def _start(self, name: str, module: str, inputs: list[Ring], outputs: list[Ring],
-               **extra: object) -> Child:
+               keep_fds: tuple[int, ...] = (), **extra: object) -> Child:
         """Fork stage ``name`` running ``httptap.stages.<module>.run`` (imported in the
-        child: each stage pays for its own imports, in parallel)."""
+        child: each stage pays for its own imports, in parallel). ``keep_fds``: of the
+        descriptors meant for other stages, those this one keeps."""
         from ..stages.base import StageContext, start_stage
 
         counters = Counters()
         ctx = StageContext(name, self.config, counters, inputs, outputs, dict(extra))
-        pid = start_stage(ctx, module, self._fds_to_close_in_stages)
+        close = [fd for fd in self._fds_to_close_in_stages if fd not in keep_fds]
+        pid = start_stage(ctx, module, close)
         timeline.mark(f"{name} forked")
         shard = extra.get("shard")
         child = Child(name, pid, counters, tuple(outputs), tuple(inputs),
@@ -168,11 +174,20 @@ class Supervisor:
         self.stages.append(child)
         return child
 
-    def _prepare_trust(self) -> None:
-        """The run's CA, and the files and environment that make the command trust it.
+    def _make_run_dir(self) -> None:
+        """The run's private directory: its trust files, and the sink's spool. Removed on
+        every way out (one left by a SIGKILLed run is removed by the next run: see
+        ``remove_stale_run_dirs``)."""
+        remove_stale_run_dirs()
+        self.run_dir = tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-",
+                                        dir=run_dir_base())
+        os.chmod(self.run_dir, 0o755)  # the command may run as another user (--user)
+        self.spool_dir = os.path.join(self.run_dir, "spool")
+        os.mkdir(self.spool_dir, 0o700)  # HAR entries: bodies, cookies
 
-        The files live in a private directory removed on every way out (one left by a
-        SIGKILLed run is removed by the next run: see ``remove_stale_run_dirs``)."""
+    def _prepare_trust(self) -> None:
+        """The run's CA, handed to the proxies, and the files and environment that make
+        the command trust it."""
         from ..tls import trust
         from ..tls.ca import CertificateAuthority
 
@@ -182,11 +197,9 @@ class Supervisor:
             self.ca = CertificateAuthority.load_or_create(config.ca_dir, keylog_filename=config.keylog)
         else:
             self.ca = CertificateAuthority.ephemeral(keylog_filename=config.keylog)
+        for pending in self.pending_cas:
+            pending.send(self.ca)
         timeline.mark("CA ready")
-        remove_stale_run_dirs()
-        self.run_dir = tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-",
-                                        dir=run_dir_base())
-        os.chmod(self.run_dir, 0o755)  # the command may run as another user (--user)
         files = trust.build(self.ca.cert_pem, self.run_dir, os.environ)
         self.trust_message = b"t" + json.dumps({
             "env": files.environ,
@@ -199,6 +212,8 @@ class Supervisor:
             return self._run()
         finally:
             self._remove_run_dir()
+            for pending in self.pending_cas:
+                pending.close()
 
     def _remove_run_dir(self) -> None:
         if getattr(self, "run_dir", None):
@@ -228,71 +243,100 @@ class Supervisor:
         self.uid, self.gid = uid, gid
         self._fds_to_close_in_stages.append(parent_sock.fileno())
         try:
-            # While the launcher builds the namespace (importing pyroute2 alone takes
-            # ~0.1 s), make the CA and its files, then start the stages.
+            # While the launcher builds the namespace: start the sink and the proxies
+            # (they import their modules in parallel), then the tcp shards once the TUN
+            # device exists, and only then make the CA, which the launcher waits for.
+            try:
+                self._make_run_dir()
+            except OSError as exc:
+                return self._abort(parent_sock, str(exc))
+            self._start_sink_and_proxies()
             if config.new_user_namespace and not self._map_ids(parent_sock):
+                return EXIT_FAILED
+            if not self._start_shards(parent_sock):
                 return EXIT_FAILED
             if not self._send_trust(parent_sock):
                 return EXIT_FAILED
-            return self._run_pipeline(parent_sock)
+            # The launcher runs the command as soon as its mounts are done; its last
+            # message says whether they were.
+            msg = parent_sock.recv(65536)
+            if msg[:1] != b"R":
+                self._launcher_failed(msg)
+                return EXIT_FAILED
+            timeline.mark("launcher ready")
+            self._print_notes(msg)
+            return self._wait()
         finally:
             parent_sock.close()
             for ring in self.rings:
                 ring.release()
 
-    def _run_pipeline(self, sock: socket.socket) -> int:
+    def _start_sink_and_proxies(self) -> None:
+        from ..tls.pending import PendingCA
+
         config = self.config
         n = config.workers
-        tun_to_tcp = [self._ring(f"tun>tcp{i}") for i in range(n)] if config.tun_stage else []
-        tcp_to_tun = [self._ring(f"tcp{i}>tun") for i in range(n)] if config.tun_stage else []
-        tcp_to_proxy = [self._ring(f"tcp{i}>proxy{i}") for i in range(n)]
-        proxy_to_tcp = [self._ring(f"proxy{i}>tcp{i}") for i in range(n)]
+        self.tun_to_tcp = [self._ring(f"tun>tcp{i}") for i in range(n)] if config.tun_stage else []
+        self.tcp_to_tun = [self._ring(f"tcp{i}>tun") for i in range(n)] if config.tun_stage else []
+        self.tcp_to_proxy = [self._ring(f"tcp{i}>proxy{i}") for i in range(n)]
+        self.proxy_to_tcp = [self._ring(f"proxy{i}>tcp{i}") for i in range(n)]
         proxy_to_sink = [self._ring(f"proxy{i}>sink") for i in range(n)]
-        suffixes = [str(i) if n > 1 else "" for i in range(n)]
+        self.suffixes = [str(i) if n > 1 else "" for i in range(n)]
         # The sink also hears from the supervisor: periodic stats for ndjson sinks.
         self.to_sink = self._ring("supervisor>sink")
-        self.spool_dir = os.path.join(self.run_dir, "spool")
-        os.mkdir(self.spool_dir, 0o700)  # HAR entries: bodies, cookies
         self._start("sink", "sink", [*proxy_to_sink, self.to_sink], [],
                     state=self.sink_state, spool_dir=self.spool_dir)
+        # Each proxy gets the CA through a pipe of its own once it exists (tls.pending).
+        self.pending_cas = [PendingCA(config.keylog) for _ in range(n)]
+        for pending in self.pending_cas:
+            self._fds_to_close_in_stages += [pending.read_fd, pending.write_fd]
         for i in range(n):
-            self._start("proxy" + suffixes[i], "proxy", [tcp_to_proxy[i]],
-                        [proxy_to_tcp[i], proxy_to_sink[i]], shard=i, ca=self.ca)
+            self._start("proxy" + self.suffixes[i], "proxy", [self.tcp_to_proxy[i]],
+                        [self.proxy_to_tcp[i], proxy_to_sink[i]],
+                        keep_fds=(self.pending_cas[i].read_fd,), shard=i, ca=self.pending_cas[i])
 
-        # The launcher answers with the TUN device (one fd per queue), or with one line
-        # saying what went wrong.
+    def _start_shards(self, sock: socket.socket) -> bool:
+        """Receive the TUN device (one fd per queue) and start the tcp shards (and the tun
+        stage) on it; False, said and cleaned up, if the launcher failed instead."""
+        config = self.config
+        n = config.workers
         try:
             msg, fds, _, _ = socket.recv_fds(sock, 65536, config.tun_queues)
         except OSError as exc:
             msg, fds = b"E" + f"launcher failed: {exc}".encode(), []
         timeline.mark("TUN device received")
-        if not msg or msg[:1] == b"E" or len(fds) != config.tun_queues:
+        if not msg or msg[:1] != b"T" or len(fds) != config.tun_queues:
             for fd in fds:
                 os.close(fd)
             self._launcher_failed(msg)
-            return EXIT_FAILED
-        notes = msg[1:].decode(errors="replace")
-        if notes and config.verbose:
-            for line in notes.splitlines():
-                print(f"httptap: {line}", file=sys.stderr)
+            return False
+        self._print_notes(msg)
         stop_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self.stop_fd = stop_fd
+        suffixes = self.suffixes
         # The shards write their packets to the device themselves (one hop less for every
         # byte the command receives) and, without a tun stage, read their own queue too.
         for i in range(n):
             if config.tun_stage:
-                self._start("tcp" + suffixes[i], "tcp", [tun_to_tcp[i], proxy_to_tcp[i]],
-                            [tcp_to_tun[i], tcp_to_proxy[i]], shard=i, tun_fd=fds[0])
+                self._start("tcp" + suffixes[i], "tcp", [self.tun_to_tcp[i], self.proxy_to_tcp[i]],
+                            [self.tcp_to_tun[i], self.tcp_to_proxy[i]], shard=i, tun_fd=fds[0])
             else:
-                self._start("tcp" + suffixes[i], "tcp", [proxy_to_tcp[i]], [tcp_to_proxy[i]],
-                            shard=i, tun_fd=fds[i], reads_tun=True, stop_fd=stop_fd)
+                self._start("tcp" + suffixes[i], "tcp", [self.proxy_to_tcp[i]],
+                            [self.tcp_to_proxy[i]], shard=i, tun_fd=fds[i], reads_tun=True,
+                            stop_fd=stop_fd)
         if config.tun_stage:
-            self._start("tun", "tun", tcp_to_tun, tun_to_tcp, tun_fd=fds[0], stop_fd=stop_fd)
+            self._start("tun", "tun", self.tcp_to_tun, self.tun_to_tcp, tun_fd=fds[0],
+                        stop_fd=stop_fd)
         for fd in fds:
             os.close(fd)  # the stages hold them now
-        sock.send(b"g")
-        timeline.mark("go sent")
-        return self._wait()
+        return True
+
+    def _print_notes(self, msg: bytes) -> None:
+        """The launcher's notes after its message's first byte, for --verbose."""
+        notes = msg[1:].decode(errors="replace")
+        if notes and self.config.verbose:
+            for line in notes.splitlines():
+                print(f"httptap: {line}", file=sys.stderr)
 
     def _map_ids(self, sock: socket.socket) -> bool:
         """Write the launcher's uid/gid maps when it asks ("U"); False if it failed."""
@@ -316,15 +360,25 @@ class Supervisor:
         try:
             self._prepare_trust()
         except (CAError, OSError) as exc:
-            sock.send(b"E" + str(exc).encode())
-            print(f"httptap: {exc}", file=sys.stderr)
-            self._reap_command(block=True)
+            self._abort(sock, str(exc))
             return False
         try:
             sock.send(self.trust_message)
         except OSError:
             pass  # the launcher failed: its message follows
         return True
+
+    def _abort(self, sock: socket.socket, text: str) -> int:
+        """Our own set-up failed: tell the launcher (it exits without running the
+        command), say why, and end the stages."""
+        try:
+            sock.send(b"E" + text.encode())
+        except OSError:
+            pass
+        print(f"httptap: {text}", file=sys.stderr)
+        self._reap_command(block=True)
+        self._stop_stages(graceful=False)
+        return EXIT_FAILED
 
     def _launcher_failed(self, msg: bytes) -> None:
         text = msg[1:].decode(errors="replace") if msg else "the launcher died before setting up the namespace"

@@ -1,8 +1,10 @@
 """The start-up timeline that ``-v`` prints: when each step of a run happens, in every
 process of the run, relative to the start of the httptap process.
 
-    httptap: [  41.2 ms] supervisor   imports done
-    httptap: [  97.0 ms] launcher     TUN device up
+    httptap: [  41.2 ms] supervisor  imports done           (cpu 38.0 ms)
+    httptap: [  97.0 ms] launcher    TUN device up          (cpu  4.1 ms)
+
+The cpu figure is the process's own CPU time so far (a fork starts again from zero).
 
 Imported first by ``run.cli`` (before typer), so it may import only ``os``, ``sys`` and
 ``time``. Marks made before the options are parsed are kept and printed once ``-v`` is
@@ -23,7 +25,8 @@ import time
 _first = time.monotonic()           # when this module was imported: "interpreter up"
 _who = "supervisor"
 # Marks made before enable(); None after.
-_pending: list[tuple[float, str, str]] | None = [(_first, _who, "interpreter up")]
+_pending: list[tuple[float, float, str, str]] | None = [
+    (_first, time.process_time(), _who, "interpreter up")]
 _enabled = False
 
 
@@ -49,8 +52,8 @@ def enable(on: bool) -> None:
     pending, _pending = _pending, None
     if on:
         _offset = _since_process_start()
-        for at, who, what in pending or ():
-            _print(at, who, what)
+        for at, cpu, who, what in pending or ():
+            _print(at, cpu, who, what)
 
 
 def process(name: str) -> None:
@@ -62,20 +65,21 @@ def process(name: str) -> None:
 def mark(what: str) -> None:
     """Note that ``what`` happens now."""
     if _enabled:
-        _print(time.monotonic(), _who, what)
+        _print(time.monotonic(), time.process_time(), _who, what)
     elif _pending is not None:
-        _pending.append((time.monotonic(), _who, what))
+        _pending.append((time.monotonic(), time.process_time(), _who, what))
 
 
 def enabled() -> bool:
     return _enabled
 
 
-def _print(at: float, who: str, what: str) -> None:
+def _print(at: float, cpu: float, who: str, what: str) -> None:
     ms = (at - _first + _offset) * 1000
     try:
         # One write per line: the processes of a run print to the same stderr.
-        os.write(2, f"httptap: [{ms:7.1f} ms] {who:<11} {what}\n".encode())
+        os.write(2, f"httptap: [{ms:7.1f} ms] {who:<11} {what:<32} (cpu {cpu * 1000:5.1f} ms)\n"
+                 .encode())
     except OSError:
         pass
 
