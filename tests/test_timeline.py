@@ -54,7 +54,7 @@ def test_verbose_run_shows_each_step_of_every_process_in_order():
     assert r.returncode == 0, r.stderr
     seen = [(who, what) for _, who, what in marks(r.stderr)]
     for step in [("supervisor", "interpreter up"), ("supervisor", "options parsed"),
-                 ("supervisor", "CA ready"), ("launcher", "namespaces made"),
+                 ("ca", "CA ready"), ("launcher", "namespaces made"),
                  ("launcher", "TUN device up"), ("command", "exec"), ("tcp", "ready"),
                  ("sink", "ready"), ("proxy", "imported"),
                  ("supervisor", "drain done"), ("supervisor", "exit 0")]:

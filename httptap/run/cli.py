@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from . import timeline  # first: its clock starts here ("interpreter up")
 
+import gc
 import ipaddress
 import os
 import sys
@@ -246,6 +247,18 @@ def run(
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``httptap`` script and ``python -m httptap``."""
     timeline.mark("imports done")
+    # No collection during start-up (see httptap.__main__); back on when it was on, for a
+    # caller that is not the httptap process (tests).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _main(argv)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _main(argv: list[str] | None) -> int:
     args = spread_multi_values(sys.argv[1:] if argv is None else argv)
     try:
         result = app(args=args, prog_name="httptap", standalone_mode=False)

@@ -1,10 +1,17 @@
 """The supervisor: the httptap process itself. Starts the pipeline, runs the command, exits.
 
-    launcher (fork)  -> namespaces, TUN device, waits for "go", becomes the command
+Start-up, in the order of the forks (``-v`` prints when each step happens: run.timeline):
+
+    trust maker (fork)   -> the run's CA (to each proxy through a pipe) and the trust files
+    launcher (fork)      -> namespaces, TUN device (handed over at once), then waits for
+                            the trust files, mounts them and becomes the command
     sink, proxy×N (fork) -> started while the launcher builds the namespace
-    tcp×N (fork)     -> started once the launcher has handed over the TUN device: each
-                        shard reads and writes its own queue of it
-    tun (fork)       -> only with --dump-pcap: reads the device, steers to the shards
+    tcp×N (fork)         -> started once the launcher has handed over the TUN device: each
+                            shard reads and writes its own queue of it
+    tun (fork)           -> only with --dump-pcap: reads the device, steers to the shards
+
+The command does not wait for the stages: what it sends before they read waits in the
+device's queue.
 
 Then one loop over signals (``sigtimedwait``; every signal we care about is blocked, so
 none interrupts anything): SIGCHLD reaps children, SIGINT/SIGTERM/SIGHUP/SIGQUIT sent to
@@ -30,31 +37,33 @@ Nothing observed is lost silently:
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
 import signal
 import socket
 import sys
-import tempfile
 import time
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
 from dataclasses import dataclass
 
 from . import timeline
 from .config import Config
+from .rundir import RUN_DIR_PREFIX, make_run_dir  # noqa: F401 - RUN_DIR_PREFIX: for the tests
+from .statsview import StatsRedraw, cpu_of, isatty
 from ..plumbing.ring import Ring
 from ..plumbing.stats import Counters, SinkState, StageReport, format_table, stats_record
 
 if TYPE_CHECKING:
     from ..tls.pending import PendingCA
+    from .trustmaker import TrustMaker
 
 EXIT_FAILED = 125
 DRAIN_STALL = 5.0        # seconds without progress after which the drain gives up
 DRAIN_POLL = 0.1         # how often the drain looks at the stages' counters
 COMMAND_GRACE = 2.0      # seconds between SIGTERM and SIGKILL when we stop the command
 RING_CAPACITY = 4 << 20
-RUN_DIR_PREFIX = "httptap-run-"   # + supervisor pid: the run's trust files
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 WATCHED = {signal.SIGCHLD, *FORWARDED}
@@ -107,32 +116,6 @@ def exit_code(status: int) -> int:
 
 
 
-def _isatty(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-class StatsRedraw:
-    """``--stats-interval`` on a terminal: each table is drawn over the one before (one
-    block that refreshes in place, not a scroll of tables), as long as the sink has
-    written no line since (its ``DELIVERED`` count did not move): httptap's own lines are
-    never drawn over. Piped, every table is printed whole, as it comes."""
-
-    def __init__(self) -> None:
-        self.lines = 0          # height of the table last drawn on a terminal (0: none)
-        self.delivered = -1     # the sink's count then
-
-    def frame(self, table: str, tty: bool, delivered: int) -> str:
-        """The text that draws ``table`` now."""
-        previous = self.lines
-        redraw = tty and previous and delivered == self.delivered
-        self.lines = table.count("\n") + 1 if tty else 0
-        self.delivered = delivered
-        # Up to the first line of the last table, then clear to the end of the screen.
-        return f"\x1b[{previous}F\x1b[J{table}" if redraw else table
-
 class Supervisor:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -148,6 +131,7 @@ class Supervisor:
         self._stopping: set[int] = set()      # pids of stages we end on purpose
         self._owed_drains: list[Ring] = []    # Drain owed by a dead producer, not yet sent
         self.pending_cas: list[PendingCA] = []  # the CA's way to each proxy (tls.pending)
+        self.trust_maker: TrustMaker | None = None
 
     # --- start-up ----------------------------------------------------------------------
 
@@ -175,42 +159,16 @@ class Supervisor:
         return child
 
     def _make_run_dir(self) -> None:
-        """The run's private directory: its trust files, and the sink's spool. Removed on
-        every way out (one left by a SIGKILLed run is removed by the next run: see
-        ``remove_stale_run_dirs``)."""
-        remove_stale_run_dirs()
-        self.run_dir = tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-",
-                                        dir=run_dir_base())
-        os.chmod(self.run_dir, 0o755)  # the command may run as another user (--user)
+        self.run_dir = make_run_dir()
         self.spool_dir = os.path.join(self.run_dir, "spool")
         os.mkdir(self.spool_dir, 0o700)  # HAR entries: bodies, cookies
-
-    def _prepare_trust(self) -> None:
-        """The run's CA, handed to the proxies, and the files and environment that make
-        the command trust it."""
-        from ..tls import trust
-        from ..tls.ca import CertificateAuthority
-
-        config = self.config
-        timeline.mark("CA modules imported")
-        if config.ca_dir:
-            self.ca = CertificateAuthority.load_or_create(config.ca_dir, keylog_filename=config.keylog)
-        else:
-            self.ca = CertificateAuthority.ephemeral(keylog_filename=config.keylog)
-        for pending in self.pending_cas:
-            pending.send(self.ca)
-        timeline.mark("CA ready")
-        files = trust.build(self.ca.cert_pem, self.run_dir, os.environ)
-        self.trust_message = b"t" + json.dumps({
-            "env": files.environ,
-            "mounts": [(files.bundle_path, target) for target in files.overlay_targets],
-        }).encode()
-        timeline.mark("trust files written")
 
     def run(self) -> int:
         try:
             return self._run()
         finally:
+            if self.trust_maker is not None:
+                self.trust_maker.stop()
             self._remove_run_dir()
             for pending in self.pending_cas:
                 pending.close()
@@ -227,6 +185,13 @@ class Supervisor:
         # kill -INT could never end a --no-exit run. Default dispositions keep them queued.
         for sig in FORWARDED:
             signal.signal(sig, signal.SIG_DFL)
+        # First the longest task, in a process of its own: the CA and the trust files.
+        try:
+            self._make_run_dir()
+        except OSError as exc:
+            print(f"httptap: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        self._start_trust_maker()
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         uid, gid = os.getuid(), os.getgid()
         sys.stdout.flush()
@@ -245,11 +210,7 @@ class Supervisor:
         try:
             # While the launcher builds the namespace: start the sink and the proxies
             # (they import their modules in parallel), then the tcp shards once the TUN
-            # device exists, and only then make the CA, which the launcher waits for.
-            try:
-                self._make_run_dir()
-            except OSError as exc:
-                return self._abort(parent_sock, str(exc))
+            # device exists; then pass the trust files on to the launcher.
             self._start_sink_and_proxies()
             if config.new_user_namespace and not self._map_ids(parent_sock):
                 return EXIT_FAILED
@@ -265,15 +226,27 @@ class Supervisor:
                 return EXIT_FAILED
             timeline.mark("launcher ready")
             self._print_notes(msg)
+            gc.enable()  # off during start-up (httptap.__main__)
             return self._wait()
         finally:
             parent_sock.close()
             for ring in self.rings:
                 ring.release()
 
-    def _start_sink_and_proxies(self) -> None:
+    def _start_trust_maker(self) -> None:
         from ..tls.pending import PendingCA
+        from .trustmaker import TrustMaker
 
+        # Each proxy gets the CA through a pipe of its own once it exists (tls.pending).
+        self.pending_cas = [PendingCA(self.config.keylog) for _ in range(self.config.workers)]
+        self.trust_maker = TrustMaker(self.config, self.run_dir, self.pending_cas)
+        self.trust_maker.start()
+        # Open until the end of the run (closed earlier, their numbers could be reused by
+        # a descriptor a stage must keep).
+        self._fds_to_close_in_stages += [p.read_fd for p in self.pending_cas]
+        self._fds_to_close_in_stages.append(self.trust_maker.report_fd)
+
+    def _start_sink_and_proxies(self) -> None:
         config = self.config
         n = config.workers
         self.tun_to_tcp = [self._ring(f"tun>tcp{i}") for i in range(n)] if config.tun_stage else []
@@ -286,10 +259,6 @@ class Supervisor:
         self.to_sink = self._ring("supervisor>sink")
         self._start("sink", "sink", [*proxy_to_sink, self.to_sink], [],
                     state=self.sink_state, spool_dir=self.spool_dir)
-        # Each proxy gets the CA through a pipe of its own once it exists (tls.pending).
-        self.pending_cas = [PendingCA(config.keylog) for _ in range(n)]
-        for pending in self.pending_cas:
-            self._fds_to_close_in_stages += [pending.read_fd, pending.write_fd]
         for i in range(n):
             self._start("proxy" + self.suffixes[i], "proxy", [self.tcp_to_proxy[i]],
                         [self.proxy_to_tcp[i], proxy_to_sink[i]],
@@ -355,15 +324,16 @@ class Supervisor:
         return True
 
     def _send_trust(self, sock: socket.socket) -> bool:
-        from ..tls.ca import CAError
-
-        try:
-            self._prepare_trust()
-        except (CAError, OSError) as exc:
-            self._abort(sock, str(exc))
+        """Pass the trust maker's files on to the launcher; False if it failed."""
+        assert self.trust_maker is not None
+        self._fds_to_close_in_stages.remove(self.trust_maker.report_fd)  # closed by result()
+        msg = self.trust_maker.result()
+        timeline.mark("trust files received")
+        if msg[:1] != b"t":
+            self._abort(sock, msg[1:].decode(errors="replace"))
             return False
         try:
-            sock.send(self.trust_message)
+            sock.send(msg)
         except OSError:
             pass  # the launcher failed: its message follows
         return True
@@ -634,7 +604,7 @@ class Supervisor:
         elapsed = time.monotonic() - self.started
         out = sys.stderr if self.config.use_stderr or "terminal" not in self.config.sinks else sys.stdout
         table = format_table(reports, elapsed)
-        print(self._stats_redraw.frame(table, _isatty(out), self.sink_state.delivered),
+        print(self._stats_redraw.frame(table, isatty(out), self.sink_state.delivered),
               file=out, flush=True)
         record = stats_record(reports, elapsed)
         if final:
@@ -667,7 +637,7 @@ class Supervisor:
         reports = []
         for stage in self.stages:
             assert stage.counters is not None
-            cpu = stage.cpu if stage.status is not None else _cpu_of(stage.pid)
+            cpu = stage.cpu if stage.status is not None else cpu_of(stage.pid)
             ring_stats = [r.stats() for r in stage.outputs]
             reports.append(StageReport(
                 name=stage.name, counters=stage.counters.snapshot(), cpu_seconds=cpu,
@@ -677,37 +647,6 @@ class Supervisor:
                 ring_waits=sum(s["waits"] for s in ring_stats),
             ))
         return reports
-
-
-def _cpu_of(pid: int) -> float:
-    """CPU seconds of a running process, from /proc (utime + stime, in clock ticks)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-def run_dir_base() -> str:
-    """Where run directories go: /dev/shm, a tmpfs on every Linux system, when we may
-    write there, else the temp directory. Creating the ~150 entries of the run's
-    SSL_CERT_DIR took 10-40 ms on this machine's ext4 /tmp and 1 ms on tmpfs."""
-    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK | os.X_OK):
-        return "/dev/shm"
-    return tempfile.gettempdir()
-
-
-def remove_stale_run_dirs() -> None:
-    """Remove run directories of httptap processes that no longer exist (SIGKILLed)."""
-    tmp = run_dir_base()
-    for name in os.listdir(tmp):
-        if not name.startswith(RUN_DIR_PREFIX):
-            continue
-        pid = name[len(RUN_DIR_PREFIX):].split("-", 1)[0]
-        path = os.path.join(tmp, name)
-        if pid.isdigit() and not os.path.exists(f"/proc/{pid}") and os.stat(path).st_uid == os.getuid():
-            shutil.rmtree(path, ignore_errors=True)
 
 
 def run_supervisor(config: Config) -> int:

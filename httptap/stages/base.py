@@ -27,6 +27,7 @@ descriptors plus one timer callback.
 from __future__ import annotations
 
 import ctypes
+import gc
 import itertools
 import os
 import select
@@ -352,6 +353,9 @@ def start_stage(ctx: StageContext, module: str, close_fds: list[int]) -> int:
     exception is reported on stderr as one line naming the stage before exiting 1."""
     sys.stdout.flush()
     sys.stderr.flush()
+    # What exists now stays out of the child's collections: they would touch (and copy)
+    # every page of the supervisor's objects the child shares.
+    gc.freeze()
     pid = os.fork()
     if pid:
         return pid
@@ -374,6 +378,7 @@ def start_stage(ctx: StageContext, module: str, close_fds: list[int]) -> int:
 
         stage = importlib.import_module(f"httptap.stages.{module}")
         timeline.mark("imported")
+        gc.enable()  # off during start-up (httptap.__main__)
         stage.run(ctx)
         timeline.mark("exiting")
         code = 0

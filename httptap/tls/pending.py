@@ -1,15 +1,15 @@
 """The run's CA for a proxy stage forked before the CA exists.
 
-Role at start-up: the supervisor forks the proxy stages first, so that they import their
-modules while it makes the CA (importing ``cryptography`` is most of that); each proxy
-gets a :class:`PendingCA` instead of the CA. Once the CA exists the supervisor
-:meth:`~PendingCA.send`\\ s its certificate and key through a pipe (memory only, like the
-key itself: never a file), before the command can start, so before any TLS connection.
+Role at start-up: the proxy stages are forked before the CA exists, so that they import
+their modules while the trust maker (``run.trustmaker``) makes it (importing
+``cryptography`` is most of that); each proxy gets a :class:`PendingCA` instead of the
+CA. Once the CA exists the maker sends its certificate and key
+through a pipe (memory only, like the key itself: never a file), before the command can
+start, so before any TLS connection.
 The proxy reads it at its first :meth:`~PendingCA.server_context` call, which is also when
 it first imports ``cryptography``: a run without TLS never does.
 
-Imports only ``os`` and ``struct``, so the supervisor can make one before the CA's modules
-are loaded.
+Imports only ``os`` and ``struct``, so the supervisor makes them without the CA's modules.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class PendingCA:
         self._ca: CertificateAuthority | None = None
 
     def send(self, ca: CertificateAuthority) -> None:
-        """In the supervisor: hand ``ca`` over, and close its end of the pipe. A pipe holds
+        """In the sending process: hand ``ca`` over, and close the pipe. A pipe holds
         64 KiB: a CA's PEMs fit and this never blocks."""
         cert, key = ca.cert_pem, ca.key_pem()
         data = memoryview(_HEADER.pack(len(cert), len(key)) + cert + key)
@@ -47,8 +47,14 @@ class PendingCA:
         finally:
             self.close()
 
+    def close_write(self) -> None:
+        """The write end, in every process but the one that sends."""
+        if self.write_fd >= 0:
+            os.close(self.write_fd)
+            self.write_fd = -1
+
     def close(self) -> None:
-        """In the supervisor: its ends of the pipe (after :meth:`send`, or on failure)."""
+        """Both ends (after :meth:`send`, or at the end of the run)."""
         for fd in (self.read_fd, self.write_fd):
             if fd >= 0:
                 os.close(fd)
