@@ -208,12 +208,13 @@ class Supervisor:
         self.uid, self.gid = uid, gid
         self._fds_to_close_in_stages.append(parent_sock.fileno())
         try:
-            # While the launcher builds the namespace: start the sink and the proxies
-            # (they import their modules in parallel), then the tcp shards once the TUN
-            # device exists; then pass the trust files on to the launcher.
-            self._start_sink_and_proxies()
+            # The launcher's first step needs us (a moment); while it builds the
+            # namespace, start the proxies and the sink (they import their modules in
+            # parallel), then the tcp shards once the TUN device exists; then pass the
+            # trust files on to the launcher.
             if config.new_user_namespace and not self._map_ids(parent_sock):
                 return EXIT_FAILED
+            self._start_sink_and_proxies()
             if not self._start_shards(parent_sock):
                 return EXIT_FAILED
             if not self._send_trust(parent_sock):
@@ -257,12 +258,14 @@ class Supervisor:
         self.suffixes = [str(i) if n > 1 else "" for i in range(n)]
         # The sink also hears from the supervisor: periodic stats for ndjson sinks.
         self.to_sink = self._ring("supervisor>sink")
-        self._start("sink", "sink", [*proxy_to_sink, self.to_sink], [],
-                    state=self.sink_state, spool_dir=self.spool_dir)
+        # The proxies first: they have the most to import.
         for i in range(n):
             self._start("proxy" + self.suffixes[i], "proxy", [self.tcp_to_proxy[i]],
                         [self.proxy_to_tcp[i], proxy_to_sink[i]],
                         keep_fds=(self.pending_cas[i].read_fd,), shard=i, ca=self.pending_cas[i])
+        self._start("sink", "sink", [*proxy_to_sink, self.to_sink], [],
+                    state=self.sink_state, spool_dir=self.spool_dir)
+        self.stages.insert(0, self.stages.pop())  # listed first, as --stats shows it
 
     def _start_shards(self, sock: socket.socket) -> bool:
         """Receive the TUN device (one fd per queue) and start the tcp shards (and the tun
