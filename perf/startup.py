@@ -72,14 +72,15 @@ def p90(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
 
 
-def timeline_of(err: str) -> dict[str, float]:
-    """``who what`` -> ms, from one run's -v output (numbers in ``what`` dropped)."""
-    marks: dict[str, float] = {}
+def timeline_of(err: str) -> dict[str, tuple[float, float]]:
+    """``who what`` -> (ms since start, CPU ms of that process so far), from one run's -v
+    output (numbers in ``what`` dropped)."""
+    marks: dict[str, tuple[float, float]] = {}
     for line in err.splitlines():
         m = MARK.match(line)
         if m:
             what = re.sub(r"\d+", "N", m[3]).strip()
-            marks.setdefault(f"{m[2]:<11} {what}", float(m[1]))
+            marks.setdefault(f"{m[2]:<11} {what}", (float(m[1]), float(m[4])))
     return marks
 
 
@@ -105,15 +106,15 @@ def main() -> int:
     setups += [(tree, [sys.executable, "-m", "httptap", *args, "--", "true"], tree) for tree in trees]
     walls: dict[str, list[float]] = {name: [] for name, _, _ in setups}
     cpus: dict[str, list[float]] = {name: [] for name, _, _ in setups}
-    marks: dict[str, dict[str, list[float]]] = {name: {} for name, _, _ in setups}
+    marks: dict[str, dict[str, list[tuple[float, float]]]] = {name: {} for name, _, _ in setups}
     for i in range(runs):
         order = setups if i % 2 == 0 else [setups[0], *reversed(setups[1:])]
         for name, argv, cwd in order:
             wall, cpu, err = measure(argv, cwd)
             walls[name].append(wall)
             cpus[name].append(cpu)
-            for mark, ms in timeline_of(err).items():
-                marks[name].setdefault(mark, []).append(ms)
+            for mark, times in timeline_of(err).items():
+                marks[name].setdefault(mark, []).append(times)
     print(f"{runs} runs each, interleaved; httptap {' '.join(args)} -- true")
     print(f"{'':40} {'median':>8} {'p90':>8} {'cpu med':>8}  (ms)")
     for name, _, _ in setups:
@@ -121,10 +122,12 @@ def main() -> int:
               f"{statistics.median(cpus[name]):8.1f}")
     if opts.timeline:
         for name, _, _ in setups[1:]:
-            print(f"\ntimeline of {name} (median of {runs} runs, ms from process start)")
-            rows = sorted(((statistics.median(v), k) for k, v in marks[name].items()))
-            for ms, mark in rows:
-                print(f"  {ms:7.1f}  {mark}")
+            print(f"\ntimeline of {name} (median of {runs} runs: ms from process start, "
+                  "and CPU ms of that process so far)")
+            rows = sorted((statistics.median(t for t, _ in v), statistics.median(c for _, c in v), k)
+                          for k, v in marks[name].items())
+            for ms, cpu, mark in rows:
+                print(f"  {ms:7.1f}  {mark:<50} cpu {cpu:6.1f}")
     return 0
 
 

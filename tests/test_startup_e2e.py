@@ -98,3 +98,31 @@ def test_a_command_that_fetches_at_once_is_seen(test_host):
     assert r.returncode == 0, r.stderr
     assert f"---> GET {url}" in r.stderr.splitlines()
     assert f"<--- 200 {url} (1024 bytes)" in r.stderr.splitlines()
+
+
+def test_a_run_without_traffic_does_not_wait_for_a_proxy_that_is_not_ready(tmp_path):
+    """The proxy stands still (as if still importing its modules) when the command exits
+    having sent nothing: the drain ends it and finishes at once, with a clean exit."""
+    go = tmp_path / "go"
+    os.mkfifo(go)
+    proc = start_httptap("-v", "--", "sh", "-c", f"read x < {go}; exit 3",
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stopped = None
+    try:
+        pids = wait_for("the proxy", lambda: (p := stage_pids(proc.pid)).get("httptap-proxy")
+                        and p.get("httptap-ns") and p)
+        stopped = pids["httptap-proxy"]
+        os.kill(stopped, signal.SIGSTOP)
+        with open(go, "w") as f:
+            f.write("go\n")
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.returncode is None:
+            if stopped is not None:
+                os.kill(stopped, signal.SIGCONT)
+            proc.kill()
+            proc.communicate()
+    text = err.decode()
+    assert proc.returncode == 3, text
+    assert "proxy ended: it was given nothing" in text
+    assert "incomplete" not in text and "no progress" not in text

@@ -53,7 +53,8 @@ from .config import Config
 from .rundir import RUN_DIR_PREFIX, make_run_dir  # noqa: F401 - RUN_DIR_PREFIX: for the tests
 from .statsview import StatsRedraw, cpu_of, isatty
 from ..plumbing.ring import Ring
-from ..plumbing.stats import Counters, SinkState, StageReport, format_table, stats_record
+from ..plumbing.stats import (MSGS_IN, MSGS_OUT, Counters, SinkState, StageReport, format_table,
+                              stats_record)
 
 if TYPE_CHECKING:
     from ..tls.pending import PendingCA
@@ -509,6 +510,7 @@ class Supervisor:
             info = signal.sigtimedwait(watched, DRAIN_POLL)
             if info is not None and info.si_signo == signal.SIGCHLD:
                 self._reap()
+                self._end_idle_proxies()
             elif info is not None:
                 # Ctrl-C (again), or a signal to httptap: stop now, writing what we can.
                 self.lost.append(f"the drain was interrupted by {signal.Signals(info.si_signo).name}")
@@ -525,6 +527,35 @@ class Supervisor:
                 self.lost.append(f"the drain did not finish (stuck: {stuck})")
                 self._stop_stages(graceful=True)
                 return
+
+    def _end_idle_proxies(self) -> None:
+        """A proxy given nothing but its finished tcp shard's Drain holds nothing: end it
+        rather than wait for it to start (it may still be importing its modules), and send
+        its Drain to the sink on its behalf. A run without traffic drains at once."""
+        if self.config.tun_stage:
+            return  # its shards' counters also count what they send the tun stage
+        for proxy in self.stages:
+            tcp = next((s for s in self.stages
+                        if s.name.startswith("tcp") and s.shard == proxy.shard), None)
+            if (not proxy.name.startswith("proxy") or proxy.status is not None
+                    or proxy.pid in self._stopping or tcp is None or tcp.status != 0
+                    or tcp.counters is None or proxy.counters is None):
+                continue
+            if not proxy_is_idle(tcp.counters.v[MSGS_OUT], proxy.counters.v[MSGS_IN],
+                                 proxy.counters.v[MSGS_OUT]):
+                continue
+            timeline.mark(f"{proxy.name} ended: it was given nothing")
+            self._end_stage(proxy)
+            try:
+                _, status, rusage = os.wait4(proxy.pid, 0)
+                proxy.status, proxy.cpu = status, rusage.ru_utime + rusage.ru_stime
+            except ChildProcessError:
+                pass  # reaped already
+            if proxy.counters.v[MSGS_OUT] == 0:
+                # (Had it published its own Drain uncounted, the sink would read a second
+                # one from this ring, which changes nothing.)
+                self._owed_drains += [r for r in proxy.outputs if self._consumer_of(r)]
+        self._send_owed_drains()
 
     def _sink_dead(self) -> bool:
         return any(s.name == "sink" and s.status is not None for s in self.stages)
@@ -650,6 +681,12 @@ class Supervisor:
                 ring_waits=sum(s["waits"] for s in ring_stats),
             ))
         return reports
+
+
+def proxy_is_idle(tcp_sent: int, proxy_received: int, proxy_sent: int) -> bool:
+    """Whether a proxy has nothing to drain: its tcp shard (finished) sent it one record,
+    the Drain, and the proxy has neither taken nor sent anything yet."""
+    return tcp_sent == 1 and proxy_received == 0 and proxy_sent == 0
 
 
 def run_supervisor(config: Config) -> int:
