@@ -70,3 +70,22 @@ def test_without_verbose_a_run_prints_no_timeline():
     r = run_httptap("--", "true")
     assert r.returncode == 0, r.stderr
     assert marks(r.stderr) == []
+
+
+@pytest.mark.root
+def test_verbose_into_a_pipe_closed_early_keeps_the_commands_status():
+    """The timeline's lines are written where a closed pipe means EPIPE, never SIGPIPE (the
+    command's own SIGPIPE is back to its default only after its last line)."""
+    import subprocess
+    import sys
+
+    reader = subprocess.Popen(["head", "-c", "1"], stdin=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL)
+    try:
+        r = subprocess.run([sys.executable, "-m", "httptap", "-v", "--", "sh", "-c", "exit 4"],
+                           stderr=reader.stdin, stdout=subprocess.DEVNULL, timeout=60,
+                           start_new_session=True)
+    finally:
+        reader.stdin.close()
+        reader.wait(timeout=30)
+    assert r.returncode == 4

@@ -446,6 +446,7 @@ def _become(run_as: tuple[int, int, str, str], env: dict[str, str]) -> None:
 
 
 def _exec_command(config: Config) -> NoReturn:
+    timeline.mark("exec")  # before SIGPIPE is back to its default: -v into a closed pipe
     # Undo what the supervisor set up for itself: blocked signals, Python's SIGPIPE
     # and SIGINT handling. The command must start with the defaults a shell gives it.
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
@@ -458,7 +459,6 @@ def _exec_command(config: Config) -> NoReturn:
     if config.run_as is not None:
         _become(config.run_as, env)
     argv = list(config.command)
-    timeline.mark("exec")
     try:
         os.execvpe(argv[0], argv, env)
     except FileNotFoundError:
