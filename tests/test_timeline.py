@@ -56,7 +56,7 @@ def test_verbose_run_shows_each_step_of_every_process_in_order():
     for step in [("supervisor", "interpreter up"), ("supervisor", "options parsed"),
                  ("ca", "CA ready"), ("launcher", "namespaces made"),
                  ("launcher", "TUN device up"), ("command", "exec"), ("tcp", "ready"),
-                 ("sink", "ready"), ("proxy", "imported"),
+                 ("sink", "ready"),
                  ("supervisor", "drain done"), ("supervisor", "exit 0")]:
         assert step in seen, (step, r.stderr)
     order = [seen.index(s) for s in [("supervisor", "options parsed"),
