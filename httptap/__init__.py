@@ -20,8 +20,8 @@ Map of the package, in the order data flows (see ../shared/DESIGN.md for the why
   - ``tls/``     ``clienthello``, ``tlsterm`` (both TLS sessions over memory BIOs), with
                  ``ca`` and ``trust`` (the run's CA, and the files that make it trusted),
                  ``pending`` (the CA's way to a proxy forked before it existed);
-  - ``http/``    ``http1`` (with ``h1heads``, ``h1readers``), ``http2`` (with ``h2frames``,
-                 ``h2reset``), their ``events``,
+  - ``http/``    ``http1`` (with ``h1heads``, ``h1sides``, ``h1readers``), ``http2``
+                 (with ``h2frames``, ``h2reset``), their ``events``,
                  ``contentcoding``, ``headers``, ``report`` (events into the sink's
                  messages), ``websocket`` with ``wsreport``;
   - ``flow/``    ``core``: one proxied connection (what it is, TLS, decoding, credit),

@@ -3,7 +3,8 @@
 Run (as root: it creates a test host, a network namespace with a veth pair):
 
     .venv/bin/python perf/bench.py [--quick] [--only NAME,...] [--reps N]
-                                   [--workers N,...] [--png PATH] [--json PATH] [--no-peers]
+                                   [--workers N,...] [--pin CLIENT:TOOL|auto]
+                                   [--png PATH] [--json PATH] [--no-peers]
 
 Workloads (names for --only):
   bulk_http      curl downloads a 1 GiB file over HTTP (256 MiB with --quick), MB/s
@@ -14,7 +15,13 @@ Workloads (names for --only):
                  (under httptap: two handshakes, the command's and the upstream's), requests/s
   keepalive      50 concurrent keep-alive clients for 5 s (wrk, else an asyncio client),
                  requests/s and p99 latency in ms
+  new_conn_conc  50 concurrent clients for 5 s (wrk), each request on a new connection,
+                 requests/s: the new-connection workload that --workers can spread
   startup        wall time of `httptap -- true` (median of 10) and of `true`
+
+--pin puts the client and the server on some CPUs and the tool on the others (taskset;
+see pinning.py), so that a --workers curve (--workers 1,2,4,8) means something on a
+machine with the cores for it; with too few CPUs it says so and runs unpinned.
 
 Every workload runs --reps times (default 3) per setup, setups interleaved
 within a repetition; the table shows medians and ratio = httptap / direct.
@@ -50,7 +57,8 @@ sys.path.insert(0, str(HERE))
 from procs import REPO, on_cleanup, raise_exit, run_cleanups  # noqa: E402
 from report import fmt, print_report, summarize, write_json, write_png  # noqa: E402
 from server import start_server  # noqa: E402
-from setups import Setup, make_setups  # noqa: E402
+from pinning import choose as choose_pin, pin_tree  # noqa: E402
+from setups import Setup, apply_pin, make_setups  # noqa: E402
 from workloads import WORKLOADS, Ctx, Measure, jobs  # noqa: E402
 
 GiB = 1 << 30
@@ -98,6 +106,10 @@ def main() -> int:
     ap.add_argument("--workers", default="1",
                     help="comma-separated httptap --workers values; each value other than "
                     "the first adds a column httptap-wN (e.g. --workers 1,2)")
+    ap.add_argument("--pin", metavar="CLIENT:TOOL|auto",
+                    help="CPU lists (taskset syntax) for the client and server, and for the "
+                    "tool: e.g. 0-3:4-15; auto: the first quarter (1-4 CPUs) for the client "
+                    "and server, the rest for the tool")
     args = ap.parse_args()
     only = [w.strip() for w in args.only.split(",")] if args.only else list(WORKLOADS)
     bad = [w for w in only if w not in WORKLOADS]
@@ -139,6 +151,20 @@ def main() -> int:
                   args.quick, wrk)
         workers = [int(w) for w in args.workers.split(",") if w.strip()] or [1]
         setups, missing = make_setups(server, workers, not args.no_peers, workdir)
+        if args.pin:
+            try:
+                pin, why = choose_pin(args.pin, os.sched_getaffinity(0))
+            except ValueError as exc:
+                print(f"bench: {exc}", file=sys.stderr)
+                return 2
+            if pin is None:
+                print(f"bench: {why}", file=sys.stderr, flush=True)
+            else:
+                if server.pid is not None:
+                    pin_tree(server.pid, pin.client)
+                apply_pin(setups, pin)
+                server.description += f"; pinned: {pin.describe()}"
+                print(f"bench: pinned: {pin.describe()}", flush=True)
         print(f"bench: server {server.description} on {server.host.ipv4} (namespace "
               f"{server.host.netns}); setups: {', '.join(s.name for s in setups)}"
               + (f"; not installed: {', '.join(missing)}" if missing else ""), flush=True)

@@ -2,14 +2,22 @@
 
     python perf/clients.py seq  --url URL [--n 2000] [--deadline 60] [--proxy HOST:PORT]
     python perf/clients.py conc --url URL [--conns 50] [--seconds 5] [--proxy HOST:PORT]
+    python perf/clients.py churn --url URL [--n 100000] [--every 10000] [--conc 4]
+                                 [--deadline 1200] [--ack-timeout 60]
 
 ``seq``: N GET requests one after the other, each on a new TCP connection
 (``Connection: close``), body read in full; with an https URL, each a new TLS handshake.
 ``conc``: CONNS keep-alive connections, each sending GET after GET for SECONDS
 (asyncio; used when ``wrk`` is not installed, and for the explicit-proxy peer).
 
-Both print one JSON object on stdout: requests, errors, seconds, req_s and,
-for ``conc``, latency percentiles in ms. With ``--proxy`` the requests go to
+``churn``: N GETs, each on a new connection (``Connection: close``; with an https URL a
+new TLS handshake too, trusting the default CA store), CONC at a time, for
+perf/bench_memory.py: at 0 and after every EVERY completed requests it stops opening
+connections, prints a checkpoint line (JSON: done, errors, seconds) and waits for a line on
+stdin (the benchmark samples memory meanwhile; at most ACK_TIMEOUT seconds), then goes on.
+
+``seq`` and ``conc`` print one JSON object on stdout: requests, errors, seconds, req_s and,
+for ``conc``, latency percentiles in ms; ``churn`` ends with one like ``seq``'s. With ``--proxy`` the requests go to
 that HTTP proxy in absolute form (``GET http://host:port/path``). Every loop is
 bounded in count and in time.
 """
@@ -132,6 +140,100 @@ async def _conc(url: str, conns: int, seconds: float, proxy: str | None) -> dict
             "p50_ms": pct(50), "p99_ms": pct(99), "max_ms": pct(100)}
 
 
+async def _churn(url: str, n: int, every: int, conc: int, deadline_s: float,
+                 ack_timeout: float) -> dict:
+    """Raw sockets (no http.client): a new connection per request costs the client little,
+    so the rate is httptap's. The response is read to EOF (the server closes)."""
+    u = urllib.parse.urlsplit(url)
+    tls = None
+    if u.scheme == "https":   # a full handshake each time (no session reuse)
+        import ssl
+
+        tls = ssl.create_default_context()
+    host, port = u.hostname or "", u.port or (443 if tls else 80)
+    request = (f"GET {u.path or '/'} HTTP/1.1\r\nHost: {u.netloc}\r\n"
+               f"User-Agent: httptap-churn\r\nConnection: close\r\n\r\n").encode()
+    loop = asyncio.get_running_loop()
+    t0 = time.perf_counter()
+    deadline = t0 + deadline_s
+    started = done = errors = 0
+    first_error = ""
+    every = max(1, every)
+    next_checkpoint = 0
+    gate = asyncio.Event()           # set while connections may be opened
+    idle = asyncio.Event()           # set when no request is in flight
+    idle.set()
+    in_flight = 0
+
+    async def one() -> None:
+        nonlocal done, errors, first_error, in_flight
+        in_flight += 1
+        idle.clear()
+        writer = None
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port, ssl=tls), 10)
+            writer.write(request)
+            data = await asyncio.wait_for(reader.read(1 << 20), 10)
+            total = data
+            for _ in range(64):          # the rest of the response, up to EOF
+                more = await asyncio.wait_for(reader.read(1 << 20), 10)
+                if not more:
+                    break
+                total += more
+            if total.startswith(b"HTTP/1.1 200"):
+                done += 1
+            else:
+                errors += 1
+                first_error = first_error or total[:40].decode(errors="replace")
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
+            errors += 1
+            first_error = first_error or repr(exc)
+        finally:
+            if writer is not None:
+                writer.close()
+            in_flight -= 1
+            if not in_flight:
+                idle.set()
+
+    async def checkpoint() -> None:
+        """All in flight finished: report, wait for the sampler's line (or its timeout)."""
+        await idle.wait()
+        line = json.dumps({"checkpoint": started, "done": done, "errors": errors,
+                           "seconds": round(time.perf_counter() - t0, 3)})
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+        try:
+            await asyncio.wait_for(loop.run_in_executor(None, sys.stdin.readline), ack_timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    tasks: set[asyncio.Task] = set()
+    sem = asyncio.Semaphore(max(1, conc))
+    last_checkpoint = -1
+    for _ in range(2 * n + 2):       # n connections and at most n + 1 checkpoints
+        if started == next_checkpoint:
+            await asyncio.gather(*tasks)
+            await checkpoint()
+            last_checkpoint = started
+            if started >= n:
+                break
+            next_checkpoint = min(n, started + every)
+        if time.perf_counter() > deadline:
+            break
+        await sem.acquire()
+        started += 1
+        task = asyncio.ensure_future(one())
+        tasks.add(task)
+        task.add_done_callback(lambda t: (tasks.discard(t), sem.release()))
+    await asyncio.gather(*tasks)
+    if last_checkpoint != started:
+        await checkpoint()           # stopped at the deadline: a last point
+    elapsed = time.perf_counter() - t0
+    return {"requests": done, "errors": errors, "first_error": first_error,
+            "seconds": elapsed, "req_s": done / elapsed if elapsed > 0 else 0.0}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="mode", required=True)
@@ -146,8 +248,18 @@ def main() -> None:
     c.add_argument("--conns", type=int, default=50)
     c.add_argument("--seconds", type=float, default=5.0)
     c.add_argument("--proxy")
+    h = sub.add_parser("churn")
+    h.add_argument("--url", required=True)
+    h.add_argument("--n", type=int, default=100_000)
+    h.add_argument("--every", type=int, default=10_000)
+    h.add_argument("--conc", type=int, default=4)
+    h.add_argument("--deadline", type=float, default=1200.0)
+    h.add_argument("--ack-timeout", type=float, default=60.0)
     a = ap.parse_args()
-    if a.mode == "seq":
+    if a.mode == "churn":
+        out = asyncio.run(_churn(a.url, min(a.n, 10_000_000), a.every, a.conc,
+                                 min(a.deadline, 3600.0), a.ack_timeout))
+    elif a.mode == "seq":
         out = run_seq(a.url, a.n, a.deadline, a.proxy, a.cafile)
     else:
         out = asyncio.run(_conc(a.url, a.conns, min(a.seconds, 120.0), a.proxy))

@@ -200,6 +200,41 @@ def _read_proc(pid: int) -> tuple[str, list[str], int, int, float] | None:
         return None
 
 
+def memory_kb(pid: int) -> dict[str, int] | None:
+    """RSS, PSS and USS (private clean + private dirty) of ``pid`` in kB, from
+    ``/proc/PID/smaps_rollup``; None if the process is gone."""
+    out = {"rss": 0, "pss": 0, "uss": 0}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key == "Rss":
+                    out["rss"] = int(rest.split()[0])
+                elif key == "Pss":
+                    out["pss"] = int(rest.split()[0])
+                elif key in ("Private_Clean", "Private_Dirty"):
+                    out["uss"] += int(rest.split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+    return out
+
+
+def tool_pids(root: int, is_tool: Callable[[str, list[str]], bool]) -> list[tuple[int, str]]:
+    """(pid, comm) of ``root`` and of its descendants that ``is_tool`` accepts, not
+    descending into the others (the command a tool runs)."""
+    kids = children_map()
+    out: list[tuple[int, str]] = []
+    todo = [root]
+    while todo and len(out) < 1000:
+        pid = todo.pop()
+        info = _read_proc(pid)
+        if info is None or not (pid == root or is_tool(info[0], info[1])):
+            continue
+        out.append((pid, info[0]))
+        todo.extend(kids.get(pid, []))
+    return out
+
+
 def is_httptap_process(comm: str, argv: list[str]) -> bool:
     """httptap's supervisor, launcher and stages: comm ``httptap-*`` or ``python -m httptap``."""
     if comm.startswith("httptap"):
@@ -228,16 +263,7 @@ class ToolSampler:
         self.cpu: dict[int, float] = {}
 
     def _tool_pids(self, root: int) -> list[int]:
-        kids = children_map()
-        out, todo = [], [root]
-        while todo and len(out) < 1000:
-            pid = todo.pop()
-            info = _read_proc(pid)
-            if info is None or not (pid == root or self.is_tool(info[0], info[1])):
-                continue
-            out.append(pid)
-            todo.extend(kids.get(pid, []))
-        return out
+        return [pid for pid, _ in tool_pids(root, self.is_tool)]
 
     def _loop(self, root: int) -> None:
         deadline = time.monotonic() + 3600

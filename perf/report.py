@@ -28,6 +28,7 @@ METRICS = [
     ("new_conn_tls", f"{SEQ_TLS_REQUESTS} HTTPS GETs, new TLS each", "req/s", True),
     ("keepalive", f"{CONC_CLIENTS} keep-alive clients", "req/s", True),
     ("keepalive_p99", "  keep-alive p99 latency", "ms", False),
+    ("new_conn_conc", f"{CONC_CLIENTS} clients, new conn each", "req/s", True),
     ("startup", "start-up (`-- true`)", "ms", False),
     ("peak_rss", "peak RSS of tool (bulk HTTP)", "MB", False),
     ("peak_pss", "peak PSS of tool (bulk HTTP)", "MB", False),
@@ -133,7 +134,8 @@ def format_table(summary: dict[str, dict[str, Any]], setups: list[str]) -> str:
 def format_cpu(summary: dict[str, dict[str, Any]], setups: list[str]) -> str:
     lines = ["CPU seconds used by the tool's own processes per run (median; httptap: sum of the "
              "--stats `cpu s` column, [sampled from /proc]):"]
-    for key in ("bulk_http", "bulk_https", "new_conn", "new_conn_tls", "keepalive"):
+    for key in ("bulk_http", "bulk_https", "new_conn", "new_conn_tls", "keepalive",
+                "new_conn_conc"):
         per = summary.get(key, {})
         cells = []
         for s in setups:
@@ -145,6 +147,63 @@ def format_cpu(summary: dict[str, dict[str, Any]], setups: list[str]) -> str:
         if cells:
             lines.append(f"  {key:<11} " + "   ".join(cells))
     return "\n".join(lines)
+
+
+def stage_cpu(run: dict[str, Any], per: float) -> dict[str, float] | None:
+    """One run's --stats CPU per stage kind (shards summed: ``tcp0`` + ``tcp1`` -> ``tcp``)
+    divided by ``per``, and for kinds with several shards the busiest shard's share
+    (``tcp max``, 0..1)."""
+    cpu = run.get("stage_cpu_s")
+    if not cpu or not per:
+        return None
+    kinds: dict[str, list[float]] = {}
+    for stage, secs in cpu.items():
+        kinds.setdefault(stage.rstrip("0123456789"), []).append(secs)
+    out = {k: sum(v) / per for k, v in kinds.items()}
+    for k, v in kinds.items():
+        if len(v) > 1 and sum(v) > 0:
+            out[f"{k} max"] = max(v) / sum(v)
+    return out
+
+
+def format_stage_cpu(summary: dict[str, dict[str, Any]], setups: list[str],
+                     bulk_size: int) -> str:
+    """httptap's CPU per request (µs) or per GiB (s) for each stage, median over the runs:
+    the budget that says which stage saturates first when there are cores to spare."""
+    lines = ["httptap CPU per request by stage (median of runs; --stats `cpu s` / requests; "
+             "bulk: s per GiB; shards summed, [busiest shard's share]):"]
+    for key in ("bulk_http", "bulk_https", "new_conn", "new_conn_tls", "keepalive",
+                "new_conn_conc"):
+        for s in setups:
+            runs = summary.get(key, {}).get(s, {}).get("runs", [])
+            rows = []
+            for r in runs:
+                if r.get("value") is None:
+                    continue
+                if key.startswith("bulk"):
+                    row = stage_cpu(r, bulk_size / (1 << 30))
+                else:
+                    row = stage_cpu(r, r.get("requests", 0) / 1e6)
+                if row:
+                    rows.append(row)
+            if not rows:
+                continue
+            unit = "s/GiB" if key.startswith("bulk") else "µs"
+            cells = []
+            for kind in ("tcp", "tun", "proxy", "sink"):
+                vals = [r[kind] for r in rows if kind in r]
+                if not vals:
+                    continue
+                cell = f"{kind} {statistics.median(vals):.{2 if unit == 's/GiB' else 0}f}"
+                shares = [r[f"{kind} max"] for r in rows if f"{kind} max" in r]
+                if shares:
+                    cell += f" [{statistics.median(shares):.0%}]"
+                cells.append(cell)
+            total = statistics.median(sum(v for k, v in r.items() if not k.endswith(" max"))
+                                      for r in rows)
+            lines.append(f"  {key:<11} {s:<11} " + "  ".join(cells)
+                         + f"  all {total:.{2 if unit == 's/GiB' else 0}f} {unit}")
+    return "\n".join(lines) if len(lines) > 1 else ""
 
 
 def write_png(path: str, summary: dict[str, dict[str, Any]], setups: list[str]) -> str:
@@ -204,6 +263,10 @@ def print_report(summary: dict[str, dict[str, Any]], notes: dict[str, str], serv
     print(format_table(summary, names))
     print()
     print(format_cpu(summary, names))
+    per_stage = format_stage_cpu(summary, names, bulk_size)
+    if per_stage:
+        print()
+        print(per_stage)
     failures = [(wl, s, e) for wl, per in summary.items() for s, ent in per.items()
                 for e in ent["errors"] if e != "not applicable" and wl in WORKLOADS]
     if failures:

@@ -173,6 +173,7 @@ class Server:
     http_url: str           # base URL, plain
     https_url: str | None   # base URL, TLS (nginx, or the test host's TLS server if any)
     ca: str | None          # the CA that signed the server's certificate
+    pid: int | None = None  # the server's process (nginx's master), for --pin
 
     @property
     def http_port(self) -> int:
@@ -191,12 +192,13 @@ def start_server(workdir: str, bulk_size: int) -> Server:
     host = TestHost({"bulk": bulk_size, "small": SMALL_SIZE}, ipv6=False)
     on_cleanup(host.close)
     ca = crt = key = None
+    pid = host._proc.pid if getattr(host, "_proc", None) is not None else None
     server = "python (tests/servers.py)"
     https_url = None
     http_url = host.url("").rstrip("/")
     if os.path.exists(NGINX):
         ca, crt, key = make_certs(workdir, host.ipv4)
-        start_nginx(host, workdir, crt, key)
+        pid = start_nginx(host, workdir, crt, key).pid
         ver = run([NGINX, "-v"], timeout=10).stderr.strip()
         server = f"nginx ({ver.split('/')[-1]}), 1 worker"
         http_url = f"http://{host.ipv4}:{NGINX_HTTP_PORT}"
@@ -208,4 +210,4 @@ def start_server(workdir: str, bulk_size: int) -> Server:
         print(f"bench: {NGINX} not found: using the test host's Python servers, which are "
               "slow for small requests. Install nginx for real figures: "
               "apt-get install nginx-light (or nginx)", file=sys.stderr)
-    return Server(host, server, http_url, https_url, ca)
+    return Server(host, server, http_url, https_url, ca, pid)

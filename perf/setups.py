@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from pinning import Pin, pin_tree
 from procs import ToolSampler, is_httptap_process, kill_tree, on_cleanup, run
 from server import Server, wait_accepting
 
@@ -41,6 +42,7 @@ class Setup:
     is_tool: Callable[[str, list[str]], bool] | None = None
     tool_root: Callable[[], int | None] | None = None  # a daemon's pid (proxy, slirp4netns)
     note: str = ""
+    startup_prefix: list[str] | None = None  # for `<tool> -- true`, when not ``prefix``
 
     def sampler(self) -> ToolSampler | None:
         if self.is_tool is None:
@@ -59,7 +61,8 @@ def httptap_setup(http_port: int, https_port: int | None, ca: str | None,
     return Setup("httptap" if workers == 1 else f"httptap-w{workers}",
                  [sys.executable, "-m", "httptap", *ports, "--stats", "--stderr", "--"],
                  env, is_tool=is_httptap_process,
-                 note="" if workers == 1 else f"--workers {workers}")
+                 note="" if workers == 1 else f"--workers {workers}",
+                 startup_prefix=[sys.executable, "-m", "httptap", *ports, "--"])
 
 
 def pasta_setup() -> Setup | None:
@@ -165,3 +168,22 @@ def make_setups(server: Server, workers: list[int], peers: bool,
             else:
                 missing.append(label)
     return setups, missing
+
+
+def apply_pin(setups: list[Setup], pin: Pin) -> None:
+    """Pin each setup's client to ``pin.client`` and its tool to ``pin.tool`` (see
+    pinning.py): taskset in front of the commands started per run, the mask set now on
+    the daemons already running."""
+    client, tool = pin.client_prefix(), pin.tool_prefix()
+    for s in setups:
+        if s.name == "direct":
+            s.prefix = client + s.prefix
+        elif s.tool_root is None:           # httptap, pasta: the tool starts the client
+            s.prefix = tool + s.prefix + client
+            if s.startup_prefix is not None:
+                s.startup_prefix = tool + s.startup_prefix
+        else:                               # slirp4netns, mitmdump: a daemon, running
+            s.prefix = s.prefix + client
+            root = s.tool_root()
+            if root is not None:
+                pin_tree(root, pin.tool)

@@ -12,6 +12,9 @@ for the JSON (wall time, the tool's CPU and memory, httptap's per-stage CPU from
   connection (and TLS handshake) each; requests/s as timed by the client.
 - keepalive: ``wrk`` (else ``clients.py conc``), 50 keep-alive connections for 5 s;
   requests/s and p99 latency.
+- new_conn_conc: ``wrk -H 'Connection: close'``, 50 clients for 5 s, each request on a
+  new connection (wrk reconnects when the server closes): what ``--workers`` can
+  spread over shards, unlike ``new_conn``'s one connection at a time. Needs wrk.
 - startup: wall time of ``<tool> -- true``, median of 10 runs.
 """
 
@@ -35,7 +38,8 @@ SEQ_TLS_REQUESTS = 500       # each a full TLS handshake (both ways under httpta
 CONC_CLIENTS = 50
 CONC_SECONDS = 5.0
 STARTUP_RUNS = 10
-WORKLOADS = ("bulk_http", "bulk_https", "new_conn", "new_conn_tls", "keepalive", "startup")
+WORKLOADS = ("bulk_http", "bulk_https", "new_conn", "new_conn_tls", "keepalive", "new_conn_conc",
+             "startup")
 
 @dataclass
 class Ctx:
@@ -169,11 +173,15 @@ def _wrk_ms(value: str, unit: str) -> float:
     return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
 
-def w_keepalive(ctx: Ctx, setup: Setup, workdir: str) -> Measure:
+def w_keepalive(ctx: Ctx, setup: Setup, workdir: str, close: bool = False) -> Measure:
     url = ctx.http_url + "/small"
     secs = CONC_SECONDS
+    if close and not ctx.wrk:
+        return Measure(None, error="needs wrk")
     if ctx.wrk:
         cmd = [ctx.wrk, "-t2", f"-c{CONC_CLIENTS}", f"-d{secs:g}s", "--timeout", "5s", "--latency"]
+        if close:
+            cmd += ["-H", "Connection: close"]
         if setup.proxy:
             script = os.path.join(workdir, "proxy.lua")
             Path(script).write_text(f'wrk.path = "{url}"\n')
@@ -220,9 +228,7 @@ def w_startup(ctx: Ctx, setup: Setup) -> Measure:
         return Measure(None, error="not applicable")
     times = []
     env = setup.env
-    prefix = setup.prefix
-    if setup.name.startswith("httptap"):
-        prefix = [sys.executable, "-m", "httptap", *setup.prefix[3:-3], "--"]
+    prefix = setup.startup_prefix if setup.startup_prefix is not None else setup.prefix
     for _ in range(STARTUP_RUNS):
         r = run(prefix + ["true"], timeout=30, env=env)
         if r.rc != 0:
@@ -240,5 +246,6 @@ def jobs(ctx: Ctx, workdir: str) -> dict[str, Callable[[Setup], Measure]]:
         "new_conn": lambda s: w_new_conn(ctx, s),
         "new_conn_tls": lambda s: w_new_conn(ctx, s, tls=True),
         "keepalive": lambda s: w_keepalive(ctx, s, workdir),
+        "new_conn_conc": lambda s: w_keepalive(ctx, s, workdir, close=True),
         "startup": lambda s: w_startup(ctx, s),
     }

@@ -16,7 +16,7 @@ import pytest
 from httptap.plumbing import messages
 from httptap.tls.ca import CertificateAuthority
 from httptap.flow.commands import (
-    ABORT_UPSTREAM, CLOSE_UPSTREAM, FIN_TO_COMMAND, FIN_UPSTREAM, PAUSE_UPSTREAM,
+    ABORT_UPSTREAM, CLOSE_UPSTREAM, FIN_TO_COMMAND, FIN_UPSTREAM, FLOW_OVER, PAUSE_UPSTREAM,
     RESUME_UPSTREAM, Credit, FlowSettings, Report, ResetCommand, SendToCommand, SendUpstream,
     SetTimer)
 from httptap.flow.core import MAX_IN_FLIGHT, TLS_HANDSHAKE_TIMEOUT, FlowCore, Mode
@@ -81,7 +81,7 @@ def test_http_request_and_response_are_relayed_and_reported():
         report(messages.HttpResponse, exchange=1, status=200, body_size=2, error="")]
     core.close()
     core.final_report(T0 + 3)
-    assert core.take() == [SetTimer(None), CLOSE_UPSTREAM]  # nothing pending: no summary
+    assert core.take() == [CLOSE_UPSTREAM]  # nothing pending: no summary
 
 
 def test_unanswered_request_is_reported_at_the_end():
@@ -91,7 +91,7 @@ def test_unanswered_request_is_reported_at_the_end():
     core.command_reset()
     core.final_report(T0 + 1)
     assert core.take() == [
-        SetTimer(None), ABORT_UPSTREAM,
+        ABORT_UPSTREAM,
         report(messages.HttpResponse, exchange=1, error="the connection closed before a response")]
 
 
@@ -109,7 +109,7 @@ def test_other_ports_are_raw_and_summarised():
     assert core.take() == [SendToCommand(b"world!")]
     core.close()
     core.final_report(T0 + 2)
-    assert core.take() == [SetTimer(None), CLOSE_UPSTREAM, report(
+    assert core.take() == [CLOSE_UPSTREAM, report(
         messages.TcpSummary, client="10.1.1.100:40000", server="192.0.2.9:5432",
         bytes_sent=5, bytes_received=6, duration=2.0)]
 
@@ -134,9 +134,42 @@ def test_half_closes_pass_each_way():
     core.upstream_data(b"late answer", T0)
     assert core.take() == [SendToCommand(b"late answer")]
     core.upstream_eof(T0)
-    assert core.take() == [FIN_TO_COMMAND]
+    # Both done: the socket closes now, the summary goes out, the flow is over.
+    assert core.take() == [FIN_TO_COMMAND, CLOSE_UPSTREAM,
+                           report(messages.TcpSummary, bytes_sent=1, bytes_received=11),
+                           FLOW_OVER]
     core.upstream_lost(None, T0)
     assert core.take() == []  # the FIN went already
+
+
+def test_a_connection_closed_both_ways_is_over_at_once():
+    """The server closes first (an HTTP/1.0-style response), then the command: at the
+    command's FIN the upstream socket is closed and the flow is over (FlowOver), not
+    half-closed and kept until the tcp stage forgets the flow."""
+    core = core_for(80)
+    core.command_data(REQUEST, T0)
+    core.upstream_data(RESPONSE, T0)
+    core.upstream_eof(T0)
+    assert core.take()[-1:] == [FIN_TO_COMMAND]
+    core.command_eof(T0)
+    assert core.take() == [CLOSE_UPSTREAM, FLOW_OVER]  # the exchange was reported already
+    core.upstream_lost(None, T0)  # (what closing it makes the socket say)
+    core.close()
+    core.final_report(T0)
+    assert core.take() == []  # over: nothing more, the final report not twice
+
+
+def test_an_unanswered_request_is_reported_when_both_sides_have_closed():
+    core = core_for(80)
+    core.command_data(REQUEST, T0)
+    core.take()
+    core.command_eof(T0)
+    assert core.take() == [FIN_UPSTREAM]
+    core.upstream_eof(T0 + 2)
+    assert core.take() == [
+        FIN_TO_COMMAND, CLOSE_UPSTREAM,
+        report(messages.HttpResponse, status=0, error="the connection closed before a response"),
+        FLOW_OVER]
 
 
 def test_upstream_reset_resets_the_command():
@@ -365,7 +398,8 @@ def test_tls_half_close_passes_close_notify_and_fin_each_way(tmp_path):
     world.core.upstream_data(world.server[2].read(), T0)
     world.core.upstream_eof(T0)
     cmds = world.core.take()
-    assert isinstance(cmds[0], SendToCommand) and cmds[1:] == [FIN_TO_COMMAND]
+    assert isinstance(cmds[0], SendToCommand) and cmds[1:3] == [FIN_TO_COMMAND, CLOSE_UPSTREAM]
+    assert cmds[-1] == FLOW_OVER
     world.command[1].write(cmds[0].data)
     with pytest.raises(ssl.SSLZeroReturnError):  # (it had sent its own: both are done)
         world.command[0].read(100)  # the command got the server's close_notify
@@ -375,7 +409,7 @@ def test_command_reset_during_tls_resets_upstream(tmp_path):
     world = TlsWorld(tmp_path, server_alpn=["http/1.1"])
     world.pump()
     world.core.command_reset()
-    assert world.core.take() == [SetTimer(None), ABORT_UPSTREAM]
+    assert world.core.take() == [ABORT_UPSTREAM]
 
 
 def test_a_broken_client_hello_is_relayed_raw():
@@ -469,7 +503,7 @@ def test_a_client_that_rejects_our_certificate_is_told_once_per_name(tmp_path):
     world.pump()
     assert world.command_error is not None  # its verification failed; it sent an alert
     assert report(messages.Notice, level="error", text=HINT) in world.log
-    assert world.log[-2:] == [SetTimer(None), ABORT_UPSTREAM]
+    assert world.log[-1:] == [ABORT_UPSTREAM]
     # A second connection to the same name (the same proxy's settings): no second line.
     again = TlsWorld(tmp_path, server_alpn=["http/1.1"], command_trusts_us=False,
                      same_proxy_as=world)
@@ -507,7 +541,7 @@ def test_other_tls_failures_of_the_command_are_not_called_rejections(tmp_path):
     world.core.command_data(b"\x17\x03\x03\x00\x05garbage", T0)  # a record that does not decrypt
     cmds = world.core.take()
     assert not any(isinstance(c, Report) for c in cmds)  # (a verbose-only line)
-    assert cmds[-2:] == [SetTimer(None), ABORT_UPSTREAM]
+    assert cmds[-1:] == [ABORT_UPSTREAM] and SetTimer(None) not in cmds  # (none in force)
 
 
 # --- CONNECT tunnels (a program configured with an explicit proxy) ---------------------------
@@ -604,7 +638,7 @@ def test_websocket_messages_each_way_are_reported_and_relayed():
         messages.WsMessage, from_client=True, opcode=8, close_code=1000, close_reason="bye")]
     core.close()
     core.final_report(T0 + 5)
-    assert core.take() == [SetTimer(None), CLOSE_UPSTREAM, report(
+    assert core.take() == [CLOSE_UPSTREAM, report(
         messages.WsEnd, exchange=1, time=T0 + 5, url="ws://h/chat", messages_sent=1,
         messages_received=1, pings_received=1, pongs_sent=0, error="")]
 
@@ -649,7 +683,7 @@ def test_a_protocol_break_ends_decoding_and_the_bytes_still_pass():
     assert core.take() == [SendUpstream(later)]
     core.close()
     core.final_report(T0 + 3)
-    assert core.take() == [SetTimer(None), CLOSE_UPSTREAM]  # the WsEnd went already
+    assert core.take() == [CLOSE_UPSTREAM]  # the WsEnd went already
 
 
 def test_an_extension_we_cannot_follow_leaves_the_websocket_undecoded():
@@ -704,6 +738,48 @@ def test_a_second_connection_to_the_same_server_resumes_the_upstream_session(tmp
     again.pump()
     assert again.command_error is None and again.core.mode is Mode.TLS
     assert again.core.upstream_tls is not None and again.core.upstream_tls.resumed
+
+
+def _exchange_and_end(world: TlsWorld, now: float) -> None:
+    world.pump()
+    world.command[0].write(REQUEST)
+    world.pump()
+    world.server[0].write(RESPONSE)
+    world.pump()
+    world.core.close()
+    world.core.final_report(now)
+
+
+def test_a_resumed_session_is_kept_while_young_then_renewed(tmp_path, monkeypatch):
+    """A connection that resumed the cached session leaves it in place until it is half
+    way through its lifetime: taking a new one from OpenSSL copies it (costly), and on
+    CPython 3.10-3.12.7 and 3.13.0 every read of ``SSLObject.session`` leaks that copy
+    (gh-116810; 63 MB per 10,000 HTTPS connections in perf/bench_memory.py --https)."""
+    world = TlsWorld(tmp_path, server_alpn=["http/1.1"])
+    _exchange_and_end(world, T0)
+    ((key, first),) = world.core.settings.sessions.items()
+    reads = [0]
+    getter = ssl.SSLObject.session
+
+    def counting_getter(self: ssl.SSLObject) -> Any:
+        reads[0] += 1
+        return getter.fget(self)  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(ssl.SSLObject, "session", property(counting_getter, getter.fset))
+    young = first.time + first.timeout / 4
+    for now in (young, young):  # twice: one ticket serves many resumptions
+        again = TlsWorld(tmp_path, server_alpn=["http/1.1"], same_proxy_as=world)
+        _exchange_and_end(again, now)
+        assert again.core.upstream_tls is not None and again.core.upstream_tls.resumed
+        assert world.core.settings.sessions == {key: first}
+        assert world.core.settings.sessions[key] is first
+    assert reads == [0]
+    old = first.time + first.timeout * 3 / 4
+    again = TlsWorld(tmp_path, server_alpn=["http/1.1"], same_proxy_as=world)
+    _exchange_and_end(again, old)
+    assert again.core.upstream_tls is not None and again.core.upstream_tls.resumed
+    renewed = world.core.settings.sessions[key]
+    assert renewed is not first and renewed.has_ticket
 
 
 # --- h2c through an HTTP/1.1 Upgrade ------------------------------------------------------------

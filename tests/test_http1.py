@@ -873,3 +873,107 @@ def test_switch_proposals_and_what_accepts_them() -> None:
     assert Switch.CONNECT.accepted_by(200) and not Switch.CONNECT.accepted_by(407)
     assert Switch.UPGRADE.accepted_by(101) and not Switch.UPGRADE.accepted_by(200)
     assert not Switch.NONE.accepted_by(200)
+
+
+def test_body_framing_table() -> None:
+    """Each head's framing picks its body reader from the table (h11's READERS shape)."""
+    from httptap.http.h1heads import Framing, HttpError
+    from httptap.http.h1readers import (BODY_READERS, Body, ChunkedReader,
+                                        ContentLengthReader, UntilCloseReader, request_body,
+                                        response_body)
+
+    assert BODY_READERS == {Body.LENGTH: ContentLengthReader, Body.CHUNKED: ChunkedReader,
+                            Body.UNTIL_CLOSE: UntilCloseReader}
+    length = Framing([("Content-Length", "12")])
+    chunked = Framing([("Transfer-Encoding", "gzip, chunked"), ("Content-Length", "12")])
+    other_te = Framing([("Transfer-Encoding", "gzip")])
+    assert request_body(Framing([])) == (Body.LENGTH, 0)
+    assert request_body(length) == (Body.LENGTH, 12)
+    assert request_body(chunked) == (Body.CHUNKED, 0)
+    with pytest.raises(HttpError, match="invalid Transfer-Encoding"):
+        request_body(other_te)
+    assert response_body("GET", 200, length) == (Body.LENGTH, 12)
+    assert response_body("GET", 200, chunked) == (Body.CHUNKED, 0)
+    assert response_body("GET", 200, other_te) == (Body.UNTIL_CLOSE, 0)
+    assert response_body("GET", 200, Framing([])) == (Body.UNTIL_CLOSE, 0)
+    for method, status in (("HEAD", 200), ("GET", 204), ("GET", 304), ("HEAD", 404)):
+        assert response_body(method, status, chunked) == (Body.LENGTH, 0)
+
+
+@given(st.lists(st.sampled_from(["\r", "\n", "\r\n", ":", " ", "\t", "a", "Host", "x-y",
+                                 "é", "@", "Server: nginx\r\n"]), max_size=30).map("".join))
+def test_parse_block_agrees_with_the_whole_block_pattern(block: str) -> None:
+    """``parse_block``'s fast path (name parts checked line by line, cached) gives what the
+    whole-block pattern and its loop gave, and everything else is parsed line by line."""
+    import re
+
+    from httptap.http.h1heads import TCHAR, HttpError, parse_block, parse_fields
+
+    def reference(block: str) -> list[tuple[str, str]]:
+        if re.fullmatch(rf"(?:[{TCHAR}]+[ \t]*:[^\r\n]*\r?\n)*", block):
+            return [(name.rstrip(" \t"), value.strip(" \t\r"))
+                    for name, _, value in (line.partition(":")
+                                           for line in block.split("\n")[:-1])]
+        return parse_fields([line[:-1] if line.endswith("\r") else line
+                             for line in block.split("\n")], "request head")
+
+    for _ in range(2):  # the second time, the name parts come from the cache
+        try:
+            expected = reference(block)
+        except HttpError as exc:
+            with pytest.raises(HttpError, match=str(exc)):
+                parse_block(block, "request head")
+        else:
+            assert parse_block(block, "request head") == expected
+
+
+@given(st.lists(st.tuples(
+    st.sampled_from(["Content-Length", "content-length", "CONTENT-LENGTH", "Transfer-Encoding",
+                     "Connection", "connection", "Upgrade", "Content-Encoding", "Server", "X-A"]),
+    st.lists(st.sampled_from(["0", "7", "12", "1" * 19, "1" * 20, "٣", ",", " ", "\t", "close",
+                              "Keep-Alive", "chunked", "gzip", "identity", ""]),
+             max_size=4).map("".join)), max_size=6))
+def test_framing_agrees_with_the_rules(headers: list[tuple[str, str]]) -> None:
+    """``Framing``'s shortcuts (cached name lookups, one plain Content-Length number) say
+    what RFC 9112's rules, written out plainly here, say."""
+    from httptap.http.h1heads import Framing, HttpError
+
+    def values(name: str) -> list[str]:
+        return [v for n, v in headers if n.lower() == name]
+
+    def items(name: str) -> list[str]:
+        return [i.strip(" \t") for v in values(name) for i in v.split(",")]
+
+    lengths = items("content-length")
+    if any(not (i.isascii() and i.isdigit() and len(i) <= 19) for i in lengths) \
+            or len({int(i) for i in lengths}) > 1:
+        with pytest.raises(HttpError, match="invalid Content-Length"):
+            Framing(headers)
+        return
+    f = Framing(headers)
+    te = [i.lower() for i in items("transfer-encoding") if i]
+    assert f.te == bool(values("transfer-encoding"))
+    assert f.chunked == (f.te and bool(te) and te[-1] == "chunked")
+    assert f.length == (None if f.te or not lengths else int(lengths[0]))
+    assert f.close == ("close" in [i.lower() for i in items("connection")])
+    assert f.keep_alive == ("keep-alive" in [i.lower() for i in items("connection")])
+    assert f.upgrade == bool(values("upgrade"))
+    assert f.codings == [i.lower() for i in items("content-encoding")
+                         if i and i.lower() != "identity"]
+
+
+def test_head_caches_stay_bounded() -> None:
+    """The caches of field lines and names seen hold a bounded number of short keys,
+    whatever the peers send, and parsing gives the same fields with them full."""
+    from httptap.http import h1heads
+
+    for i in range(3000):
+        block = f"X-{i}: {i}\r\nX-Long-{'a' * 300}-{i}: {'b' * 300}\r\nHost: h\r\n"
+        assert h1heads.parse_block(block, "request head") == [
+            (f"X-{i}", str(i)), (f"X-Long-{'a' * 300}-{i}", "b" * 300), ("Host", "h")]
+        h1heads.Framing([(f"Name-{i}", "v"), ("N" * 300, "v")])
+    for cache, most in ((h1heads._LINES, h1heads._MAX_LINES),
+                        (h1heads._NAMES, h1heads._MAX_NAMES),
+                        (h1heads._FIELD_OF, h1heads._MAX_NAMES)):
+        assert 0 < len(cache) <= most
+        assert max(len(key) for key in cache) <= h1heads._MAX_KEY

@@ -57,3 +57,35 @@ def test_a_full_ring_keeps_the_backlog_in_order():
                 break
         got += [msg.exchange for msg in inbox.receive()]  # type: ignore[attr-defined]
         assert got == list(range(40))
+
+
+def test_small_flow_data_waits_for_the_flush_in_order_with_the_rest():
+    """A small payload joins the pending records (one ring write per flush); a large one
+    still goes straight into the ring. Either way the consumer sees the sends in order
+    and the counts agree."""
+    from httptap.stages.base import SMALL_DATA
+
+    counters = Counters()
+    with Ring(1 << 20, label="t") as ring:
+        out, inbox = Outbox(ring, counters), Inbox(ring, Counters())
+        view = memoryview(bytearray(b"response"))
+        out.send_data(1, view)
+        view[:] = b"reused!!"  # the caller's buffer may be reused once send_data returns
+        out.send(m.FlowAcked(1, 5))
+        out.send_data(2, b"x" * 300)
+        assert inbox.receive() == [] and out.backlog == 3  # nothing before the flush
+        assert out.flush()
+        assert inbox.receive() == [m.FlowData(1, b"response"), m.FlowAcked(1, 5),
+                                   m.FlowData(2, b"x" * 300)]
+        big = bytes(SMALL_DATA + 1)
+        out.send_data(3, big)
+        assert out.backlog == 0  # straight into the ring
+        out.flush()
+        assert inbox.receive() == [m.FlowData(3, big)]
+        assert out.pending_bytes == 0
+        expected = sum(len(m.encode(msg)) for msg in (
+            m.FlowData(1, b"response"), m.FlowAcked(1, 5), m.FlowData(2, b"x" * 300),
+            m.FlowData(3, big)))
+        from httptap.plumbing.stats import BYTES_IN, BYTES_OUT, MSGS_OUT
+        assert counters.v[MSGS_OUT] == 4 and counters.v[BYTES_OUT] == expected
+        assert inbox._counters[BYTES_IN] == expected

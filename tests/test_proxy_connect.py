@@ -37,9 +37,12 @@ def _timed_out_connects(verbose: bool, count: int,
         loop.create_connection = never_answers  # type: ignore[method-assign]
 
         async def connect_all() -> None:
-            await asyncio.gather(*(proxy._connect(messages.FlowOpened(
-                flow, "10.1.1.100", 40000 + flow, "10.77.1.2", 81)) for flow in range(1, count + 1)))
+            for flow in range(1, count + 1):
+                proxy._start_connect(messages.FlowOpened(
+                    flow, "10.1.1.100", 40000 + flow, "10.77.1.2", 81))
+            await asyncio.gather(*(task for task, _ in proxy.connecting.values()))
             await asyncio.sleep(0)  # the flush scheduled by the last message
+            assert not proxy.connecting and not proxy.timed_out and proxy.connect_sweep is None
 
         loop.run_until_complete(connect_all())
         proxy.to_sink.flush()
@@ -63,3 +66,43 @@ def test_connect_timeouts_are_named_with_verbose(monkeypatch: pytest.MonkeyPatch
     _, to_sink = _timed_out_connects(True, 1, monkeypatch)
     notices = [m for m in to_sink if isinstance(m, messages.Notice)]
     assert [n.text for n in notices] == ["connect to 10.77.1.2:81 timed out"]
+
+
+def test_one_timer_times_out_only_the_connects_left_pending(monkeypatch: pytest.MonkeyPatch):
+    """One sweep for every pending connect: a connect that succeeded, or whose flow ended,
+    is not reported as timed out; the one left pending is."""
+    monkeypatch.setattr(proxy_stage, "CONNECT_TIMEOUT", 0.01)
+    rings = [Ring(1 << 16, label=f"test{i}") for i in range(3)]
+    loop = asyncio.new_event_loop()
+    try:
+        ctx = StageContext("proxy", Config(command=("true",)), Counters(),
+                           [rings[0]], [rings[1], rings[2]],
+                           {"ca": CertificateAuthority.ephemeral()})
+        proxy = proxy_stage.Proxy(ctx, loop)
+
+        async def stub(factory: object, host: str, port: int) -> None:
+            if port != 83:  # 81 and 82 never answer
+                await asyncio.Event().wait()
+
+        loop.create_connection = stub  # type: ignore[method-assign,assignment]
+
+        async def connect_all() -> None:
+            for flow in (1, 2, 3):
+                proxy._start_connect(messages.FlowOpened(flow, "10.1.1.100", 40000 + flow,
+                                                         "10.77.1.2", 80 + flow))
+            ended = proxy.connecting[2][0]
+            tasks = [task for task, _ in proxy.connecting.values()]
+            proxy._end(2, reset=True)  # the command gave up on flow 2
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.sleep(0)  # the flush scheduled by the last message
+            assert ended.cancelled()
+
+        loop.run_until_complete(connect_all())
+        assert Inbox(rings[1], Counters()).receive() == [
+            messages.FlowAccept(3),
+            messages.FlowRefuse(1, "upstream connect timed out", reset=False)]
+        assert not proxy.connecting and not proxy.timed_out and proxy.connect_sweep is None
+    finally:
+        loop.close()
+        for ring in rings:
+            ring.release()

@@ -974,3 +974,62 @@ def test_a_batched_terminal_writes_once_per_flush() -> None:
     sink.request(req(99))
     sink.close()  # what is queued is written on every way out
     assert out.writes == 2 and lines(out)[-1] == "---> GET https://example.com/"
+
+
+# --- per-exchange fast paths ---------------------------------------------------------------
+
+def test_ndjson_batched_writes_once_per_flush(tmp_path: Path) -> None:
+    """As the sink stage uses it: lines wait for flush() (once per wake-up), in order."""
+    out = FlushCounter()
+    sink = NdjsonSink(out, batched=True)
+    for i in (1, 2):
+        sink.request(req(i))
+        sink.response(*resp(i))
+    assert out.getvalue() == "" and out.flushes == 0
+    sink.flush()
+    assert [json.loads(line)["exchange"] for line in lines(out)] == [1, 2]
+    assert out.flushes == 1
+    sink.flush()
+    assert out.flushes == 1  # nothing queued: nothing written
+    sink.request(req(3))
+    sink.close()  # the unfinished exchange is written at close, batched or not
+    assert [json.loads(line)["exchange"] for line in lines(out)] == [1, 2, 3]
+    path = tmp_path / "b.ndjson"
+    to_file = NdjsonSink(str(path), batched=True)
+    to_file.request(req(1))
+    to_file.response(*resp(1))
+    assert path.read_text() == ""
+    to_file.flush()
+    assert len(path.read_text().splitlines()) == 1
+    to_file.close()
+
+
+def test_make_sinks_batches_ndjson(tmp_path: Path) -> None:
+    sinks = make_sinks((f"ndjson:{tmp_path / 'x.ndjson'}",), Config(command=("true",)))
+    assert isinstance(sinks[0], NdjsonSink) and sinks[0].batched
+    sinks[0].close()
+
+
+def test_iso_time_is_datetime_s_text_to_the_millisecond() -> None:
+    """The per-second cache gives what datetime gives, at the edges of seconds too
+    (a fraction that rounds up to the next second, half-microseconds)."""
+    edges = [0.0, 0.9999995, 0.9999994999999, 1_700_000_000.5, 1_700_000_000.9999995,
+             1_700_000_000.0000005, 1_700_000_000.9999996, 1_700_000_059.9995,
+             1_700_000_059.9999999, 253_402_300_799.999, -1.25, 4_000_000_000.0005]
+    values = edges + [1_700_000_000 + i * 0.0001234567 for i in range(20_000)]
+    for t in values:
+        assert common.iso_time(t) == common._iso_time_slow(t), t
+    with pytest.raises((ValueError, OverflowError)):
+        common.iso_time(1e20)  # beyond datetime: raises as before
+
+
+def test_terminal_escaping_of_one_line_fields_unchanged() -> None:
+    from httptap.sinks import terminal
+
+    def reference(text: str) -> str:
+        return terminal._escape(text).replace("\n", "\\x0a").replace("\t", "\\x09")
+
+    samples = ["/plain?q=1", "caf\xe9", "a\tb", "a\nb", "\x1b[31m", "\x7f\x85\x9f", "\xa0nbsp",
+               "\u2028sep", "\ud800", ""] + [chr(c) for c in range(0x200)]
+    for text in samples:
+        assert terminal._escape_line(text) == reference(text), repr(text)

@@ -161,6 +161,52 @@ def test_data_from_peer_acked_once_per_batch() -> None:
     assert conn.segments_to_send(1.1) == [Segment(5001, 1013, A, 9999)]
 
 
+def test_ack_can_wait_only_for_a_little_in_order_data() -> None:
+    """The ACK a caller may hold for an answer to carry (RFC 1122 §4.2.3.2): a pure ACK
+    of in-order data since our last ACK, under two segments of it; nothing else."""
+    conn = server(mss=1000, syn=peer_syn(mss=1460, sack_permitted=True))
+    assert not conn.ack_can_wait()                       # nothing to acknowledge
+    conn.receive(ack(1001, 5001, payload=b"x" * 100), 1.0)
+    assert conn.ack_can_wait()
+    conn.segments_to_send(1.0)
+    conn.receive(ack(1101, 5001, payload=b"x" * 100), 1.1)
+    assert conn.ack_can_wait()
+    assert conn.segments_to_send(1.1) == [Segment(5001, 1201, A, 9800)]  # sent when asked
+    assert not conn.ack_can_wait()
+    conn.receive(ack(1201, 5001, payload=b"x" * 1999), 1.2)
+    assert conn.ack_can_wait()                           # under two segments (2 * 1000)
+    conn.receive(ack(3200, 5001, payload=b"x"), 1.2)
+    assert not conn.ack_can_wait()                       # two segments' worth: ACK now
+    conn.segments_to_send(1.2)
+    conn.receive(ack(3301, 5001, payload=b"x" * 10), 1.3)  # a gap: a duplicate ACK, at once
+    assert not conn.ack_can_wait()
+    conn.receive(ack(3201, 5001, payload=b"x" * 100), 1.3)  # filled
+    assert conn.ack_can_wait()
+    conn.send(b"answer")
+    assert not conn.ack_can_wait()                       # the answer carries it
+    conn.segments_to_send(1.3)
+    conn.receive(ack(3311, 5007, payload=b"bye", flags=A | F), 1.4)
+    assert not conn.ack_can_wait()                       # a FIN is acknowledged at once
+
+
+def test_ack_can_wait_not_when_the_window_is_nearly_used_up() -> None:
+    conn = server(mss=1000, recv_buffer=10_000)
+    conn.receive(ack(1001, 5001, payload=b"x" * 1500), 1.0)
+    assert conn.ack_can_wait()                           # 8500 of the 10000 offered are left
+    conn.segments_to_send(1.0)                           # (nothing consumed: 8500 offered)
+    conn.receive(ack(2501, 5001, payload=b"x" * 1500), 1.1)
+    conn.segments_to_send(1.1)
+    conn.receive(ack(4001, 5001, payload=b"x" * 1500), 1.2)
+    conn.segments_to_send(1.2)
+    conn.receive(ack(5501, 5001, payload=b"x" * 1500), 1.3)
+    conn.segments_to_send(1.3)
+    conn.receive(ack(7001, 5001, payload=b"x" * 1500), 1.4)
+    assert conn.ack_can_wait()                           # 2500 left
+    conn.segments_to_send(1.4)
+    conn.receive(ack(8501, 5001, payload=b"x" * 1000), 1.5)
+    assert not conn.ack_can_wait()                       # 1500 left: under two segments
+
+
 def test_ack_piggybacks_on_data() -> None:
     conn = server()
     conn.receive(ack(1001, 5001, payload=b"ping"), 1.0)

@@ -12,7 +12,8 @@ import pytest
 
 from httptap.plumbing import messages as m
 from httptap.plumbing.stats import Counters
-from httptap.stages.tcp import CREDIT_STEP, TcpShard, leads_to_host_loopback
+from httptap.stages.tcp import (ACK_DELAY, CREDIT_STEP, QUICK_ACKS, TcpShard,
+                                 leads_to_host_loopback)
 from httptap.net.tcp.connection import TcpConnection
 from httptap.net.tcp.events import DataReceived, Established, PeerEof
 from httptap.net.tcp.segment import ACK, RST, SYN, Segment
@@ -204,3 +205,74 @@ def test_the_loopback_alias_still_reaches_the_proxy():
     syn = Segment(1000, 0, SYN, 65535, b"")
     rig.shard.on_packets([build_tcp(CLIENT, alias, CPORT, 8080, syn, vnet=False)], 0.0)
     assert rig.to_proxy.take() == [m.FlowOpened(1, "10.1.1.100", CPORT, "169.254.77.65", 8080)]
+
+
+def _keepalive_rig() -> Rig:
+    """A rig whose connection is established and has carried one exchange."""
+    rig = Rig()
+    rig.client_sends()
+    rig.to_proxy.take()
+    rig.shard.on_proxy([m.FlowAccept(1)], rig.now)
+    rig.shard_sends()
+    rig.client.send(b"GET /1 HTTP/1.1\r\n\r\n")
+    rig.client_sends()
+    rig.shard_sends()
+    rig.shard.on_proxy([m.FlowData(1, b"HTTP/1.1 204 No Content\r\n\r\n")], rig.now)
+    rig.shard_sends()
+    rig.client_sends()
+    rig.to_proxy.take()
+    rig.client.events()
+    return rig
+
+
+def test_the_ack_of_a_small_request_waits_for_the_answer_and_rides_on_it():
+    rig = _keepalive_rig()
+    rig.client.send(b"GET /2 HTTP/1.1\r\n\r\n")
+    rig.client_sends()
+    assert m.FlowData(1, b"GET /2 HTTP/1.1\r\n\r\n") in rig.to_proxy.take()  # passed on at once
+    assert rig.shard_sends() == []  # no lone ACK
+    assert rig.shard.next_timer() == rig.now + ACK_DELAY
+    answer = b"HTTP/1.1 204 No Content\r\n\r\n"
+    rig.shard.on_proxy([m.FlowData(1, answer)], rig.now)
+    (segment,) = rig.shard_sends()  # one packet: the answer, acknowledging the request
+    assert segment.payload == answer and segment.flags & ACK
+    assert DataReceived(answer) in rig.client.events()
+    assert rig.client.snd.snd_una == rig.client.snd.snd_max  # the request is acknowledged
+    assert rig.shard.ack_due == {}
+
+
+def test_a_held_ack_goes_alone_at_its_deadline():
+    rig = _keepalive_rig()
+    rig.client.send(b"GET /2 HTTP/1.1\r\n\r\n")
+    rig.client_sends()
+    assert rig.shard_sends() == []
+    due = rig.shard.next_timer()
+    assert due == rig.now + ACK_DELAY
+    rig.now = due - ACK_DELAY / 2
+    rig.shard.on_timer(rig.now)  # not yet
+    assert rig.shard_sends() == []
+    rig.now = due
+    rig.shard.on_timer(rig.now)
+    (ack,) = rig.shard_sends()
+    assert ack.flags == ACK and not ack.payload
+    assert rig.client.snd.snd_una == rig.client.snd.snd_max
+    assert rig.shard.ack_due == {} and rig.shard.next_timer() != due
+    # No answer came in time: the next QUICK_ACKS requests are acknowledged at once,
+    # then ACKs wait for answers again.
+    for i in range(QUICK_ACKS + 1):
+        rig.client.send(b"more")
+        rig.client_sends()
+        sent = rig.shard_sends()
+        if i < QUICK_ACKS:
+            assert [seg.flags for seg in sent] == [ACK]
+        else:
+            assert sent == [] and rig.shard.ack_due
+
+
+def test_a_fin_is_acknowledged_at_once():
+    rig = _keepalive_rig()
+    rig.client.send(b"GET /2 HTTP/1.1\r\n\r\n")
+    rig.client.shutdown(rig.now)
+    rig.client_sends()
+    (ack,) = rig.shard_sends()
+    assert ack.flags & ACK and rig.client.snd.snd_una == rig.client.snd.snd_max

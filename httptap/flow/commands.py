@@ -7,6 +7,8 @@ and the settings every flow of a proxy shares (see ``httptap.flow.core``).
     Credit(count)          FlowAcked                    AbortUpstream()     reset (SO_LINGER 0)
     Report(message)        a message for the sink       Pause/ResumeUpstream()  reading
     SetTimer(deadline)     call timer() then (None: no timer)
+    FlowOver()             the flow is over and reported: forget it (the tcp stage's
+                           FlowClosed, later, finds nothing)
 
 Commands are small slotted dataclasses, compared by value in the playbook tests; the ones
 without fields are made once (``FIN_TO_COMMAND``...). The proxy stage matches them by
@@ -88,8 +90,14 @@ class SetTimer:
     deadline: float | None
 
 
+@dataclass(slots=True)
+class FlowOver:
+    pass
+
+
 Command = (SendToCommand | FinToCommand | ResetCommand | Credit | SendUpstream | FinUpstream
-           | CloseUpstream | AbortUpstream | PauseUpstream | ResumeUpstream | Report | SetTimer)
+           | CloseUpstream | AbortUpstream | PauseUpstream | ResumeUpstream | Report | SetTimer
+           | FlowOver)
 
 # The commands without fields, made once.
 FIN_TO_COMMAND = FinToCommand()
@@ -98,6 +106,7 @@ CLOSE_UPSTREAM = CloseUpstream()
 ABORT_UPSTREAM = AbortUpstream()
 PAUSE_UPSTREAM = PauseUpstream()
 RESUME_UPSTREAM = ResumeUpstream()
+FLOW_OVER = FlowOver()
 
 
 @dataclass(slots=True)

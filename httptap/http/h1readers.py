@@ -1,35 +1,42 @@
-"""The two readers of an HTTP/1.x connection, one per direction: small state machines
-that take a chunk at a time, find heads (``h1heads``), follow each body's framing
-(Content-Length, chunked, until the close) and emit the observer's events. The request
-reader tells the response reader which request each response answers (HEAD, CONNECT,
-Upgrade). Pure; driven by :class:`~httptap.http.http1.Http1Observer`."""
+"""The readers that follow one side of an HTTP/1.x connection: one small class per thing
+its bytes can be (h11's ``_readers.py`` shape)::
+
+    HeadReader ──head──▶ BODY_READERS[framing] ──body done──▶ HeadReader   (keep-alive)
+                         ContentLengthReader                 ├▶ WaitReader (switch proposed)
+                         ChunkedReader                       └▶ ClosedReader
+                         UntilCloseReader
+
+A reader's ``feed(data, pos, now)`` consumes what it can from ``data[pos:]`` and returns
+where it stopped; when its part of the stream is over it tells its side (``h1sides``),
+which picks the next reader: a body reader from the :data:`BODY_READERS` table, keyed by
+the :class:`Body` framing that :func:`request_body` or :func:`response_body` chose from
+the head. ``eof`` ends what the reader was reading when the peer closes.
+
+Body readers only count bytes (and hand them to a content decoder when the message
+needs one), straight from a ``memoryview``; readers that search (heads, chunk-size lines,
+trailers) get ``bytes``, converted once per fed chunk by the side (``takes_views``).
+Pure."""
 
 from __future__ import annotations
 
 import enum
-import re
 from typing import TYPE_CHECKING, cast
 
 from .contentcoding import ContentDecoder
-from .events import BodyData, RequestEnd, RequestHead, ResponseEnd, ResponseHead
-from .h1heads import (CHUNK_LINE, HOST_IN_HEAD, MAX_CHUNK_LINE, MAX_HEAD, MAX_TRAILERS,
-                      METHOD_PREFIX, REQUEST_LINE, STATUS_LINE, Framing, HttpError,
-                      head_end, parse_block, parse_fields, split_first)
+from .h1heads import (CHUNK_SIZE, MAX_CHUNK_LINE, MAX_HEAD, MAX_TRAILERS, Framing, HttpError,
+                      head_end, parse_fields)
 
 if TYPE_CHECKING:
+    from .h1sides import RequestSide, Side
     from .http1 import Http1Observer
 
 #: How much client data is buffered while an Upgrade/CONNECT awaits its response.
 MAX_WAIT_BUFFER = 256 * 1024
 
 
-_HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CR, _CHUNK_LF, _TRAILERS, \
-    _UNTIL_EOF, _WAIT, _CLOSED = range(10)
-
-
 class Switch(enum.Enum):
     """A request's proposal to leave HTTP/1.x (h11's "switch proposals"): the request
-    reader holds the client's bytes from the end of the request on, until the response
+    side holds the client's bytes from the end of the request on, until the response
     accepts the proposal (the connection is another protocol from then on) or refuses it
     (HTTP goes on, with the held bytes)."""
 
@@ -50,149 +57,69 @@ class Switch(enum.Enum):
         return status == 101 or (self is Switch.CONNECT and 200 <= status < 300)
 
 
-class _Pending:
-    """A request the response reader has still to see answered."""
+class Body(enum.Enum):
+    """How a message's body is framed (RFC 9112 §6.3): the key of :data:`BODY_READERS`."""
 
-    __slots__ = ("method", "seq", "switch", "close")
-
-    def __init__(self, method: str, seq: int, switch: Switch, close: bool) -> None:
-        self.method = method
-        self.seq = seq
-        self.switch = switch            # what the request proposed (Switch.NONE: nothing)
-        self.close = close              # the client will close after this exchange
+    LENGTH = "content-length"     # so many bytes (0: no body at all)
+    CHUNKED = "chunked"
+    UNTIL_CLOSE = "until-close"   # everything until the server closes (responses only)
 
 
-class _Reader:
-    """Framing shared by both directions; subclasses parse heads."""
+def request_body(framing: Framing) -> tuple[Body, int]:
+    """A request's body framing and length: chunked, or Content-Length (none: 0)."""
+    if framing.te and not framing.chunked:
+        raise HttpError("invalid Transfer-Encoding")  # a request's must end in chunked
+    if framing.chunked:
+        return Body.CHUNKED, 0
+    return Body.LENGTH, framing.length or 0
 
-    what = ""                           # "request" or "response", for error messages
 
-    def __init__(self, obs: Http1Observer) -> None:
-        self.obs = obs
-        self.state = _HEAD
-        self.buf = bytearray()          # head, chunk-size line or trailers being collected
-        self.scanned = 0                # how much of buf has been searched for the head end
+def response_body(method: str, status: int, framing: Framing) -> tuple[Body, int]:
+    """A final response's body framing and length; ``method`` is its request's. A
+    response to HEAD, a 204 or a 304 has no body whatever its headers say; a
+    Transfer-Encoding that does not end in chunked, or no length at all, reads until the
+    close."""
+    if method == "HEAD" or status in (204, 304) or status < 100:
+        return Body.LENGTH, 0
+    if framing.chunked:
+        return Body.CHUNKED, 0
+    if framing.te or framing.length is None:
+        return Body.UNTIL_CLOSE, 0
+    return Body.LENGTH, framing.length
+
+
+# -- readers ----------------------------------------------------------------------------
+
+class Reader:
+    """What a side's bytes are read as, for now."""
+
+    __slots__ = ()
+
+    #: ``feed`` takes a ``memoryview`` (it only counts bytes); otherwise ``bytes``.
+    takes_views = False
+
+    def feed(self, data: bytes | memoryview, pos: int, now: float) -> int:
+        """Consume what can be consumed of ``data[pos:]``; where it stopped."""
+        raise NotImplementedError
+
+    def eof(self, now: float) -> None:
+        """The peer closed while this reader was current."""
+
+
+class HeadReader(Reader):
+    """A head, collected into a bounded buffer (``MAX_HEAD``) until its empty line, then
+    handed to the side (``on_head``), which picks the reader that follows it."""
+
+    __slots__ = ("side", "buf", "scanned", "line_ok")
+
+    def __init__(self, side: Side) -> None:
+        self.side = side
+        self.buf = bytearray()          # the head so far, when it spans chunks
+        self.scanned = 0                # how much of buf has been searched for the end
         self.line_ok = False            # the first line of buf has been checked
-        self.remaining = 0
-        self.body_size = 0
-        self.decoder: ContentDecoder | None = None
-        self.trailers: list[tuple[str, str]] = []
-        self.trailer_lines: list[str] = []
-        self.trailer_bytes = 0
-        self.close_after = False        # the connection ends after this message
-        self.seq = 0
-        self.capture = obs.capture_bodies
 
-    # -- driving --------------------------------------------------------
-
-    def feed(self, data: bytes | memoryview, now: float) -> None:
-        n = len(data)
-        pos = 0
-        mv: memoryview | None = None
-        while pos < n:
-            state = self.state
-            if type(data) is not bytes and state != _LENGTH and state != _UNTIL_EOF \
-                    and state != _CHUNK_DATA:
-                # Heads and chunk lines are searched and sliced as bytes; body bytes are
-                # only counted, straight from the view.
-                data, n, pos, mv = bytes(data[pos:]), n - pos, 0, None
-            raw = cast(bytes, data)  # bytes in every state below that searches or slices
-            if state == _LENGTH or state == _CHUNK_DATA:
-                take = self.remaining if self.remaining < n - pos else n - pos
-                if self.decoder is not None:
-                    if mv is None:
-                        mv = memoryview(data)
-                    self.decoder.feed(mv[pos:pos + take])
-                    if self.capture:
-                        self.pass_body()
-                self.body_size += take
-                self.remaining -= take
-                pos += take
-                if self.remaining == 0:
-                    if state == _LENGTH:
-                        self.end_body(now, True)
-                    else:
-                        self.state = _CHUNK_CR
-            elif state == _UNTIL_EOF:
-                if self.decoder is not None:
-                    if mv is None:
-                        mv = memoryview(data)
-                    self.decoder.feed(mv[pos:])
-                    if self.capture:
-                        self.pass_body()
-                self.body_size += n - pos
-                pos = n
-            elif state == _HEAD:
-                pos = self.read_head(raw, pos, now)
-            elif state == _CHUNK_SIZE:
-                line, pos = self.read_line(raw, pos, MAX_CHUNK_LINE, "invalid chunked encoding")
-                if line is not None:
-                    m = CHUNK_LINE.fullmatch(line)
-                    if m is None:
-                        raise HttpError("invalid chunked encoding")  # a bad chunk-size line
-                    size = int(m[1], 16)
-                    if size:
-                        self.remaining = size
-                        self.state = _CHUNK_DATA
-                    else:
-                        self.state = _TRAILERS
-            elif state == _CHUNK_CR:
-                byte = data[pos]
-                pos += 1
-                if byte == 13:
-                    self.state = _CHUNK_LF
-                elif byte == 10:
-                    self.state = _CHUNK_SIZE
-                else:
-                    raise HttpError("invalid chunked encoding")  # no CRLF after the data
-            elif state == _CHUNK_LF:
-                if data[pos] != 10:
-                    raise HttpError("invalid chunked encoding")  # no CRLF after the data
-                pos += 1
-                self.state = _CHUNK_SIZE
-            elif state == _TRAILERS:
-                start = pos
-                line, pos = self.read_line(raw, pos, MAX_CHUNK_LINE, "invalid trailer section")
-                self.trailer_bytes += pos - start
-                if self.trailer_bytes > MAX_TRAILERS:
-                    raise HttpError("trailer section over 64 KiB")
-                if line is not None:
-                    if line:
-                        self.trailer_lines.append(line)
-                    else:
-                        self.trailers = parse_fields(self.trailer_lines, "trailer section")
-                        self.end_body(now, True)
-            elif state == _WAIT:
-                pos = self.wait_data(raw, pos)
-            else:  # _CLOSED: the connection is over as far as HTTP goes
-                if self.obs.upgraded and pos < n:  # the new protocol's first bytes
-                    self.obs.server_after_switch += raw[pos:]
-                pos = n
-
-    def read_line(self, data: bytes, pos: int, limit: int,
-                  why: str) -> tuple[str | None, int]:
-        """A line ending in LF (CR stripped), or None and everything consumed; a line
-        over ``limit`` is an error named ``why``."""
-        nl = data.find(b"\n", pos)
-        if nl < 0:
-            self.buf += data[pos:]
-            if len(self.buf) > limit:
-                raise HttpError(why)
-            return None, len(data)
-        if self.buf:
-            self.buf += data[pos:nl]
-            raw = bytes(self.buf)
-            self.buf.clear()
-        else:
-            raw = data[pos:nl]
-        if len(raw) > limit:
-            raise HttpError(why)
-        line = raw.decode("latin-1")
-        if line.endswith("\r"):
-            line = line[:-1]
-        return line, nl + 1
-
-    def read_head(self, data: bytes, pos: int, now: float) -> int:
+    def feed(self, data: bytes | memoryview, pos: int, now: float) -> int:
+        data = cast(bytes, data)
         buf = self.buf
         n = len(data)
         if not buf:
@@ -206,295 +133,270 @@ class _Reader:
             if end >= 0:
                 self.scanned = 0
                 self.line_ok = False
-                self.on_head(bytes(data[pos:end]), now)
+                self.side.on_head(data[pos:end], now)
                 return end
         start = len(buf)
         buf += data[pos:pos + MAX_HEAD + 4 - start]
         end = head_end(buf, self.scanned - 3 if self.scanned > 3 else 0, len(buf))
         if end < 0:
             if not self.line_ok:
-                self.check_first_line(buf)
+                self.line_ok = self.side.check_first_line(buf)
             if len(buf) > MAX_HEAD:
-                raise HttpError(f"{self.what} head over {MAX_HEAD >> 10} KiB")
+                raise HttpError(f"{self.side.what} head over {MAX_HEAD >> 10} KiB")
             self.scanned = len(buf)
             return pos + len(buf) - start
         head = bytes(buf[:end])
         buf.clear()
         self.scanned = 0
         self.line_ok = False
-        self.on_head(head, now)
+        self.side.on_head(head, now)
         return pos + end - start
 
-    def check_first_line(self, buf: bytearray) -> None:
-        """Fail early on bytes that cannot start a message (TLS, SSH...)."""
-        raise NotImplementedError
 
-    def on_head(self, head: bytes, now: float) -> None:
-        raise NotImplementedError
+class ResponseHeadReader(HeadReader):
+    """A response head; server bytes that come before the request they answer has been
+    seen are held (checked, bounded) until it comes (:meth:`ResponseSide.resume`)."""
 
-    def wait_data(self, data: bytes, pos: int) -> int:
-        raise NotImplementedError
+    __slots__ = ()
 
-    # -- bodies ---------------------------------------------------------
-
-    def start_body(self, framing: Framing, kind: int, length: int, now: float) -> None:
-        """Begin a body of ``kind`` (_LENGTH, _CHUNK_SIZE or _UNTIL_EOF)."""
-        obs = self.obs
-        self.body_size = 0
-        self.trailers = []
-        self.trailer_lines = []
-        self.trailer_bytes = 0
-        if framing.codings and obs.decode_content:
-            self.decoder = ContentDecoder(framing.codings, capture=obs.capture_bodies,
-                                          max_capture=obs.max_capture)
-        elif obs.capture_bodies:
-            self.decoder = ContentDecoder([], capture=True, max_capture=obs.max_capture)
-        else:
-            self.decoder = None
-        if kind == _LENGTH and length == 0:
-            self.end_body(now, True)
-            return
-        self.remaining = length
-        self.state = kind
-
-    def pass_body(self) -> None:
-        """Hand on what the decoder captured so far as a BodyData event."""
-        assert self.decoder is not None
-        data = self.decoder.take()
-        if data:
-            self.emit_body(data)
-
-    def end_body(self, now: float, complete: bool) -> None:
-        decoder = self.decoder
-        truncated = False
-        if decoder is not None:
-            decoder.finish()
-            if self.capture:
-                self.pass_body()
-            decoded, truncated = decoder.decoded_size, decoder.truncated
-            self.decoder = None
-        else:
-            decoded = self.body_size
-        trailers = self.trailers if self.state == _TRAILERS else []
-        self.trailers = []
-        self.state = _CLOSED if self.close_after else _HEAD
-        self.emit_end(self.body_size, decoded, truncated, now, complete, trailers)
-
-    def emit_body(self, data: bytes) -> None:
-        raise NotImplementedError
-
-    def emit_end(self, size: int, decoded: int, truncated: bool, now: float,
-                 complete: bool, trailers: list[tuple[str, str]]) -> None:
-        raise NotImplementedError
-
-    def eof(self, now: float) -> None:
-        if self.state in (_LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CR, _CHUNK_LF, _TRAILERS):
-            self.trailers = []
-            self.close_after = True
-            self.end_body(now, False)
-        elif self.state == _UNTIL_EOF:
-            self.close_after = True
-            self.end_body(now, True)
-        self.state = _CLOSED
-
-
-class _RequestReader(_Reader):
-    what = "request"
-
-    def __init__(self, obs: Http1Observer) -> None:
-        super().__init__(obs)
-        self.switch = Switch.NONE       # what the last request proposed
-        self.waiting = bytearray()      # client bytes held while a switch is pending
-        self.overflow = False
-        # The request line (and fields) of a head read but not yet reported: if the
-        # head fails, the request is still reported, with the error.
-        self.line: re.Match[str] | None = None
-        self.fields: list[tuple[str, str]] = []
-
-    def feed(self, data: bytes | memoryview, now: float) -> None:
-        try:
-            super().feed(data, now)
-        except HttpError as exc:
-            if exc.request is None and self.line is not None:
-                exc.request = self.unreported(now)
-            raise
-
-    def unreported(self, now: float) -> RequestHead:
-        """The request whose head failed after its request line was read."""
-        assert self.line is not None
-        fields = self.fields
-        if not fields and self.state == _HEAD:
-            # The head never completed (too large): its Host, if already received,
-            # still makes the URL.
-            host = HOST_IN_HEAD.search(self.buf)
-            if host is not None:
-                fields = [("Host", host[1].decode("latin-1").strip(" \t"))]
-        line = self.line
-        return RequestHead(line[1], line[2], f"HTTP/1.{line[3]}", fields, now, seq=self.seq)
-
-    def check_first_line(self, buf: bytearray) -> None:
-        nl = buf.find(b"\n")
-        if nl < 0:
-            if len(buf) <= 64 and METHOD_PREFIX.match(buf) is None:
-                raise HttpError("request is not HTTP")
-            return
-        line = buf[:nl].rstrip(b"\r").decode("latin-1")
-        self.line = REQUEST_LINE.fullmatch(line)
-        if self.line is None:
-            raise HttpError("request is not HTTP")
-        self.line_ok = True
-
-    def on_head(self, head: bytes, now: float) -> None:
-        first, block = split_first(head)
-        m = self.line = REQUEST_LINE.fullmatch(first)
-        if m is None:
-            raise HttpError("request is not HTTP")
-        method, target, minor = m[1], m[2], int(m[3])
-        headers = self.fields = parse_block(block, "request head")
-        framing = Framing(headers)
-        if framing.te and not framing.chunked:
-            raise HttpError("invalid Transfer-Encoding")  # a request's must end in chunked
-        self.line = None
-        self.fields = []
-        obs = self.obs
-        seq = self.seq
-        self.seq += 1
-        self.switch = Switch.proposed(method, framing)
-        self.close_after = framing.close or (minor == 0 and not framing.keep_alive)
-        obs.events_.append(RequestHead(method, target, f"HTTP/1.{minor}", headers, now, seq=seq))
-        obs.pending.append(_Pending(method, seq, self.switch, self.close_after))
-        if framing.chunked:
-            self.start_body(framing, _CHUNK_SIZE, 0, now)
-        else:
-            self.start_body(framing, _LENGTH, framing.length or 0, now)
-        # Server bytes may have been waiting for this request.
-        obs.response_can_go(now)
-
-    def end_body(self, now: float, complete: bool) -> None:
-        super().end_body(now, complete)
-        if self.switch is not Switch.NONE and self.state == _HEAD:
-            self.state = _WAIT
-
-    def emit_body(self, data: bytes) -> None:
-        self.obs.events_.append(BodyData(self.seq - 1, True, data))
-
-    def emit_end(self, size: int, decoded: int, truncated: bool, now: float,
-                 complete: bool, trailers: list[tuple[str, str]]) -> None:
-        self.obs.events_.append(RequestEnd(size, now, decoded_size=decoded,
-                                           seq=self.seq - 1, complete=complete,
-                                           trailers=trailers, truncated=truncated))
-
-    def wait_data(self, data: bytes, pos: int) -> int:
-        room = MAX_WAIT_BUFFER - len(self.waiting)
-        if len(data) - pos > room:
-            self.overflow = True
-        self.waiting += data[pos:pos + room]
-        return len(data)
-
-    def switch_refused(self, now: float) -> None:
-        """The response to the Upgrade/CONNECT request kept HTTP: read on."""
-        self.switch = Switch.NONE
-        if self.state != _WAIT:
-            return
-        if self.overflow:
-            raise HttpError("too much client data while a protocol switch was pending")
-        self.state = _HEAD
-        held = bytes(self.waiting)
-        self.waiting.clear()
-        if held:
-            self.feed(held, now)
-
-
-class _ResponseReader(_Reader):
-    what = "response"
-
-    def __init__(self, obs: Http1Observer) -> None:
-        super().__init__(obs)
-        self.current: _Pending | None = None
-
-    def check_first_line(self, buf: bytearray) -> None:
-        nl = buf.find(b"\n")
-        if nl < 0:
-            k = min(len(buf), 5)
-            if buf[:k] != b"HTTP/"[:k]:
-                raise HttpError("response is not HTTP")
-            return
-        line = buf[:nl].rstrip(b"\r").decode("latin-1")
-        if STATUS_LINE.fullmatch(line) is None:
-            raise HttpError("response is not HTTP")
-        self.line_ok = True
-
-    def read_head(self, data: bytes, pos: int, now: float) -> int:
-        if self.obs.pending:
-            return super().read_head(data, pos, now)
-        # No request to match yet: hold the bytes (checked, bounded) until one comes.
+    def feed(self, data: bytes | memoryview, pos: int, now: float) -> int:
+        if self.side.obs.pending:
+            return super().feed(data, pos, now)
         self.buf += data[pos:]
         if not self.line_ok:
-            self.check_first_line(self.buf)
+            self.line_ok = self.side.check_first_line(self.buf)
         if len(self.buf) > MAX_HEAD:
             raise HttpError("server sent too much before any request")
         return len(data)
 
-    def resume(self, now: float) -> None:
-        if self.state == _HEAD and self.buf and self.obs.pending:
-            held = bytes(self.buf)
-            self.buf.clear()
-            self.scanned = 0
-            self.line_ok = False
-            self.feed(held, now)
 
-    def on_head(self, head: bytes, now: float) -> None:
-        first, block = split_first(head)
-        m = STATUS_LINE.fullmatch(first)
-        if m is None:
-            raise HttpError("response is not HTTP")
-        headers = parse_block(block, "response head")
-        minor, status, reason = int(m[1]), int(m[2]), m[3] or ""
-        obs = self.obs
-        request = obs.pending[0]
-        version = f"HTTP/1.{minor}"
-        if 100 <= status < 200 and status != 101:
-            obs.events_.append(ResponseHead(status, reason, version, headers, now,
-                                            seq=request.seq, informational=True))
-            return                      # the final response is still to come
-        obs.pending.popleft()
-        self.current = request
-        framing = Framing(headers)
-        obs.events_.append(ResponseHead(status, reason, version, headers, now,
-                                        seq=request.seq, informational=False))
-        if request.switch.accepted_by(status):
-            self.close_after = True
-            self.start_body(framing, _LENGTH, 0, now)
-            obs.switched()
-            return
-        self.close_after = (framing.close or (minor == 0 and not framing.keep_alive)
-                            or request.close)
-        if request.method == "HEAD" or status in (204, 304) or status < 100:
-            self.start_body(framing, _LENGTH, 0, now)
-        elif framing.chunked:
-            self.start_body(framing, _CHUNK_SIZE, 0, now)
-        elif framing.te:
-            self.close_after = True
-            self.start_body(framing, _UNTIL_EOF, 0, now)
-        elif framing.length is not None:
-            self.start_body(framing, _LENGTH, framing.length, now)
+class BodyReader(Reader):
+    """What every body reader shares: the byte count, the content decoder (only when the
+    message has a Content-Encoding or bodies are captured) and the end of the body."""
+
+    __slots__ = ("side", "decoder", "size")
+
+    def __init__(self, side: Side, decoder: ContentDecoder | None, length: int = 0) -> None:
+        self.side = side
+        self.decoder = decoder
+        self.size = 0                   # body bytes on the wire so far
+
+    def decode(self, data: bytes | memoryview, pos: int, end: int) -> None:
+        """Feed ``data[pos:end]`` to the decoder, and hand on what it captured."""
+        decoder = self.decoder
+        assert decoder is not None
+        decoder.feed(memoryview(data)[pos:end])
+        if self.side.capture:
+            captured = decoder.take()
+            if captured:
+                self.side.emit_body(captured)
+
+    def finish(self, now: float, complete: bool,
+               trailers: list[tuple[str, str]] | None = None) -> None:
+        """The body is over (``complete``: as its framing said); the side goes on."""
+        decoder = self.decoder
+        truncated = False
+        if decoder is not None:
+            decoder.finish()
+            if self.side.capture:
+                captured = decoder.take()
+                if captured:
+                    self.side.emit_body(captured)
+            decoded, truncated = decoder.decoded_size, decoder.truncated
+            self.decoder = None
         else:
-            self.close_after = True
-            self.start_body(framing, _UNTIL_EOF, 0, now)
-        if request.switch is not Switch.NONE:
-            obs.switch_refused(now)
+            decoded = self.size
+        self.side.body_done(self.size, decoded, truncated, now, complete, trailers or [])
 
-    def emit_body(self, data: bytes) -> None:
-        seq = self.current.seq if self.current is not None else 0
-        self.obs.events_.append(BodyData(seq, False, data))
+    def eof(self, now: float) -> None:
+        """The close cuts the body short (an until-close body overrides this)."""
+        self.side.close_after = True
+        self.finish(now, False)
 
-    def emit_end(self, size: int, decoded: int, truncated: bool, now: float,
-                 complete: bool, trailers: list[tuple[str, str]]) -> None:
-        seq = self.current.seq if self.current is not None else 0
-        self.obs.events_.append(ResponseEnd(size, decoded, now, seq=seq,
-                                            complete=complete, trailers=trailers,
-                                            truncated=truncated))
 
-    def wait_data(self, data: bytes, pos: int) -> int:
+class ContentLengthReader(BodyReader):
+    """A body of a known number of bytes."""
+
+    __slots__ = ("remaining",)
+    takes_views = True
+
+    def __init__(self, side: Side, decoder: ContentDecoder | None, length: int = 0) -> None:
+        # (BodyReader's fields set here, not through super(): one reader per message.)
+        self.side = side
+        self.decoder = decoder
+        self.size = 0
+        self.remaining = length
+
+    def feed(self, data: bytes | memoryview, pos: int, now: float) -> int:
+        left = len(data) - pos
+        take = self.remaining if self.remaining < left else left
+        if self.decoder is not None:
+            self.decode(data, pos, pos + take)
+        self.size += take
+        self.remaining -= take
+        if self.remaining == 0:
+            self.finish(now, True)
+        return pos + take
+
+
+class UntilCloseReader(BodyReader):
+    """A response body that ends when the server closes the connection."""
+
+    __slots__ = ()
+    takes_views = True
+
+    def feed(self, data: bytes | memoryview, pos: int, now: float) -> int:
+        if self.decoder is not None:
+            self.decode(data, pos, len(data))
+        self.size += len(data) - pos
         return len(data)
 
+    def eof(self, now: float) -> None:
+        self.side.close_after = True
+        self.finish(now, True)
+
+
+# ChunkedReader's steps.
+_SIZE, _DATA, _CR, _LF, _TRAILERS = range(5)
+
+
+class ChunkedReader(BodyReader):
+    """A chunked body (RFC 9112 §7.1): chunk-size lines, chunk data, trailers. Takes a
+    view while inside chunk data (only counted), bytes for everything it searches."""
+
+    __slots__ = ("step", "remaining", "buf", "trailer_lines", "trailer_bytes", "takes_views")
+
+    def __init__(self, side: Side, decoder: ContentDecoder | None, length: int = 0) -> None:
+        super().__init__(side, decoder)
+        self.step = _SIZE
+        self.takes_views = False
+        self.remaining = 0              # of the current chunk's data
+        self.buf = bytearray()          # a chunk-size or trailer line that spans chunks
+        self.trailer_lines: list[str] = []
+        self.trailer_bytes = 0
+
+    def feed(self, data: bytes | memoryview, pos: int, now: float) -> int:
+        n = len(data)
+        while pos < n:
+            step = self.step
+            if step == _DATA:
+                take = self.remaining if self.remaining < n - pos else n - pos
+                if self.decoder is not None:
+                    self.decode(data, pos, pos + take)
+                self.size += take
+                self.remaining -= take
+                pos += take
+                if self.remaining:
+                    return pos
+                self.step = _CR
+                self.takes_views = False
+                if type(data) is not bytes:
+                    return pos          # the side hands the rest on as bytes
+            elif step == _SIZE:
+                line, pos = self.read_line(data, pos, "invalid chunked encoding")
+                if line is None:
+                    return pos
+                m = CHUNK_SIZE.fullmatch(line)
+                if m is None:
+                    raise HttpError("invalid chunked encoding")  # a bad chunk-size line
+                size = int(m[1], 16)
+                if size:
+                    self.remaining = size
+                    self.step = _DATA
+                    self.takes_views = True
+                else:
+                    self.step = _TRAILERS
+            elif step == _CR:
+                if cast(bytes, data).startswith(b"\r\n", pos):   # the usual CRLF at once
+                    pos += 2
+                    self.step = _SIZE
+                    continue
+                byte = data[pos]
+                pos += 1
+                if byte == 13:
+                    self.step = _LF
+                elif byte == 10:
+                    self.step = _SIZE
+                else:
+                    raise HttpError("invalid chunked encoding")  # no CRLF after the data
+            elif step == _LF:
+                if data[pos] != 10:
+                    raise HttpError("invalid chunked encoding")  # no CRLF after the data
+                pos += 1
+                self.step = _SIZE
+            else:  # _TRAILERS
+                start = pos
+                line, pos = self.read_line(data, pos, "invalid trailer section")
+                self.trailer_bytes += pos - start
+                if self.trailer_bytes > MAX_TRAILERS:
+                    raise HttpError("trailer section over 64 KiB")
+                if line is None:
+                    return pos
+                if line:
+                    self.trailer_lines.append(line.decode("latin-1"))
+                else:
+                    self.finish(now, True, parse_fields(self.trailer_lines, "trailer section"))
+                    return pos
+        return pos
+
+    def read_line(self, data: bytes | memoryview, pos: int,
+                  why: str) -> tuple[bytes | None, int]:
+        """A line ending in LF (CR stripped), or None and everything consumed; a line
+        over ``MAX_CHUNK_LINE`` is an error named ``why``."""
+        data = cast(bytes, data)
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            self.buf += data[pos:]
+            if len(self.buf) > MAX_CHUNK_LINE:
+                raise HttpError(why)
+            return None, len(data)
+        if self.buf:
+            self.buf += data[pos:nl]
+            raw = bytes(self.buf)
+            self.buf.clear()
+        else:
+            raw = data[pos:nl]
+        if len(raw) > MAX_CHUNK_LINE:
+            raise HttpError(why)
+        return raw[:-1] if raw.endswith(b"\r") else raw, nl + 1
+
+
+#: The body reader for each framing.
+BODY_READERS: dict[Body, type[ContentLengthReader | ChunkedReader | UntilCloseReader]] = {
+    Body.LENGTH: ContentLengthReader,
+    Body.CHUNKED: ChunkedReader,
+    Body.UNTIL_CLOSE: UntilCloseReader,
+}
+
+
+class WaitReader(Reader):
+    """Client bytes after a request that proposed a protocol switch, held (up to
+    ``MAX_WAIT_BUFFER``) until the response says whether the switch happened."""
+
+    __slots__ = ("side",)
+
+    def __init__(self, side: RequestSide) -> None:
+        self.side = side
+
+    def feed(self, data: bytes | memoryview, pos: int, now: float) -> int:
+        side = self.side
+        room = MAX_WAIT_BUFFER - len(side.waiting)
+        if len(data) - pos > room:
+            side.overflow = True
+        side.waiting += data[pos:pos + room]
+        return len(data)
+
+
+class ClosedReader(Reader):
+    """The connection is over as far as HTTP goes: bytes are ignored, except the new
+    protocol's first bytes after a switch, which are kept for whoever decodes it."""
+
+    __slots__ = ("obs",)
+
+    def __init__(self, obs: Http1Observer) -> None:
+        self.obs = obs
+
+    def feed(self, data: bytes | memoryview, pos: int, now: float) -> int:
+        if self.obs.upgraded:
+            self.obs.server_after_switch += data[pos:]
+        return len(data)

@@ -102,7 +102,8 @@ CREDIT_STEP = 64 << 10
 
 
 class FlowClosed(Msg):
-    """The tcp shard has forgotten this flow (both sides closed or reset)."""
+    """The flow is over at the tcp shard: both sides closed (the shard may still hold its
+    end in TIME_WAIT, which concerns no one else) or it was reset."""
     flow: int
 
 

@@ -71,7 +71,7 @@ class Sink(Protocol):
 
     def flush(self) -> None:
         """The sink stage has delivered what one wake-up brought: write what waits (the
-        terminal writes once per wake-up, not once per line)."""
+        terminal and ndjson write once per wake-up, not once per line)."""
 
     def close(self) -> None:
         """Flush, or write the file; called on every way out. Safe to call twice."""
@@ -102,9 +102,10 @@ def _make_sink(spec: str, config: Config, spool: str | None = None) -> Sink:
         return TerminalSink(out, head=config.head, body=config.body,
                             print_dns=config.print_dns, batched=True)  # the sink stage flushes
     if kind == "ndjson" and not sep:
-        return NdjsonSink(sys.stdout, bodies=config.body)
+        return NdjsonSink(sys.stdout, bodies=config.body, batched=True)
     if kind == "ndjson" and path:
-        return NdjsonSink(sys.stdout if path == "-" else path, bodies=config.body)
+        return NdjsonSink(sys.stdout if path == "-" else path, bodies=config.body,
+                          batched=True)
     if kind == "har" and path:
         return HarSink(path, spool=spool)
     raise ValueError(f"unknown sink {spec!r}: expected terminal, ndjson, ndjson:PATH "

@@ -25,8 +25,9 @@ the request was complete), ``wait`` (until the first byte of the response head) 
 from __future__ import annotations
 
 import codecs
+import math
 from datetime import datetime, timezone
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ..http.headers import header as header  # re-exported for the sinks
 from ..plumbing.messages import HttpRequest, HttpResponse
@@ -49,9 +50,35 @@ SNIFF_BYTES = 4096
 
 
 def iso_time(t: float) -> str:
-    """``1700000000.5`` -> ``"2023-11-14T22:13:20.500Z"`` (UTC, milliseconds)."""
+    """``1700000000.5`` -> ``"2023-11-14T22:13:20.500Z"`` (UTC, milliseconds).
+
+    Every exchange stamps a few of these, most within the same second: the text up to
+    the second is formatted once per second (``_last_second``), the milliseconds each
+    time. The split into second and microsecond is ``datetime.fromtimestamp``'s own
+    (the fraction rounded half to even, as CPython's ``_PyTime_DoubleToDenominator``
+    does), so the text is exactly what :func:`_iso_time_slow` gives."""
+    if not 0.0 <= t < _YEAR_10000:
+        return _iso_time_slow(t)
+    frac, whole = math.modf(t)
+    micro = round(frac * 1e6)
+    second = int(whole)
+    if micro >= 1_000_000:
+        micro -= 1_000_000
+        second += 1
+    last = _last_second
+    if last[0] != second:
+        last[0] = second
+        last[1] = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.")
+    return f"{last[1]}{micro // 1000:03d}Z"
+
+
+def _iso_time_slow(t: float) -> str:
     dt = datetime.fromtimestamp(t, timezone.utc)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+_YEAR_10000 = 253402300800.0  # beyond it datetime cannot go: the slow path raises as it did
+_last_second: list[Any] = [-1, ""]  # the whole second last formatted, and its text
 
 
 class Timings(NamedTuple):
@@ -69,11 +96,10 @@ def timings(req: HttpRequest, resp: HttpResponse) -> Timings:
     sent = min(max(sent, start), end)
     first = resp.response_started or sent
     first = min(max(first, sent), end)
-
-    def ms(seconds: float) -> float:
-        return round(seconds * 1000.0, 3)
-
-    send, wait, receive = ms(sent - start), ms(first - sent), ms(end - first)
+    # (written out, not with a helper: every exchange's record comes through here)
+    send = round((sent - start) * 1000.0, 3)
+    wait = round((first - sent) * 1000.0, 3)
+    receive = round((end - first) * 1000.0, 3)
     return Timings(send, wait, receive, round(send + wait + receive, 3))
 
 

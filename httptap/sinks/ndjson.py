@@ -1,8 +1,9 @@
 """The ndjson sink: one JSON object per line, for programs (``--sink ndjson[:PATH]``).
 
 Role in the pipeline: the sink stage hands every proxy event to :class:`NdjsonSink`, which
-writes a line as each event completes and flushes it, so ``httptap --sink ndjson -- cmd |
-jq`` sees exchanges as they happen. Bodies are written only with ``--body`` (else only
+makes a line as each event completes; the lines one wake-up of the sink stage made are
+written and flushed together before it waits again (``batched``), so ``httptap --sink
+ndjson -- cmd | jq`` sees exchanges as they happen, in one write per wake-up. Bodies are written only with ``--body`` (else only
 their sizes), up to ``--max-body-size`` each; WebSocket message data likewise, when
 bodies are kept (``--body``, a HAR sink).
 
@@ -98,8 +99,13 @@ def _dumps(obj: dict[str, Any]) -> bytes:
 
 class NdjsonSink:
     def __init__(self, stream_or_path: TextIO | str | os.PathLike[str], *,
-                 bodies: bool = False) -> None:
+                 bodies: bool = False, batched: bool = False) -> None:
         self.bodies = bodies
+        # batched: lines wait for flush(), which the sink stage calls once per wake-up (one
+        # write for all the lines a batch of events made, still before it sleeps); else
+        # each line is written and flushed at once.
+        self.batched = batched
+        self._queued: list[bytes] = []
         self._file: IO[bytes] | None = None
         self._stream: TextIO | None = None
         if isinstance(stream_or_path, (str, os.PathLike)):
@@ -175,7 +181,12 @@ class NdjsonSink:
         self._emit({"type": "stats", **{k: v for k, v in table.items() if k != "type"}})
 
     def flush(self) -> None:
-        pass  # each line is flushed as it is written (SPEC: line by line)
+        """Write the lines queued (``batched``) and flush them."""
+        if not self._queued:
+            return
+        data = b"".join(self._queued)
+        self._queued = []
+        self._write(data)
 
     def close(self) -> None:
         if self._closed:
@@ -183,6 +194,7 @@ class NdjsonSink:
         for req in list(self._requests.values()):
             self._emit(http_record(req, None, NO_BODIES if self.bodies else None))
         self._requests.clear()
+        self.flush()
         self._closed = True
         if self._file is not None:
             self._file.close()
@@ -198,13 +210,21 @@ class NdjsonSink:
         if self._closed or self._broken:
             return
         line = _dumps(obj) + b"\n"
+        if self.batched:
+            self._queued.append(line)
+        else:
+            self._write(line)
+
+    def _write(self, data: bytes) -> None:
+        if self._broken:
+            return
         if self._file is not None:
-            self._file.write(line)
+            self._file.write(data)
             self._file.flush()
             return
         assert self._stream is not None
         try:
-            self._stream.write(line.decode("utf-8"))
+            self._stream.write(data.decode("utf-8"))
             self._stream.flush()
         except BrokenPipeError:  # the reader went away: stop writing, do not fail the stage
             self._broken = True
@@ -223,35 +243,41 @@ def body_fields(content_type: str | None, body: bytes, truncated: bool) -> dict[
 def http_record(req: HttpRequest, resp: HttpResponse | None,
                 bodies: Bodies | None = None) -> dict[str, Any]:
     """The ``http`` object for an exchange (``resp`` None: it never completed); with
-    ``bodies`` (``--body``) the request and response carry their bodies."""
+    ``bodies`` (``--body``) the request and response carry their bodies.
+
+    Headers stay the ``(name, value)`` tuples they came as: JSON writes a tuple as an
+    array, ``[name, value]``, as the schema says (one list fewer per header and record)."""
     tls = None
     if req.tls_sni or req.tls_alpn or req.url.startswith("https:"):
         tls = {"sni": req.tls_sni or None, "alpn": req.tls_alpn or None}
-    response = None
-    if resp is not None and not (resp.status == 0 and resp.error):
-        response = {
-            "status": resp.status,
-            "reason": resp.reason,
-            "version": resp.version,
-            "headers": [[n, v] for n, v in resp.headers],
-            **({"trailers": [[n, v] for n, v in resp.trailers]} if resp.trailers else {}),
-            "body_size": resp.body_size,
-            "decoded_size": resp.decoded_size,
-        }
-        if bodies is not None:
-            response.update(body_fields(header(resp.headers, "content-type"),
-                                        bodies.response, bodies.response_truncated))
+    response: dict[str, Any] | None = None
     timing = None
     if resp is not None:
+        if not (resp.status == 0 and resp.error):
+            response = {
+                "status": resp.status,
+                "reason": resp.reason,
+                "version": resp.version,
+                "headers": resp.headers,
+            }
+            if resp.trailers:
+                response["trailers"] = resp.trailers
+            response["body_size"] = resp.body_size
+            response["decoded_size"] = resp.decoded_size
+            if bodies is not None:
+                response.update(body_fields(header(resp.headers, "content-type"),
+                                            bodies.response, bodies.response_truncated))
         t = timings(req, resp)
         timing = {"total_ms": t.total, "send_ms": t.send, "wait_ms": t.wait,
                   "receive_ms": t.receive}
-    error = UNFINISHED if resp is None else (resp.error or None)
+        error = resp.error or None
+    else:
+        error = UNFINISHED
     request: dict[str, Any] = {
         "method": req.method,
         "url": req.url,
         "version": req.version,
-        "headers": [[n, v] for n, v in req.headers],
+        "headers": req.headers,
         "body_size": resp.request_body_size if resp is not None else None,
     }
     if bodies is not None:

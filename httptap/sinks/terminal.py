@@ -76,6 +76,8 @@ def _escape(text: str) -> str:
 
 def _escape_line(text: str) -> str:
     """For one-line fields (URL, header names and values): escape newlines too."""
+    if text.isprintable():  # the usual case: no control character (nor tab, nor newline)
+        return text
     return _escape(text).replace("\n", "\\x0a").replace("\t", "\\x09")
 
 

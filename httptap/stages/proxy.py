@@ -28,7 +28,10 @@ from .datagrams import DNS_PORT, Datagrams, DnsOverTcp
 from .relay import Relay
 
 CONNECT_TIMEOUT = 20.0       # then the command's connect times out (we stay silent)
-SINK_WAKE_DELAY = 0.001  # the sink is woken at most this often (events wait at most this long)
+# The sink is woken at most this often (events wait at most this long): each wake-up
+# costs the sink a poll, an eventfd read and a write per output, on the cores the
+# command's traffic needs. 5 ms is still far below what a reader can see.
+SINK_WAKE_DELAY = 0.005
 # The backlog of records for the sink (what did not fit in its ring) is bounded: above
 # HIGH the proxy stops reading upstream and stops taking the tcp stage's messages (so no
 # credit goes back and the command's windows close), until the backlog is under LOW.
@@ -82,7 +85,12 @@ class Proxy:
         (self.from_tcp,) = ctx.inboxes()
         self.to_tcp, self.to_sink = ctx.outboxes()
         self.relays: dict[int, Relay | DnsOverTcp] = {}
-        self.connecting: dict[int, asyncio.Task[None]] = {}
+        # Upstream connects under way, oldest first, each with its deadline (loop time).
+        # One timer for them all (connect_sweep), armed for the oldest: a timer per
+        # connect (asyncio.timeout) costs more than the rest of _connect's Python.
+        self.connecting: dict[int, tuple[asyncio.Task[None], float]] = {}
+        self.connect_sweep: asyncio.TimerHandle | None = None
+        self.timed_out: set[int] = set()  # flows whose connect the sweep cancelled
         self.flush_scheduled = False
         self.retry: asyncio.TimerHandle | None = None  # the next flush of a full ring
         self.space = SpaceWatch([self.to_tcp, self.to_sink], loop.add_reader,
@@ -114,6 +122,15 @@ class Proxy:
     def send_tcp(self, msg: messages.Msg) -> None:
         self.to_tcp.send(msg)
         self._schedule_flush()
+
+    def send_tcp_now(self, msg: messages.Msg) -> None:
+        """``send_tcp``, flushed at once unless a flush is already due this turn of the
+        loop. For FlowAccept: it resumes a task of its own (a connect completing), and a
+        flush scheduled from there costs the loop one more turn (an epoll_wait and a
+        handle) before the command's handshake can complete."""
+        self.to_tcp.send(msg)
+        if self.flush_scheduled or not self.to_tcp.flush():
+            self._schedule_flush()
 
     def send_tcp_data(self, flow: int, data: bytes | memoryview) -> None:
         """FlowData towards the command, the payload copied once (``Outbox.send_data``)."""
@@ -201,7 +218,7 @@ class Proxy:
                     relays[msg.flow] = DnsOverTcp(self.datagrams, msg)
                     self.send_tcp(messages.FlowAccept(msg.flow))
                 else:
-                    self.connecting[msg.flow] = self.loop.create_task(self._connect(msg))
+                    self._start_connect(msg)
             elif type(msg) is messages.Notice:
                 self.send_sink(msg)  # --dump-tcp lines from the tcp stage
             elif type(msg) is messages.FlowEof:
@@ -217,14 +234,34 @@ class Proxy:
 
     # --- connections -----------------------------------------------------------------------
 
+    def _start_connect(self, opened: messages.FlowOpened) -> None:
+        deadline = self.loop.time() + CONNECT_TIMEOUT
+        self.connecting[opened.flow] = (self.loop.create_task(self._connect(opened)), deadline)
+        if self.connect_sweep is None:
+            self.connect_sweep = self.loop.call_at(deadline, self._sweep_connects)
+
+    def _sweep_connects(self) -> None:
+        """Cancel the connects past their deadline; re-arm for the oldest one left."""
+        self.connect_sweep = None
+        now = self.loop.time()
+        for flow, (task, deadline) in list(self.connecting.items()):
+            if deadline > now:
+                self.connect_sweep = self.loop.call_at(deadline, self._sweep_connects)
+                return
+            del self.connecting[flow]
+            if task.cancel():
+                self.timed_out.add(flow)  # (_connect tells a timeout from _end's cancel)
+
     async def _connect(self, opened: messages.FlowOpened) -> None:
         # host.httptap.local: the host's loopback, reachable from inside the namespace.
         host = "127.0.0.1" if opened.dst == HOST_LOOPBACK_ALIAS else opened.dst
         relay = Relay(self, FlowCore(self.flow_settings, opened, time.time()))
         try:
-            async with asyncio.timeout(CONNECT_TIMEOUT):  # no extra task, unlike wait_for
-                await self.loop.create_connection(lambda: relay, host, opened.dport)
-        except asyncio.TimeoutError:
+            await self.loop.create_connection(lambda: relay, host, opened.dport)
+        except asyncio.CancelledError:
+            if opened.flow not in self.timed_out:
+                raise  # the flow ended (_end) or the proxy drains
+            self.timed_out.discard(opened.flow)
             self.send_tcp(messages.FlowRefuse(opened.flow, "upstream connect timed out", reset=False))
             # -v only: the command sees its own timeout, and a SYN flood would print a
             # line for every unanswered SYN.
@@ -241,12 +278,17 @@ class Proxy:
         finally:
             self.connecting.pop(opened.flow, None)
         self.relays[opened.flow] = relay
-        self.send_tcp(messages.FlowAccept(opened.flow))
+        self.send_tcp_now(messages.FlowAccept(opened.flow))
+
+    def forget(self, flow: int) -> None:
+        """The flow's core is done (FlowOver): what the tcp stage says of it later finds
+        nothing here."""
+        self.relays.pop(flow, None)
 
     def _end(self, flow: int, reset: bool) -> None:
-        task = self.connecting.pop(flow, None)
-        if task is not None:
-            task.cancel()
+        connecting = self.connecting.pop(flow, None)
+        if connecting is not None:
+            connecting[0].cancel()
         relay = self.relays.pop(flow, None)
         if relay is not None:
             relay.end(reset)
@@ -256,7 +298,7 @@ class Proxy:
             self.send_sink(messages.Notice(level, text))
 
     def _drain(self) -> None:
-        for task in self.connecting.values():
+        for task, _ in self.connecting.values():
             task.cancel()
         self.datagrams.close_all()
         for flow in list(self.relays):

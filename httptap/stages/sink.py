@@ -20,16 +20,104 @@ import functools
 import signal
 import sys
 from collections.abc import Callable
+from typing import TextIO
 
 from ..plumbing import messages
 from ..plumbing.stats import BUSY, DELIVERED, FAILED_WRITES, SinkState
 from ..sinks import HarSink, Sink, make_sinks
 from ..sinks.bodies import BodyAssembler
+from ..run.config import Config
 from .base import Inbox, Loop, StageContext
 
 
 class Stop(Exception):
     """SIGTERM from the supervisor: close the outputs now, with what has arrived."""
+
+
+class Delivery:
+    """Hands each message to every sink (``sinks``), the bodies joined per exchange; a
+    sink's failure is counted in ``state`` and reported once on stderr, and the other
+    sinks, and its later events, go on. ``out``: where ``--dump-tcp`` lines go."""
+
+    def __init__(self, sinks: list[Sink], config: Config, state: SinkState | None = None,
+                 out: TextIO | None = None) -> None:
+        self.sinks = sinks
+        self.config = config
+        self.v = (state or SinkState()).v
+        self.out = out if out is not None else sys.stdout
+        self.bodies = BodyAssembler(config.max_body_size)
+        self._failed: set[int] = set()  # sinks whose failure was reported
+
+    def write_failed(self, sink: Sink, exc: Exception, what: str = "") -> None:
+        self.v[FAILED_WRITES] += 1
+        if id(sink) not in self._failed:
+            self._failed.add(id(sink))
+            print(f"httptap: writing output failed{what}: {exc}", file=sys.stderr, flush=True)
+
+    def receive(self, inbox: Inbox) -> None:
+        """Everything the ring holds now, delivered."""
+        msgs = inbox.receive()
+        deliver = self.deliver
+        for msg in msgs:
+            deliver(msg)
+        self.v[DELIVERED] += len(msgs)
+
+    def deliver(self, msg: messages.Message) -> None:
+        # The two messages of every exchange first, each sink called directly (no
+        # closure per message): most of what a busy sink does.
+        if type(msg) is messages.HttpRequest:
+            for sink in self.sinks:
+                try:
+                    sink.request(msg)
+                except Exception as exc:  # noqa: BLE001 - one output's failure must not lose the others
+                    self.write_failed(sink, exc)
+        elif type(msg) is messages.HttpResponse:
+            exchange_bodies = self.bodies.take(msg)
+            for sink in self.sinks:
+                try:
+                    sink.response(msg, exchange_bodies)
+                except Exception as exc:  # noqa: BLE001
+                    self.write_failed(sink, exc)
+        else:
+            self._deliver_other(msg)
+
+    def _deliver_other(self, msg: messages.Message) -> None:
+        config = self.config
+        match msg:
+            case messages.HttpResponseHead():
+                self.each_sink(lambda sink: sink.response_head(msg))
+            case messages.BodyChunk():
+                self.bodies.add(msg)
+                self.each_sink(lambda sink: sink.body_chunk(msg))
+            case messages.WsMessage():
+                self.each_sink(lambda sink: sink.ws(msg))
+            case messages.WsEnd():
+                self.each_sink(lambda sink: sink.ws_end(msg))
+            case messages.TcpSummary():
+                self.each_sink(lambda sink: sink.tcp(msg))
+            case messages.DnsExchange():
+                self.each_sink(lambda sink: sink.dns(msg))
+            case messages.StatsSnapshot():
+                record = {"type": "stats", "elapsed_s": msg.elapsed_s, "stages": msg.stages}
+                self.each_sink(lambda sink: sink.stats(record))
+            case messages.Notice(level="packet"):
+                self.flush()  # (lines keep their order)
+                print(msg.text, file=self.out, flush=True)
+            case messages.Notice():
+                if msg.level == "error" or config.verbose:
+                    self.flush()
+                    print(f"httptap: {msg.text}", file=sys.stderr, flush=True)
+
+    def each_sink(self, call: Callable[[Sink], None]) -> None:
+        for sink in self.sinks:
+            try:
+                call(sink)
+            except Exception as exc:  # noqa: BLE001 - one output's failure must not lose the others
+                self.write_failed(sink, exc)
+
+    def flush(self) -> None:
+        """What waits in the sinks is written (once per wake-up, and before a notice)."""
+        self.each_sink(lambda sink: sink.flush())
 
 
 def run(ctx: StageContext) -> None:
@@ -40,59 +128,12 @@ def run(ctx: StageContext) -> None:
     v[BUSY] = 1  # opening the outputs may block (a FIFO waits for its reader)
     *inboxes, from_supervisor = ctx.inboxes()  # one per proxy shard, then the supervisor's
     loop = Loop()
-    bodies = BodyAssembler(config.max_body_size)
-    failed: set[int] = set()  # sinks whose failure was reported
-
-    def write_failed(sink: Sink, exc: Exception, what: str = "") -> None:
-        v[FAILED_WRITES] += 1
-        if id(sink) not in failed:
-            failed.add(id(sink))
-            print(f"httptap: writing output failed{what}: {exc}", file=sys.stderr, flush=True)
-
-    def each_sink(call: Callable[[Sink], None]) -> None:
-        for sink in sinks:
-            try:
-                call(sink)
-            except Exception as exc:  # noqa: BLE001 - one output's failure must not lose the others
-                write_failed(sink, exc)
-
-    def deliver(msg: messages.Message) -> None:
-        match msg:
-            case messages.HttpRequest():
-                each_sink(lambda sink: sink.request(msg))
-            case messages.HttpResponseHead():
-                each_sink(lambda sink: sink.response_head(msg))
-            case messages.BodyChunk():
-                bodies.add(msg)
-                each_sink(lambda sink: sink.body_chunk(msg))
-            case messages.HttpResponse():
-                exchange_bodies = bodies.take(msg)
-                each_sink(lambda sink: sink.response(msg, exchange_bodies))
-            case messages.WsMessage():
-                each_sink(lambda sink: sink.ws(msg))
-            case messages.WsEnd():
-                each_sink(lambda sink: sink.ws_end(msg))
-            case messages.TcpSummary():
-                each_sink(lambda sink: sink.tcp(msg))
-            case messages.DnsExchange():
-                each_sink(lambda sink: sink.dns(msg))
-            case messages.StatsSnapshot():
-                record = {"type": "stats", "elapsed_s": msg.elapsed_s, "stages": msg.stages}
-                each_sink(lambda sink: sink.stats(record))
-            case messages.Notice(level="packet"):
-                each_sink(lambda sink: sink.flush())  # (lines keep their order)
-                print(msg.text, file=out, flush=True)
-            case messages.Notice():
-                if msg.level == "error" or config.verbose:
-                    each_sink(lambda sink: sink.flush())
-                    print(f"httptap: {msg.text}", file=sys.stderr, flush=True)
+    sinks: list[Sink] = []
+    delivery = Delivery(sinks, config, state, out)
 
     def receive(inbox: Inbox) -> None:
         v[BUSY] = 1
-        msgs = inbox.receive()
-        for msg in msgs:
-            deliver(msg)
-        v[DELIVERED] += len(msgs)
+        delivery.receive(inbox)
 
     def on_input(inbox: Inbox) -> None:
         receive(inbox)
@@ -102,7 +143,7 @@ def run(ctx: StageContext) -> None:
     def idle() -> None:
         # Once per wake-up, not once per line: what this batch made is written now (so
         # lines still appear as they happen), in one write per output.
-        each_sink(lambda sink: sink.flush())
+        delivery.flush()
         v[BUSY] = 0  # back to waiting for input
 
     def on_term(signum: int, frame: object) -> None:
@@ -112,9 +153,8 @@ def run(ctx: StageContext) -> None:
         raise Stop
 
     signal.signal(signal.SIGTERM, on_term)
-    sinks: list[Sink] = []
     try:
-        sinks = make_sinks(config.sinks, config, ctx.extra.get("spool_dir"))
+        sinks += make_sinks(config.sinks, config, ctx.extra.get("spool_dir"))
         for inbox in inboxes:
             loop.add_reader(inbox.fd, functools.partial(on_input, inbox))
         loop.add_reader(from_supervisor.fd, functools.partial(receive, from_supervisor))
@@ -132,4 +172,4 @@ def run(ctx: StageContext) -> None:
             except Stop:
                 break  # the supervisor writes the HAR files from their spools
             except Exception as exc:  # noqa: BLE001 - one sink's failure must not lose the others
-                write_failed(sink, exc)
+                delivery.write_failed(sink, exc)

@@ -130,6 +130,7 @@ class TcpConnection:
         "_oow_ack_time", "_tw_at",
         # things to send at the next segments_to_send()
         "_ack_pending", "_syn_pending", "_ctl",
+        "_acked_to",
         "_events",
     )
 
@@ -140,6 +141,7 @@ class TcpConnection:
         self._passive = True
         self.state = LISTEN
         self.rcv.synchronize(syn.seq)
+        self._acked_to = self.rcv.rcv_nxt  # the SYN is acknowledged with ours: no data yet
         self._negotiate(syn)
         snd = self.snd
         snd.snd_wnd = syn.window            # the window in a SYN is never scaled (RFC 7323 §2.2)
@@ -175,6 +177,7 @@ class TcpConnection:
         self._tw_at: float | None = None
         self._ack_pending = self._syn_pending = False
         self._ctl: list[Segment] = []
+        self._acked_to = 0  # RCV.NXT as our last ACK sent said it (see ack_can_wait)
 
     def _negotiate(self, syn: Segment) -> None:
         """Record the options of the peer's SYN (or SYN-ACK) and derive what both sides use."""
@@ -413,6 +416,7 @@ class TcpConnection:
         if not flags & SYN or not flags & ACK:
             return                              # simultaneous open is not supported
         self.rcv.synchronize(seg.seq)
+        self._acked_to = self.rcv.rcv_nxt  # (the ACK of a SYN is never held)
         self._negotiate(seg)
         snd.snd_wnd = snd.max_snd_wnd = seg.window
         snd.snd_wl1 = seg.seq
@@ -511,8 +515,30 @@ class TcpConnection:
         self.more_to_send = snd.more_to_send
         if sent:
             self._ack_pending = False
+            self._acked_to = rcv.rcv_nxt
         elif self._ack_pending:
             self._ack_pending = False
+            self._acked_to = rcv.rcv_nxt
             out.append(Segment(snd.snd_max & MASK, ack, ACK, win, b"", sack=sack,
                                ts_val=ts_val, ts_ecr=ts_ecr))
         return out
+
+    def ack_can_wait(self) -> bool:
+        """Whether all :meth:`segments_to_send` has to send now is a pure ACK of in-order
+        data that arrived since our last ACK, less than two full segments of it: an ACK
+        that may be delayed (RFC 1122 §4.2.3.2) so that the answer, if the application
+        has one soon, carries it. Anything else (a FIN, out-of-order data, a
+        retransmission, data of ours to send, a control segment, a window we offered
+        that is nearly used up) says no. The caller
+        decides how long it holds the ACK; ``segments_to_send`` always sends it."""
+        if not self._ack_pending or self._ctl or self._syn_pending or self.state is not ESTABLISHED:
+            return False
+        rcv = self.rcv
+        mss2 = 2 * self.mss
+        if rcv.ooo or not 0 < rcv.rcv_nxt - self._acked_to < mss2:
+            return False
+        if rcv.rcv_adv - rcv.rcv_nxt < mss2:
+            return False  # the window we offered is nearly used up: the peer needs news now
+        snd = self.snd
+        return not (snd.retx_pending or snd.probe_pending
+                    or snd.snd_nxt < snd.sbuf_start + len(snd.buffer))
