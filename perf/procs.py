@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -125,6 +126,23 @@ class Result:
                 f"stderr: {' | '.join(tail)[:600]!r}")
 
 
+def wait_exactly(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """``proc.wait(timeout)``, woken the moment the process exits (select on a pidfd).
+    ``Popen.wait`` with a timeout polls, sleeping up to 50 ms between looks: a 120 ms
+    ``httptap -- true`` was measured as ~165 ms."""
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # before Linux 5.3
+        proc.wait(timeout=timeout)
+        return
+    try:
+        if not select.select([fd], [], [], timeout)[0]:
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+    finally:
+        os.close(fd)
+    proc.wait()
+
+
 def run(cmd: list[str], timeout: float, env: dict[str, str] | None = None,
         sampler: "ToolSampler | None" = None) -> Result:
     """Run ``cmd`` with output in temporary files; kill its whole tree at ``timeout``."""
@@ -137,7 +155,7 @@ def run(cmd: list[str], timeout: float, env: dict[str, str] | None = None,
             if sampler:
                 sampler.start(proc.pid)
             try:
-                proc.wait(timeout=timeout)
+                wait_exactly(proc, timeout)
             except subprocess.TimeoutExpired:
                 timed_out = True
         finally:

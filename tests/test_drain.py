@@ -42,3 +42,13 @@ def test_stats_tables_redraw_in_place_on_a_terminal_only_while_nothing_else_was_
     assert redraw.frame(table, True, delivered=6) == "\x1b[4F\x1b[J" + table  # its own height
     piped = StatsRedraw()
     assert piped.frame(table, False, 1) == table and piped.frame(table, False, 1) == table
+
+
+def test_a_proxy_is_idle_only_when_given_just_the_drain_and_silent():
+    from httptap.run.supervisor import proxy_is_idle
+
+    assert proxy_is_idle(tcp_sent=1, proxy_received=0, proxy_sent=0)
+    assert not proxy_is_idle(tcp_sent=2, proxy_received=0, proxy_sent=0)   # a flow, then Drain
+    assert not proxy_is_idle(tcp_sent=1, proxy_received=1, proxy_sent=0)   # it took the Drain
+    assert not proxy_is_idle(tcp_sent=1, proxy_received=0, proxy_sent=1)   # it said something
+    assert not proxy_is_idle(tcp_sent=0, proxy_received=0, proxy_sent=0)   # no Drain yet

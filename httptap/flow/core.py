@@ -49,7 +49,6 @@ from ..http.report import ExchangeReporter
 from ..http.wsreport import WsReporter, is_websocket
 from ..plumbing import messages
 from ..plumbing.messages import CREDIT_STEP
-from ..tls.ca import CAError
 from ..tls.clienthello import ClientHelloError, parse_client_hello
 from ..tls.tlsterm import ClientTls, ServerTls, TlsError, refusal, rejection
 from .commands import (ABORT_UPSTREAM, CLOSE_UPSTREAM, FIN_TO_COMMAND, FIN_UPSTREAM, FLOW_OVER,
@@ -428,6 +427,8 @@ class FlowCore:
         self._cancel_timer()
         chosen = upstream_tls.alpn
         self.tls_alpn = chosen or ""
+        from ..tls.ca import CAError  # here: a proxy imports cryptography at its first TLS flow
+
         try:
             leaf = self.settings.server_context(self._tls_name, [chosen] if chosen else None)
         except CAError as exc:  # a name no certificate can hold (with --insecure, say)

@@ -8,12 +8,13 @@ In order (DESIGN.md, "The namespace"):
    new namespace;
 2. open ``/dev/net/tun`` (IFF_TUN | IFF_NO_PI | IFF_VNET_HDR, checksum offload; with
    IFF_MULTI_QUEUE one fd per tcp shard) and configure the device and ``lo`` by netlink
-   (pyroute2);
-3. bind-mount a resolv.conf naming the gateway, an /etc/hosts naming
-   ``host.httptap.local`` and CA bundles that include the run's CA (unless
-   ``--no-overlay``); with ``--ca DIR``, mount an empty read-only tmpfs over DIR, so
-   the command cannot read the CA's key;
-4. hand the TUN fd to the supervisor over a Unix socket (SCM_RIGHTS) and wait for "go";
+   (``run.netlink``); hand the fds to the supervisor over the Unix socket (SCM_RIGHTS),
+   which starts the tcp shards on them while it makes the run's CA;
+3. receive the run's trust files, and bind-mount a resolv.conf naming the gateway, an
+   /etc/hosts naming ``host.httptap.local`` and CA bundles that include the run's CA
+   (unless ``--no-overlay``); with ``--ca DIR``, mount an empty read-only tmpfs over DIR,
+   so the command cannot read the CA's key;
+4. say "ready" (with the notes for --verbose) and, without waiting for an answer,
 5. fork PID 1 of the new PID namespace (``_init``), which runs the command as its child,
    passes signals on and reaps orphans; reset signals and exec the command (its
    capabilities vanish at exec: it is not root). When PID 1 exits, the kernel kills
@@ -34,8 +35,10 @@ import socket
 import struct
 import sys
 import tempfile
-from typing import Any, NoReturn
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
 
+from . import timeline
 from .config import Config
 from .signalrelay import relay_signals
 
@@ -185,54 +188,29 @@ def _open_tun_queue(name: str, flags: int) -> int:
     return fd
 
 
-def _import_iproute() -> Any:
-    """pyroute2's IPRoute, imported without the package's ``__init__``.
-
-    ``import pyroute2`` loads every API it has (NDB, IPDB, conntrack, nftables...): ~60 ms
-    of the launcher's ~150 ms, on the path to running the command. A bare package module
-    lets ``pyroute2.iproute.linux`` load alone; if that ever fails, import it normally."""
-    import importlib.util
-    import types
-
-    if "pyroute2" not in sys.modules:
-        spec = importlib.util.find_spec("pyroute2")
-        if spec is not None and spec.submodule_search_locations:
-            package = types.ModuleType("pyroute2")
-            package.__path__ = list(spec.submodule_search_locations)
-            package.__spec__ = spec
-            sys.modules["pyroute2"] = package
-            try:
-                from pyroute2.iproute.linux import IPRoute
-                return IPRoute
-            except Exception:  # noqa: BLE001 - fall back to the documented import
-                for name in [n for n in sys.modules if n == "pyroute2" or n.startswith("pyroute2.")]:
-                    del sys.modules[name]
-    from pyroute2 import IPRoute
-    return IPRoute
-
-
 def configure_network(config: Config) -> list[str]:
     """Bring up lo and the TUN device with addresses and default routes; returns notes
     (e.g. IPv6 unavailable) for --verbose."""
-    IPRoute = _import_iproute()
+    from .netlink import IFA_F_NODAD, Rtnl, add_address, add_default_route, link_up
 
     notes: list[str] = []
     iface = config.interface
-    with IPRoute() as ipr:
-        lo = ipr.link_lookup(ifname="lo")[0]
-        ipr.link("set", index=lo, state="up")
-        idx = ipr.link_lookup(ifname=config.tun)[0]
-        ipr.link("set", index=idx, mtu=config.mtu, txqlen=1000, state="up")
-        ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
-        ipr.route("add", dst="0.0.0.0/0", oif=idx)
+    idx = socket.if_nametoindex(config.tun)
+    with Rtnl() as rtnl:
+        rtnl.request("set lo up", link_up(socket.if_nametoindex("lo")))
+        rtnl.request(f"set {config.tun} up", link_up(idx, mtu=config.mtu, txqlen=1000))
+        rtnl.request(f"add {iface} to {config.tun}",
+                     add_address(idx, str(iface.ip), iface.network.prefixlen))
+        rtnl.request("add the default route", add_default_route(idx, socket.AF_INET))
         if os.path.exists("/proc/sys/net/ipv6"):
             iface6 = config.interface6
             try:
-                # IFA_F_NODAD (0x02): usable at once; a point-to-point TUN has no neighbours.
-                ipr.addr("add", index=idx, address=str(iface6.ip),
-                         prefixlen=iface6.network.prefixlen, flags=0x02)
-                ipr.route("add", dst="::/0", oif=idx, family=socket.AF_INET6)
-            except Exception as exc:  # noqa: BLE001 - IPv6 disabled: carry on with IPv4
+                rtnl.request(f"add {iface6} to {config.tun}",
+                             add_address(idx, str(iface6.ip), iface6.network.prefixlen,
+                                         IFA_F_NODAD))
+                rtnl.request("add the IPv6 default route",
+                             add_default_route(idx, socket.AF_INET6))
+            except OSError as exc:  # IPv6 disabled: carry on with IPv4
                 notes.append(f"IPv6 not configured in the namespace: {exc}")
         else:
             notes.append("IPv6 is not available on this host: IPv4 only")
@@ -346,36 +324,24 @@ def launch(config: Config, sock: socket.socket) -> NoReturn:
     """Body of the launcher process (after fork). Never returns."""
     try:
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        try:
-            enter_namespaces(config.new_user_namespace, sock)
-            make_mounts_private()
-            tun_fds = open_tun(config.tun, config.tun_queues)
-            notes = configure_network(config)
-            config = _receive_trust(config, sock)
-            if config.overlay:
-                notes += overlay_resolv_conf(config) + overlay_hosts()
-                for source, target in config.trust_mounts:
-                    _check(_libc.mount(source.encode(), target.encode(), None, MS_BIND, None),
-                           f"bind-mount the CA bundle on {target}")
-            if config.ca_dir:
-                notes += hide_ca_directory(config)
-        except SetupError as exc:
-            sock.sendall(b"E" + str(exc).encode())
-            os._exit(125)
-        except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
-            sock.sendall(b"E" + f"cannot set up the namespace: {exc}".encode())
-            os._exit(125)
+        timeline.mark("started")
+        tun_fds, notes = _set_up(sock, lambda: _make_device(config, sock))
+        # The device exists: the supervisor starts the tcp shards on it while it makes
+        # the run's CA. What the command sends before they read waits in the device's
+        # queue.
         socket.send_fds(sock, [b"T" + "\n".join(notes).encode()], tun_fds)
         for fd in tun_fds:
             os.close(fd)
-        if sock.recv(1) != b"g":  # the supervisor went away: do not run the command
-            os._exit(125)
+        config, notes = _set_up(sock, lambda: _mount_trust(_receive_trust(config, sock)))
+        # Nothing more to wait for: the supervisor reads this while the command starts.
+        sock.sendall(b"R" + "\n".join(notes).encode())
         sock.close()
         # Our first child is PID 1 of the new PID namespace: when it exits, the kernel
         # kills every process left in the namespace, so nothing the command started
         # outlives httptap.
         init_pid = os.fork()
         if init_pid == 0:
+            timeline.process("init")
             _init(config)
         os._exit(relay_signals(init_pid, keep_running=False, shrink_after=SHRINK_AFTER,
                                name="httptap-ns"))
@@ -383,6 +349,52 @@ def launch(config: Config, sock: socket.socket) -> NoReturn:
         _say(f"cannot start the command: {exc}")
     finally:
         os._exit(125)
+
+
+_T = TypeVar("_T")
+
+
+def _set_up(sock: socket.socket, step: Callable[[], _T]) -> _T:
+    """Run a step of the set-up; if it fails, tell the supervisor in one line and exit."""
+    try:
+        return step()
+    except SetupError as exc:
+        sock.sendall(b"E" + str(exc).encode())
+    except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
+        sock.sendall(b"E" + f"cannot set up the namespace: {exc}".encode())
+    os._exit(125)
+
+
+def _make_device(config: Config, sock: socket.socket) -> tuple[list[int], list[str]]:
+    """The namespaces, and the TUN device configured in them: its fds and notes."""
+    enter_namespaces(config.new_user_namespace, sock)
+    make_mounts_private()
+    timeline.mark("namespaces made")
+    tun_fds = open_tun(config.tun, config.tun_queues)
+    timeline.mark("TUN device open")
+    try:
+        notes = configure_network(config)
+    except BaseException:
+        for fd in tun_fds:
+            os.close(fd)
+        raise
+    timeline.mark("TUN device up")
+    return tun_fds, notes
+
+
+def _mount_trust(config: Config) -> tuple[Config, list[str]]:
+    """resolv.conf, hosts and the CA bundles over the host's; the --ca directory hidden."""
+    timeline.mark("trust received")
+    notes: list[str] = []
+    if config.overlay:
+        notes += overlay_resolv_conf(config) + overlay_hosts()
+        for source, target in config.trust_mounts:
+            _check(_libc.mount(source.encode(), target.encode(), None, MS_BIND, None),
+                   f"bind-mount the CA bundle on {target}")
+    if config.ca_dir:
+        notes += hide_ca_directory(config)
+    timeline.mark("mounts done")
+    return config, notes
 
 
 def _say(text: str) -> None:
@@ -404,6 +416,7 @@ def _init(config: Config) -> NoReturn:
         _libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
         command_pid = os.fork()
         if command_pid == 0:
+            timeline.process("command")
             _exec_command(config)
         os._exit(relay_signals(command_pid, keep_running=config.no_exit,
                                shrink_after=SHRINK_AFTER, name="httptap-init"))
@@ -433,6 +446,7 @@ def _become(run_as: tuple[int, int, str, str], env: dict[str, str]) -> None:
 
 
 def _exec_command(config: Config) -> NoReturn:
+    timeline.mark("exec")  # before SIGPIPE is back to its default: -v into a closed pipe
     # Undo what the supervisor set up for itself: blocked signals, Python's SIGPIPE
     # and SIGINT handling. The command must start with the defaults a shell gives it.
     signal.pthread_sigmask(signal.SIG_SETMASK, set())

@@ -1,10 +1,17 @@
 """The supervisor: the httptap process itself. Starts the pipeline, runs the command, exits.
 
-    launcher (fork)  -> namespaces, TUN device, waits for "go", becomes the command
+Start-up, in the order of the forks (``-v`` prints when each step happens: run.timeline):
+
+    trust maker (fork)   -> the run's CA (to each proxy through a pipe) and the trust files
+    launcher (fork)      -> namespaces, TUN device (handed over at once), then waits for
+                            the trust files, mounts them and becomes the command
     sink, proxy×N (fork) -> started while the launcher builds the namespace
-    tcp×N (fork)     -> started once the launcher has handed over the TUN device: each
-                        shard reads and writes its own queue of it
-    tun (fork)       -> only with --dump-pcap: reads the device, steers to the shards
+    tcp×N (fork)         -> started once the launcher has handed over the TUN device: each
+                            shard reads and writes its own queue of it
+    tun (fork)           -> only with --dump-pcap: reads the device, steers to the shards
+
+The command does not wait for the stages: what it sends before they read waits in the
+device's queue.
 
 Then one loop over signals (``sigtimedwait``; every signal we care about is blocked, so
 none interrupts anything): SIGCHLD reaps children, SIGINT/SIGTERM/SIGHUP/SIGQUIT sent to
@@ -30,27 +37,34 @@ Nothing observed is lost silently:
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
 import signal
 import socket
 import sys
-import tempfile
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING
 from dataclasses import dataclass
 
+from . import timeline
 from .config import Config
+from .rundir import RUN_DIR_PREFIX, make_run_dir  # noqa: F401 - RUN_DIR_PREFIX: for the tests
+from .statsview import StatsRedraw, cpu_of, isatty
 from ..plumbing.ring import Ring
-from ..plumbing.stats import Counters, SinkState, StageReport, format_table, stats_record
+from ..plumbing.stats import (MSGS_IN, MSGS_OUT, Counters, SinkState, StageReport, format_table,
+                              stats_record)
+
+if TYPE_CHECKING:
+    from ..tls.pending import PendingCA
+    from .trustmaker import TrustMaker
 
 EXIT_FAILED = 125
 DRAIN_STALL = 5.0        # seconds without progress after which the drain gives up
 DRAIN_POLL = 0.1         # how often the drain looks at the stages' counters
 COMMAND_GRACE = 2.0      # seconds between SIGTERM and SIGKILL when we stop the command
 RING_CAPACITY = 4 << 20
-RUN_DIR_PREFIX = "httptap-run-"   # + supervisor pid: the run's trust files
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 WATCHED = {signal.SIGCHLD, *FORWARDED}
@@ -103,32 +117,6 @@ def exit_code(status: int) -> int:
 
 
 
-def _isatty(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-class StatsRedraw:
-    """``--stats-interval`` on a terminal: each table is drawn over the one before (one
-    block that refreshes in place, not a scroll of tables), as long as the sink has
-    written no line since (its ``DELIVERED`` count did not move): httptap's own lines are
-    never drawn over. Piped, every table is printed whole, as it comes."""
-
-    def __init__(self) -> None:
-        self.lines = 0          # height of the table last drawn on a terminal (0: none)
-        self.delivered = -1     # the sink's count then
-
-    def frame(self, table: str, tty: bool, delivered: int) -> str:
-        """The text that draws ``table`` now."""
-        previous = self.lines
-        redraw = tty and previous and delivered == self.delivered
-        self.lines = table.count("\n") + 1 if tty else 0
-        self.delivered = delivered
-        # Up to the first line of the last table, then clear to the end of the screen.
-        return f"\x1b[{previous}F\x1b[J{table}" if redraw else table
-
 class Supervisor:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -143,6 +131,8 @@ class Supervisor:
         self.draining = False
         self._stopping: set[int] = set()      # pids of stages we end on purpose
         self._owed_drains: list[Ring] = []    # Drain owed by a dead producer, not yet sent
+        self.pending_cas: list[PendingCA] = []  # the CA's way to each proxy (tls.pending)
+        self.trust_maker: TrustMaker | None = None
 
     # --- start-up ----------------------------------------------------------------------
 
@@ -152,48 +142,37 @@ class Supervisor:
         return ring
 
     def _start(self, name: str, module: str, inputs: list[Ring], outputs: list[Ring],
-               **extra: object) -> Child:
+               keep_fds: tuple[int, ...] = (), **extra: object) -> Child:
         """Fork stage ``name`` running ``httptap.stages.<module>.run`` (imported in the
-        child: each stage pays for its own imports, in parallel)."""
+        child: each stage pays for its own imports, in parallel). ``keep_fds``: of the
+        descriptors meant for other stages, those this one keeps."""
         from ..stages.base import StageContext, start_stage
 
         counters = Counters()
         ctx = StageContext(name, self.config, counters, inputs, outputs, dict(extra))
-        pid = start_stage(ctx, module, self._fds_to_close_in_stages)
+        close = [fd for fd in self._fds_to_close_in_stages if fd not in keep_fds]
+        pid = start_stage(ctx, module, close)
+        timeline.mark(f"{name} forked")
         shard = extra.get("shard")
         child = Child(name, pid, counters, tuple(outputs), tuple(inputs),
                       shard if isinstance(shard, int) else None)
         self.stages.append(child)
         return child
 
-    def _prepare_trust(self) -> None:
-        """The run's CA, and the files and environment that make the command trust it.
-
-        The files live in a private directory removed on every way out (one left by a
-        SIGKILLed run is removed by the next run: see ``remove_stale_run_dirs``)."""
-        from ..tls import trust
-        from ..tls.ca import CertificateAuthority
-
-        config = self.config
-        if config.ca_dir:
-            self.ca = CertificateAuthority.load_or_create(config.ca_dir, keylog_filename=config.keylog)
-        else:
-            self.ca = CertificateAuthority.ephemeral(keylog_filename=config.keylog)
-        remove_stale_run_dirs()
-        self.run_dir = tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-",
-                                        dir=run_dir_base())
-        os.chmod(self.run_dir, 0o755)  # the command may run as another user (--user)
-        files = trust.build(self.ca.cert_pem, self.run_dir, os.environ)
-        self.trust_message = b"t" + json.dumps({
-            "env": files.environ,
-            "mounts": [(files.bundle_path, target) for target in files.overlay_targets],
-        }).encode()
+    def _make_run_dir(self) -> None:
+        self.run_dir = make_run_dir()
+        self.spool_dir = os.path.join(self.run_dir, "spool")
+        os.mkdir(self.spool_dir, 0o700)  # HAR entries: bodies, cookies
 
     def run(self) -> int:
         try:
             return self._run()
         finally:
+            if self.trust_maker is not None:
+                self.trust_maker.stop()
             self._remove_run_dir()
+            for pending in self.pending_cas:
+                pending.close()
 
     def _remove_run_dir(self) -> None:
         if getattr(self, "run_dir", None):
@@ -207,6 +186,13 @@ class Supervisor:
         # kill -INT could never end a --no-exit run. Default dispositions keep them queued.
         for sig in FORWARDED:
             signal.signal(sig, signal.SIG_DFL)
+        # First the longest task, in a process of its own: the CA and the trust files.
+        try:
+            self._make_run_dir()
+        except OSError as exc:
+            print(f"httptap: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        self._start_trust_maker()
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         uid, gid = os.getuid(), os.getgid()
         sys.stdout.flush()
@@ -214,76 +200,116 @@ class Supervisor:
         pid = os.fork()
         if pid == 0:
             parent_sock.close()
+            timeline.process("launcher")
             from .namespace import launch
             launch(config, child_sock)
         child_sock.close()
         self.command = Child("command", pid)
+        timeline.mark("launcher forked")
         self.uid, self.gid = uid, gid
         self._fds_to_close_in_stages.append(parent_sock.fileno())
         try:
-            # While the launcher builds the namespace (importing pyroute2 alone takes
-            # ~0.1 s), make the CA and its files, then start the stages.
+            # The launcher's first step needs us (a moment); while it builds the
+            # namespace, start the proxies and the sink (they import their modules in
+            # parallel), then the tcp shards once the TUN device exists; then pass the
+            # trust files on to the launcher.
             if config.new_user_namespace and not self._map_ids(parent_sock):
+                return EXIT_FAILED
+            self._start_sink_and_proxies()
+            if not self._start_shards(parent_sock):
                 return EXIT_FAILED
             if not self._send_trust(parent_sock):
                 return EXIT_FAILED
-            return self._run_pipeline(parent_sock)
+            # The launcher runs the command as soon as its mounts are done; its last
+            # message says whether they were.
+            msg = parent_sock.recv(65536)
+            if msg[:1] != b"R":
+                self._launcher_failed(msg)
+                return EXIT_FAILED
+            timeline.mark("launcher ready")
+            self._print_notes(msg)
+            gc.enable()  # off during start-up (httptap.__main__)
+            return self._wait()
         finally:
             parent_sock.close()
             for ring in self.rings:
                 ring.release()
 
-    def _run_pipeline(self, sock: socket.socket) -> int:
+    def _start_trust_maker(self) -> None:
+        from ..tls.pending import PendingCA
+        from .trustmaker import TrustMaker
+
+        # Each proxy gets the CA through a pipe of its own once it exists (tls.pending).
+        self.pending_cas = [PendingCA(self.config.keylog) for _ in range(self.config.workers)]
+        self.trust_maker = TrustMaker(self.config, self.run_dir, self.pending_cas)
+        self.trust_maker.start()
+        # Open until the end of the run (closed earlier, their numbers could be reused by
+        # a descriptor a stage must keep).
+        self._fds_to_close_in_stages += [p.read_fd for p in self.pending_cas]
+        self._fds_to_close_in_stages.append(self.trust_maker.report_fd)
+
+    def _start_sink_and_proxies(self) -> None:
         config = self.config
         n = config.workers
-        tun_to_tcp = [self._ring(f"tun>tcp{i}") for i in range(n)] if config.tun_stage else []
-        tcp_to_tun = [self._ring(f"tcp{i}>tun") for i in range(n)] if config.tun_stage else []
-        tcp_to_proxy = [self._ring(f"tcp{i}>proxy{i}") for i in range(n)]
-        proxy_to_tcp = [self._ring(f"proxy{i}>tcp{i}") for i in range(n)]
+        self.tun_to_tcp = [self._ring(f"tun>tcp{i}") for i in range(n)] if config.tun_stage else []
+        self.tcp_to_tun = [self._ring(f"tcp{i}>tun") for i in range(n)] if config.tun_stage else []
+        self.tcp_to_proxy = [self._ring(f"tcp{i}>proxy{i}") for i in range(n)]
+        self.proxy_to_tcp = [self._ring(f"proxy{i}>tcp{i}") for i in range(n)]
         proxy_to_sink = [self._ring(f"proxy{i}>sink") for i in range(n)]
-        suffixes = [str(i) if n > 1 else "" for i in range(n)]
+        self.suffixes = [str(i) if n > 1 else "" for i in range(n)]
         # The sink also hears from the supervisor: periodic stats for ndjson sinks.
         self.to_sink = self._ring("supervisor>sink")
-        self.spool_dir = os.path.join(self.run_dir, "spool")
-        os.mkdir(self.spool_dir, 0o700)  # HAR entries: bodies, cookies
+        # The proxies first: they have the most to import.
+        for i in range(n):
+            self._start("proxy" + self.suffixes[i], "proxy", [self.tcp_to_proxy[i]],
+                        [self.proxy_to_tcp[i], proxy_to_sink[i]],
+                        keep_fds=(self.pending_cas[i].read_fd,), shard=i, ca=self.pending_cas[i])
         self._start("sink", "sink", [*proxy_to_sink, self.to_sink], [],
                     state=self.sink_state, spool_dir=self.spool_dir)
-        for i in range(n):
-            self._start("proxy" + suffixes[i], "proxy", [tcp_to_proxy[i]],
-                        [proxy_to_tcp[i], proxy_to_sink[i]], shard=i, ca=self.ca)
+        self.stages.insert(0, self.stages.pop())  # listed first, as --stats shows it
 
-        # The launcher answers with the TUN device (one fd per queue), or with one line
-        # saying what went wrong.
+    def _start_shards(self, sock: socket.socket) -> bool:
+        """Receive the TUN device (one fd per queue) and start the tcp shards (and the tun
+        stage) on it; False, said and cleaned up, if the launcher failed instead."""
+        config = self.config
+        n = config.workers
         try:
             msg, fds, _, _ = socket.recv_fds(sock, 65536, config.tun_queues)
         except OSError as exc:
             msg, fds = b"E" + f"launcher failed: {exc}".encode(), []
-        if not msg or msg[:1] == b"E" or len(fds) != config.tun_queues:
+        timeline.mark("TUN device received")
+        if not msg or msg[:1] != b"T" or len(fds) != config.tun_queues:
             for fd in fds:
                 os.close(fd)
             self._launcher_failed(msg)
-            return EXIT_FAILED
-        notes = msg[1:].decode(errors="replace")
-        if notes and config.verbose:
-            for line in notes.splitlines():
-                print(f"httptap: {line}", file=sys.stderr)
+            return False
+        self._print_notes(msg)
         stop_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self.stop_fd = stop_fd
+        suffixes = self.suffixes
         # The shards write their packets to the device themselves (one hop less for every
         # byte the command receives) and, without a tun stage, read their own queue too.
         for i in range(n):
             if config.tun_stage:
-                self._start("tcp" + suffixes[i], "tcp", [tun_to_tcp[i], proxy_to_tcp[i]],
-                            [tcp_to_tun[i], tcp_to_proxy[i]], shard=i, tun_fd=fds[0])
+                self._start("tcp" + suffixes[i], "tcp", [self.tun_to_tcp[i], self.proxy_to_tcp[i]],
+                            [self.tcp_to_tun[i], self.tcp_to_proxy[i]], shard=i, tun_fd=fds[0])
             else:
-                self._start("tcp" + suffixes[i], "tcp", [proxy_to_tcp[i]], [tcp_to_proxy[i]],
-                            shard=i, tun_fd=fds[i], reads_tun=True, stop_fd=stop_fd)
+                self._start("tcp" + suffixes[i], "tcp", [self.proxy_to_tcp[i]],
+                            [self.tcp_to_proxy[i]], shard=i, tun_fd=fds[i], reads_tun=True,
+                            stop_fd=stop_fd)
         if config.tun_stage:
-            self._start("tun", "tun", tcp_to_tun, tun_to_tcp, tun_fd=fds[0], stop_fd=stop_fd)
+            self._start("tun", "tun", self.tcp_to_tun, self.tun_to_tcp, tun_fd=fds[0],
+                        stop_fd=stop_fd)
         for fd in fds:
             os.close(fd)  # the stages hold them now
-        sock.send(b"g")
-        return self._wait()
+        return True
+
+    def _print_notes(self, msg: bytes) -> None:
+        """The launcher's notes after its message's first byte, for --verbose."""
+        notes = msg[1:].decode(errors="replace")
+        if notes and self.config.verbose:
+            for line in notes.splitlines():
+                print(f"httptap: {line}", file=sys.stderr)
 
     def _map_ids(self, sock: socket.socket) -> bool:
         """Write the launcher's uid/gid maps when it asks ("U"); False if it failed."""
@@ -302,20 +328,31 @@ class Supervisor:
         return True
 
     def _send_trust(self, sock: socket.socket) -> bool:
-        from ..tls.ca import CAError
-
-        try:
-            self._prepare_trust()
-        except (CAError, OSError) as exc:
-            sock.send(b"E" + str(exc).encode())
-            print(f"httptap: {exc}", file=sys.stderr)
-            self._reap_command(block=True)
+        """Pass the trust maker's files on to the launcher; False if it failed."""
+        assert self.trust_maker is not None
+        self._fds_to_close_in_stages.remove(self.trust_maker.report_fd)  # closed by result()
+        msg = self.trust_maker.result()
+        timeline.mark("trust files received")
+        if msg[:1] != b"t":
+            self._abort(sock, msg[1:].decode(errors="replace"))
             return False
         try:
-            sock.send(self.trust_message)
+            sock.send(msg)
         except OSError:
             pass  # the launcher failed: its message follows
         return True
+
+    def _abort(self, sock: socket.socket, text: str) -> int:
+        """Our own set-up failed: tell the launcher (it exits without running the
+        command), say why, and end the stages."""
+        try:
+            sock.send(b"E" + text.encode())
+        except OSError:
+            pass
+        print(f"httptap: {text}", file=sys.stderr)
+        self._reap_command(block=True)
+        self._stop_stages(graceful=False)
+        return EXIT_FAILED
 
     def _launcher_failed(self, msg: bytes) -> None:
         text = msg[1:].decode(errors="replace") if msg else "the launcher died before setting up the namespace"
@@ -343,6 +380,7 @@ class Supervisor:
                     self._stop_command()
                     break
                 if command.status is not None:
+                    timeline.mark("command exited (launcher reaped)")
                     # The launcher exits when the namespace's PID 1 does: after the command,
                     # or with --no-exit, after the interrupt that ends the run.
                     break
@@ -355,6 +393,7 @@ class Supervisor:
                     pass
         stage_died_first = bool(self.lost)
         self._drain()
+        timeline.mark("drain done")
         self._write_left_spools()
         if self.config.stats:
             self._print_stats(final=True)
@@ -471,6 +510,7 @@ class Supervisor:
             info = signal.sigtimedwait(watched, DRAIN_POLL)
             if info is not None and info.si_signo == signal.SIGCHLD:
                 self._reap()
+                self._end_idle_proxies()
             elif info is not None:
                 # Ctrl-C (again), or a signal to httptap: stop now, writing what we can.
                 self.lost.append(f"the drain was interrupted by {signal.Signals(info.si_signo).name}")
@@ -487,6 +527,35 @@ class Supervisor:
                 self.lost.append(f"the drain did not finish (stuck: {stuck})")
                 self._stop_stages(graceful=True)
                 return
+
+    def _end_idle_proxies(self) -> None:
+        """A proxy given nothing but its finished tcp shard's Drain holds nothing: end it
+        rather than wait for it to start (it may still be importing its modules), and send
+        its Drain to the sink on its behalf. A run without traffic drains at once."""
+        if self.config.tun_stage:
+            return  # its shards' counters also count what they send the tun stage
+        for proxy in self.stages:
+            tcp = next((s for s in self.stages
+                        if s.name.startswith("tcp") and s.shard == proxy.shard), None)
+            if (not proxy.name.startswith("proxy") or proxy.status is not None
+                    or proxy.pid in self._stopping or tcp is None or tcp.status != 0
+                    or tcp.counters is None or proxy.counters is None):
+                continue
+            if not proxy_is_idle(tcp.counters.v[MSGS_OUT], proxy.counters.v[MSGS_IN],
+                                 proxy.counters.v[MSGS_OUT]):
+                continue
+            timeline.mark(f"{proxy.name} ended: it was given nothing")
+            self._end_stage(proxy)
+            try:
+                _, status, rusage = os.wait4(proxy.pid, 0)
+                proxy.status, proxy.cpu = status, rusage.ru_utime + rusage.ru_stime
+            except ChildProcessError:
+                pass  # reaped already
+            if proxy.counters.v[MSGS_OUT] == 0:
+                # (Had it published its own Drain uncounted, the sink would read a second
+                # one from this ring, which changes nothing.)
+                self._owed_drains += [r for r in proxy.outputs if self._consumer_of(r)]
+        self._send_owed_drains()
 
     def _sink_dead(self) -> bool:
         return any(s.name == "sink" and s.status is not None for s in self.stages)
@@ -569,7 +638,7 @@ class Supervisor:
         elapsed = time.monotonic() - self.started
         out = sys.stderr if self.config.use_stderr or "terminal" not in self.config.sinks else sys.stdout
         table = format_table(reports, elapsed)
-        print(self._stats_redraw.frame(table, _isatty(out), self.sink_state.delivered),
+        print(self._stats_redraw.frame(table, isatty(out), self.sink_state.delivered),
               file=out, flush=True)
         record = stats_record(reports, elapsed)
         if final:
@@ -602,7 +671,7 @@ class Supervisor:
         reports = []
         for stage in self.stages:
             assert stage.counters is not None
-            cpu = stage.cpu if stage.status is not None else _cpu_of(stage.pid)
+            cpu = stage.cpu if stage.status is not None else cpu_of(stage.pid)
             ring_stats = [r.stats() for r in stage.outputs]
             reports.append(StageReport(
                 name=stage.name, counters=stage.counters.snapshot(), cpu_seconds=cpu,
@@ -614,35 +683,10 @@ class Supervisor:
         return reports
 
 
-def _cpu_of(pid: int) -> float:
-    """CPU seconds of a running process, from /proc (utime + stime, in clock ticks)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-def run_dir_base() -> str:
-    """Where run directories go: /dev/shm, a tmpfs on every Linux system, when we may
-    write there, else the temp directory. Creating the ~150 entries of the run's
-    SSL_CERT_DIR took 10-40 ms on this machine's ext4 /tmp and 1 ms on tmpfs."""
-    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK | os.X_OK):
-        return "/dev/shm"
-    return tempfile.gettempdir()
-
-
-def remove_stale_run_dirs() -> None:
-    """Remove run directories of httptap processes that no longer exist (SIGKILLed)."""
-    tmp = run_dir_base()
-    for name in os.listdir(tmp):
-        if not name.startswith(RUN_DIR_PREFIX):
-            continue
-        pid = name[len(RUN_DIR_PREFIX):].split("-", 1)[0]
-        path = os.path.join(tmp, name)
-        if pid.isdigit() and not os.path.exists(f"/proc/{pid}") and os.stat(path).st_uid == os.getuid():
-            shutil.rmtree(path, ignore_errors=True)
+def proxy_is_idle(tcp_sent: int, proxy_received: int, proxy_sent: int) -> bool:
+    """Whether a proxy has nothing to drain: its tcp shard (finished) sent it one record,
+    the Drain, and the proxy has neither taken nor sent anything yet."""
+    return tcp_sent == 1 and proxy_received == 0 and proxy_sent == 0
 
 
 def run_supervisor(config: Config) -> int:

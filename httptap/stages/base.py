@@ -27,6 +27,7 @@ descriptors plus one timer callback.
 from __future__ import annotations
 
 import ctypes
+import gc
 import itertools
 import os
 import select
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..plumbing import messages
+from ..run import timeline
 from ..run.config import Config
 from ..plumbing.ring import Ring
 from ..plumbing.stats import BYTES_IN, BYTES_OUT, MSGS_IN, MSGS_OUT, Counters
@@ -292,6 +294,7 @@ class Loop:
         self._running = False
 
     def run(self) -> None:
+        timeline.mark("ready")
         self._running = True
         handlers = self._handlers
         poll = self._epoll.poll
@@ -360,11 +363,15 @@ def start_stage(ctx: StageContext, module: str, close_fds: list[int]) -> int:
     exception is reported on stderr as one line naming the stage before exiting 1."""
     sys.stdout.flush()
     sys.stderr.flush()
+    # What exists now stays out of the child's collections: they would touch (and copy)
+    # every page of the supervisor's objects the child shares.
+    gc.freeze()
     pid = os.fork()
     if pid:
         return pid
     code = 1
     try:
+        timeline.process(ctx.name)
         set_process_name(f"httptap-{ctx.name}")
         keep_freed_memory()
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -379,7 +386,11 @@ def start_stage(ctx: StageContext, module: str, close_fds: list[int]) -> int:
                 pass
         import importlib
 
-        importlib.import_module(f"httptap.stages.{module}").run(ctx)
+        stage = importlib.import_module(f"httptap.stages.{module}")
+        timeline.mark("imported")
+        gc.enable()  # off during start-up (httptap.__main__)
+        stage.run(ctx)
+        timeline.mark("exiting")
         code = 0
     except BaseException as exc:  # noqa: BLE001 - the process must report and exit
         try:
