@@ -1,9 +1,6 @@
-"""``python -m httptap``: the same as the ``httptap`` script, started faster.
+"""``python -m httptap``: the same as the ``httptap`` script.
 
-A plain command line is parsed without typer (``run.args.quick_main``: typer and click
-take ~35 ms of CPU to import); anything else goes to the typer command of ``run.cli``.
-:func:`main` is also an entry point a console script can name.
-"""
+:func:`main` is also an entry point a console script can name."""
 
 import gc
 import os
@@ -17,13 +14,9 @@ def main() -> NoReturn:
     # The supervisor and each stage turn it back on once started (run.supervisor,
     # stages.base).
     gc.disable()
-    from .run.args import quick_main
+    from .run.cli import main as typer_main
 
-    code = quick_main(sys.argv[1:])
-    if code is None:
-        from .run.cli import main as typer_main
-
-        code = typer_main()
+    code = typer_main()
     # Tearing down the interpreter (every module, every object) took ~25 ms of CPU for
     # nothing: the run is over, every output file is closed, and nothing registers an exit
     # handler in this process. If flushing our own output fails, the usual exit says so.

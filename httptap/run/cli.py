@@ -1,8 +1,7 @@
 """The command line: ``httptap [OPTIONS] -- COMMAND [ARGS...]``.
 
-Parses options (typer), checks their values into a :class:`~httptap.run.config.Config`
-(``run.args``, which also parses plain command lines quickly, without typer) and hands it
-to the supervisor. Every option also reads ``HTTPTAP_<NAME>`` from the environment.
+Parses options (typer), checks their values, builds a :class:`~httptap.run.config.Config` and
+hands it to the supervisor. Every option also reads ``HTTPTAP_<NAME>`` from the environment.
 Bad values exit 125 with one line, as every httptap failure does.
 """
 
@@ -11,24 +10,118 @@ from __future__ import annotations
 from . import timeline  # first: its clock starts here ("interpreter up")
 
 import gc
+import ipaddress
+import os
 import sys
 from typing import Annotated, Optional
 
 import typer
 
 from .. import __version__
+from .config import Config
 
-from .args import (EXIT_HTTPTAP_FAILED, MAX_ID, OptionError, choose_sinks,  # noqa: F401
-                   execute, make_config, parse_ports, resolve_user, spread_multi_values)
-from .args import parse_size as _parse_size
+EXIT_HTTPTAP_FAILED = 125
+MAX_ID = 4294967294  # uid_t is 32 bits and (uid_t)-1 means "no change" to setuid(2)
+
+# Options that take several values after one flag (``--http 80 8080``).
+_MULTI_VALUE = ("--http", "--https", "--no-intercept")
+
+
+def spread_multi_values(argv: list[str]) -> list[str]:
+    """Rewrite ``--http 80 8080`` as ``--http 80 --http 8080`` (only before ``--``).
+
+    Click takes one value per occurrence; the SPEC allows a list after one flag."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            out.extend(argv[i:])
+            break
+        out.append(arg)
+        i += 1
+        if arg in _MULTI_VALUE:
+            first = True
+            while i < len(argv) and argv[i] != "--" and not argv[i].startswith("-"):
+                if not first:
+                    out.append(arg)
+                out.append(argv[i])
+                first = False
+                i += 1
+    return out
+
+
+def parse_ports(values: list[str] | None, default: int, flag: str) -> frozenset[int]:
+    if not values:
+        return frozenset({default})
+    ports: set[int] = set()
+    for value in values:
+        for part in value.replace(" ", ",").split(","):
+            if not part:
+                continue
+            if not part.isdigit() or not 0 < int(part) < 65536:
+                raise typer.BadParameter(f"{part!r} is not a TCP port (1-65535)", param_hint=flag)
+            ports.add(int(part))
+    return frozenset(ports)
+
+
+def _check_sink(spec: str) -> str:
+    kind, _, path = spec.partition(":")
+    if kind not in ("terminal", "ndjson", "har") or (kind == "har" and not path) or (
+            kind == "terminal" and path):
+        raise typer.BadParameter(
+            f"{spec!r}: expected terminal, ndjson, ndjson:PATH or har:PATH", param_hint="--sink")
+    return spec
+
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
 
 def parse_size(text: str, flag: str) -> int:
-    """``"16M"`` -> 16777216 (see ``run.args.parse_size``), with typer's error."""
+    """``"16M"`` -> 16777216: a whole number of bytes, optionally followed by K, M or G
+    (powers of 1024; ``KB``, ``MiB`` and lower case are accepted too)."""
+    value = text.strip().upper()
+    for suffix in ("IB", "B"):
+        if value.endswith(suffix) and value[:-len(suffix)][-1:] in ("K", "M", "G"):
+            value = value[:-len(suffix)]
+            break
+    unit = value[-1:] if value[-1:] in ("K", "M", "G") else ""
+    number = value[:len(value) - len(unit)].strip()
+    if not number.isdigit() or not number.isascii():
+        raise typer.BadParameter(f"{text!r} is not a size (a number of bytes, or with K, M "
+                                 "or G: 16M)", param_hint=flag)
+    return int(number) * _SIZE_UNITS[unit]
+
+
+def choose_sinks(specs: list[str], dump_har: str | None, *, quiet: bool = False,
+                 use_stderr: bool = False) -> list[str]:
+    """The sinks of a run: those asked for, ``--dump-har``'s, and the terminal unless
+    ``-q`` is given or another sink writes to stdout (a bare ``ndjson``, when the terminal
+    would write there too). ``--sink terminal`` always counts."""
+    sinks = [_check_sink(s) for s in specs]
+    if dump_har:
+        sinks.append("har:" + dump_har)
+    stdout_taken = "ndjson" in sinks and not use_stderr
+    if "terminal" not in sinks and not quiet and not stdout_taken:
+        sinks.insert(0, "terminal")
+    return sinks
+
+
+def resolve_user(user: str) -> tuple[int, int, str, str]:
+    """``--user NAME|UID`` as (uid, gid, name, home), from the host's user database."""
+    import pwd
+
     try:
-        return _parse_size(text, flag)
-    except OptionError as exc:
-        raise typer.BadParameter(exc.message, param_hint=exc.param_hint) from None
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except KeyError:
+        if not user.isdigit():
+            raise typer.BadParameter(f"no such user: {user!r}", param_hint="--user") from None
+        uid = int(user)
+        if uid > MAX_ID:
+            raise typer.BadParameter(f"{user} is not a user id (0-{MAX_ID})",
+                                     param_hint="--user") from None
+        return uid, uid, user, "/"  # a bare uid without a passwd entry
+    return entry.pw_uid, entry.pw_gid, entry.pw_name, entry.pw_dir
 
 
 def _version(value: bool) -> None:
@@ -96,18 +189,60 @@ def run(
         help="relay TLS to these hosts (globs: '*.example.com') untouched, for clients that pin certificates")] = None,
 ) -> None:
     """Run COMMAND in its own network namespace and show every HTTP and HTTPS request it makes."""
+    argv = list(command or [])
+    if not argv:
+        argv = [os.environ.get("SHELL") or "/bin/sh"]
+    if not argv[0]:
+        raise typer.BadParameter("the command name is empty", param_hint="COMMAND")
+    sinks = choose_sinks(sink or [], dump_har, quiet=quiet, use_stderr=stderr)
     try:
-        config = make_config(
-            command=command, http=http, https=https, head=head, body=body,
-            max_body_size=max_body_size, print_dns=print_dns, dump_har=dump_har, sink=sink,
-            stats=stats, stats_interval=stats_interval, workers=workers, no_exit=no_exit,
-            user=user, no_new_user_namespace=no_new_user_namespace, no_overlay=no_overlay,
-            tun=tun, subnet=subnet, gateway=gateway, dump_tcp=dump_tcp, stderr=stderr,
-            verbose=verbose, quiet=quiet, ca=ca, dump_pcap=dump_pcap, keylog=keylog,
-            insecure=insecure, no_intercept=no_intercept)
-    except OptionError as exc:
-        raise typer.BadParameter(exc.message, param_hint=exc.param_hint) from None
-    raise typer.Exit(execute(config))
+        iface = ipaddress.IPv4Interface(subnet)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--subnet") from None
+    try:
+        gw = ipaddress.IPv4Address(gateway)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--gateway") from None
+    if gw not in iface.network or gw == iface.ip:
+        raise typer.BadParameter(f"{gateway} must be another address in {iface.network}",
+                                 param_hint="--gateway")
+    if not tun or len(tun) > 15 or "/" in tun or tun.strip() != tun:
+        raise typer.BadParameter("a device name has 1 to 15 characters, no '/' or spaces",
+                                 param_hint="--tun")
+    if no_new_user_namespace and os.geteuid() != 0:
+        raise typer.BadParameter("only root can run without a new user namespace",
+                                 param_hint="--no-new-user-namespace")
+    run_as = resolve_user(user) if user else None
+    if run_as and run_as[0] != os.getuid() and os.geteuid() != 0:
+        raise typer.BadParameter("only root can run the command as another user "
+                                 "(an unprivileged user namespace maps just your own uid)",
+                                 param_hint="--user")
+    config = Config(
+        command=tuple(argv),
+        http_ports=parse_ports(http, 80, "--http"),
+        https_ports=parse_ports(https, 443, "--https"),
+        head=head, body=body, max_body_size=parse_size(max_body_size, "--max-body-size"),
+        print_dns=print_dns, sinks=tuple(sinks),
+        stats=stats or stats_interval > 0, stats_interval=stats_interval, workers=workers,
+        no_exit=no_exit, user=user, run_as=run_as, new_user_namespace=not no_new_user_namespace,
+        overlay=not no_overlay, tun=tun, subnet=subnet, gateway=gateway, dump_tcp=dump_tcp,
+        use_stderr=stderr, verbose=verbose, ca_dir=ca, dump_pcap=dump_pcap, keylog=keylog,
+        insecure=insecure,
+        no_intercept=tuple(g.lower() for v in no_intercept or () for g in v.replace(",", " ").split()),
+    )
+    timeline.enable(verbose)
+    timeline.mark("options parsed")
+    # Before anything starts: a path we could not write must not cost the command's run.
+    from .outputs import OutputError, check_outputs
+    try:
+        check_outputs(config)
+    except OutputError as exc:
+        print(f"httptap: {exc}", file=sys.stderr)
+        raise typer.Exit(EXIT_HTTPTAP_FAILED) from None
+    from .supervisor import run_supervisor
+    code = run_supervisor(config)
+    timeline.mark(f"exit {code}")
+    raise typer.Exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:
