@@ -1,14 +1,14 @@
 """What start-up must not import (perf/README.md, "Start-up"): the supervisor's path of a
-plain command line and the stages' modules stay clear of typer (parsed without it),
-cryptography (the trust maker imports it; a proxy at its first TLS connection) and
-pyroute2 (the launcher sends its own rtnetlink requests)."""
+stages' modules stay clear of cryptography (the trust maker imports it; a proxy at its
+first TLS connection) and pyroute2 (the launcher imports it when it configures the
+device)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-HEAVY = ("typer", "click", "cryptography", "pyroute2")
+HEAVY = ("cryptography", "pyroute2")
 
 
 def imported(*modules: str) -> list[str]:
@@ -20,11 +20,7 @@ def imported(*modules: str) -> list[str]:
     return r.stdout.split()
 
 
-def test_the_quick_path_and_the_stages_import_nothing_heavy():
-    assert imported("httptap.run.args", "httptap.run.supervisor", "httptap.run.namespace",
+def test_the_supervisor_and_the_stages_import_nothing_heavy():
+    assert imported("httptap.run.supervisor", "httptap.run.namespace",
                     "httptap.run.trustmaker", "httptap.stages.proxy", "httptap.stages.sink",
                     "httptap.stages.tcp", "httptap.stages.tun") == []
-
-
-def test_the_typer_command_line_still_imports_typer():
-    assert "typer" in imported("httptap.run.cli")  # the test above can fail, then
