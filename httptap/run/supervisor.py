@@ -558,7 +558,10 @@ class Supervisor:
         self._send_owed_drains()
 
     def _sink_dead(self) -> bool:
-        return any(s.name == "sink" and s.status is not None for s in self.stages)
+        """The sink ended without finishing (a signal, a failure). A sink that exited 0 has
+        delivered every Drain; stages it does not read (the tun stage writing the pcap)
+        may still be finishing, and are waited for like any other."""
+        return any(s.name == "sink" and s.status not in (None, 0) for s in self.stages)
 
     def _progress_mark(self) -> tuple[object, ...]:
         """Changes whenever a stage moves a message or the sink delivers one."""
