@@ -21,7 +21,7 @@ ack_can_wait``), it is held up to ``ACK_DELAY`` for the proxy's answer, which th
 carries it: a keep-alive exchange costs one packet towards the command instead of two
 (one device write and one pure ACK for the command's kernel to process fewer). Held
 ACKs go out in the order they were held, at their deadline if no answer came, and that
-flow's next ``QUICK_ACKS`` ACKs are not held.
+flow's ACKs are never held again.
 
 TCP and UDP towards the host's loopback (127.0.0.0/8, ::1, and the addresses that lead
 there too) are refused here: a SYN gets a reset, a datagram is dropped. Such packets reach
@@ -62,10 +62,11 @@ BURST = 8  # data segments per flow per turn of the loop: then read the command'
 # How long the ACK of a small request may wait for the answer to carry it (Linux's own
 # delayed ACK waits up to 40 ms). A hold that runs out means no answer came in time: the
 # proxy is slow, or the client waits for this very ACK (Nagle: a request written in two
-# pieces); the flow then ACKs at once for its next QUICK_ACKS segments, as Linux's
-# quick-ACK mode does, so such a client loses ACK_DELAY at most once in that many.
+# pieces); the flow then ACKs at once for the rest of its life, so such a client loses
+# ACK_DELAY once per connection. (Quick-ACK for the next 16 segments only, as Linux does,
+# measured: a client writing each request head in two pieces, Nagle on, 300 keep-alive
+# requests, p90 5.9-6.0 ms against 0.8-1.3 ms acknowledging at once.)
 ACK_DELAY = 0.005
-QUICK_ACKS = 16
 
 
 _V4_MAPPED = bytes(10) + b"\xff\xff"
@@ -98,7 +99,7 @@ class Flow:
     """One TCP connection from the command, as this shard knows it."""
 
     __slots__ = ("id", "key", "conn", "src", "dst", "sport", "dport", "accepted", "timer",
-                 "acked", "ended", "quick_acks")
+                 "acked", "ended", "ack_at_once")
 
     def __init__(self, flow_id: int, key: FlowKey, conn: TcpConnection,
                  src: bytes, dst: bytes, sport: int, dport: int) -> None:
@@ -111,7 +112,7 @@ class Flow:
         self.timer: float | None = None
         self.acked = 0  # bytes the command acknowledged, not yet credited to the proxy
         self.ended = False  # the proxy was told (FlowClosed) and has forgotten the flow
-        self.quick_acks = 0  # ACKs still to send at once (see QUICK_ACKS), not held
+        self.ack_at_once = False  # a held ACK ran out: never hold this flow's ACKs again
 
 
 class TcpShard:
@@ -322,16 +323,13 @@ class TcpShard:
                 elif kind is Closed:
                     closed = True
             hold = False
-            if conn.ack_can_wait():
-                if flow.quick_acks:
-                    flow.quick_acks -= 1
-                else:
-                    due = ack_due.get(flow.id)
-                    if due is None:
-                        ack_due[flow.id] = due = now + ACK_DELAY
-                    hold = due > now
-                    if not hold:  # no answer in time: ACK at once for a while
-                        flow.quick_acks = QUICK_ACKS
+            if not flow.ack_at_once and conn.ack_can_wait():
+                due = ack_due.get(flow.id)
+                if due is None:
+                    ack_due[flow.id] = due = now + ACK_DELAY
+                hold = due > now
+                if not hold:  # no answer in time: from now on, ACK at once
+                    flow.ack_at_once = True
             if not hold:
                 if ack_due:
                     ack_due.pop(flow.id, None)
