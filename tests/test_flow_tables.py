@@ -19,26 +19,12 @@ from httptap.net.wire import VNET_HDR_LEN, build_tcp, parse_ip, parse_tcp
 from httptap.plumbing import messages as m
 from httptap.plumbing.stats import Counters
 from httptap.stages.tcp import TcpShard
+from fakes import FakeOutbox
 
 CLIENT = socket.inet_aton("10.1.1.100")
 SERVER = socket.inet_aton("10.77.1.2")
 SPORT = 80
 FLOWS = 300
-
-
-class FakeOutbox:
-    def __init__(self) -> None:
-        self.sent: list[m.Msg] = []
-
-    def send(self, msg: m.Msg) -> None:
-        self.sent.append(msg)
-
-    def send_data(self, flow: int, data: bytes) -> None:
-        self.sent.append(m.FlowData(flow, bytes(data)))
-
-    def take(self) -> list[m.Msg]:
-        out, self.sent = self.sent, []
-        return out
 
 
 class Churn:

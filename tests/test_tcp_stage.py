@@ -18,27 +18,11 @@ from httptap.net.tcp.connection import TcpConnection
 from httptap.net.tcp.events import DataReceived, Established, PeerEof
 from httptap.net.tcp.segment import ACK, RST, SYN, Segment
 from httptap.net.wire import VNET_HDR_LEN, build_tcp, parse_ip, parse_tcp
+from fakes import FakeOutbox
 
 CLIENT = socket.inet_aton("10.1.1.100")
 SERVER = socket.inet_aton("10.77.1.2")
 CPORT, SPORT = 40000, 80
-
-
-class FakeOutbox:
-    """What a stage's Outbox looks like to its code: ``send`` collects messages."""
-
-    def __init__(self) -> None:
-        self.sent: list[m.Msg] = []
-
-    def send(self, msg: m.Msg) -> None:
-        self.sent.append(msg)
-
-    def send_data(self, flow: int, data: bytes) -> None:
-        self.sent.append(m.FlowData(flow, bytes(data)))
-
-    def take(self) -> list[m.Msg]:
-        out, self.sent = self.sent, []
-        return out
 
 
 class Rig:
