@@ -24,8 +24,9 @@ Map of the package, in the order data flows (see ../shared/DESIGN.md for the why
                  (with ``h2frames``, ``h2reset``), their ``events``,
                  ``contentcoding``, ``headers``, ``report`` (events into the sink's
                  messages), ``websocket`` with ``wsreport``;
-  - ``flow/``    ``core``: one proxied connection (what it is, TLS, decoding, credit),
-                 ``commands``: what it asks the proxy stage to do;
+  - ``flow/``    ``core``: one proxied connection (what it is, TLS, credit), with
+                 ``decoding`` (its HTTP observer, reporter and protocol switches),
+                 ``sniff`` (first bytes), ``commands``: what it asks the proxy stage to do;
   - ``dns/``     ``message`` (the wire format), with ``resolver`` (the host's answers);
   - ``events``   the base class of every core's events.
 - ``sinks/``     the output formats: terminal, ndjson, HAR.

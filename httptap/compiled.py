@@ -37,6 +37,7 @@ MODULES: tuple[str, ...] = (
     "httptap.http.h2frames",
     "httptap.http.report",
     "httptap.flow.core",
+    "httptap.flow.decoding",
     "httptap.flow.commands",
     "httptap.dns.message",
 )
