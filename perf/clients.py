@@ -4,6 +4,7 @@
     python perf/clients.py conc --url URL [--conns 50] [--seconds 5] [--proxy HOST:PORT]
     python perf/clients.py churn --url URL [--n 100000] [--every 10000] [--conc 4]
                                  [--deadline 1200] [--ack-timeout 60]
+    python perf/clients.py split --url URL [--n 300] [--deadline 60]
 
 ``seq``: N GET requests one after the other, each on a new TCP connection
 (``Connection: close``), body read in full; with an https URL, each a new TLS handshake.
@@ -15,6 +16,12 @@ new TLS handshake too, trusting the default CA store), CONC at a time, for
 perf/bench_memory.py: at 0 and after every EVERY completed requests it stops opening
 connections, prints a checkpoint line (JSON: done, errors, seconds) and waits for a line on
 stdin (the benchmark samples memory meanwhile; at most ACK_TIMEOUT seconds), then goes on.
+
+``split``: N keep-alive GETs on one connection, each head written in two pieces with
+Nagle on (as some clients write a request): the second piece waits for the ACK of the
+first, so this shows what holding ACKs costs such a client (stages/tcp.py, ACK_DELAY; the
+same probe direct to nginx on loopback meets Linux's own 40 ms delayed ACK). Prints
+latency percentiles in ms.
 
 ``seq`` and ``conc`` print one JSON object on stdout: requests, errors, seconds, req_s and,
 for ``conc``, latency percentiles in ms; ``churn`` ends with one like ``seq``'s. With ``--proxy`` the requests go to
@@ -234,6 +241,52 @@ async def _churn(url: str, n: int, every: int, conc: int, deadline_s: float,
             "seconds": elapsed, "req_s": done / elapsed if elapsed > 0 else 0.0}
 
 
+def run_split(url: str, n: int, deadline_s: float) -> dict:
+    """See the module docstring (``split``)."""
+    import socket
+
+    host, port, path = _target(url, None)
+    first = f"GET {path} HTTP/1.1\r\nHost: {urllib.parse.urlsplit(url).netloc}\r\n".encode()
+    rest = b"User-Agent: httptap-perf-split\r\n\r\n"
+    latencies: list[float] = []
+    t0 = time.perf_counter()
+    deadline = t0 + deadline_s
+    with socket.create_connection((host, port), timeout=10) as sock:
+        for _ in range(n):
+            if time.perf_counter() > deadline:
+                break
+            start = time.perf_counter()
+            sock.sendall(first)
+            sock.sendall(rest)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise OSError("the server closed the connection")
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            while len(body) < length:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise OSError("the server closed the connection")
+                body += chunk
+            latencies.append((time.perf_counter() - start) * 1000)
+    latencies.sort()
+    elapsed = time.perf_counter() - t0
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(len(latencies) * p))] if latencies else 0.0
+
+    return {"requests": len(latencies), "errors": 0, "seconds": elapsed,
+            "req_s": len(latencies) / elapsed if elapsed > 0 else 0.0,
+            "p50_ms": pct(0.5), "p90_ms": pct(0.9), "p99_ms": pct(0.99)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="mode", required=True)
@@ -255,8 +308,14 @@ def main() -> None:
     h.add_argument("--conc", type=int, default=4)
     h.add_argument("--deadline", type=float, default=1200.0)
     h.add_argument("--ack-timeout", type=float, default=60.0)
+    p = sub.add_parser("split")
+    p.add_argument("--url", required=True)
+    p.add_argument("--n", type=int, default=300)
+    p.add_argument("--deadline", type=float, default=60.0)
     a = ap.parse_args()
-    if a.mode == "churn":
+    if a.mode == "split":
+        out = run_split(a.url, min(a.n, 100_000), min(a.deadline, 600.0))
+    elif a.mode == "churn":
         out = asyncio.run(_churn(a.url, min(a.n, 10_000_000), a.every, a.conc,
                                  min(a.deadline, 3600.0), a.ack_timeout))
     elif a.mode == "seq":
