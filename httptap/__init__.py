@@ -5,8 +5,9 @@ Map of the package, in the order data flows (see ../shared/DESIGN.md for the why
 - ``run/``       the run: ``cli`` (options into a ``Config``), ``supervisor`` (the httptap
                  process: makes the rings, forks the stages, launches the command, waits,
                  drains, exits with its status; ``trustmaker`` makes the CA and the trust
-                 files alongside), ``namespace`` (the launcher: user, net, mount and PID
-                 namespaces, the TUN device configured by ``netlink``, exec), ``outputs``
+                 files alongside; ``drainrules`` says when the drain is stuck),
+                 ``namespace`` (the launcher: user, net, mount and PID namespaces, the TUN
+                 device configured with pyroute2, exec), ``outputs``
                  (output files checked before the command starts), ``signalrelay``,
                  ``timeline`` (what ``-v`` says of the start-up).
 - ``plumbing/``  what joins the processes: ``ring`` (shared-memory SPSC rings),

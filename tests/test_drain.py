@@ -1,8 +1,8 @@
-"""The drain's patience (``supervisor.ProgressWatch``): a fake clock, no processes."""
+"""The drain's rules (``run.drainrules``): a fake clock, no processes."""
 
 from __future__ import annotations
 
-from httptap.run.supervisor import ProgressWatch
+from httptap.run.drainrules import ProgressWatch
 
 
 def test_a_pipeline_that_moves_is_never_stalled():
@@ -45,7 +45,7 @@ def test_stats_tables_redraw_in_place_on_a_terminal_only_while_nothing_else_was_
 
 
 def test_a_proxy_is_idle_only_when_given_just_the_drain_and_silent():
-    from httptap.run.supervisor import proxy_is_idle
+    from httptap.run.drainrules import proxy_is_idle
 
     assert proxy_is_idle(tcp_sent=1, proxy_received=0, proxy_sent=0)
     assert not proxy_is_idle(tcp_sent=2, proxy_received=0, proxy_sent=0)   # a flow, then Drain

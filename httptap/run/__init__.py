@@ -1,6 +1,6 @@
 """The run: the command line (``cli``, ``config``), the httptap process that makes the
 pipeline and waits (``supervisor``, with ``trustmaker``: the CA and trust files made in a
-process of their own, ``rundir`` and ``statsview``), the launcher that builds the command's
-namespaces (``namespace``, with ``netlink`` to configure its interfaces and
+process of their own, ``rundir``, ``statsview`` and ``drainrules``), the launcher that
+builds the command's namespaces (``namespace``, pyroute2 configuring its interfaces, and
 ``signalrelay`` for its small waiting processes), the output files checked before the
 command starts (``outputs``) and the start-up ``timeline`` that ``-v`` prints."""

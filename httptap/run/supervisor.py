@@ -50,6 +50,7 @@ from dataclasses import dataclass
 
 from . import timeline
 from .config import Config
+from .drainrules import ProgressWatch, proxy_is_idle
 from .rundir import RUN_DIR_PREFIX, make_run_dir  # noqa: F401 - RUN_DIR_PREFIX: for the tests
 from .statsview import StatsRedraw, cpu_of, isatty
 from ..plumbing.ring import Ring
@@ -83,25 +84,6 @@ class Child:
     cpu: float = 0.0
 
 
-class ProgressWatch:
-    """Tells a slow pipeline from a stuck one during the drain.
-
-    ``mark`` is anything that changes when the pipeline moves (the stages' counters);
-    ``busy`` says the sink is working or blocked on its output's reader, which is
-    progress too, however long it takes. Stalled: ``patience`` seconds with neither."""
-
-    def __init__(self, patience: float, mark: object, now: float) -> None:
-        self.patience = patience
-        self.mark = mark
-        self.moved = now
-
-    def stalled(self, mark: object, busy: bool, now: float) -> bool:
-        if mark != self.mark or busy:
-            self.mark, self.moved = mark, now
-            return False
-        return now - self.moved >= self.patience
-
-
 def _describe_status(status: int) -> str:
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
@@ -114,7 +96,6 @@ def exit_code(status: int) -> int:
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status)
     return os.waitstatus_to_exitcode(status)
-
 
 
 class Supervisor:
@@ -684,12 +665,6 @@ class Supervisor:
                 ring_waits=sum(s["waits"] for s in ring_stats),
             ))
         return reports
-
-
-def proxy_is_idle(tcp_sent: int, proxy_received: int, proxy_sent: int) -> bool:
-    """Whether a proxy has nothing to drain: its tcp shard (finished) sent it one record,
-    the Drain, and the proxy has neither taken nor sent anything yet."""
-    return tcp_sent == 1 and proxy_received == 0 and proxy_sent == 0
 
 
 def run_supervisor(config: Config) -> int:
