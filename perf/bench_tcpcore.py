@@ -128,12 +128,7 @@ def new_conn(total: int) -> tuple[float, int]:
     now = 1.0
     t0 = time.process_time()
     for _ in range(total):
-        syn = Segment(PEER_ISN, 0, SYN, 64240, mss=MSS, wscale=7, sack_permitted=True,
-                      ts_val=1, ts_ecr=0)
-        conn = TcpConnection(syn, iss=ISS, now=now, mss=MSS, recv_buffer=BUF, send_buffer=BUF)
-        conn.accept(now)
-        conn.segments_to_send(now)
-        conn.receive(Segment(PEER_ISN + 1, ISS + 1, ACK, PEER_WINDOW, ts_val=2, ts_ecr=0), now)
+        conn = _open(now)
         conn.receive(Segment(PEER_ISN + 1, ISS + 1, ACK | PSH, PEER_WINDOW, request,
                              ts_val=2, ts_ecr=0), now)
         conn.events()
