@@ -53,3 +53,37 @@ def test_completion_completes_options():
                        timeout=60, env={**os.environ, "_HTTPTAP_COMPLETE": "complete_bash",
                                         "COMP_WORDS": "httptap --dump-h", "COMP_CWORD": "1"})
     assert r.stdout.split() == ["--dump-har"], r.stderr
+
+
+def test_each_line_on_stderr_is_one_write_even_unbuffered():
+    """With PYTHONUNBUFFERED, stderr writes a print's text and its newline separately, and
+    the command's own stderr output could land between them (seen: "...expiredc" then
+    "url: (35) ..." from curl). ``whole_lines`` makes each line one write."""
+    import io
+
+    from httptap.run.cli import whole_lines
+
+    class Raw(io.RawIOBase):
+        def __init__(self) -> None:
+            self.writes: list[bytes] = []
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, b) -> int:  # noqa: ANN001
+            self.writes.append(bytes(b))
+            return len(b)
+
+    def printed(fix: bool) -> list[bytes]:
+        raw = Raw()
+        # As Python makes sys.stderr under PYTHONUNBUFFERED: text straight over the raw file.
+        stream = io.TextIOWrapper(raw, encoding="utf-8", write_through=True)  # type: ignore[type-var]
+        if fix:
+            whole_lines(stream)
+        print("httptap: TLS to x failed: certificate has expired", file=stream, flush=True)
+        print("httptap:", "two", "parts", file=stream)
+        return raw.writes
+
+    assert printed(fix=False)[:2] == [b"httptap: TLS to x failed: certificate has expired", b"\n"]
+    assert printed(fix=True) == [b"httptap: TLS to x failed: certificate has expired\n",
+                                 b"httptap: two parts\n"]

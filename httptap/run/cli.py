@@ -10,6 +10,7 @@ from __future__ import annotations
 from . import timeline  # first: its clock starts here ("interpreter up")
 
 import gc
+import io
 import ipaddress
 import os
 import sys
@@ -245,9 +246,23 @@ def run(
     raise typer.Exit(code)
 
 
+def whole_lines(stream: object) -> None:
+    """Make each line printed to ``stream`` one write(2). The command writes to the same
+    stderr; with ``PYTHONUNBUFFERED`` set, Python writes a print's text and its newline
+    separately, and the command's bytes could land between them. Line buffering without
+    write-through hands the stream whole lines. The stages and the launcher are forked
+    from this process and keep the setting."""
+    if isinstance(stream, io.TextIOWrapper):
+        try:
+            stream.reconfigure(write_through=False, line_buffering=True)
+        except (OSError, ValueError):
+            pass  # closed, or not reconfigurable: lines may then be written in pieces
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``httptap`` script and ``python -m httptap``."""
     timeline.mark("imports done")
+    whole_lines(sys.stderr)
     # No collection during start-up (see httptap.__main__); back on when it was on, for a
     # caller that is not the httptap process (tests).
     collecting = gc.isenabled()
