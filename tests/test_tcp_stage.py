@@ -241,8 +241,9 @@ def test_a_held_ack_goes_alone_at_its_deadline():
     assert ack.flags == ACK and not ack.payload
     assert rig.client.snd.snd_una == rig.client.snd.snd_max
     assert rig.shard.ack_due == {} and rig.shard.next_timer() != due
-    # No answer came in time (the proxy is slow, or the client waits for this very ACK):
-    # this flow's requests are acknowledged at once from now on.
+    # No answer came in time, and the client sends more before any answer: it was
+    # waiting for this very ACK (Nagle), so this flow's data is acknowledged at once from
+    # now on.
     for _ in range(40):
         rig.client.send(b"more")
         rig.client_sends()
