@@ -36,6 +36,7 @@ MODULES: tuple[str, ...] = (
     "httptap.http.h1sides",
     "httptap.http.h2frames",
     "httptap.http.report",
+    "httptap.http.headers",          # header(): per request in the reporter and the sinks
     "httptap.flow.core",
     "httptap.flow.decoding",
     "httptap.flow.commands",

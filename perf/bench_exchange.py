@@ -1,6 +1,7 @@
 """CPU time per keep-alive HTTP/1.1 exchange in the proxy stage and in the sink, in one process.
 
 Run:  python perf/bench_exchange.py [--reps N] [--flows N] [--core DIR] [--profile FILE]
+                                   [--opcodes]
 
 No network, no tcp stage, no other process: the proxy stage's real ``Proxy`` on a uvloop
 loop with real rings (tcp -> proxy, proxy -> tcp, proxy -> sink), ``--flows`` keep-alive
@@ -20,7 +21,9 @@ What the proxy sent to the tcp stage is read and thrown away (untimed). Each cas
 ``--reps`` times; the best run counts. Time is the process's CPU time, so waiting for a
 core on a busy machine does not count. ``--core DIR`` imports ``httptap`` from DIR, to
 compare two versions in the same minute; ``--profile FILE`` writes cProfile stats of the
-proxy part.
+proxy part. ``--opcodes`` counts instead the bytecodes run per exchange in each part, by
+function: interpreted work only (compiled cores and C run none), but deterministic, so
+it compares versions on a machine too busy for timings.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ ap.add_argument("--rounds", type=int, default=400)
 ap.add_argument("--flows", type=int, default=50)
 ap.add_argument("--core", help="directory that holds the httptap package to measure")
 ap.add_argument("--profile", help="write cProfile stats of the proxy part here")
+ap.add_argument("--opcodes", action="store_true",
+                help="count the bytecodes per exchange of each part, by function")
 args = ap.parse_args()
 sys.path.insert(0, args.core or os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -89,7 +94,30 @@ def deliverer(sinks: list) -> object:
     return None
 
 
-def run_once(profile: object | None) -> tuple[float, float, int]:
+class Opcodes:
+    """Bytecodes run while ``part`` is set, by part and function (``--opcodes``)."""
+
+    def __init__(self) -> None:
+        import collections
+        self.counts: dict[str, collections.Counter[str]] = {
+            "proxy": collections.Counter(), "sink": collections.Counter()}
+        self.part: str | None = None
+
+    def tracer(self, frame: object, event: str, arg: object) -> object:
+        frame.f_trace_opcodes = True  # type: ignore[attr-defined]
+        if event == "opcode" and self.part is not None:
+            code = frame.f_code  # type: ignore[attr-defined]
+            self.counts[self.part][f"{os.path.basename(code.co_filename)}:{code.co_name}"] += 1
+        return self.tracer
+
+    def report(self, exchanges: int) -> None:
+        for part, counts in self.counts.items():
+            print(f"{part}: {sum(counts.values()) / exchanges:.0f} bytecodes per exchange")
+            for name, count in counts.most_common(25):
+                print(f"{count / exchanges:8.1f}  {name}")
+
+
+def run_once(profile: object | None, opcodes: Opcodes | None = None) -> tuple[float, float, int]:
     rings = [Ring(4 << 20, label=f"b{i}") for i in range(3)]  # tcp->proxy, ->tcp, ->sink
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -131,8 +159,17 @@ def run_once(profile: object | None) -> tuple[float, float, int]:
     proxy_cpu = sink_cpu = 0.0
     exchanges = 0
     clock = time.process_time
+    # The sink's wake-up never comes within the rounds (each round's messages are read
+    # from the ring directly): a busy proxy, whose answers come before the next wake-up
+    # (SINK_WAKE_DELAY), so each request goes with its response where the version does
+    # that (HttpExchange). Deterministic, whatever the timing (--opcodes runs slowly).
+    proxy.sink_woken = loop.time() + 1e6
+    if opcodes is not None:
+        sys.settrace(opcodes.tracer)  # type: ignore[arg-type]
     for _ in range(args.rounds):
         from_tcp.try_put_many(requests)
+        if opcodes is not None:
+            opcodes.part = "proxy"
         t0 = clock()
         if profile is not None:
             profile.enable()  # type: ignore[attr-defined]
@@ -146,7 +183,11 @@ def run_once(profile: object | None) -> tuple[float, float, int]:
             profile.disable()  # type: ignore[attr-defined]
         t1 = clock()
         proxy_cpu += t1 - t0
+        if opcodes is not None:
+            opcodes.part = None
         tcp_in.receive()
+        if opcodes is not None:
+            opcodes.part = "sink"
         t2 = clock()
         if delivery is not None:
             delivery.receive(Inbox(sink_ring, Counters()))  # type: ignore[attr-defined]
@@ -157,7 +198,10 @@ def run_once(profile: object | None) -> tuple[float, float, int]:
             for s in sinks:
                 s.flush()
         sink_cpu += clock() - t2
+        if opcodes is not None:
+            opcodes.part = None
         exchanges += len(relays)
+    sys.settrace(None)
     for s in sinks:
         s.close()
     devnull.close()
@@ -168,6 +212,12 @@ def run_once(profile: object | None) -> tuple[float, float, int]:
 
 
 def main() -> None:
+    if args.opcodes:
+        run_once(None)  # warm-up: what the first exchanges do once (imports, caches)
+        opcodes = Opcodes()
+        _, _, n = run_once(None, opcodes)
+        opcodes.report(n)
+        return
     profile = None
     if args.profile:
         import cProfile

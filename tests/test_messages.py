@@ -27,6 +27,10 @@ SAMPLES: list[m.Msg] = [
     m.HttpResponse(7, 2.5, 200, "OK", "HTTP/1.1", [("Content-Length", "2")], 0, 2, 2,
                    request_headers_done=1.5, request_done=1.6, response_started=2.0,
                    body_truncated=True),
+    m.HttpExchange(
+        m.HttpRequest(8, 1.5, "GET", "http://x/y", "HTTP/1.1", [("Host", "x")], "10.1.1.100:1",
+                      "1.2.3.4:80"),
+        m.HttpResponse(8, 1.75, 404, "Not Found", "HTTP/1.1", [], 0, 9, 9, error="")),
     m.TcpSummary(1.0, "10.1.1.100:1", "1.2.3.4:22", 10, 20, 0.5),
     m.DnsExchange(1.0, "example.com.", "A", ["93.184.215.14"], "NOERROR"),
     m.Notice("error", "TLS to x failed"),

@@ -241,13 +241,38 @@ def test_a_held_ack_goes_alone_at_its_deadline():
     assert ack.flags == ACK and not ack.payload
     assert rig.client.snd.snd_una == rig.client.snd.snd_max
     assert rig.shard.ack_due == {} and rig.shard.next_timer() != due
-    # No answer came in time (the proxy is slow, or the client waits for this very ACK):
-    # this flow's requests are acknowledged at once from now on.
+    # No answer came in time, and the client sends more before any answer: it was
+    # waiting for this very ACK (Nagle), so this flow's data is acknowledged at once from
+    # now on.
     for _ in range(40):
         rig.client.send(b"more")
         rig.client_sends()
         assert [seg.flags for seg in rig.shard_sends()] == [ACK]
         assert not rig.shard.ack_due
+
+
+def test_after_a_late_answer_acks_are_held_again():
+    """A hold ran out and the answer came next: the proxy was slow (a busy machine), the
+    client was not waiting for the ACK, so the next request's ACK waits for its answer."""
+    rig = _keepalive_rig()
+    answer = b"HTTP/1.1 204 No Content\r\n\r\n"
+    rig.client.send(b"GET /2 HTTP/1.1\r\n\r\n")
+    rig.client_sends()
+    rig.now = rig.shard.next_timer()
+    rig.shard.on_timer(rig.now)
+    (ack,) = rig.shard_sends()  # the hold ran out: the ACK alone
+    assert ack.flags == ACK and not ack.payload
+    rig.shard.on_proxy([m.FlowData(1, answer)], rig.now)  # then the (late) answer
+    rig.shard_sends()
+    rig.client_sends()  # (the client acknowledges the answer)
+    rig.client.send(b"GET /3 HTTP/1.1\r\n\r\n")
+    rig.client_sends()
+    assert rig.shard_sends() == []  # held again
+    assert rig.shard.next_timer() == rig.now + ACK_DELAY
+    rig.shard.on_proxy([m.FlowData(1, answer)], rig.now)
+    (segment,) = rig.shard_sends()  # the answer carries the ACK
+    assert segment.payload == answer
+    assert rig.client.snd.snd_una == rig.client.snd.snd_max
 
 
 def test_a_fin_is_acknowledged_at_once():

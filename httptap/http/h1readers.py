@@ -64,6 +64,10 @@ class Body(enum.Enum):
     CHUNKED = "chunked"
     UNTIL_CLOSE = "until-close"   # everything until the server closes (responses only)
 
+    # Members are singletons: hashed by identity, in C. Enum's own __hash__ is a Python
+    # function (hash of the name), a call per body read from BODY_READERS.
+    __hash__ = object.__hash__
+
 
 def request_body(framing: Framing) -> tuple[Body, int]:
     """A request's body framing and length: chunked, or Content-Length (none: 0)."""

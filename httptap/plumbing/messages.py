@@ -8,7 +8,8 @@ and bytes, never Python objects. Messages are grouped by the direction they trav
     tcp  -> tun     Packets
     tcp  -> proxy   FlowOpened, FlowData, FlowEof, FlowReset, FlowAcked, DatagramIn
     proxy-> tcp     FlowAccept, FlowRefuse, FlowData, FlowEof, FlowReset, FlowAcked, DatagramOut
-    proxy-> sink    HttpRequest, HttpResponseHead, BodyChunk, HttpResponse, TcpSummary,
+    proxy-> sink    HttpRequest, HttpResponseHead, BodyChunk, HttpResponse, HttpExchange,
+                    TcpSummary,
                     DnsExchange, Notice,
                     WsMessage, WsEnd
     supervisor -> sink   StatsSnapshot (with --stats-interval)
@@ -191,6 +192,16 @@ class HttpResponse(Msg):
     body_truncated: bool = False  # the captured response body is only its first part
 
 
+class HttpExchange(Msg):
+    """A request and its response in one message: the proxy holds each ``HttpRequest``
+    until the sink's next wake-up (which it would wait for anyway), and when the
+    response is complete by then, and nothing else of that connection came between,
+    both travel as one record (one encoding, one ring write, one decoding instead of
+    two). The sink hands them on exactly as the two messages."""
+    request: HttpRequest
+    response: HttpResponse
+
+
 class TcpSummary(Msg):
     """A connection that closed without being decoded as anything else."""
     time: float
@@ -271,7 +282,7 @@ class Drain(Msg):
 Message = Union[
     Packets, FlowOpened, FlowAccept, FlowRefuse, FlowData, FlowEof, FlowReset, FlowAcked,
     FlowClosed, DatagramIn, DatagramOut, HttpRequest, HttpResponseHead, BodyChunk, HttpResponse,
-    TcpSummary,
+    HttpExchange, TcpSummary,
     DnsExchange, Notice, StatsSnapshot, Drain, WsMessage, WsEnd,
 ]
 

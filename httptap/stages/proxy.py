@@ -97,6 +97,8 @@ class Proxy:
                                 loop.remove_reader, self._on_space)
         self.sink_wake: asyncio.TimerHandle | None = None
         self.sink_woken = float("-inf")  # loop time of the sink's last wake-up
+        # Relays holding a request until the sink's next wake-up (Relay.report), by flow.
+        self.holding: dict[int, Relay] = {}
         self.done = loop.create_future()
         config = ctx.config
         self.capture_bodies = config.body or any(s.startswith("har:") for s in config.sinks)
@@ -109,13 +111,11 @@ class Proxy:
             capture_bodies=self.capture_bodies, stream_bodies=config.body,
             max_body_size=config.max_body_size,
             verbose=config.verbose,
-            new_exchange_id=self.new_exchange_id, upstream_context=self.upstream_tls.context,
+            # (the iterator's own __next__: no Python frame per exchange, as a method has)
+            new_exchange_id=self._exchange_ids.__next__, upstream_context=self.upstream_tls.context,
             server_context=self.ca.server_context, no_intercept=config.no_intercept)
         self.output_blocked = False  # see stages.relay.FlowLink
         self.datagrams = Datagrams(self)
-
-    def new_exchange_id(self) -> int:
-        return next(self._exchange_ids)
 
     # --- rings -----------------------------------------------------------------------------
 
@@ -143,12 +143,28 @@ class Proxy:
             self._check_output_backlog()  # now, not at the next retry: the bound is a bound
         self._schedule_flush()
 
+    def hold_request(self, relay: Relay) -> None:
+        """``relay`` holds a request for the sink: it goes at the next wake-up, at the
+        latest (with its response, if that came first)."""
+        self.holding[relay.flow] = relay
+        self._schedule_flush()
+
+    def _release_held(self) -> None:
+        holding = self.holding
+        if holding:
+            self.holding = {}
+            for relay in holding.values():
+                relay.release()
+
     def _schedule_flush(self) -> None:
         if not self.flush_scheduled:
             self.flush_scheduled = True
             self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
+        if (self.holding and self.sink_wake is None
+                and self.loop.time() >= self.sink_woken + SINK_WAKE_DELAY):
+            self._release_held()  # (before the flag is cleared: no flush of their own)
         self.flush_scheduled = False
         # The sink is woken at most once every SINK_WAKE_DELAY, not for every batch: the
         # first events go out at once (output keeps its place among the command's own),
@@ -158,7 +174,7 @@ class Proxy:
         self.space.watch(not flushed)
         if self.output_blocked or self.to_sink.pending_bytes > SINK_BACKLOG_HIGH:
             self._check_output_backlog()
-        if self.to_sink.unsignaled and self.sink_wake is None:
+        if (self.to_sink.unsignaled or self.holding) and self.sink_wake is None:
             due = self.sink_woken + SINK_WAKE_DELAY
             if self.loop.time() >= due:
                 self._wake_sink()
@@ -191,6 +207,10 @@ class Proxy:
 
     def _wake_sink(self) -> None:
         self.sink_wake = None
+        if self.holding:
+            self._release_held()
+            if not self.to_sink.flush(signal=False):
+                self._schedule_flush()  # the ring is full: the flush takes it from here
         self.sink_woken = self.loop.time()
         self.to_sink.wake()
 
@@ -304,6 +324,7 @@ class Proxy:
         for flow in list(self.relays):
             self._end(flow, reset=False)
         self.to_tcp.flush()
+        self._release_held()
         self.to_sink.send(messages.Drain())
         self.to_sink.flush_blocking(idle_timeout=None)  # a slow reader gets every line
         if not self.done.done():

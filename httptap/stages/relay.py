@@ -45,6 +45,7 @@ class FlowLink(Protocol):
     def send_tcp(self, msg: messages.Msg) -> None: ...
     def send_tcp_data(self, flow: int, data: bytes | memoryview) -> None: ...
     def send_sink(self, msg: messages.Msg) -> None: ...
+    def hold_request(self, relay: Relay) -> None: ...
     def forget(self, flow: int) -> None: ...
 
 
@@ -59,6 +60,8 @@ class Relay(asyncio.BufferedProtocol):
         self.core_paused = False    # the core asked us to stop reading (credit)
         self.reading_paused = False  # what the transport is told
         self.timer: asyncio.TimerHandle | None = None
+        # The last request reported, not yet sent to the sink (see report()).
+        self.held: messages.HttpRequest | None = None
 
     # --- upstream socket events --------------------------------------------------------------
 
@@ -141,7 +144,7 @@ class Relay(asyncio.BufferedProtocol):
             if type(cmd) is SendToCommand:
                 link.send_tcp_data(flow, cmd.data)
             elif type(cmd) is Report:
-                link.send_sink(cmd.message)
+                self.report(cmd.message)
             elif type(cmd) is SendUpstream:
                 if transport is not None and not transport.is_closing():
                     transport.write(cmd.data)
@@ -167,6 +170,32 @@ class Relay(asyncio.BufferedProtocol):
                     _abort_with_reset(transport)
             elif type(cmd) is FlowOver:
                 link.forget(flow)
+
+    def report(self, msg: messages.Msg) -> None:
+        """To the sink, with one exception: a request is held until the proxy's next
+        wake-up of the sink (``release``), which the sink waits for anyway; if its
+        response is the flow's next message by then, both go as one ``HttpExchange``.
+        Anything else of this flow first sends the held request: per flow, the sink
+        sees every message in the order it was reported."""
+        held = self.held
+        if held is not None:
+            self.held = None
+            if type(msg) is messages.HttpResponse and msg.exchange == held.exchange:
+                self.link.send_sink(messages.HttpExchange(held, msg))
+                return
+            self.link.send_sink(held)
+        if type(msg) is messages.HttpRequest:
+            self.held = msg
+            self.link.hold_request(self)
+        else:
+            self.link.send_sink(msg)
+
+    def release(self) -> None:
+        """The sink is about to be woken: the held request goes now."""
+        held = self.held
+        if held is not None:
+            self.held = None
+            self.link.send_sink(held)
 
     def update_reading(self) -> None:
         """Read upstream unless the core's credit or the proxy's full sink backlog says no."""

@@ -63,23 +63,33 @@ class Delivery:
         self.v[DELIVERED] += len(msgs)
 
     def deliver(self, msg: messages.Message) -> None:
-        # The two messages of every exchange first, each sink called directly (no
-        # closure per message): most of what a busy sink does.
-        if type(msg) is messages.HttpRequest:
-            for sink in self.sinks:
-                try:
-                    sink.request(msg)
-                except Exception as exc:  # noqa: BLE001 - one output's failure must not lose the others
-                    self.write_failed(sink, exc)
+        # The messages of every exchange first, each sink called directly (no closure
+        # per message): most of what a busy sink does. An HttpExchange is its request
+        # and its response, delivered as if they had come apart.
+        if type(msg) is messages.HttpExchange:
+            self._request(msg.request)
+            self._response(msg.response)
+        elif type(msg) is messages.HttpRequest:
+            self._request(msg)
         elif type(msg) is messages.HttpResponse:
-            exchange_bodies = self.bodies.take(msg)
-            for sink in self.sinks:
-                try:
-                    sink.response(msg, exchange_bodies)
-                except Exception as exc:  # noqa: BLE001
-                    self.write_failed(sink, exc)
+            self._response(msg)
         else:
             self._deliver_other(msg)
+
+    def _request(self, msg: messages.HttpRequest) -> None:
+        for sink in self.sinks:
+            try:
+                sink.request(msg)
+            except Exception as exc:  # noqa: BLE001 - one output's failure must not lose the others
+                self.write_failed(sink, exc)
+
+    def _response(self, msg: messages.HttpResponse) -> None:
+        exchange_bodies = self.bodies.take(msg)
+        for sink in self.sinks:
+            try:
+                sink.response(msg, exchange_bodies)
+            except Exception as exc:  # noqa: BLE001
+                self.write_failed(sink, exc)
 
     def _deliver_other(self, msg: messages.Message) -> None:
         config = self.config
