@@ -80,6 +80,11 @@ class SetupError(Exception):
     """A failure to build the namespace, with a message that says what to do."""
 
 
+def die_with_parent() -> None:
+    """Be killed (SIGKILL) when the process that forked us exits."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
 def _check(result: int, what: str) -> None:
     if result != 0:
         err = ctypes.get_errno()
@@ -188,12 +193,19 @@ def _open_tun_queue(name: str, flags: int) -> int:
     return fd
 
 
-def _import_iproute() -> Any:
-    """pyroute2's IPRoute, imported without the package's ``__init__``.
+_IPRoute: Any = None
+
+
+def preload_iproute() -> Any:
+    """pyroute2's IPRoute, imported without the package's ``__init__`` (once per process:
+    the launcher does it while it waits for its options, ``run.launcher``).
 
     ``import pyroute2`` loads every API it has (NDB, IPDB, conntrack, nftables...): ~60 ms
     of the launcher's ~150 ms, on the path to running the command. A bare package module
     lets ``pyroute2.iproute.linux`` load alone; if that ever fails, import it normally."""
+    global _IPRoute
+    if _IPRoute is not None:
+        return _IPRoute
     import importlib.util
     import types
 
@@ -206,18 +218,20 @@ def _import_iproute() -> Any:
             sys.modules["pyroute2"] = package
             try:
                 from pyroute2.iproute.linux import IPRoute
+                _IPRoute = IPRoute
                 return IPRoute
             except Exception:  # noqa: BLE001 - fall back to the documented import
                 for name in [n for n in sys.modules if n == "pyroute2" or n.startswith("pyroute2.")]:
                     del sys.modules[name]
     from pyroute2 import IPRoute
+    _IPRoute = IPRoute
     return IPRoute
 
 
 def configure_network(config: Config) -> list[str]:
     """Bring up lo and the TUN device with addresses and default routes; returns notes
     (e.g. IPv6 unavailable) for --verbose."""
-    IPRoute = _import_iproute()
+    IPRoute = preload_iproute()
 
     notes: list[str] = []
     iface = config.interface
@@ -346,10 +360,10 @@ def _receive_trust(config: Config, sock: socket.socket) -> Config:
 
 
 def launch(config: Config, sock: socket.socket) -> NoReturn:
-    """Body of the launcher process (after fork). Never returns."""
+    """Body of the launcher process once it has its options (``run.launcher``). Never
+    returns."""
     try:
-        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        timeline.mark("started")
+        die_with_parent()
         tun_fds, notes = _set_up(sock, lambda: _make_device(config, sock))
         # The device exists: the supervisor starts the tcp shards on it while it makes
         # the run's CA. What the command sends before they read waits in the device's
@@ -435,7 +449,7 @@ def _init(config: Config) -> NoReturn:
     on, reaps orphans, and exits with the command's status (after an interrupt, with
     ``--no-exit``)."""
     try:
-        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        die_with_parent()
         # A /proc that shows this namespace's processes; where a container forbids it,
         # the host's /proc still works.
         _libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)

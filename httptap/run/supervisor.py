@@ -2,9 +2,11 @@
 
 Start-up, in the order of the forks (``-v`` prints when each step happens: run.timeline):
 
+    launcher (fork)      -> forked first, before the options are parsed (run.launcher):
+                            imports pyroute2 meanwhile; given the options: namespaces,
+                            TUN device (handed over at once), then waits for the trust
+                            files, mounts them and becomes the command
     trust maker (fork)   -> the run's CA (to each proxy through a pipe) and the trust files
-    launcher (fork)      -> namespaces, TUN device (handed over at once), then waits for
-                            the trust files, mounts them and becomes the command
     sink, proxy×N (fork) -> started while the launcher builds the namespace
     tcp×N (fork)         -> started once the launcher has handed over the TUN device: each
                             shard reads and writes its own queue of it
@@ -51,6 +53,8 @@ from dataclasses import dataclass
 from . import timeline
 from .config import Config
 from .drainrules import ProgressWatch, proxy_is_idle
+from .launcher import FORWARDED, WATCHED, block_signals
+from .launcher import take as take_launcher
 from .rundir import RUN_DIR_PREFIX, make_run_dir  # noqa: F401 - RUN_DIR_PREFIX: for the tests
 from .statsview import StatsRedraw, cpu_of, isatty
 from ..plumbing.ring import Ring
@@ -67,8 +71,6 @@ DRAIN_POLL = 0.1         # how often the drain looks at the stages' counters
 COMMAND_GRACE = 2.0      # seconds between SIGTERM and SIGKILL when we stop the command
 RING_CAPACITY = 4 << 20
 
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-WATCHED = {signal.SIGCHLD, *FORWARDED}
 SI_USER, SI_QUEUE = 0, -1  # si_code of kill(2) and sigqueue(3): sent by a process
 
 
@@ -161,35 +163,27 @@ class Supervisor:
 
     def _run(self) -> int:
         config = self.config
-        signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED)
-        # Blocked signals are taken by sigwaitinfo(), but an *ignored* one is discarded when
-        # sent: a shell's background job starts with SIGINT ignored, and then Ctrl-C or
-        # kill -INT could never end a --no-exit run. Default dispositions keep them queued.
-        for sig in FORWARDED:
-            signal.signal(sig, signal.SIG_DFL)
-        # First the longest task, in a process of its own: the CA and the trust files.
+        block_signals()
         try:
             self._make_run_dir()
         except OSError as exc:
             print(f"httptap: {exc}", file=sys.stderr)
             return EXIT_FAILED
-        self._start_trust_maker()
-        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        uid, gid = os.getuid(), os.getgid()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            parent_sock.close()
-            timeline.process("launcher")
-            from .namespace import launch
-            launch(config, child_sock)
-        child_sock.close()
-        self.command = Child("command", pid)
-        timeline.mark("launcher forked")
-        self.uid, self.gid = uid, gid
-        self._fds_to_close_in_stages.append(parent_sock.fileno())
+        # The launcher was forked first and has imported its modules meanwhile
+        # (run.launcher): give it the options, then start the trust maker (the CA and the
+        # trust files, the other long task) in a process of its own.
+        launcher = take_launcher()
+        parent_sock = launcher.sock
         try:
+            launcher.start(config)
+        except OSError:
+            pass  # it died: _map_ids or _start_shards hear it and say so
+        self.command = Child("command", launcher.pid)
+        timeline.mark("launcher started")
+        self._fds_to_close_in_stages.append(parent_sock.fileno())
+        self.uid, self.gid = os.getuid(), os.getgid()
+        try:
+            self._start_trust_maker()
             # The launcher's first step needs us (a moment); while it builds the
             # namespace, start the proxies and the sink (they import their modules in
             # parallel), then the tcp shards once the TUN device exists; then pass the
@@ -223,7 +217,7 @@ class Supervisor:
         # Each proxy gets the CA through a pipe of its own once it exists (tls.pending).
         self.pending_cas = [PendingCA(self.config.keylog) for _ in range(self.config.workers)]
         self.trust_maker = TrustMaker(self.config, self.run_dir, self.pending_cas)
-        self.trust_maker.start()
+        self.trust_maker.start(close_fds=self._fds_to_close_in_stages)
         # Open until the end of the run (closed earlier, their numbers could be reused by
         # a descriptor a stage must keep).
         self._fds_to_close_in_stages += [p.read_fd for p in self.pending_cas]

@@ -40,15 +40,21 @@ class TrustMaker:
         self.pid: int | None = None
         self.report_fd = -1
 
-    def start(self) -> None:
-        """Fork the maker. Afterwards only the maker holds the write ends of the proxies'
-        pipes; the supervisor keeps ``report_fd`` (stages must close it)."""
+    def start(self, close_fds: list[int]) -> None:
+        """Fork the maker (closing ``close_fds`` in it: the launcher's socket). Afterwards
+        only the maker holds the write ends of the proxies' pipes; the supervisor keeps
+        ``report_fd`` (stages must close it)."""
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
             os.close(read_fd)
+            for fd in close_fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
             timeline.process("ca")
             _make(self.config, self.run_dir, self.pending, write_fd)
         os.close(write_fd)
