@@ -57,6 +57,7 @@ PR_SET_PDEATHSIG = 1
 
 TUNSETIFF = 0x400454CA
 TUNSETOFFLOAD = 0x400454D0
+TUNSETPERSIST = 0x400454CB
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
@@ -162,12 +163,23 @@ def open_tun(name: str, queues: int = 1) -> list[int]:
     With several queues (``IFF_MULTI_QUEUE``: one per tcp shard) the kernel steers each
     flow to one queue by a symmetric hash of its addresses and ports, and then to the queue
     that last wrote a packet of that flow: a shard that writes its flows' packets on its
-    own queue keeps receiving them there."""
+    own queue keeps receiving them there.
+
+    The device is made persistent: closing its last fd then leaves it to the namespace,
+    and the kernel removes both once nothing refers to the namespace any more, in the
+    background. A device that is not persistent is unregistered by that last close()
+    itself, which waits for RCU grace periods (~20 ms here): the last tcp shard's exit,
+    and so the end of every run, waited for it. Nothing is left: the namespace is the
+    command's own and dies with it."""
     flags = IFF_TUN | IFF_NO_PI | IFF_VNET_HDR | (IFF_MULTI_QUEUE if queues > 1 else 0)
     fds: list[int] = []
     try:
         for _ in range(queues):
             fds.append(_open_tun_queue(name, flags))
+        try:
+            fcntl.ioctl(fds[0], TUNSETPERSIST, 1)
+        except OSError:
+            pass  # then the last close() removes it, as it did before
     except BaseException:
         for fd in fds:
             os.close(fd)
