@@ -6,7 +6,8 @@ Map of the package, in the order data flows (see ../shared/DESIGN.md for the why
                  process: makes the rings, forks the stages, launches the command, waits,
                  drains, exits with its status; ``trustmaker`` makes the CA and the trust
                  files alongside; ``drainrules`` says when the drain is stuck),
-                 ``launcher`` (forked first: imports pyroute2 while the supervisor parses),
+                 ``early`` (the launcher and the trust maker, forked before the options
+                 are parsed),
                  ``namespace`` (the launcher: user, net, mount and PID namespaces, the TUN
                  device configured with pyroute2, exec), ``outputs``
                  (output files checked before the command starts), ``signalrelay``,

@@ -19,7 +19,7 @@ import typer
 
 from .. import __version__
 from .config import Config
-from .launcher import whole_lines
+from .early import whole_lines
 
 EXIT_HTTPTAP_FAILED = 125
 MAX_ID = 4294967294  # uid_t is 32 bits and (uid_t)-1 means "no change" to setuid(2)

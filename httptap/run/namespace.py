@@ -371,6 +371,11 @@ def _receive_trust(config: Config, sock: socket.socket) -> Config:
         trust_mounts=tuple(tuple(m) for m in trust["mounts"]) if config.overlay else ())
 
 
+def launch_with(config: Config, extra: object, fds: list[int], sock: socket.socket) -> NoReturn:
+    """The launcher forked early (``run.early``), given its options: :func:`launch`."""
+    launch(config, sock)
+
+
 def launch(config: Config, sock: socket.socket) -> NoReturn:
     """Body of the launcher process once it has its options (``run.launcher``). Never
     returns."""

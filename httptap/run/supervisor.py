@@ -2,11 +2,12 @@
 
 Start-up, in the order of the forks (``-v`` prints when each step happens: run.timeline):
 
-    launcher (fork)      -> forked first, before the options are parsed (run.launcher):
+    launcher (fork)      -> forked first, before the options are parsed (run.early):
                             imports pyroute2 meanwhile; given the options: namespaces,
                             TUN device (handed over at once), then waits for the trust
                             files, mounts them and becomes the command
-    trust maker (fork)   -> the run's CA (to each proxy through a pipe) and the trust files
+    trust maker (fork)   -> forked first too, imports cryptography meanwhile; given the
+                            run: its CA (to each proxy through a pipe) and the trust files
     sink, proxy×N (fork) -> started while the launcher builds the namespace
     tcp×N (fork)         -> started once the launcher has handed over the TUN device: each
                             shard reads and writes its own queue of it
@@ -53,8 +54,8 @@ from dataclasses import dataclass
 from . import timeline
 from .config import Config
 from .drainrules import ProgressWatch, proxy_is_idle
-from .launcher import FORWARDED, WATCHED, block_signals
-from .launcher import take as take_launcher
+from .early import FORWARDED, LAUNCHER, WATCHED, block_signals
+from .early import take as take_early
 from .rundir import RUN_DIR_PREFIX, make_run_dir  # noqa: F401 - RUN_DIR_PREFIX: for the tests
 from .statsview import StatsRedraw, cpu_of, isatty
 from ..plumbing.ring import Ring
@@ -169,10 +170,9 @@ class Supervisor:
         except OSError as exc:
             print(f"httptap: {exc}", file=sys.stderr)
             return EXIT_FAILED
-        # The launcher was forked first and has imported its modules meanwhile
-        # (run.launcher): give it the options, then start the trust maker (the CA and the
-        # trust files, the other long task) in a process of its own.
-        launcher = take_launcher()
+        # The launcher and the trust maker were forked first and have imported their
+        # modules meanwhile (run.early): give them the run.
+        launcher = take_early(LAUNCHER)
         parent_sock = launcher.sock
         try:
             launcher.start(config)
