@@ -122,11 +122,18 @@ _early: dict[str, EarlyChild] = {}
 
 
 def fork_early() -> None:
-    """Fork the launcher and the trust maker now (``httptap.__main__``, before the
-    supervisor's imports). The launcher first: its import is the longer."""
+    """Fork the trust maker and the launcher now (``httptap.__main__``, before the
+    supervisor's imports).
+
+    asyncio is imported in between: pyroute2 needs it in the launcher, and so does the
+    proxy stage, a fork of the supervisor; imported once here, before the launcher's
+    fork, both share it (~18 ms of CPU less per run). The trust maker, which has no use
+    for it, is forked before."""
     whole_lines(sys.stderr)
-    for name in (LAUNCHER, TRUST_MAKER):
-        _early[name] = EarlyChild(name)
+    _early[TRUST_MAKER] = EarlyChild(TRUST_MAKER)
+    import asyncio  # noqa: F401
+
+    _early[LAUNCHER] = EarlyChild(LAUNCHER)
 
 
 def take(name: str, close_fds: Sequence[int] = ()) -> EarlyChild:
