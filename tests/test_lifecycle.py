@@ -100,8 +100,9 @@ def test_bad_option_value_exits_125(leaves_nothing):
     (("--subnet", "nonsense", "--", "true"), 125), (("--sink", "har:", "--", "true"), 125),
 ])
 def test_a_run_that_never_starts_leaves_no_process_when_it_exits(args, code, leaves_nothing):
-    """The launcher is forked before the options are parsed (run.launcher): every way
-    out that does not start it ends it before httptap exits, not after."""
+    """The launcher and the trust maker are forked before the options are parsed
+    (run.early): every way out that does not start them ends them, and removes the run
+    directory, before httptap exits, not after."""
     proc = start_httptap(*args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err

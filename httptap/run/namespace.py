@@ -210,7 +210,7 @@ _IPRoute: Any = None
 
 def preload_iproute() -> Any:
     """pyroute2's IPRoute, imported without the package's ``__init__`` (once per process:
-    the launcher does it while it waits for its options, ``run.launcher``).
+    the launcher does it while it waits for its options, ``run.early``).
 
     ``import pyroute2`` loads every API it has (NDB, IPDB, conntrack, nftables...): ~60 ms
     of the launcher's ~150 ms, on the path to running the command. A bare package module
@@ -384,7 +384,7 @@ def launch_with(config: Config, extra: object, fds: list[int], sock: socket.sock
 
 
 def launch(config: Config, sock: socket.socket) -> NoReturn:
-    """Body of the launcher process once it has its options (``run.launcher``). Never
+    """Body of the launcher process once it has its options (``run.early``). Never
     returns."""
     try:
         die_with_parent()

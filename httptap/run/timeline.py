@@ -6,12 +6,12 @@ process of the run, relative to the start of the httptap process.
 
 The cpu figure is the process's own CPU time so far (a fork starts again from zero).
 
-Imported first (by ``run.launcher``, or ``run.cli``), so it may import only ``os``,
-``sys`` and ``time``. Marks made before the options are parsed are kept and printed once ``-v`` is
-known; after that they print as they happen. Stages and the command's PID 1 are forks
-of the supervisor: they inherit the start time and the switch. The launcher is forked
-before the options are parsed (``run.launcher``): it inherits the start time and turns
-the switch itself when it receives the options.
+Imported first (by ``run.early``, or ``run.cli``), so it may import only ``os``,
+``sys`` and ``time``. Marks made before the options are parsed are kept and printed
+once ``-v`` is known; after that they print as they happen. Stages and the command's
+PID 1 are forks of the supervisor: they inherit the start time and the switch. The
+launcher and the trust maker are forked before the options are parsed (``run.early``):
+they inherit the start time and turn the switch themselves when given the options.
 
 Process start comes from the httptap process's ``/proc/PID/stat`` (in clock ticks: 10 ms
 steps), so the first mark, ``interpreter up``, is that coarse; the intervals between
