@@ -4,12 +4,10 @@ command trust it, while the supervisor starts the launcher and the stages.
 Role at start-up: the CA is what the command waits for longest (importing
 ``cryptography`` is most of it, then the trust files: the bundle, the hashed directory,
 the Java trust store). Made in the supervisor, it came after the stages had been forked;
-made here, in a process forked before the options are parsed (``run.early``), it is
-made while the supervisor parses: a run without ``--ca`` needs no options for it, so
-the maker makes that CA and writes its trust files into the run directory at once
-(:func:`prepare_trust`); with ``--ca`` it makes them again for that CA once it has the
-run. The maker hands the CA to each proxy stage through its
-:class:`~httptap.tls.pending.PendingCA` pipe, then reports on a pipe of its own:
+made here, in a process forked before the options are parsed (``run.early``), it
+imports ``cryptography`` while the supervisor parses, and runs alongside the rest.
+The maker hands the CA to each proxy stage through its :class:`~httptap.tls.pending.PendingCA`
+pipe, writes the trust files into the run directory, then reports on a pipe of its own:
 ``b"t" + JSON`` (the environment and the bundle mounts, the message the launcher
 receives) or ``b"E" + one line`` (for example a ``--ca`` directory that cannot be read),
 and exits. The supervisor never holds the CA's key.
