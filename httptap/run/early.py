@@ -36,7 +36,6 @@ from . import timeline
 # Imported before the forks: the supervisor needs these modules too (so they are shared),
 # and the launcher would import them first thing anyway.
 from .namespace import die_with_parent
-from .rundir import make_run_dir
 
 if TYPE_CHECKING:
     from .config import Config
@@ -50,12 +49,10 @@ WATCHED = {signal.SIGCHLD, *FORWARDED}
 _MAX_MESSAGE = 1 << 20
 _MAX_FDS = 256
 
-# What an early process does before it has its part of the run (given the run directory,
-# if the httptap process could make it at once): import its modules, and whatever else
-# needs no options. Then, given the run's config, what the supervisor sent with it, the
-# descriptors, and what it prepared, its work (never returns).
-Prepare = Callable[[str | None], object]
-Body = Callable[["Config", object, list[int], socket.socket, object], NoReturn]
+# What an early process does: import its modules; then, given the run's config, what the
+# supervisor sent with it and the descriptors, its work (never returns).
+Prepare = Callable[[], object]
+Body = Callable[["Config", object, list[int], socket.socket], NoReturn]
 
 
 def block_signals() -> None:
@@ -84,10 +81,9 @@ def whole_lines(stream: object) -> None:
 class EarlyChild:
     """An early process, seen from the supervisor: its pid and its end of the socket."""
 
-    def __init__(self, name: str, close_fds: Sequence[int] = (),
-                 run_dir: str | None = None) -> None:
+    def __init__(self, name: str, close_fds: Sequence[int] = ()) -> None:
         """Fork process ``name`` (closing ``close_fds`` in it: when forked late, what the
-        supervisor holds for others); ``run_dir``: the run's directory, if made."""
+        supervisor holds for others)."""
         prepare, body = _role(name)
         self.name = name
         self.sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -97,7 +93,7 @@ class EarlyChild:
         pid = os.fork()
         if pid == 0:
             self.sock.close()
-            _child(name, parent, child_sock, close_fds, run_dir, prepare, body)
+            _child(name, parent, child_sock, close_fds, prepare, body)
         child_sock.close()
         self.pid = pid
         self.started = False
@@ -123,7 +119,6 @@ class EarlyChild:
 
 
 _early: dict[str, EarlyChild] = {}
-_run_dir: str | None = None  # made before the forks, not yet taken by the supervisor
 
 
 def fork_early() -> None:
@@ -134,55 +129,37 @@ def fork_early() -> None:
     proxy stage, a fork of the supervisor; imported once here, before the launcher's
     fork, both share it (~18 ms of CPU less per run). The trust maker, which has no use
     for it, is forked before."""
-    global _run_dir
     whole_lines(sys.stderr)
-    try:
-        _run_dir = make_run_dir()  # the trust maker writes the trust files there at once
-    except OSError:
-        pass  # the supervisor tries again and says why it cannot
-    _early[TRUST_MAKER] = EarlyChild(TRUST_MAKER, run_dir=_run_dir)
+    _early[TRUST_MAKER] = EarlyChild(TRUST_MAKER)
     import asyncio  # noqa: F401
 
     _early[LAUNCHER] = EarlyChild(LAUNCHER)
 
 
-def take(name: str, run_dir: str, close_fds: Sequence[int] = ()) -> EarlyChild:
+def take(name: str, close_fds: Sequence[int] = ()) -> EarlyChild:
     """Process ``name`` forked early, or one forked now if there is none."""
     child = _early.pop(name, None)
-    return child if child is not None else EarlyChild(name, close_fds, run_dir)
-
-
-def take_run_dir() -> str | None:
-    """The run directory made before the forks, if any: the supervisor's from now on."""
-    global _run_dir
-    run_dir, _run_dir = _run_dir, None
-    return run_dir
+    return child if child is not None else EarlyChild(name, close_fds)
 
 
 def discard() -> None:
-    """End the early processes the run never took, and remove the run directory if the
-    supervisor never took it (every way out of httptap)."""
+    """End the early processes the run never took (every way out of httptap)."""
     while _early:
         _early.popitem()[1].discard()
-    run_dir = take_run_dir()
-    if run_dir is not None:
-        import shutil
-
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _role(name: str) -> tuple[Prepare, Body]:
     if name == LAUNCHER:
-        from .namespace import launch_with, prepare_launch
+        from .namespace import launch_with, preload_iproute
 
-        return prepare_launch, launch_with
-    from .trustmaker import make_with, prepare_trust
+        return preload_iproute, launch_with
+    from .trustmaker import import_ca_modules, make_with
 
-    return prepare_trust, make_with
+    return import_ca_modules, make_with
 
 
 def _child(name: str, parent: int, sock: socket.socket, close_fds: Sequence[int],
-           run_dir: str | None, prepare: Prepare, body: Body) -> NoReturn:
+           prepare: Prepare, body: Body) -> NoReturn:
     """Body of an early process until it has its part of the run."""
     try:
         block_signals()
@@ -193,11 +170,11 @@ def _child(name: str, parent: int, sock: socket.socket, close_fds: Sequence[int]
             os._exit(0)  # the supervisor is gone already
         for fd in close_fds:
             os.close(fd)
-        prepared = None
         try:
-            prepared = prepare(run_dir)
-        except Exception:  # noqa: BLE001 - the work does it again and says what failed
+            prepare()
+        except Exception:  # noqa: BLE001 - the work imports them again and says what failed
             pass
+        timeline.mark("modules imported")
         msg, fds, _, _ = socket.recv_fds(sock, _MAX_MESSAGE, _MAX_FDS)
         if msg[:1] != b"C":
             os._exit(0)  # the supervisor left without a run (--help, a bad option...)
@@ -208,4 +185,4 @@ def _child(name: str, parent: int, sock: socket.socket, close_fds: Sequence[int]
         timeline.mark("options received")
     except BaseException:  # noqa: BLE001 - nothing to say: the supervisor says why it left
         os._exit(0)
-    body(config, extra, fds, sock, prepared)
+    body(config, extra, fds, sock)

@@ -371,14 +371,7 @@ def _receive_trust(config: Config, sock: socket.socket) -> Config:
         trust_mounts=tuple(tuple(m) for m in trust["mounts"]) if config.overlay else ())
 
 
-def prepare_launch(run_dir: str | None) -> None:
-    """What the launcher does before it has its options (``run.early``): import pyroute2."""
-    preload_iproute()
-    timeline.mark("modules imported")
-
-
-def launch_with(config: Config, extra: object, fds: list[int], sock: socket.socket,
-                prepared: object) -> NoReturn:
+def launch_with(config: Config, extra: object, fds: list[int], sock: socket.socket) -> NoReturn:
     """The launcher forked early (``run.early``), given its options: :func:`launch`."""
     launch(config, sock)
 

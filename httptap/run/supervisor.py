@@ -57,7 +57,6 @@ from .config import Config
 from .drain import DRAIN_STALL, Drainer  # noqa: F401 - DRAIN_STALL: for the tests
 from .early import LAUNCHER, WATCHED, block_signals
 from .early import take as take_early
-from .early import take_run_dir
 from .rundir import RUN_DIR_PREFIX, make_run_dir  # noqa: F401 - RUN_DIR_PREFIX: for the tests
 from .statsview import StatsRedraw, cpu_of, isatty
 from ..plumbing.ring import Ring
@@ -145,8 +144,7 @@ class Supervisor:
         return child
 
     def _make_run_dir(self) -> None:
-        # Made before the early forks (run.early), or now.
-        self.run_dir = take_run_dir() or make_run_dir()
+        self.run_dir = make_run_dir()
         self.spool_dir = os.path.join(self.run_dir, "spool")
         os.mkdir(self.spool_dir, 0o700)  # HAR entries: bodies, cookies
 
@@ -174,7 +172,7 @@ class Supervisor:
             return EXIT_FAILED
         # The launcher and the trust maker were forked first and have imported their
         # modules meanwhile (run.early): give them the run.
-        launcher = take_early(LAUNCHER, self.run_dir)
+        launcher = take_early(LAUNCHER)
         parent_sock = launcher.sock
         try:
             launcher.start(config)

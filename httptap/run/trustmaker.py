@@ -25,7 +25,6 @@ from . import timeline
 from .config import Config
 
 if TYPE_CHECKING:
-    from ..tls.ca import CertificateAuthority
     from ..tls.pending import PendingCA
 
 _MAX_REPORT = 1 << 20
@@ -48,7 +47,7 @@ class TrustMaker:
         from . import early
 
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-        maker = early.take(early.TRUST_MAKER, self.run_dir, close_fds)
+        maker = early.take(early.TRUST_MAKER, close_fds)
         try:
             maker.start(self.config, self.run_dir, [write_fd, *(p.write_fd for p in self.pending)])
         except OSError:
@@ -89,51 +88,20 @@ class TrustMaker:
             pass  # reaped by the supervisor's loop already
 
 
-class _Prepared:
-    """What the maker made before it had its part of the run: the CA every run without
-    ``--ca`` uses, and its trust files, written in ``run_dir``."""
-
-    def __init__(self, ca: CertificateAuthority, run_dir: str, report: bytes) -> None:
-        self.ca, self.run_dir, self.report = ca, run_dir, report
+def import_ca_modules() -> None:
+    """What the maker imports while it waits for its part of the run (``run.early``)."""
+    from ..tls import ca, trust  # noqa: F401
 
 
-def prepare_trust(run_dir: str | None) -> _Prepared | None:
-    """What the maker does before it has its part of the run (``run.early``): import its
-    modules and, given the run directory, make an ephemeral CA and write its trust files
-    there. None without a run directory, or if that failed: :func:`make_with` then does
-    it all once it has the run."""
-    from ..tls.ca import CertificateAuthority
-
-    timeline.mark("modules imported")
-    if run_dir is None:
-        return None
-    try:
-        ca = CertificateAuthority.ephemeral()
-        timeline.mark("CA ready")
-        return _Prepared(ca, run_dir, _write_trust(ca, run_dir))
-    except Exception:  # noqa: BLE001 - make_with tries again and says what failed
-        return None
-
-
-def make_with(config: Config, run_dir: object, fds: list[int], sock: socket.socket,
-              prepared: object) -> NoReturn:
+def make_with(config: Config, run_dir: object, fds: list[int], sock: socket.socket) -> NoReturn:
     """Body of the maker process, given the run (``run.early``): the report's pipe and
-    the proxies' pipes come as ``fds``. Hands the CA to each proxy, reports, and exits."""
-    from ..tls.pending import send_ca
-
+    the proxies' pipes come as ``fds``. Never returns."""
     code = 1
     try:
         sock.close()
         out, *pending = fds
         try:
-            if (isinstance(prepared, _Prepared) and prepared.run_dir == run_dir
-                    and not config.ca_dir):
-                ca, files = prepared.ca, prepared.report
-            else:
-                ca, files = _make_trust(config, str(run_dir))
-            for fd in pending:
-                send_ca(fd, ca)
-            report = b"t" + files
+            report = b"t" + _make_trust(config, str(run_dir), pending)
             code = 0
         except Exception as exc:  # noqa: BLE001 - one line for the user, not a traceback
             from ..tls.ca import CAError
@@ -148,27 +116,21 @@ def make_with(config: Config, run_dir: object, fds: list[int], sock: socket.sock
         os._exit(code)
 
 
-def _make_trust(config: Config, run_dir: str) -> tuple[CertificateAuthority, bytes]:
-    """The CA (``--ca``'s, or a new one) and its trust files, in a directory of their own
-    in ``run_dir`` (the run directory may hold those made before: :func:`prepare_trust`)."""
+def _make_trust(config: Config, run_dir: str, pending: list[int]) -> bytes:
+    """The CA, sent to the proxies (``pending``: the write end of each one's pipe); the
+    trust files; the launcher's message (JSON)."""
+    from ..tls import trust
     from ..tls.ca import CertificateAuthority
+    from ..tls.pending import send_ca
 
     if config.ca_dir:
         ca = CertificateAuthority.load_or_create(config.ca_dir, keylog_filename=config.keylog)
     else:
         ca = CertificateAuthority.ephemeral(keylog_filename=config.keylog)
+    for fd in pending:
+        send_ca(fd, ca)
     timeline.mark("CA ready")
-    directory = os.path.join(run_dir, "trust")
-    os.mkdir(directory)
-    os.chmod(directory, 0o755)  # the command may run as another user (--user)
-    return ca, _write_trust(ca, directory)
-
-
-def _write_trust(ca: CertificateAuthority, directory: str) -> bytes:
-    """The trust files of ``ca`` in ``directory``; the launcher's message (JSON)."""
-    from ..tls import trust
-
-    files = trust.build(ca.cert_pem, directory, os.environ)
+    files = trust.build(ca.cert_pem, run_dir, os.environ)
     timeline.mark("trust files written")
     return json.dumps({
         "env": files.environ,
