@@ -101,8 +101,8 @@ def test_bad_option_value_exits_125(leaves_nothing):
 ])
 def test_a_run_that_never_starts_leaves_no_process_when_it_exits(args, code, leaves_nothing):
     """The launcher and the trust maker are forked before the options are parsed
-    (run.early): every way out that does not start them ends them, and removes the run
-    directory, before httptap exits, not after."""
+    (run.early): every way out that does not start them ends them before httptap
+    exits, not after."""
     proc = start_httptap(*args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
