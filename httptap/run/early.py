@@ -3,13 +3,13 @@
 Role at start-up: the command waits for two long tasks, the launcher's (the namespaces
 and the TUN device, configured with pyroute2, whose import brings asyncio: ~50-75 ms of
 CPU, asyncio ~15 of it, imported before the launcher's fork) and the trust maker's (the
-CA and the trust files, with ``cryptography``: ~35-45 ms to import). Both are forked as soon as the interpreter is up (``httptap.__main__``
-calls :func:`fork_early`) and import their modules on the other core while the
-supervisor imports typer and parses the command line. Then each waits for its part of
-the run: the supervisor hands it over with :meth:`EarlyChild.start` (``b"C"`` + the
-pickled ``Config`` and whatever else that process needs, with file descriptors, on a
-Unix socket of its own), and it goes on as it did when it was forked at that point
-(``namespace.launch``, ``trustmaker``).
+CA and the trust files, with ``cryptography``: ~35-45 ms to import). Both are forked
+as soon as the interpreter is up (``httptap.__main__`` calls :func:`fork_early`) and
+import their modules on the other core while the supervisor imports typer and parses
+the command line. Then each waits for its part of the run: the supervisor hands it
+over with :meth:`EarlyChild.start` (``b"C"`` + the pickled ``Config`` and whatever else
+that process needs, with file descriptors, on a Unix socket of its own), and it goes on
+as it did when it was forked at that point (``namespace.launch``, ``trustmaker``).
 
 Nothing is left behind: every way out of the supervisor that did not start them
 (``--help``, ``-V``, a bad option, a failure before the run) ends them with
