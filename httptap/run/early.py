@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import os
+import pickle  # before the forks: each early process and the supervisor use it
 import signal
 import socket
 import sys
@@ -100,8 +101,6 @@ class EarlyChild:
 
     def start(self, config: Config, extra: object = None, fds: Sequence[int] = ()) -> None:
         """Hand the process its part of the run: from here the supervisor owns it."""
-        import pickle
-
         self.started = True
         data = b"C" + pickle.dumps((config, extra), pickle.HIGHEST_PROTOCOL)
         socket.send_fds(self.sock, [data], list(fds))
@@ -178,8 +177,6 @@ def _child(name: str, parent: int, sock: socket.socket, close_fds: Sequence[int]
         msg, fds, _, _ = socket.recv_fds(sock, _MAX_MESSAGE, _MAX_FDS)
         if msg[:1] != b"C":
             os._exit(0)  # the supervisor left without a run (--help, a bad option...)
-        import pickle
-
         config, extra = pickle.loads(msg[1:])
         timeline.enable(config.verbose)
         timeline.mark("options received")
