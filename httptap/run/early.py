@@ -126,7 +126,7 @@ def fork_early() -> None:
 
     asyncio is imported in between: pyroute2 needs it in the launcher, and so does the
     proxy stage, a fork of the supervisor; imported once here, before the launcher's
-    fork, both share it (~18 ms of CPU less per run). The trust maker, which has no use
+    fork, both share it (~15 ms of CPU less per run). The trust maker, which has no use
     for it, is forked before."""
     whole_lines(sys.stderr)
     _early[TRUST_MAKER] = EarlyChild(TRUST_MAKER)
