@@ -5,7 +5,10 @@ Map of the package, in the order data flows (see ../shared/DESIGN.md for the why
 - ``run/``       the run: ``cli`` (options into a ``Config``), ``supervisor`` (the httptap
                  process: makes the rings, forks the stages, launches the command, waits,
                  drains, exits with its status; ``trustmaker`` makes the CA and the trust
-                 files alongside; ``drainrules`` says when the drain is stuck),
+                 files alongside; ``drain`` ends the pipeline, with ``drainrules``
+                 to say when it is stuck),
+                 ``early`` (the launcher and the trust maker, forked before the options
+                 are parsed),
                  ``namespace`` (the launcher: user, net, mount and PID namespaces, the TUN
                  device configured with pyroute2, exec), ``outputs``
                  (output files checked before the command starts), ``signalrelay``,

@@ -1,6 +1,6 @@
 """``python -m httptap``: the same as the ``httptap`` script.
 
-:func:`main` is also an entry point a console script can name."""
+:func:`main` is the entry point the console script names."""
 
 import gc
 import os
@@ -14,9 +14,18 @@ def main() -> NoReturn:
     # The supervisor and each stage turn it back on once started (run.supervisor,
     # stages.base).
     gc.disable()
-    from .run.cli import main as typer_main
+    # The launcher and the trust maker first: they import pyroute2 and cryptography (the
+    # longest imports of a run) on the other core while this process imports typer and
+    # the rest and parses the command line (run.early).
+    from .run import early
 
-    code = typer_main()
+    early.fork_early()
+    try:
+        from .run.cli import main as typer_main
+
+        code = typer_main()
+    finally:
+        early.discard()  # a run that never started them (--help, a bad option...)
     # Tearing down the interpreter (every module, every object) took ~25 ms of CPU for
     # nothing: the run is over, every output file is closed, and nothing registers an exit
     # handler in this process. If flushing our own output fails, the usual exit says so.

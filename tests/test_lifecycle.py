@@ -95,6 +95,20 @@ def test_bad_option_value_exits_125(leaves_nothing):
     assert r.returncode == 125
 
 
+@pytest.mark.parametrize("args, code", [
+    (("--help",), 0), (("-V",), 0), (("--bogus", "--", "true"), 125),
+    (("--subnet", "nonsense", "--", "true"), 125), (("--sink", "har:", "--", "true"), 125),
+])
+def test_a_run_that_never_starts_leaves_no_process_when_it_exits(args, code, leaves_nothing):
+    """The launcher and the trust maker are forked before the options are parsed
+    (run.early): every way out that does not start them ends them before httptap
+    exits, not after."""
+    proc = start_httptap(*args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert leftovers([proc.pid], os.environ["TMPDIR"]) == []  # at once: no waiting
+
+
 def test_stats_table_lists_every_stage(leaves_nothing):
     r = run_httptap("--stats", "--", "true")
     assert r.returncode == 0, r.stderr

@@ -21,6 +21,6 @@ def imported(*modules: str) -> list[str]:
 
 
 def test_the_supervisor_and_the_stages_import_nothing_heavy():
-    assert imported("httptap.run.supervisor", "httptap.run.namespace",
+    assert imported("httptap.run.early", "httptap.run.supervisor", "httptap.run.namespace",
                     "httptap.run.trustmaker", "httptap.stages.proxy", "httptap.stages.sink",
                     "httptap.stages.tcp", "httptap.stages.tun") == []

@@ -10,7 +10,6 @@ from __future__ import annotations
 from . import timeline  # first: its clock starts here ("interpreter up")
 
 import gc
-import io
 import ipaddress
 import os
 import sys
@@ -20,6 +19,7 @@ import typer
 
 from .. import __version__
 from .config import Config
+from .early import whole_lines
 
 EXIT_HTTPTAP_FAILED = 125
 MAX_ID = 4294967294  # uid_t is 32 bits and (uid_t)-1 means "no change" to setuid(2)
@@ -246,21 +246,9 @@ def run(
     raise typer.Exit(code)
 
 
-def whole_lines(stream: object) -> None:
-    """Make each line printed to ``stream`` one write(2). The command writes to the same
-    stderr; with ``PYTHONUNBUFFERED`` set, Python writes a print's text and its newline
-    separately, and the command's bytes could land between them. Line buffering without
-    write-through hands the stream whole lines. The stages and the launcher are forked
-    from this process and keep the setting."""
-    if isinstance(stream, io.TextIOWrapper):
-        try:
-            stream.reconfigure(write_through=False, line_buffering=True)
-        except (OSError, ValueError):
-            pass  # closed, or not reconfigurable: lines may then be written in pieces
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``httptap`` script and ``python -m httptap``."""
+    """The command line, parsed and run (``httptap.__main__``, the entry point, forks the
+    launcher first; a caller in-process gets one forked when the run needs it)."""
     timeline.mark("imports done")
     whole_lines(sys.stderr)
     # No collection during start-up (see httptap.__main__); back on when it was on, for a

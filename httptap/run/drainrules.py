@@ -1,4 +1,4 @@
-"""The drain's two rules, pure (``run.supervisor`` applies them while the stages drain):
+"""The drain's two rules, pure (``run.drain`` applies them while the stages drain):
 when a slow pipeline has become a stuck one, and when a proxy has nothing to drain."""
 
 from __future__ import annotations

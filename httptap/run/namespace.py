@@ -57,6 +57,7 @@ PR_SET_PDEATHSIG = 1
 
 TUNSETIFF = 0x400454CA
 TUNSETOFFLOAD = 0x400454D0
+TUNSETPERSIST = 0x400454CB
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
@@ -78,6 +79,11 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 class SetupError(Exception):
     """A failure to build the namespace, with a message that says what to do."""
+
+
+def die_with_parent() -> None:
+    """Be killed (SIGKILL) when the process that forked us exits."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _check(result: int, what: str) -> None:
@@ -157,12 +163,23 @@ def open_tun(name: str, queues: int = 1) -> list[int]:
     With several queues (``IFF_MULTI_QUEUE``: one per tcp shard) the kernel steers each
     flow to one queue by a symmetric hash of its addresses and ports, and then to the queue
     that last wrote a packet of that flow: a shard that writes its flows' packets on its
-    own queue keeps receiving them there."""
+    own queue keeps receiving them there.
+
+    The device is made persistent: closing its last fd then leaves it to the namespace,
+    and the kernel removes both once nothing refers to the namespace any more, in the
+    background. A device that is not persistent is unregistered by that last close()
+    itself, which waits for RCU grace periods (~20 ms here): the last tcp shard's exit,
+    and so the end of every run, waited for it. Nothing is left: the namespace is the
+    command's own and dies with it."""
     flags = IFF_TUN | IFF_NO_PI | IFF_VNET_HDR | (IFF_MULTI_QUEUE if queues > 1 else 0)
     fds: list[int] = []
     try:
         for _ in range(queues):
             fds.append(_open_tun_queue(name, flags))
+        try:
+            fcntl.ioctl(fds[0], TUNSETPERSIST, 1)
+        except OSError:
+            pass  # then the last close() removes it, as it did before
     except BaseException:
         for fd in fds:
             os.close(fd)
@@ -188,12 +205,19 @@ def _open_tun_queue(name: str, flags: int) -> int:
     return fd
 
 
-def _import_iproute() -> Any:
-    """pyroute2's IPRoute, imported without the package's ``__init__``.
+_IPRoute: Any = None
+
+
+def preload_iproute() -> Any:
+    """pyroute2's IPRoute, imported without the package's ``__init__`` (once per process:
+    the launcher does it while it waits for its options, ``run.early``).
 
     ``import pyroute2`` loads every API it has (NDB, IPDB, conntrack, nftables...): ~60 ms
     of the launcher's ~150 ms, on the path to running the command. A bare package module
     lets ``pyroute2.iproute.linux`` load alone; if that ever fails, import it normally."""
+    global _IPRoute
+    if _IPRoute is not None:
+        return _IPRoute
     import importlib.util
     import types
 
@@ -206,18 +230,20 @@ def _import_iproute() -> Any:
             sys.modules["pyroute2"] = package
             try:
                 from pyroute2.iproute.linux import IPRoute
+                _IPRoute = IPRoute
                 return IPRoute
             except Exception:  # noqa: BLE001 - fall back to the documented import
                 for name in [n for n in sys.modules if n == "pyroute2" or n.startswith("pyroute2.")]:
                     del sys.modules[name]
     from pyroute2 import IPRoute
+    _IPRoute = IPRoute
     return IPRoute
 
 
 def configure_network(config: Config) -> list[str]:
     """Bring up lo and the TUN device with addresses and default routes; returns notes
     (e.g. IPv6 unavailable) for --verbose."""
-    IPRoute = _import_iproute()
+    IPRoute = preload_iproute()
 
     notes: list[str] = []
     iface = config.interface
@@ -345,11 +371,16 @@ def _receive_trust(config: Config, sock: socket.socket) -> Config:
         trust_mounts=tuple(tuple(m) for m in trust["mounts"]) if config.overlay else ())
 
 
+def launch_with(config: Config, extra: object, fds: list[int], sock: socket.socket) -> NoReturn:
+    """The launcher forked early (``run.early``), given its options: :func:`launch`."""
+    launch(config, sock)
+
+
 def launch(config: Config, sock: socket.socket) -> NoReturn:
-    """Body of the launcher process (after fork). Never returns."""
+    """Body of the launcher process once it has its options (``run.early``). Never
+    returns."""
     try:
-        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        timeline.mark("started")
+        die_with_parent()
         tun_fds, notes = _set_up(sock, lambda: _make_device(config, sock))
         # The device exists: the supervisor starts the tcp shards on it while it makes
         # the run's CA. What the command sends before they read waits in the device's
@@ -435,7 +466,7 @@ def _init(config: Config) -> NoReturn:
     on, reaps orphans, and exits with the command's status (after an interrupt, with
     ``--no-exit``)."""
     try:
-        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        die_with_parent()
         # A /proc that shows this namespace's processes; where a container forbids it,
         # the host's /proc still works.
         _libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)

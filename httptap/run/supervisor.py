@@ -2,9 +2,12 @@
 
 Start-up, in the order of the forks (``-v`` prints when each step happens: run.timeline):
 
-    trust maker (fork)   -> the run's CA (to each proxy through a pipe) and the trust files
-    launcher (fork)      -> namespaces, TUN device (handed over at once), then waits for
-                            the trust files, mounts them and becomes the command
+    launcher (fork)      -> forked first, before the options are parsed (run.early):
+                            imports pyroute2 meanwhile; given the options: namespaces,
+                            TUN device (handed over at once), then waits for the trust
+                            files, mounts them and becomes the command
+    trust maker (fork)   -> forked first too, imports cryptography meanwhile; given the
+                            run: its CA (to each proxy through a pipe) and the trust files
     sink, proxy×N (fork) -> started while the launcher builds the namespace
     tcp×N (fork)         -> started once the launcher has handed over the TUN device: each
                             shard reads and writes its own queue of it
@@ -16,7 +19,8 @@ device's queue.
 Then one loop over signals (``sigtimedwait``; every signal we care about is blocked, so
 none interrupts anything): SIGCHLD reaps children, SIGINT/SIGTERM/SIGHUP/SIGQUIT sent to
 httptap are passed to the command. When the command exits the pipeline drains front to
-back ([tun ->] tcp -> proxy -> sink) and httptap exits with the command's status.
+back ([tun ->] tcp -> proxy -> sink; ``run.drain``) and httptap exits with the command's
+status.
 
 Nothing observed is lost silently:
 
@@ -50,11 +54,13 @@ from dataclasses import dataclass
 
 from . import timeline
 from .config import Config
-from .drainrules import ProgressWatch, proxy_is_idle
+from .drain import DRAIN_STALL, Drainer  # noqa: F401 - DRAIN_STALL: for the tests
+from .early import LAUNCHER, WATCHED, block_signals
+from .early import take as take_early
 from .rundir import RUN_DIR_PREFIX, make_run_dir  # noqa: F401 - RUN_DIR_PREFIX: for the tests
 from .statsview import StatsRedraw, cpu_of, isatty
 from ..plumbing.ring import Ring
-from ..plumbing.stats import (MSGS_IN, MSGS_OUT, Counters, SinkState, StageReport, format_table,
+from ..plumbing.stats import (Counters, SinkState, StageReport, format_table,
                               stats_record)
 
 if TYPE_CHECKING:
@@ -62,13 +68,9 @@ if TYPE_CHECKING:
     from .trustmaker import TrustMaker
 
 EXIT_FAILED = 125
-DRAIN_STALL = 5.0        # seconds without progress after which the drain gives up
-DRAIN_POLL = 0.1         # how often the drain looks at the stages' counters
 COMMAND_GRACE = 2.0      # seconds between SIGTERM and SIGKILL when we stop the command
 RING_CAPACITY = 4 << 20
 
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-WATCHED = {signal.SIGCHLD, *FORWARDED}
 SI_USER, SI_QUEUE = 0, -1  # si_code of kill(2) and sigqueue(3): sent by a process
 
 
@@ -110,8 +112,9 @@ class Supervisor:
         self._stats_redraw = StatsRedraw()
         self.lost: list[str] = []             # what output was lost, said at exit
         self.draining = False
-        self._stopping: set[int] = set()      # pids of stages we end on purpose
-        self._owed_drains: list[Ring] = []    # Drain owed by a dead producer, not yet sent
+        self.stopping: set[int] = set()      # pids of stages we end on purpose
+        self.drainer = Drainer(self.stages, self.sink_state, self.lost, self, WATCHED,
+                               config.tun_stage)
         self.pending_cas: list[PendingCA] = []  # the CA's way to each proxy (tls.pending)
         self.trust_maker: TrustMaker | None = None
 
@@ -161,35 +164,26 @@ class Supervisor:
 
     def _run(self) -> int:
         config = self.config
-        signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED)
-        # Blocked signals are taken by sigwaitinfo(), but an *ignored* one is discarded when
-        # sent: a shell's background job starts with SIGINT ignored, and then Ctrl-C or
-        # kill -INT could never end a --no-exit run. Default dispositions keep them queued.
-        for sig in FORWARDED:
-            signal.signal(sig, signal.SIG_DFL)
-        # First the longest task, in a process of its own: the CA and the trust files.
+        block_signals()
         try:
             self._make_run_dir()
         except OSError as exc:
             print(f"httptap: {exc}", file=sys.stderr)
             return EXIT_FAILED
-        self._start_trust_maker()
-        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        uid, gid = os.getuid(), os.getgid()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            parent_sock.close()
-            timeline.process("launcher")
-            from .namespace import launch
-            launch(config, child_sock)
-        child_sock.close()
-        self.command = Child("command", pid)
-        timeline.mark("launcher forked")
-        self.uid, self.gid = uid, gid
-        self._fds_to_close_in_stages.append(parent_sock.fileno())
+        # The launcher and the trust maker were forked first and have imported their
+        # modules meanwhile (run.early): give them the run.
+        launcher = take_early(LAUNCHER)
+        parent_sock = launcher.sock
         try:
+            launcher.start(config)
+        except OSError:
+            pass  # it died: _map_ids or _start_shards hear it and say so
+        self.command = Child("command", launcher.pid)
+        timeline.mark("launcher started")
+        self._fds_to_close_in_stages.append(parent_sock.fileno())
+        self.uid, self.gid = os.getuid(), os.getgid()
+        try:
+            self._start_trust_maker()
             # The launcher's first step needs us (a moment); while it builds the
             # namespace, start the proxies and the sink (they import their modules in
             # parallel), then the tcp shards once the TUN device exists; then pass the
@@ -223,7 +217,7 @@ class Supervisor:
         # Each proxy gets the CA through a pipe of its own once it exists (tls.pending).
         self.pending_cas = [PendingCA(self.config.keylog) for _ in range(self.config.workers)]
         self.trust_maker = TrustMaker(self.config, self.run_dir, self.pending_cas)
-        self.trust_maker.start()
+        self.trust_maker.start(close_fds=self._fds_to_close_in_stages)
         # Open until the end of the run (closed earlier, their numbers could be reused by
         # a descriptor a stage must keep).
         self._fds_to_close_in_stages += [p.read_fd for p in self.pending_cas]
@@ -332,14 +326,14 @@ class Supervisor:
             pass
         print(f"httptap: {text}", file=sys.stderr)
         self._reap_command(block=True)
-        self._stop_stages(graceful=False)
+        self.stop_stages(graceful=False)
         return EXIT_FAILED
 
     def _launcher_failed(self, msg: bytes) -> None:
         text = msg[1:].decode(errors="replace") if msg else "the launcher died before setting up the namespace"
         print(f"httptap: {text}", file=sys.stderr)
         self._reap_command(block=True)
-        self._stop_stages(graceful=False)
+        self.stop_stages(graceful=False)
 
     # --- the main loop -------------------------------------------------------------------
 
@@ -356,7 +350,7 @@ class Supervisor:
                 next_stats = time.monotonic() + interval if interval else None
                 continue
             if info.si_signo == signal.SIGCHLD:
-                self._reap()
+                self.reap()
                 if self.lost:  # a stage died: what the others hold still goes out
                     self._stop_command()
                     break
@@ -373,7 +367,8 @@ class Supervisor:
                 except ProcessLookupError:
                     pass
         stage_died_first = bool(self.lost)
-        self._drain()
+        self.draining = True
+        self.drainer.run(self.stop_fd)
         timeline.mark("drain done")
         self._write_left_spools()
         if self.config.stats:
@@ -393,7 +388,7 @@ class Supervisor:
         print(f"httptap: output is incomplete: {'; '.join(lost)}", file=sys.stderr, flush=True)
         return EXIT_FAILED if code == 0 else code
 
-    def _reap(self) -> list[Child]:
+    def reap(self) -> list[Child]:
         """Collect every exited child; handle and return the stages among them."""
         ended: list[Child] = []
         while True:
@@ -419,48 +414,26 @@ class Supervisor:
         it died, and what it was carrying is lost, but not what the others carry."""
         # Once one stage has died the others drain too (from the Drain we sent for it).
         finished = stage.status == 0 and (self.draining or bool(self.lost))
-        if finished or stage.pid in self._stopping:
+        if finished or stage.pid in self.stopping:
             return
         how = _describe_status(stage.status or 0)
         stopping = "; stopping" if self.command is not None and self.command.status is None else ""
         print(f"httptap: the {stage.name} stage {how}{stopping}", file=sys.stderr, flush=True)
         self.lost.append(f"the {stage.name} stage {how}")
         if stage.name == "sink":
-            return  # nothing can be delivered any more: see _drain
+            return  # nothing can be delivered any more: see run.drain
         # Its consumers still take what it published, then the Drain it never sent.
-        for ring in stage.outputs:
-            consumer = self._consumer_of(ring)
-            if consumer is not None and consumer.status is None:
-                self._owed_drains.append(ring)
-        self._send_owed_drains()
+        self.drainer.owe(stage)
         if stage.name.startswith("proxy"):
             # Its tcp shard would wait forever to hand its own Drain to it, and holds
             # nothing for the output.
             for other in self.stages:
                 if other.name.startswith("tcp") and other.shard == stage.shard:
-                    self._end_stage(other)
+                    self.end_stage(other)
 
-    def _consumer_of(self, ring: Ring) -> Child | None:
-        return next((s for s in self.stages if ring in s.inputs), None)
-
-    def _send_owed_drains(self) -> None:
-        """Publish ``Drain`` into rings whose producer died (the ring may be full: the
-        drain loop calls again)."""
-        from ..plumbing import messages
-
-        drain = messages.encode(messages.Drain())
-        still_owed = []
-        for ring in self._owed_drains:
-            consumer = self._consumer_of(ring)
-            if consumer is None or consumer.status is not None:
-                continue
-            if not ring.try_put_many([drain]):
-                still_owed.append(ring)
-        self._owed_drains = still_owed
-
-    def _end_stage(self, stage: Child) -> None:
+    def end_stage(self, stage: Child) -> None:
         if stage.status is None:
-            self._stopping.add(stage.pid)
+            self.stopping.add(stage.pid)
             try:
                 os.kill(stage.pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -476,79 +449,6 @@ class Supervisor:
                 self.command.status = 0
 
     # --- shutting down --------------------------------------------------------------------
-
-    def _drain(self) -> None:
-        """Ask the stages that read the device to stop; each stage then drains into the
-        next and exits. Waits while anything makes progress (see the module docstring)."""
-        self.draining = True
-        if self._sink_dead():
-            self._stop_stages(graceful=False)
-            return
-        os.eventfd_write(self.stop_fd, 1)
-        watched = {signal.SIGCHLD, *FORWARDED}
-        watch = ProgressWatch(DRAIN_STALL, self._progress_mark(), time.monotonic())
-        while any(s.status is None for s in self.stages):
-            info = signal.sigtimedwait(watched, DRAIN_POLL)
-            if info is not None and info.si_signo == signal.SIGCHLD:
-                self._reap()
-                self._end_idle_proxies()
-            elif info is not None:
-                # Ctrl-C (again), or a signal to httptap: stop now, writing what we can.
-                self.lost.append(f"the drain was interrupted by {signal.Signals(info.si_signo).name}")
-                self._stop_stages(graceful=True)
-                return
-            if self._sink_dead():
-                self._stop_stages(graceful=False)
-                return
-            self._send_owed_drains()
-            if watch.stalled(self._progress_mark(), self.sink_state.busy, time.monotonic()):
-                stuck = ", ".join(s.name for s in self.stages if s.status is None)
-                print(f"httptap: the pipeline made no progress for {DRAIN_STALL:.0f}s "
-                      f"(still running: {stuck}); stopping it", file=sys.stderr, flush=True)
-                self.lost.append(f"the drain did not finish (stuck: {stuck})")
-                self._stop_stages(graceful=True)
-                return
-
-    def _end_idle_proxies(self) -> None:
-        """A proxy given nothing but its finished tcp shard's Drain holds nothing: end it
-        rather than wait for it to start (it may still be importing its modules), and send
-        its Drain to the sink on its behalf. A run without traffic drains at once."""
-        if self.config.tun_stage:
-            return  # its shards' counters also count what they send the tun stage
-        for proxy in self.stages:
-            tcp = next((s for s in self.stages
-                        if s.name.startswith("tcp") and s.shard == proxy.shard), None)
-            if (not proxy.name.startswith("proxy") or proxy.status is not None
-                    or proxy.pid in self._stopping or tcp is None or tcp.status != 0
-                    or tcp.counters is None or proxy.counters is None):
-                continue
-            if not proxy_is_idle(tcp.counters.v[MSGS_OUT], proxy.counters.v[MSGS_IN],
-                                 proxy.counters.v[MSGS_OUT]):
-                continue
-            timeline.mark(f"{proxy.name} ended: it was given nothing")
-            self._end_stage(proxy)
-            try:
-                _, status, rusage = os.wait4(proxy.pid, 0)
-                proxy.status, proxy.cpu = status, rusage.ru_utime + rusage.ru_stime
-            except ChildProcessError:
-                pass  # reaped already
-            if proxy.counters.v[MSGS_OUT] == 0:
-                # (Had it published its own Drain uncounted, the sink would read a second
-                # one from this ring, which changes nothing.)
-                self._owed_drains += [r for r in proxy.outputs if self._consumer_of(r)]
-        self._send_owed_drains()
-
-    def _sink_dead(self) -> bool:
-        """The sink ended without finishing (a signal, a failure). A sink that exited 0 has
-        delivered every Drain; stages it does not read (the tun stage writing the pcap)
-        may still be finishing, and are waited for like any other."""
-        return any(s.name == "sink" and s.status not in (None, 0) for s in self.stages)
-
-    def _progress_mark(self) -> tuple[object, ...]:
-        """Changes whenever a stage moves a message or the sink delivers one."""
-        return (self.sink_state.delivered,
-                *(tuple(s.counters.v.tolist()) for s in self.stages
-                  if s.counters is not None and s.status is None))
 
     def _write_left_spools(self) -> None:
         """Write each HAR file whose spool the sink left: it died, or was stopped."""
@@ -579,7 +479,7 @@ class Supervisor:
         deadline = time.monotonic() + COMMAND_GRACE
         while self.command.status is None and time.monotonic() < deadline:
             signal.sigtimedwait({signal.SIGCHLD}, 0.05)
-            self._reap()
+            self.reap()
         if self.command.status is None:
             try:
                 os.kill(self.command.pid, signal.SIGKILL)
@@ -587,16 +487,16 @@ class Supervisor:
                 pass
             self._reap_command(block=True)
 
-    def _stop_stages(self, graceful: bool) -> None:
+    def stop_stages(self, graceful: bool) -> None:
         """Kill every stage still running. ``graceful``: SIGTERM first, so the sink can
         still write its files, then SIGKILL after a second."""
-        self._stopping.update(s.pid for s in self.stages if s.status is None)
+        self.stopping.update(s.pid for s in self.stages if s.status is None)
         if graceful:
             self._signal_stages(signal.SIGTERM)
             deadline = time.monotonic() + 1.0
             while any(s.status is None for s in self.stages) and time.monotonic() < deadline:
                 signal.sigtimedwait({signal.SIGCHLD}, 0.05)
-                self._reap()
+                self.reap()
         self._signal_stages(signal.SIGKILL)
         for stage in self.stages:
             if stage.status is None:

@@ -6,14 +6,16 @@ process of the run, relative to the start of the httptap process.
 
 The cpu figure is the process's own CPU time so far (a fork starts again from zero).
 
-Imported first by ``run.cli`` (before typer), so it may import only ``os``, ``sys`` and
-``time``. Marks made before the options are parsed are kept and printed once ``-v`` is
-known; after that they print as they happen. Stages, the launcher and the command's
-PID 1 are forks of the supervisor: they inherit the start time and the switch.
+Imported first (by ``run.early``, or ``run.cli``), so it may import only ``os``,
+``sys`` and ``time``. Marks made before the options are parsed are kept and printed
+once ``-v`` is known; after that they print as they happen. Stages and the command's
+PID 1 are forks of the supervisor: they inherit the start time and the switch. The
+launcher and the trust maker are forked before the options are parsed (``run.early``):
+they inherit the start time and turn the switch themselves when given the options.
 
-Process start comes from ``/proc/self/stat`` (in clock ticks: 10 ms steps), so the first
-mark, ``interpreter up``, is that coarse; the intervals between marks are exact
-(``CLOCK_MONOTONIC``).
+Process start comes from the httptap process's ``/proc/PID/stat`` (in clock ticks: 10 ms
+steps), so the first mark, ``interpreter up``, is that coarse; the intervals between
+marks are exact (``CLOCK_MONOTONIC``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import sys
 import time
 
 _first = time.monotonic()           # when this module was imported: "interpreter up"
+_origin = os.getpid()               # the httptap process, whose start the times count from
 _who = "supervisor"
 # Marks made before enable(); None after.
 _pending: list[tuple[float, float, str, str]] | None = [
@@ -31,9 +34,11 @@ _enabled = False
 
 
 def _since_process_start() -> float:
-    """Seconds between the process's start and ``_first`` (0 if /proc says nothing)."""
+    """Seconds between the httptap process's start and ``_first`` (0 if /proc says
+    nothing). Read from the httptap process's own entry: the launcher is forked before
+    ``-v`` is known, and enables its timeline itself."""
     try:
-        with open("/proc/self/stat") as f:
+        with open(f"/proc/{_origin}/stat") as f:
             start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
         started = start_ticks / os.sysconf("SC_CLK_TCK")
         return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - (time.monotonic() - _first)
@@ -57,9 +62,12 @@ def enable(on: bool) -> None:
 
 
 def process(name: str) -> None:
-    """Name the current process (after a fork) in its marks."""
-    global _who
+    """Name the current process (after a fork) in its marks. A process forked before
+    ``-v`` is known drops the marks it inherited: its parent prints them."""
+    global _who, _pending
     _who = name
+    if _pending is not None:
+        _pending = []
 
 
 def mark(what: str) -> None:

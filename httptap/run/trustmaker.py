@@ -4,7 +4,8 @@ command trust it, while the supervisor starts the launcher and the stages.
 Role at start-up: the CA is what the command waits for longest (importing
 ``cryptography`` is most of it, then the trust files: the bundle, the hashed directory,
 the Java trust store). Made in the supervisor, it came after the stages had been forked;
-made here, in a fork of the supervisor taken before anything else, it runs alongside.
+made here, in a process forked before the options are parsed (``run.early``), it
+imports ``cryptography`` while the supervisor parses, and runs alongside the rest.
 The maker hands the CA to each proxy stage through its :class:`~httptap.tls.pending.PendingCA`
 pipe, writes the trust files into the run directory, then reports on a pipe of its own:
 ``b"t" + JSON`` (the environment and the bundle mounts, the message the launcher
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
+import socket
 from typing import TYPE_CHECKING, NoReturn
 
 from . import timeline
@@ -26,7 +27,6 @@ from .config import Config
 if TYPE_CHECKING:
     from ..tls.pending import PendingCA
 
-PR_SET_PDEATHSIG = 1
 _MAX_REPORT = 1 << 20
 
 
@@ -40,21 +40,24 @@ class TrustMaker:
         self.pid: int | None = None
         self.report_fd = -1
 
-    def start(self) -> None:
-        """Fork the maker. Afterwards only the maker holds the write ends of the proxies'
-        pipes; the supervisor keeps ``report_fd`` (stages must close it)."""
+    def start(self, close_fds: list[int]) -> None:
+        """Start the maker (forked early, ``run.early``; or now, closing ``close_fds`` in
+        it: the launcher's socket). Afterwards only the maker holds the write ends of the
+        proxies' pipes; the supervisor keeps ``report_fd`` (stages must close it)."""
+        from . import early
+
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            os.close(read_fd)
-            timeline.process("ca")
-            _make(self.config, self.run_dir, self.pending, write_fd)
-        os.close(write_fd)
-        for pending in self.pending:
-            pending.close_write()
-        self.pid, self.report_fd = pid, read_fd
+        maker = early.take(early.TRUST_MAKER, close_fds)
+        try:
+            maker.start(self.config, self.run_dir, [write_fd, *(p.write_fd for p in self.pending)])
+        except OSError:
+            pass  # it died: its report is empty, and result() says so
+        finally:
+            maker.sock.close()
+            os.close(write_fd)
+            for pending in self.pending:
+                pending.close_write()
+        self.pid, self.report_fd = maker.pid, read_fd
 
     def result(self) -> bytes:
         """Wait for the maker's report (``b"t"...`` or ``b"E"...``) and reap it."""
@@ -85,15 +88,20 @@ class TrustMaker:
             pass  # reaped by the supervisor's loop already
 
 
-def _make(config: Config, run_dir: str, pending: list[PendingCA], out: int) -> NoReturn:
-    """Body of the maker process: never returns."""
-    import ctypes
+def import_ca_modules() -> None:
+    """What the maker imports while it waits for its part of the run (``run.early``)."""
+    from ..tls import ca, trust  # noqa: F401
 
+
+def make_with(config: Config, run_dir: object, fds: list[int], sock: socket.socket) -> NoReturn:
+    """Body of the maker process, given the run (``run.early``): the report's pipe and
+    the proxies' pipes come as ``fds``. Never returns."""
     code = 1
     try:
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        sock.close()
+        out, *pending = fds
         try:
-            report = b"t" + _make_trust(config, run_dir, pending)
+            report = b"t" + _make_trust(config, str(run_dir), pending)
             code = 0
         except Exception as exc:  # noqa: BLE001 - one line for the user, not a traceback
             from ..tls.ca import CAError
@@ -108,18 +116,19 @@ def _make(config: Config, run_dir: str, pending: list[PendingCA], out: int) -> N
         os._exit(code)
 
 
-def _make_trust(config: Config, run_dir: str, pending: list[PendingCA]) -> bytes:
-    """The CA, sent to the proxies; the trust files; the launcher's message (JSON)."""
+def _make_trust(config: Config, run_dir: str, pending: list[int]) -> bytes:
+    """The CA, sent to the proxies (``pending``: the write end of each one's pipe); the
+    trust files; the launcher's message (JSON)."""
     from ..tls import trust
     from ..tls.ca import CertificateAuthority
+    from ..tls.pending import send_ca
 
-    timeline.mark("CA modules imported")
     if config.ca_dir:
         ca = CertificateAuthority.load_or_create(config.ca_dir, keylog_filename=config.keylog)
     else:
         ca = CertificateAuthority.ephemeral(keylog_filename=config.keylog)
-    for p in pending:
-        p.send(ca)
+    for fd in pending:
+        send_ca(fd, ca)
     timeline.mark("CA ready")
     files = trust.build(ca.cert_pem, run_dir, os.environ)
     timeline.mark("trust files written")

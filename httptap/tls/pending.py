@@ -37,14 +37,11 @@ class PendingCA:
         self._ca: CertificateAuthority | None = None
 
     def send(self, ca: CertificateAuthority) -> None:
-        """In the sending process: hand ``ca`` over, and close the pipe. A pipe holds
-        64 KiB: a CA's PEMs fit and this never blocks."""
-        cert, key = ca.cert_pem, ca.key_pem()
-        data = memoryview(_HEADER.pack(len(cert), len(key)) + cert + key)
+        """In the sending process: hand ``ca`` over, and close the pipe."""
         try:
-            while data:
-                data = data[os.write(self.write_fd, data):]
+            send_ca(self.write_fd, ca)
         finally:
+            self.write_fd = -1
             self.close()
 
     def close_write(self) -> None:
@@ -92,3 +89,15 @@ class PendingCA:
                 return None
             data += chunk
         return data
+
+
+def send_ca(write_fd: int, ca: CertificateAuthority) -> None:
+    """Write ``ca`` into a pipe's write end, and close it (the trust maker, which got the
+    write ends passed). A pipe holds 64 KiB: a CA's PEMs fit and this never blocks."""
+    cert, key = ca.cert_pem, ca.key_pem()
+    data = memoryview(_HEADER.pack(len(cert), len(key)) + cert + key)
+    try:
+        while data:
+            data = data[os.write(write_fd, data):]
+    finally:
+        os.close(write_fd)
