@@ -204,7 +204,10 @@ class FlowCore(FlowDecoding):
 
     def close(self) -> None:
         """The tcp stage forgot the flow (both sides closed): close upstream after what is
-        queued."""
+        queued. The command's FIN may have come with it, unannounced (``FlowClosed``
+        alone): what ``command_eof`` would have said of it is said here."""
+        if self._closed_during_our_handshake() and not self.finished:
+            self._rejected("it closed the connection after the certificate")
         if not self.finished:
             self.finished = True
             self._cancel_timer()
