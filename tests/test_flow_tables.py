@@ -18,7 +18,7 @@ from httptap.net.tcp.events import DataReceived, PeerEof
 from httptap.net.wire import VNET_HDR_LEN, build_tcp, parse_ip, parse_tcp
 from httptap.plumbing import messages as m
 from httptap.plumbing.stats import Counters
-from httptap.stages.tcp import TcpShard
+from httptap.stages.tcp import TIME_WAIT_GRID, TcpShard
 from fakes import FakeOutbox
 
 CLIENT = socket.inet_aton("10.1.1.100")
@@ -153,3 +153,26 @@ def test_the_command_closing_first_still_sends_its_fin_before_the_end():
     assert churn.take() == [m.FlowClosed(opened.flow)]
     assert churn.shard.flows == {}  # closed, no TIME_WAIT on this side
 
+
+def test_time_wait_ends_on_a_grid_one_timer_for_many_flows():
+    """Flows whose TIME_WAIT began within one TIME_WAIT_GRID end at the same instant: one
+    wake-up of the loop for all of them, not one each; none ends before its second."""
+    churn = Churn(step=0.001)
+    began = {}
+    for i in range(100):
+        began[churn.exchange(20000 + i)] = churn.now - churn.step
+    shard = churn.shard
+    deadlines = {flow.timer for flow in shard.flows.values()}
+    assert len(deadlines) <= 2  # 100 flows over 0.1 s: at most two grid points
+    for flow in shard.flows.values():
+        assert flow.timer is not None
+        assert began[flow.id] + 1.0 <= flow.timer < began[flow.id] + 1.0 + TIME_WAIT_GRID + 1e-9
+    first = shard.next_timer()
+    assert first == min(deadlines)
+    shard.on_timer(first - 1e-6)  # a wake-up just before: nothing ends
+    assert len(shard.flows) == 100
+    shard.on_timer(first)
+    assert first not in {flow.timer for flow in shard.flows.values()}
+    assert len(shard.flows) < 100
+    shard.on_timer(max(deadlines))
+    assert shard.flows == {} and shard.next_timer() is None
