@@ -104,6 +104,9 @@ def test_flow_closed_reaches_the_proxy_when_time_wait_begins_and_only_once():
     closed = [x.flow for x in churn.to_proxy_log if type(x) is m.FlowClosed]
     assert sorted(closed) == list(range(1, FLOWS + 1))  # once each
     assert not any(type(x) is m.FlowReset for x in churn.to_proxy_log)
+    # FlowClosed wakes nobody: it goes with the proxy's next wake-up (stages.tcp,
+    # CLOSED_WAKE_DELAY); every other message is sent to be acted on at once.
+    assert churn.to_proxy.lazy == [m.FlowClosed(flow) for flow in closed]
 
 
 def test_the_shard_keeps_nothing_after_many_short_connections():
