@@ -320,13 +320,6 @@ class TcpShard:
         for flow in self.dirty.values():
             conn = flow.conn
             closed = False
-            # The command's FIN with the end of the connection in one pass (the server
-            # closed first, as after a Connection: close response): the FlowClosed below
-            # says both, and FlowEof is left out (one message less per connection; the
-            # proxy closes upstream on FlowClosed as on FlowEof once the server's FIN is
-            # through). A reset after the FIN keeps the old order: FlowEof, FlowReset.
-            ending = not flow.ended and (conn.state is State.TIME_WAIT
-                                         or conn.state is State.CLOSED)
             eof_left_out = False
             for event in conn.events():
                 kind = type(event)
@@ -338,7 +331,14 @@ class TcpShard:
                         to_proxy.send(messages.FlowAcked(flow.id, flow.acked))
                         flow.acked = 0
                 elif kind is PeerEof:
-                    if ending:
+                    # The command's FIN with the end of the connection in one pass (the
+                    # server closed first, as after a Connection: close response; the
+                    # state is this pass's last): the FlowClosed below says both, and
+                    # FlowEof is left out (one message less per connection; the proxy
+                    # closes upstream on FlowClosed as on FlowEof once the server's FIN is
+                    # through). A reset after the FIN keeps the old order: FlowEof, FlowReset.
+                    if not flow.ended and (conn.state is State.TIME_WAIT
+                                           or conn.state is State.CLOSED):
                         eof_left_out = True
                     else:
                         to_proxy.send(messages.FlowEof(flow.id))
