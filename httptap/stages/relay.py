@@ -20,9 +20,9 @@ import time
 from typing import Protocol, TypeGuard, cast
 
 from ..plumbing import messages
-from ..flow.commands import (AbortUpstream, CloseUpstream, Credit, FinToCommand, FinUpstream, FlowOver,
-                             PauseUpstream, Report, ResetCommand, ResumeUpstream, SendToCommand,
-                             SendUpstream, SetTimer)
+from ..flow.commands import (AbortUpstream, AwaitUpstreamEof, CloseUpstream, Credit, FinToCommand,
+                             FinUpstream, FlowOver, PauseUpstream, Report, ResetCommand,
+                             ResumeUpstream, SendToCommand, SendUpstream, SetTimer)
 from ..flow.core import FlowCore
 
 WRITE_HIGH_WATER = 1 << 20   # upstream socket buffer before we stop returning credit
@@ -46,6 +46,7 @@ class FlowLink(Protocol):
     def send_tcp_data(self, flow: int, data: bytes | memoryview) -> None: ...
     def send_sink(self, msg: messages.Msg) -> None: ...
     def forget(self, flow: int) -> None: ...
+    def flush_after_poll(self) -> None: ...
 
 
 class Relay(asyncio.BufferedProtocol):
@@ -167,6 +168,8 @@ class Relay(asyncio.BufferedProtocol):
                     _abort_with_reset(transport)
             elif type(cmd) is FlowOver:
                 link.forget(flow)
+            elif type(cmd) is AwaitUpstreamEof:
+                link.flush_after_poll()
 
     def update_reading(self) -> None:
         """Read upstream unless the core's credit or the proxy's full sink backlog says no."""
