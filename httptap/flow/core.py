@@ -48,9 +48,8 @@ from ..tls.clienthello import ClientHelloError, parse_client_hello
 from ..tls.tlsterm import ClientTls, ServerTls, TlsError, refusal, rejection
 from .commands import (ABORT_UPSTREAM, AWAIT_UPSTREAM_EOF, CLOSE_UPSTREAM, FIN_TO_COMMAND,
                        FIN_UPSTREAM, FLOW_OVER, PAUSE_UPSTREAM, RESUME_UPSTREAM, Command, Credit,
-                       FlowSettings,
-                       Report, ResetCommand, SendToCommand, SendUpstream, SetTimer,
-                       endpoint)
+                       FlowSettings, Report, ResetCommand, SendToCommand, SendUpstream,
+                       SetTimer, endpoint)
 from .decoding import FlowDecoding
 from .sniff import first_bytes, looks_like_h2_settings, matches_any
 

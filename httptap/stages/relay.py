@@ -4,7 +4,8 @@ A :class:`Relay` is the asyncio protocol of one upstream socket. It hands every 
 the flow (socket reads, EOF, loss, write pressure, and the tcp stage's messages, which the
 proxy stage routes here) to the flow's pure core (``httptap.flow.core``), with the time,
 and then carries out the commands the core queued: bytes and half-closes to the socket,
-messages to the tcp stage and to the sink, reading paused or resumed, one timer. All the
+messages to the tcp stage and to the sink, reading paused or resumed, one timer, and the
+proxy's next flush held for one turn of its loop when the server's FIN is due. All the
 decisions (what the flow is, TLS, decoding, credit) are the core's.
 
 :class:`FlowLink` is what a relay needs of the proxy stage; naming it here keeps the
