@@ -7,8 +7,10 @@ The real :class:`httptap.stages.proxy.Proxy` on uvloop, with real rings and real
 upstream sockets to a server on 127.0.0.1:PORT (nginx serving ``/small``, see
 perf/README.md), driven by this script playing the tcp stage in the same loop: for each
 connection ``FlowOpened``, then (on ``FlowAccept``) the request as ``FlowData``, and once
-the proxy passes on the server's FIN, the command's ``FlowEof`` and ``FlowClosed``; the
-records for the sink are read and dropped. One connection at a time, ``--n`` of them.
+the proxy passes on the server's FIN, the command's ``FlowClosed`` (what the tcp stage
+says when the command's FIN ends the flow; ``--eof``: ``FlowEof`` before it, as the tcp
+stage said until the conn branch); the records for the sink are read and dropped. One
+connection at a time, ``--n`` of them.
 
 With ``--tls-port`` the script is also the command's TLS client (``ssl.SSLObject`` over
 memory, trusting the proxy's CA, no session reuse: each connection a full handshake, as
@@ -42,6 +44,8 @@ ap.add_argument("--n", type=int, default=2000)
 ap.add_argument("--reps", type=int, default=5)
 ap.add_argument("--core", help="directory that holds the httptap package to measure")
 ap.add_argument("--profile", help="write a cProfile of one rep to this file")
+ap.add_argument("--eof", action="store_true",
+                help="send FlowEof before FlowClosed at the end of each connection")
 ap.add_argument("--opcodes", action="store_true",
                 help="count the bytecodes run per connection, by function (deterministic, "
                      "unlike time on a busy machine; slow)")
@@ -152,7 +156,8 @@ class Driver:
                     self.incoming.write(msg.data)
                     self._tls_step()
             elif kind is messages.FlowEof:
-                self.to_proxy.send(messages.FlowEof(msg.flow))
+                if args.eof:
+                    self.to_proxy.send(messages.FlowEof(msg.flow))
                 self.to_proxy.send(messages.FlowClosed(msg.flow))
                 self.to_proxy.flush()
                 self.left -= 1

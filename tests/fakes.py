@@ -11,9 +11,14 @@ class FakeOutbox:
 
     def __init__(self) -> None:
         self.sent: list[m.Msg] = []
+        self.lazy: list[m.Msg] = []  # those of them sent with send_lazy
 
     def send(self, msg: m.Msg) -> None:
         self.sent.append(msg)
+
+    def send_lazy(self, msg: m.Msg) -> None:
+        self.sent.append(msg)
+        self.lazy.append(msg)
 
     def send_data(self, flow: int, data: bytes) -> None:
         self.sent.append(m.FlowData(flow, bytes(data)))

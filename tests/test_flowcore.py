@@ -16,7 +16,7 @@ import pytest
 from httptap.plumbing import messages
 from httptap.tls.ca import CertificateAuthority
 from httptap.flow.commands import (
-    ABORT_UPSTREAM, CLOSE_UPSTREAM, FIN_TO_COMMAND, FIN_UPSTREAM, FLOW_OVER, PAUSE_UPSTREAM,
+    ABORT_UPSTREAM, AWAIT_UPSTREAM_EOF, CLOSE_UPSTREAM, FIN_TO_COMMAND, FIN_UPSTREAM, FLOW_OVER, PAUSE_UPSTREAM,
     RESUME_UPSTREAM, Credit, FlowSettings, Report, ResetCommand, SendToCommand, SendUpstream,
     SetTimer)
 from httptap.flow.core import MAX_IN_FLIGHT, TLS_HANDSHAKE_TIMEOUT, FlowCore, Mode
@@ -157,6 +157,60 @@ def test_a_connection_closed_both_ways_is_over_at_once():
     core.close()
     core.final_report(T0)
     assert core.take() == []  # over: nothing more, the final report not twice
+
+
+def test_the_commands_fin_said_by_the_end_alone_closes_upstream_and_reports_once():
+    """The server closed first and the command's FIN came with the end of the connection:
+    the tcp stage says only FlowClosed (no FlowEof), and the proxy calls close() then
+    final_report(): upstream is closed, and an unanswered request still reported."""
+    core = core_for(80)
+    core.command_data(REQUEST, T0)
+    core.upstream_data(RESPONSE, T0)
+    core.upstream_eof(T0)
+    assert core.take()[-1:] == [FIN_TO_COMMAND]
+    core.close()
+    core.final_report(T0)
+    assert core.take() == [CLOSE_UPSTREAM]  # the exchange was reported already
+    unanswered = core_for(80)
+    unanswered.command_data(REQUEST, T0)
+    unanswered.upstream_eof(T0 + 2)
+    unanswered.take()
+    unanswered.close()
+    unanswered.final_report(T0 + 2)
+    assert unanswered.take() == [
+        CLOSE_UPSTREAM,
+        report(messages.HttpResponse, status=0, error="the connection closed before a response")]
+
+
+def test_a_response_that_ends_the_connection_asks_to_await_the_servers_fin():
+    """Connection: close (or HTTP/1.0): once the response is through, the stage is asked
+    to hold what goes to the command for the server's FIN (AwaitUpstreamEof), once; a
+    keep-alive response, or one not yet complete, does not ask."""
+    closing = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+    core = core_for(80)
+    core.command_data(REQUEST, T0)
+    core.take()
+    core.upstream_data(closing[:-1], T0)
+    assert AWAIT_UPSTREAM_EOF not in core.take()  # a byte of the body still to come
+    core.upstream_data(closing[-1:], T0)
+    cmds = core.take()
+    assert cmds[0] == SendToCommand(b"k") and cmds[-1] == AWAIT_UPSTREAM_EOF
+    core.upstream_data(b"junk after the end", T0)
+    assert AWAIT_UPSTREAM_EOF not in core.take()  # said once
+    core.upstream_eof(T0)
+    assert core.take()[0] == FIN_TO_COMMAND
+    keep = core_for(80)
+    keep.command_data(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", T0)
+    keep.upstream_data(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", T0)
+    assert AWAIT_UPSTREAM_EOF not in keep.take()
+    old = core_for(80)
+    old.command_data(b"GET / HTTP/1.0\r\n\r\n", T0)
+    old.upstream_data(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", T0)
+    assert old.take()[-1] == AWAIT_UPSTREAM_EOF
+    raw = core_for(5432)  # not HTTP: nothing to know the end by
+    raw.command_data(b"x", T0)
+    raw.upstream_data(b"y", T0)
+    assert AWAIT_UPSTREAM_EOF not in raw.take()
 
 
 def test_an_unanswered_request_is_reported_when_both_sides_have_closed():
@@ -530,6 +584,29 @@ def test_a_client_that_closes_right_after_our_certificate_is_a_rejection_too(tmp
             world._carry_out()
     assert world.core.mode is Mode.TLS and world.command[1].pending  # our certificate is there
     world.core.command_eof(T0)
+    assert world.core.take()[0] == report(
+        messages.Notice, level="error",
+        text=HINT.replace("(unknown CA)", "(it closed the connection after the certificate)"))
+
+
+def test_a_client_that_closes_after_our_certificate_unannounced_is_a_rejection(tmp_path):
+    """As above, but the command's FIN reaches the core only as the end of the flow
+    (FlowClosed alone: close()), as when the server's FIN had gone to it already."""
+    world = TlsWorld(tmp_path, server_alpn=["http/1.1"], command_trusts_us=False)
+    try:
+        world.command[0].do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    world.core.command_data(world.command[2].read(), T0)
+    world._carry_out()
+    for _ in range(5):
+        world._step(world.server)
+        data = world.server[2].read()
+        if data:
+            world.core.upstream_data(data, T0)
+            world._carry_out()
+    assert world.core.mode is Mode.TLS and world.command[1].pending
+    world.core.close()
     assert world.core.take()[0] == report(
         messages.Notice, level="error",
         text=HINT.replace("(unknown CA)", "(it closed the connection after the certificate)"))

@@ -89,3 +89,89 @@ def test_small_flow_data_waits_for_the_flush_in_order_with_the_rest():
         from httptap.plumbing.stats import BYTES_IN, BYTES_OUT, MSGS_OUT
         assert counters.v[MSGS_OUT] == 4 and counters.v[BYTES_OUT] == expected
         assert inbox._counters[BYTES_IN] == expected
+
+
+def _woken(ring: Ring) -> bool:
+    """Whether the consumer's wake-up fd is readable (the producer signalled)."""
+    import select
+
+    return bool(select.select([ring.data_fd], [], [], 0)[0])
+
+
+def test_lazy_records_are_published_without_waking_the_consumer_until_wake():
+    counters = Counters()
+    with Ring(CAPACITY, label="t") as ring:
+        out, inbox = Outbox(ring, counters), Inbox(ring, counters)
+        out.send_lazy(m.FlowClosed(1))
+        assert out.flush_urgent() and out.unsignaled and not _woken(ring)
+        out.wake()  # the stage's deadline for lazy records
+        assert _woken(ring) and not out.unsignaled
+        assert inbox.receive() == [m.FlowClosed(1)]
+
+
+def test_a_lazy_record_goes_with_the_next_urgent_one_in_order():
+    counters = Counters()
+    with Ring(CAPACITY, label="t") as ring:
+        out, inbox = Outbox(ring, counters), Inbox(ring, counters)
+        out.send_lazy(m.FlowClosed(1))
+        out.flush_urgent()
+        assert not _woken(ring)
+        out.send(m.FlowOpened(2, "10.1.1.100", 40000, "10.77.1.2", 80))
+        out.send_lazy(m.FlowClosed(3))
+        assert out.flush_urgent() and _woken(ring) and not out.unsignaled
+        assert [type(msg) for msg in inbox.receive()] == [m.FlowClosed, m.FlowOpened,
+                                                          m.FlowClosed]
+        out.send_lazy(m.FlowClosed(4))  # urgency ended with the signalling flush
+        out.flush_urgent()
+        assert not _woken(ring) and out.unsignaled
+        out.send_data(5, b"GET / HTTP/1.1\r\n\r\n")  # data is urgent too
+        out.flush_urgent()
+        assert _woken(ring)
+        assert inbox.receive() == [m.FlowClosed(4), m.FlowData(5, b"GET / HTTP/1.1\r\n\r\n")]
+
+
+def test_an_urgent_record_that_found_the_ring_full_still_wakes_when_it_goes():
+    counters = Counters()
+    with Ring(CAPACITY, label="t") as ring:
+        out, inbox = Outbox(ring, counters), Inbox(ring, counters)
+        for i in range(40):
+            out.send(m.BodyChunk(i, True, bytes(8000)))
+        assert not out.flush_urgent()
+        got = len(inbox.receive())
+        out.send_lazy(m.FlowClosed(1))
+        for _ in range(100):
+            if out.flush_urgent():
+                break
+            got += len(inbox.receive())
+        assert _woken(ring)  # the last of the urgent backlog woke the consumer
+        got += len(inbox.receive())
+        assert got == 41
+
+
+def test_lazy_wake_wakes_the_consumer_by_its_deadline_or_not_at_all():
+    from httptap.stages.base import LazyWake
+
+    counters = Counters()
+    with Ring(CAPACITY, label="t") as ring:
+        out, inbox = Outbox(ring, counters), Inbox(ring, counters)
+        lazy = LazyWake(out, 0.005)
+        out.flush_urgent()
+        assert lazy.deadline(10.0) is None  # nothing waits
+        out.send_lazy(m.FlowClosed(1))
+        out.flush_urgent()
+        assert lazy.deadline(10.0) == 10.005
+        out.send_lazy(m.FlowClosed(2))
+        out.flush_urgent()
+        assert lazy.deadline(10.003) == 10.005  # from the first lazy record, not the last
+        lazy.on_timer(10.004)
+        assert not _woken(ring)
+        lazy.on_timer(10.005)
+        assert _woken(ring) and lazy.deadline(10.005) is None
+        assert inbox.receive() == [m.FlowClosed(1), m.FlowClosed(2)]
+        # An urgent record's signal takes the lazy ones along: no deadline left.
+        out.send_lazy(m.FlowClosed(3))
+        out.flush_urgent()
+        assert lazy.deadline(11.0) == 11.005
+        out.send(m.FlowOpened(4, "10.1.1.100", 40000, "10.77.1.2", 80))
+        out.flush_urgent()
+        assert lazy.deadline(11.001) is None

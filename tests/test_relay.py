@@ -55,6 +55,7 @@ class FakeLink:
         self.output_blocked = False
         self.sent: list[tuple[str, Any]] = []
         self.forgotten: list[int] = []
+        self.flushes_after_poll = 0
 
     def send_tcp(self, msg: messages.Msg) -> None:
         self.sent.append(("tcp", msg))
@@ -67,6 +68,9 @@ class FakeLink:
 
     def forget(self, flow: int) -> None:
         self.forgotten.append(flow)
+
+    def flush_after_poll(self) -> None:
+        self.flushes_after_poll += 1
 
 
 def _relay(loop: asyncio.AbstractEventLoop) -> tuple[Relay, FakeLink, FakeTransport]:
@@ -97,7 +101,7 @@ def test_every_command_is_carried_out():
             fc.SendToCommand(b"down"), fc.SendUpstream(b"up"), fc.Report(notice),
             fc.Credit(70000), fc.FIN_TO_COMMAND, fc.ResetCommand("why"),
             fc.PAUSE_UPSTREAM, fc.RESUME_UPSTREAM, fc.SetTimer(5.0), fc.SetTimer(None),
-            fc.FIN_UPSTREAM, fc.CLOSE_UPSTREAM, fc.FLOW_OVER]
+            fc.FIN_UPSTREAM, fc.CLOSE_UPSTREAM, fc.FLOW_OVER, fc.AWAIT_UPSTREAM_EOF]
         # The list covers the Command union: a new command must be added here (and to
         # Relay.execute).
         assert {type(c) for c in every} | {fc.AbortUpstream} == set(typing.get_args(fc.Command))
@@ -110,6 +114,7 @@ def test_every_command_is_carried_out():
                                    ("write_eof",), ("close",)]
         assert relay.timer is None  # SetTimer(None) cancelled the 5 s timer
         assert link.forgotten == [5]
+        assert link.flushes_after_poll == 1
 
         relay, link, transport = _relay(loop)
         _run(relay, [fc.SetTimer(5.0)])

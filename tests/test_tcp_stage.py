@@ -282,3 +282,21 @@ def test_a_fin_is_acknowledged_at_once():
     rig.client_sends()
     (ack,) = rig.shard_sends()
     assert ack.flags & ACK and rig.client.snd.snd_una == rig.client.snd.snd_max
+
+
+def test_a_fin_then_a_reset_in_one_batch_reach_the_proxy_in_that_order():
+    """The command's FIN is left out only when FlowClosed says it (the flow ended in the
+    same pass by both FINs): a reset right behind a FIN keeps FlowEof, then FlowReset."""
+    rig = Rig()
+    rig.client_sends()
+    rig.to_proxy.take()
+    rig.shard.on_proxy([m.FlowAccept(1)], rig.now)
+    rig.shard_sends()
+    rig.client_sends()  # the handshake's last ACK
+    rig.client.shutdown(rig.now)
+    (fin,) = rig.client.segments_to_send(rig.now)
+    rst = Segment(fin.seq + 1, fin.ack, RST | ACK, 0)
+    rig.shard.on_packets([build_tcp(CLIENT, SERVER, CPORT, SPORT, seg, vnet=False)
+                          for seg in (fin, rst)], rig.now)
+    assert rig.to_proxy.take() == [m.FlowEof(1), m.FlowReset(1, "reset"), m.FlowClosed(1)]
+    assert rig.shard.flows == {}

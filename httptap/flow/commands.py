@@ -9,6 +9,9 @@ and the settings every flow of a proxy shares (see ``httptap.flow.core``).
     SetTimer(deadline)     call timer() then (None: no timer)
     FlowOver()             the flow is over and reported: forget it (the tcp stage's
                            FlowClosed, later, finds nothing)
+    AwaitUpstreamEof()     the server's last message is through and its FIN follows:
+                           hold what goes to the command for one turn of the loop, so
+                           that the FIN goes with it (one message, one packet)
 
 Commands are small slotted dataclasses, compared by value in the playbook tests; the ones
 without fields are made once (``FIN_TO_COMMAND``...). The proxy stage matches them by
@@ -95,9 +98,14 @@ class FlowOver:
     pass
 
 
+@dataclass(slots=True)
+class AwaitUpstreamEof:
+    pass
+
+
 Command = (SendToCommand | FinToCommand | ResetCommand | Credit | SendUpstream | FinUpstream
            | CloseUpstream | AbortUpstream | PauseUpstream | ResumeUpstream | Report | SetTimer
-           | FlowOver)
+           | FlowOver | AwaitUpstreamEof)
 
 # The commands without fields, made once.
 FIN_TO_COMMAND = FinToCommand()
@@ -107,6 +115,7 @@ ABORT_UPSTREAM = AbortUpstream()
 PAUSE_UPSTREAM = PauseUpstream()
 RESUME_UPSTREAM = ResumeUpstream()
 FLOW_OVER = FlowOver()
+AWAIT_UPSTREAM_EOF = AwaitUpstreamEof()
 
 
 @dataclass(slots=True)

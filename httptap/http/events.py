@@ -170,6 +170,11 @@ class ObserverBase:
         self.tunnels: dict[int, str] = {}
         self.events_: list[Event] = []
 
+    def server_closing(self) -> bool:
+        """Whether the server's last message is through and the connection ends after it
+        (its FIN is all that can follow). Only HTTP/1 knows; HTTP/2 says no."""
+        return False
+
     def events(self) -> list[Event]:
         """Drain the events produced so far, in order."""
         out = self.events_

@@ -150,6 +150,12 @@ class Http1Observer(ObserverBase):
         if not (self.failed or self.upgraded):
             self._run(lambda _d, t: self._resp.eof(t), b"", now)
 
+    def server_closing(self) -> bool:
+        """A response that ends the connection (``Connection: close``, HTTP/1.0, a
+        request that said close) is complete: the server's FIN follows."""
+        resp = self._resp
+        return resp.reader is resp.closed and not (self.failed or self.upgraded)
+
     protocol_errors = (HttpError,)
 
     def _abort(self, now: float) -> None:

@@ -104,7 +104,8 @@ CREDIT_STEP = 64 << 10
 
 class FlowClosed(Msg):
     """The flow is over at the tcp shard: both sides closed (the shard may still hold its
-    end in TIME_WAIT, which concerns no one else) or it was reset."""
+    end in TIME_WAIT, which concerns no one else) or it was reset. When the command's FIN
+    and the end come together, this alone says both: no ``FlowEof`` goes before it."""
     flow: int
 
 

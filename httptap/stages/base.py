@@ -97,6 +97,7 @@ class OutboxLike(Protocol):
     that collects what is sent."""
 
     def send(self, msg: messages.Msg) -> None: ...
+    def send_lazy(self, msg: messages.Msg) -> None: ...
     def send_data(self, flow: int, data: bytes | memoryview) -> None: ...
 
 
@@ -110,6 +111,9 @@ class Outbox:
         self._pending: deque[bytes] = deque()
         self.pending_bytes = 0  # encoded size of what waits in _pending
         self.unsignaled = False  # records published by flush(signal=False), consumer not woken
+        # A record the consumer must be woken for was queued (send, send_data) since a
+        # signalling flush last left nothing pending; only send_lazy's records otherwise.
+        self.urgent = False
         self.dropped = 0  # records refused by the ring, reported and dropped
 
     def send(self, msg: messages.Msg) -> None:
@@ -124,6 +128,16 @@ class Outbox:
             return
         self._pending.append(record)
         self.pending_bytes += len(record)
+        self.urgent = True
+
+    def send_lazy(self, msg: messages.Msg) -> None:
+        """``send``, for a message the consumer need not be woken for: it goes with the
+        next urgent record, or when the stage calls :meth:`wake` (the stage bounds the
+        wait: see ``flush_urgent``). For news that nothing waits on, such as the end of
+        a flow both sides have closed, it saves the consumer a wake-up of its own."""
+        urgent = self.urgent
+        self.send(msg)
+        self.urgent = urgent
 
     def _drop(self, kind: str, why: str) -> None:
         """A message the ring can never take: report it (once: it is gone after this) and
@@ -142,6 +156,7 @@ class Outbox:
         once, straight into the ring, when nothing waits before it and it fits
         (published, the consumer woken by the next ``flush``), else it waits as a
         message like any other. ``data`` need only live for the call."""
+        self.urgent = True
         size = len(data)
         header = messages.flow_data_header(flow, size)
         if len(header) + size > self.ring.max_record:
@@ -194,7 +209,15 @@ class Outbox:
                 c[BYTES_OUT] += size
         if signal:
             self.wake()  # records published unsignalled before (send_data)
+            if not pending:
+                self.urgent = False
         return not pending
+
+    def flush_urgent(self) -> bool:
+        """``flush``, waking the consumer only if an urgent record was queued: records of
+        ``send_lazy`` alone are published unsignaled (:attr:`unsignaled` says so), and
+        the stage must call :meth:`wake` within the delay it allows them."""
+        return self.flush(signal=self.urgent)
 
     def wake(self) -> None:
         """Wake the consumer if records wait unsignaled."""
@@ -230,6 +253,31 @@ class Outbox:
             pass
 
 
+class LazyWake:
+    """Wakes an outbox's consumer for the records ``Outbox.flush_urgent`` published without
+    a signal (``send_lazy``'s), at most ``delay`` after the first of them: the stage calls
+    :meth:`deadline` after each flush and arms its timer for it, and :meth:`on_timer`
+    when that timer fires. An urgent record's signal before then wakes the consumer for
+    them too, and the deadline goes."""
+
+    def __init__(self, outbox: Outbox, delay: float) -> None:
+        self.outbox = outbox
+        self.delay = delay
+        self.at: float | None = None
+
+    def deadline(self, now: float) -> float | None:
+        if not self.outbox.unsignaled:
+            self.at = None
+        elif self.at is None:
+            self.at = now + self.delay
+        return self.at
+
+    def on_timer(self, now: float) -> None:
+        if self.at is not None and now >= self.at:
+            self.at = None
+            self.outbox.wake()
+
+
 class SpaceWatch:
     """While some of a stage's outboxes hold records their ring had no room for, watch
     those rings' space eventfds, so the loop wakes when a consumer frees room; the glue
@@ -247,8 +295,9 @@ class SpaceWatch:
         self.waiting = False
 
     def flush(self) -> bool:
-        """Flush every outbox; watch for space unless all are empty. True when they are."""
-        flushed = all([outbox.flush() for outbox in self.outboxes])
+        """Flush every outbox (``Outbox.flush_urgent``: a consumer is woken unless all it
+        got is ``send_lazy``'s); watch for space unless all are empty. True when they are."""
+        flushed = all([outbox.flush_urgent() for outbox in self.outboxes])
         self.watch(not flushed)
         return flushed
 

@@ -92,6 +92,7 @@ class Proxy:
         self.connect_sweep: asyncio.TimerHandle | None = None
         self.timed_out: set[int] = set()  # flows whose connect the sweep cancelled
         self.flush_scheduled = False
+        self.flush_late = False  # the next flush waits for one more poll (flush_after_poll)
         self.retry: asyncio.TimerHandle | None = None  # the next flush of a full ring
         self.space = SpaceWatch([self.to_tcp, self.to_sink], loop.add_reader,
                                 loop.remove_reader, self._on_space)
@@ -161,7 +162,18 @@ class Proxy:
             self.flush_scheduled = True
             self.loop.call_soon(self._flush)
 
+    def flush_after_poll(self) -> None:
+        """Let the next flush wait for one more turn of the loop, whose poll (at once:
+        a callback is ready) takes what the sockets hold now: a server's FIN right behind
+        its last response then goes to the tcp stage with it (AwaitUpstreamEof)."""
+        self.flush_late = True
+        self._schedule_flush()
+
     def _flush(self) -> None:
+        if self.flush_late:
+            self.flush_late = False
+            self.loop.call_soon(self._flush)  # (flush_scheduled stays True meanwhile)
+            return
         if (self.holding and self.sink_wake is None
                 and self.loop.time() >= self.sink_woken + SINK_WAKE_DELAY):
             self._release_held()  # (before the flag is cleared: no flush of their own)

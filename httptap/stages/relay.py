@@ -4,7 +4,8 @@ A :class:`Relay` is the asyncio protocol of one upstream socket. It hands every 
 the flow (socket reads, EOF, loss, write pressure, and the tcp stage's messages, which the
 proxy stage routes here) to the flow's pure core (``httptap.flow.core``), with the time,
 and then carries out the commands the core queued: bytes and half-closes to the socket,
-messages to the tcp stage and to the sink, reading paused or resumed, one timer. All the
+messages to the tcp stage and to the sink, reading paused or resumed, one timer, and the
+proxy's next flush held for one turn of its loop when the server's FIN is due. All the
 decisions (what the flow is, TLS, decoding, credit) are the core's.
 
 :class:`FlowLink` is what a relay needs of the proxy stage; naming it here keeps the
@@ -20,9 +21,9 @@ import time
 from typing import Protocol, TypeGuard, cast
 
 from ..plumbing import messages
-from ..flow.commands import (AbortUpstream, CloseUpstream, Credit, FinToCommand, FinUpstream, FlowOver,
-                             PauseUpstream, Report, ResetCommand, ResumeUpstream, SendToCommand,
-                             SendUpstream, SetTimer)
+from ..flow.commands import (AbortUpstream, AwaitUpstreamEof, CloseUpstream, Credit, FinToCommand,
+                             FinUpstream, FlowOver, PauseUpstream, Report, ResetCommand,
+                             ResumeUpstream, SendToCommand, SendUpstream, SetTimer)
 from ..flow.core import FlowCore
 
 WRITE_HIGH_WATER = 1 << 20   # upstream socket buffer before we stop returning credit
@@ -47,6 +48,7 @@ class FlowLink(Protocol):
     def send_sink(self, msg: messages.Msg) -> None: ...
     def hold_request(self, relay: Relay) -> None: ...
     def forget(self, flow: int) -> None: ...
+    def flush_after_poll(self) -> None: ...
 
 
 class Relay(asyncio.BufferedProtocol):
@@ -170,6 +172,8 @@ class Relay(asyncio.BufferedProtocol):
                     _abort_with_reset(transport)
             elif type(cmd) is FlowOver:
                 link.forget(flow)
+            elif type(cmd) is AwaitUpstreamEof:
+                link.flush_after_poll()
 
     def report(self, msg: messages.Msg) -> None:
         """To the sink, with one exception: a request is held until the proxy's next
