@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from httptap.tls.ca import CertificateAuthority
-from httptap.tls.tlsterm import ServerTls
+from httptap.tls.tlsterm import ServerTls, TlsError
 
 NAME = "tickets.test"
 REQUEST = b"GET / HTTP/1.1\r\nHost: tickets.test\r\n\r\n"
@@ -86,6 +86,30 @@ def test_tls13_tickets_wait_for_the_answer_and_go_in_front_of_it(authority):
     assert command.read(wire) == b"HTTP/1.1 200 OK\r\n\r\n"
     assert command.obj.session is not None and command.obj.session.has_ticket
     assert records(server.send(b"more")) == [0x17]  # sent once
+
+
+def test_a_finished_that_came_alone_gets_the_ticket_at_once(authority):
+    """It carries the ACK of the Finished, which a client with Nagle on waits for before it
+    sends its request."""
+    command = Command(authority)
+    server = ServerTls(authority.server_context(NAME))
+    _, flight = server.receive(command.step())
+    plain, back = server.receive(command.step(flight))
+    assert server.handshake_done and plain == b""
+    assert records(back) == [0x17]  # the ticket
+    command.obj.write(REQUEST)
+    assert server.receive(command.outgoing.read()) == (REQUEST, b"")
+    assert records(server.send(b"ok")) == [0x17]  # the answer alone
+    assert command.read(back) == b""
+    assert command.obj.session is not None and command.obj.session.has_ticket
+
+
+def test_a_failure_after_held_tickets_sends_them_before_the_alert(authority):
+    command = Command(authority)
+    server, _ = shake(authority, command)
+    with pytest.raises(TlsError) as failed:
+        server.receive(b"\x17\x03\x03\x00\x20" + bytes(32))  # a record that cannot decrypt
+    assert records(failed.value.pending) == [0x17, 0x17]  # the ticket, then the alert
 
 
 def test_held_tickets_go_with_our_close_notify(authority):

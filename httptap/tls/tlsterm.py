@@ -66,11 +66,14 @@ class ServerTls(_MemoryTls):
     """The server end of the command's TLS session, as a sans-IO object.
 
     In TLS 1.3 the session tickets are written when the command's Finished is read (RFC
-    8446 §4.6.1: any time after it). Sent then, they would be a write, a segment and a
-    wake-up of the command of their own, between its request and the response; they are
-    held instead and go in front of the next bytes for the command (``send``, ``close``),
-    in the same segment. A client that resumes has them before it could use them: with the
-    first answer on the connection."""
+    8446 §4.6.1: any time after it). When its first request came with its Finished, sent
+    then they would be a write, a segment and a wake-up of the command of their own,
+    between its request and the answer; they are held instead and go in front of the next
+    bytes for the command (``send``, ``close``), in the same segment. A client that
+    resumes has them before it could use them: with the first answer on the connection. A
+    Finished that came alone gets them at once: they carry the ACK the command may be
+    waiting for (Nagle holds a small request back until its Finished is acknowledged, and
+    the tcp stage holds that ACK for an answer: ``stages.tcp.ACK_DELAY``)."""
 
     def __init__(self, context: ssl.SSLContext) -> None:
         super().__init__()
@@ -105,9 +108,12 @@ class ServerTls(_MemoryTls):
         except ssl.SSLZeroReturnError:
             self.closed = True
         except ssl.SSLError as exc:
-            out = self._out.read()
+            out, self._tickets = self._tickets + self._out.read(), b""  # (records in order)
             raise TlsError(_describe(exc), out) from None
-        return bytes(plain), self._with_tickets(self._out.read())
+        if plain:
+            return bytes(plain), self._with_tickets(self._out.read())
+        out, self._tickets = self._tickets + self._out.read(), b""
+        return b"", out
 
     def send(self, plaintext: bytes | memoryview) -> bytes:
         """Encrypt bytes from upstream for the command."""
