@@ -131,8 +131,4 @@ class FlowSettings:
     # The protocol (ALPN) each server chose last ("": none), per the same key: what flow.core
     # expects it to choose next time, to answer the command's ClientHello ahead.
     chosen_alpn: dict[tuple[tuple[str, ...], str, int], str] = field(default_factory=dict)
-    # Per address and port of a flow: the session key of its last ClientHello, and whether
-    # the one before had the same (flow.core makes our ClientHello ahead only then).
-    hellos_seen: dict[tuple[str, int], tuple[tuple[tuple[str, ...], str, int], bool]] = field(
-        default_factory=dict)
     rejected_names: set[str] = field(default_factory=set)  # told once each: see _rejected

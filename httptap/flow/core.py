@@ -30,10 +30,7 @@ is the command's, and picks the decoder. close_notify and FIN pass each way on t
 While the server works on our ClientHello, the answer to the command's is made ahead
 (:meth:`FlowCore._answer_ahead`) when the protocol the server will choose is known: it is
 held, and sent as it is if the server's handshake succeeds with that protocol, else
-dropped unseen; the command sees what it would without it, sooner. Likewise our
-ClientHello is made before the command's arrives (:meth:`FlowCore.connected`), when the
-last two connections to the same address and port asked for the same server and offer and
-a session for it is kept: resuming a session costs CPython a copy of it (~0.2 ms).
+dropped unseen; the command sees what it would without it, sooner.
 
 A flow ends when both sides have half-closed (the upstream socket is closed then, the
 final report made, ``FlowOver``), or when the tcp stage forgets it (``close``) or it is
@@ -92,19 +89,6 @@ class AnswerAhead:
         self.fed = fed
 
 
-class ReadyHello:
-    """Our ClientHello made before the command's arrived (``FlowCore.connected``): the
-    upstream session ``tls``, resuming ``session``, for the session key ``key``; its first
-    bytes ``hello``."""
-
-    def __init__(self, key: tuple[tuple[str, ...], str, int], session: Any, tls: ClientTls,
-                 hello: bytes) -> None:
-        self.key = key
-        self.session = session
-        self.tls = tls
-        self.hello = hello
-
-
 class FlowCore(FlowDecoding):
     """One proxied TCP connection: see the module docstring."""
 
@@ -131,7 +115,6 @@ class FlowCore(FlowDecoding):
     session_key: tuple[tuple[str, ...], str, int] = ((), "", 0)  # see _keep_session
     offered_session: Any = None  # the cached upstream session we tried to resume
     ahead: AnswerAhead | None = None  # see _answer_ahead
-    ready: ReadyHello | None = None   # see connected
 
     def __init__(self, settings: FlowSettings, opened: messages.FlowOpened, now: float) -> None:
         self.settings = settings
@@ -150,27 +133,6 @@ class FlowCore(FlowDecoding):
         return out
 
     # --- events from the command's side (the tcp stage) -------------------------------------
-
-    def connected(self, now: float) -> None:
-        """The upstream connection is up and the command told so: its ClientHello, if it
-        sends one, is on its way. When the last two ClientHellos to this address and port
-        asked for the same (offer, name, port) and a session for it is kept, make ours now
-        (the costly part of it: setting the session, ~0.2 ms); used if the command's
-        ClientHello asks for the same, dropped otherwise."""
-        if self.finished or self.mode is not _SNIFF:
-            return
-        seen = self.settings.hellos_seen.get((self.dst, self.dport))
-        if seen is None or not seen[1]:
-            return
-        key = seen[0]
-        session = self.settings.sessions.get(key)
-        if session is None:
-            return
-        try:
-            tls = ClientTls(self.settings.upstream_context(key[0]), key[1], session)
-        except (ValueError, UnicodeError):
-            return
-        self.ready = ReadyHello(key, session, tls, tls.start())
 
     def command_data(self, data: bytes, now: float) -> None:
         if self.finished:
@@ -415,22 +377,15 @@ class FlowCore(FlowDecoding):
             return
         self.mode = Mode.UPSTREAM_HANDSHAKE
         alpn = tuple(p for p in hello.alpn if p.isascii() and p)
-        key = self.session_key = (alpn, self._tls_name, self.dport)
-        self._remember_hello(key)
-        session = self.offered_session = self.settings.sessions.get(key)
-        ready, self.ready = self.ready, None
-        if ready is not None and ready.key == key and ready.session is session:
-            self.upstream_tls = ready.tls
-            first = ready.hello
-        else:
-            try:
-                self.upstream_tls = ClientTls(self.settings.upstream_context(alpn),
-                                              self._tls_name, session)
-            except (ValueError, UnicodeError) as exc:  # a name no TLS client can ask for
-                self._refuse(str(exc))
-                return
-            first = self.upstream_tls.start()
-        self.commands.append(SendUpstream(first))
+        self.session_key = (alpn, self._tls_name, self.dport)
+        session = self.offered_session = self.settings.sessions.get(self.session_key)
+        try:
+            self.upstream_tls = ClientTls(self.settings.upstream_context(alpn), self._tls_name,
+                                          session)
+        except (ValueError, UnicodeError) as exc:  # a name no TLS client can ask for
+            self._refuse(str(exc))
+            return
+        self.commands.append(SendUpstream(self.upstream_tls.start()))
         self.commands.append(SetTimer(now + TLS_HANDSHAKE_TIMEOUT))
         self.timer_set = True
         self._answer_ahead(alpn)
@@ -575,16 +530,6 @@ class FlowCore(FlowDecoding):
         self.bytes_down += len(wire)
         self._to_command(wire)
         self._observe(False, plain, now)
-
-    def _remember_hello(self, key: tuple[tuple[str, ...], str, int]) -> None:
-        """What this ClientHello asked for, per address and port, and whether the one
-        before asked for the same: what ``connected`` goes by."""
-        seen = self.settings.hellos_seen
-        where = (self.dst, self.dport)
-        last = seen.pop(where, None)
-        seen[where] = (key, last is not None and last[0] == key)
-        while len(seen) > MAX_SESSIONS:
-            del seen[next(iter(seen))]
 
     def _remember_alpn(self, chosen: str) -> None:
         """What the server chose for this offer, name and port ("": none): what

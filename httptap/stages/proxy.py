@@ -279,9 +279,6 @@ class Proxy:
             self.connecting.pop(opened.flow, None)
         self.relays[opened.flow] = relay
         self.send_tcp_now(messages.FlowAccept(opened.flow))
-        # After FlowAccept has gone (flushes already due come first): the core's work there
-        # must not delay the command's handshake, it is done while the command answers it.
-        self.loop.call_soon(relay.connected)
 
     def forget(self, flow: int) -> None:
         """The flow's core is done (FlowOver): what the tcp stage says of it later finds

@@ -102,10 +102,6 @@ class Relay(asyncio.BufferedProtocol):
 
     # --- the tcp stage's messages, routed here by the proxy stage ----------------------------
 
-    def connected(self) -> None:
-        """The command was told its connection is accepted (``FlowCore.connected``)."""
-        self.core.connected(time.time())
-
     def command_data(self, data: bytes) -> None:
         self.core.command_data(data, time.time())
         self.execute()

@@ -1,12 +1,7 @@
-"""Work done ahead on the TLS path, where it cannot change what the command sees:
-
-- the command's ClientHello answered ahead (``FlowCore._answer_ahead``): while the server
-  works on our ClientHello, the command's session is made and its answer held; it is sent
-  only once the server's handshake succeeded with the protocol expected, and never when
-  the handshake fails or the server chooses another protocol;
-- our ClientHello made ahead (``FlowCore.connected``), before the command's arrives, when
-  the last two asked for the same server and offer and a session is kept for it: used
-  only if the command's asks for the same.
+"""The command's ClientHello answered ahead (``FlowCore._answer_ahead``): while the server
+works on our ClientHello, the command's session is made and its answer held; it is sent
+only once the server's handshake succeeded with the protocol expected, and never when the
+handshake fails or the server chooses another protocol.
 
 Real ``ssl`` objects on both sides over memory BIOs, as in test_flowcore.py (TlsWorld)."""
 
@@ -138,73 +133,3 @@ def test_the_servers_choices_are_remembered_for_at_most_max_sessions_keys(tmp_pa
     assert len(remembered) == MAX_SESSIONS
     assert ((), "old0.test", 443) not in remembered  # the oldest went
     assert remembered[(("h2", "http/1.1"), NAME, 443)] == "http/1.1"
-
-
-# --- our ClientHello made ahead ------------------------------------------------------------
-
-def _resumed_connection(world: TlsWorld, *, connected: bool = True) -> list[object]:
-    """A connection through ``world``'s proxy (the core told ``connected`` first, as the
-    proxy stage does once FlowAccept has gone): the commands its ClientHello gave."""
-    if connected:
-        world.core.connected(T0)
-    cmds = _hello_to_core(world)
-    world.pump()
-    _exchange(world)
-    world.core.close()
-    world.core.final_report(T0)
-    return cmds
-
-
-def test_our_client_hello_is_made_ahead_after_two_alike(tmp_path):
-    first = TlsWorld(tmp_path, server_alpn=["http/1.1"])
-    _resumed_connection(first)
-    assert first.core.ready is None  # nothing seen before
-    second = TlsWorld(tmp_path, server_alpn=["http/1.1"], same_proxy_as=first)
-    _resumed_connection(second)
-    assert second.core.ready is None  # one ClientHello seen: not yet
-    assert second.core.upstream_tls is not None and second.core.upstream_tls.resumed
-    third = TlsWorld(tmp_path, server_alpn=["http/1.1"], same_proxy_as=first)
-    third.core.connected(T0)
-    ready = third.core.ready
-    assert ready is not None and ready.key == (("h2", "http/1.1"), NAME, 443)
-    assert ready.session is first.core.settings.sessions[ready.key]
-    cmds = _resumed_connection(third, connected=False)
-    assert third.core.ready is None
-    assert isinstance(cmds[0], SendUpstream) and cmds[0].data is ready.hello
-    assert third.core.upstream_tls is ready.tls and ready.tls.resumed
-    assert third.command_error is None
-
-
-def test_a_client_hello_made_ahead_for_another_name_is_dropped(tmp_path):
-    first = TlsWorld(tmp_path, server_alpn=["http/1.1"])
-    _resumed_connection(first)
-    _resumed_connection(TlsWorld(tmp_path, server_alpn=["http/1.1"], same_proxy_as=first))
-    other = TlsWorld(tmp_path, server_alpn=["http/1.1"], same_proxy_as=first,
-                     client_alpn=("http/1.1",))  # another offer: another session key
-    other.core.connected(T0)
-    ready = other.core.ready
-    assert ready is not None
-    cmds = _resumed_connection(other, connected=False)
-    assert isinstance(cmds[0], SendUpstream) and cmds[0].data is not ready.hello
-    assert other.core.upstream_tls is not ready.tls
-    assert other.command_error is None
-    # The last two differ now: nothing is made ahead for the next one.
-    after = TlsWorld(tmp_path, server_alpn=["http/1.1"], same_proxy_as=first)
-    after.core.connected(T0)
-    assert after.core.ready is None
-
-
-def test_nothing_is_made_ahead_without_a_session_or_once_the_flow_began(tmp_path):
-    first = TlsWorld(tmp_path, server_alpn=["http/1.1"])
-    _resumed_connection(first)
-    _resumed_connection(TlsWorld(tmp_path, server_alpn=["http/1.1"], same_proxy_as=first))
-    settings = first.core.settings
-    kept = dict(settings.sessions)
-    settings.sessions.clear()
-    world = TlsWorld(tmp_path, server_alpn=["http/1.1"], same_proxy_as=first)
-    world.core.connected(T0)
-    assert world.core.ready is None  # no session to resume
-    settings.sessions.update(kept)
-    _hello_to_core(world)
-    world.core.connected(T0)  # (too late: the ClientHello came first)
-    assert world.core.ready is None
