@@ -128,7 +128,4 @@ class FlowSettings:
     # server we spoke to skips the certificate exchange and its verification, as any TLS
     # client does. Oldest first (dicts keep order); at most MAX_SESSIONS.
     sessions: dict[tuple[tuple[str, ...], str, int], Any] = field(default_factory=dict)
-    # The protocol (ALPN) each server chose last ("": none), per the same key: what flow.core
-    # expects it to choose next time, to answer the command's ClientHello ahead.
-    chosen_alpn: dict[tuple[tuple[str, ...], str, int], str] = field(default_factory=dict)
     rejected_names: set[str] = field(default_factory=set)  # told once each: see _rejected

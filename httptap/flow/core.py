@@ -23,14 +23,10 @@ A decoder that cannot follow lets go, and the bytes are relayed raw from there. 
 (RFC 8441, per stream), WebSocket messages are reported (``http.wsreport``).
 
 In TLS the command's session is terminated here (``tlsterm.ServerTls``, a certificate
-from the run's CA, sent only once the server's handshake succeeded: a refused upstream
+from the run's CA, minted only once the server's handshake succeeded: a refused upstream
 gets an alert) and the upstream one is a verifying client over memory BIOs
 (``tlsterm.ClientTls``) with the command's SNI and ALPN; the server's choice of protocol
 is the command's, and picks the decoder. close_notify and FIN pass each way on their own.
-While the server works on our ClientHello, the answer to the command's is made ahead
-(:meth:`FlowCore._answer_ahead`) when the protocol the server will choose is known: it is
-held, and sent as it is if the server's handshake succeeds with that protocol, else
-dropped unseen; the command sees what it would without it, sooner.
 
 A flow ends when both sides have half-closed (the upstream socket is closed then, the
 final report made, ``FlowOver``), or when the tcp stage forgets it (``close``) or it is
@@ -77,18 +73,6 @@ _SNIFF, _HELLO, _UPSTREAM_HANDSHAKE = Mode.SNIFF, Mode.HELLO, Mode.UPSTREAM_HAND
 _TLS, _REFUSED = Mode.TLS, Mode.REFUSED
 
 
-class AnswerAhead:
-    """The command's session made before the server's handshake ended (_answer_ahead): for
-    the protocol ``alpn`` ("": none), having read the first ``fed`` bytes held, it answered
-    ``answer``."""
-
-    def __init__(self, alpn: str, tls: ServerTls, answer: bytes, fed: int) -> None:
-        self.alpn = alpn
-        self.tls = tls
-        self.answer = answer
-        self.fed = fed
-
-
 class FlowCore(FlowDecoding):
     """One proxied TCP connection: see the module docstring."""
 
@@ -114,7 +98,6 @@ class FlowCore(FlowDecoding):
     reported = False        # final_report has run
     session_key: tuple[tuple[str, ...], str, int] = ((), "", 0)  # see _keep_session
     offered_session: Any = None  # the cached upstream session we tried to resume
-    ahead: AnswerAhead | None = None  # see _answer_ahead
 
     def __init__(self, settings: FlowSettings, opened: messages.FlowOpened, now: float) -> None:
         self.settings = settings
@@ -388,27 +371,6 @@ class FlowCore(FlowDecoding):
         self.commands.append(SendUpstream(self.upstream_tls.start()))
         self.commands.append(SetTimer(now + TLS_HANDSHAKE_TIMEOUT))
         self.timer_set = True
-        self._answer_ahead(alpn)
-
-    def _answer_ahead(self, offered: tuple[str, ...]) -> None:
-        """Answer the command's ClientHello now, while the server works on ours, and hold
-        the answer (see the module docstring). The protocol the server will choose is known
-        when the command offered none, else taken to be the one it chose last time for the
-        same offer, name and port (``chosen_alpn``); without one, nothing is made ahead.
-        Any failure here is met again, as before, once the server's handshake is over."""
-        expected = self.settings.chosen_alpn.get(self.session_key) if offered else ""
-        if expected is None:
-            return
-        from ..tls.ca import CAError  # here: a proxy imports cryptography at its first TLS flow
-
-        held = bytes(self.hello)
-        try:
-            leaf = self.settings.server_context(self._tls_name, [expected] if expected else None)
-            tls = ServerTls(leaf)
-            answer = tls.receive(held)[1]
-        except (CAError, TlsError):
-            return
-        self.ahead = AnswerAhead(expected, tls, answer, len(held))
 
     def _hello_is_not_tls(self) -> None:
         """Not a ClientHello we understand: relay what we held, untouched, from now on."""
@@ -438,33 +400,22 @@ class FlowCore(FlowDecoding):
         self._cancel_timer()
         chosen = upstream_tls.alpn
         self.tls_alpn = chosen or ""
-        self._remember_alpn(chosen or "")
-        ahead, self.ahead = self.ahead, None
-        if ahead is not None and ahead.alpn == (chosen or ""):
-            self.tls = ahead.tls
-        else:
-            from ..tls.ca import CAError  # (imported by _answer_ahead already, mostly)
+        from ..tls.ca import CAError  # here: a proxy imports cryptography at its first TLS flow
 
-            try:
-                leaf = self.settings.server_context(self._tls_name, [chosen] if chosen else None)
-            except CAError as exc:  # a name no certificate can hold (with --insecure, say)
-                self._refuse(str(exc))
-                return
-            self.tls = ServerTls(leaf)
-            ahead = None
+        try:
+            leaf = self.settings.server_context(self._tls_name, [chosen] if chosen else None)
+        except CAError as exc:  # a name no certificate can hold (with --insecure, say)
+            self._refuse(str(exc))
+            return
+        self.tls = ServerTls(leaf)
         self.mode = Mode.TLS
         if chosen == "h2":
             self._start_decoding("h2", "https")
         elif chosen in (None, "http/1.1", "http/1.0"):
             self._start_decoding("http/1.1", "https")
         held, self.hello = bytes(self.hello), bytearray()
-        if ahead is not None:  # what the command's session answered to what it was given
-            self._to_command(ahead.answer)
-            self._credit(ahead.fed)
-            held = held[ahead.fed:]
         self.bytes_up -= len(held)  # counted again by command_data
-        if held:
-            self.command_data(held, now)
+        self.command_data(held, now)
         if plain:  # the server spoke first, right after the handshake
             self._plain_to_command(plain, now)
         if upstream_tls.closed:
@@ -531,17 +482,6 @@ class FlowCore(FlowDecoding):
         self._to_command(wire)
         self._observe(False, plain, now)
 
-    def _remember_alpn(self, chosen: str) -> None:
-        """What the server chose for this offer, name and port ("": none): what
-        _answer_ahead expects next time. Oldest first, at most MAX_SESSIONS, as the sessions."""
-        remembered = self.settings.chosen_alpn
-        key = self.session_key
-        if remembered.get(key) != chosen:
-            remembered.pop(key, None)
-            remembered[key] = chosen
-            while len(remembered) > MAX_SESSIONS:
-                del remembered[next(iter(remembered))]
-
     def _keep_session(self, now: float) -> None:
         """Keep the upstream session for the next connection to the same server (its
         ticket has arrived by the time the connection ends).
@@ -576,7 +516,6 @@ class FlowCore(FlowDecoding):
     def _refuse(self, reason: TlsError | str) -> None:
         """The upstream handshake failed: fail the command's with an alert, say why."""
         self.mode = Mode.REFUSED
-        self.ahead = None  # (never seen by the command)
         self._cancel_timer()
         self._notice(f"TLS to {self._tls_name} ({self.server}) failed: {reason}", level="error")
         self._to_command(refusal(reason, bytes(self.hello)))
