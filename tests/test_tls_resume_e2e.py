@@ -1,7 +1,8 @@
-"""End to end: a TLS client that makes several connections in a row under httptap, with
-no ALPN (so httptap answers its ClientHello ahead, ``flow.core``), resuming its session or
-not: it resumes as it would directly (httptap sends one session ticket, with the first
-answer), and an upstream whose certificate does not verify still fails every handshake.
+"""End to end: a TLS client that makes several connections in a row under httptap (raw
+sockets: Nagle on, its request in a write of its own after its Finished), resuming its
+session or not: it resumes as it would directly (httptap sends one session ticket per
+full handshake, ``tls.tlsterm.ServerTls``), and an upstream whose certificate does not
+verify fails every handshake (httptap keeps upstream sessions and settings per server).
 
 httptap trusts the test hosts' CA through ``SSL_CERT_FILE`` in its own environment; the
 command trusts httptap's CA through what httptap injects (the default context)."""
