@@ -36,6 +36,7 @@ MODULES: tuple[str, ...] = (
     "httptap.http.h1sides",
     "httptap.http.h2frames",
     "httptap.http.report",
+    "httptap.tls.clienthello",       # every TLS flow: 16-22 -> 5-8 µs per ClientHello
     "httptap.flow.core",
     "httptap.flow.decoding",
     "httptap.flow.commands",
