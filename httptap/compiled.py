@@ -37,6 +37,7 @@ MODULES: tuple[str, ...] = (
     "httptap.http.h2frames",
     "httptap.http.report",
     "httptap.http.headers",          # header(): per request in the reporter and the sinks
+    "httptap.tls.clienthello",       # every TLS flow: 16-22 -> 5-8 µs per ClientHello
     "httptap.flow.core",
     "httptap.flow.decoding",
     "httptap.flow.commands",

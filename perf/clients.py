@@ -1,13 +1,16 @@
 """Small HTTP load clients for perf/bench.py (standard library only).
 
     python perf/clients.py seq  --url URL [--n 2000] [--deadline 60] [--proxy HOST:PORT]
+                                [--resume]
     python perf/clients.py conc --url URL [--conns 50] [--seconds 5] [--proxy HOST:PORT]
     python perf/clients.py churn --url URL [--n 100000] [--every 10000] [--conc 4]
                                  [--deadline 1200] [--ack-timeout 60]
     python perf/clients.py split --url URL [--n 300] [--deadline 60]
 
 ``seq``: N GET requests one after the other, each on a new TCP connection
-(``Connection: close``), body read in full; with an https URL, each a new TLS handshake.
+(``Connection: close``), body read in full; with an https URL, each a new TLS handshake,
+and with ``--resume`` each resumes the session of the last full one (as curl, Java and
+Node clients do within one process; the default is a client that never resumes).
 ``conc``: CONNS keep-alive connections, each sending GET after GET for SECONDS
 (asyncio; used when ``wrk`` is not installed, and for the explicit-proxy peer).
 
@@ -49,11 +52,23 @@ def _target(url: str, proxy: str | None) -> tuple[str, int, str]:
     return u.hostname or "", u.port or (443 if u.scheme == "https" else 80), path
 
 
+class _ResumingConnection(http.client.HTTPSConnection):
+    """An HTTPS connection that offers ``session`` (a TLS session to resume)."""
+
+    session = None
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)
+        self.sock = self._context.wrap_socket(  # type: ignore[attr-defined]
+            self.sock, server_hostname=self.host, session=self.session)
+
+
 def run_seq(url: str, n: int, deadline_s: float, proxy: str | None,
-            cafile: str | None = None) -> dict:
-    """With an https URL every request is a new TLS handshake (no session reuse): the
-    rate is handshakes per second. ``cafile`` adds a CA (direct runs); under httptap
-    the default context trusts the run's CA through the injected SSL_CERT_FILE."""
+            cafile: str | None = None, resume: bool = False) -> dict:
+    """With an https URL every request is a new TLS handshake (no session reuse, unless
+    ``resume``): the rate is handshakes per second. ``cafile`` adds a CA (direct runs);
+    under httptap the default context trusts the run's CA through the injected
+    SSL_CERT_FILE. ``resumed`` in the result counts the handshakes that resumed."""
     host, port, path = _target(url, proxy)
     tls = None
     if urllib.parse.urlsplit(url).scheme == "https" and not proxy:
@@ -61,18 +76,33 @@ def run_seq(url: str, n: int, deadline_s: float, proxy: str | None,
 
         tls = ssl.create_default_context(cafile=cafile)
     host_header = urllib.parse.urlsplit(url).netloc
-    done = errors = 0
+    done = errors = resumed = 0
+    session = None
     first_error = ""
     t0 = time.perf_counter()
     deadline = t0 + deadline_s
     for _ in range(n):
         if time.perf_counter() > deadline:
             break
-        conn = (http.client.HTTPSConnection(host, port, timeout=10, context=tls) if tls
-                else http.client.HTTPConnection(host, port, timeout=10))
+        conn: http.client.HTTPConnection
+        if tls and resume:
+            conn = _ResumingConnection(host, port, timeout=10, context=tls)
+            conn.session = session
+        elif tls:
+            conn = http.client.HTTPSConnection(host, port, timeout=10, context=tls)
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=10)
         try:
             conn.request("GET", path, headers={"Host": host_header, "Connection": "close"})
+            sock = conn.sock  # (getresponse lets go of it: Connection: close)
             resp = conn.getresponse()
+            if tls and resume:
+                # (the tickets came before the answer's first bytes; read once per full
+                # handshake: each read of the session copies it)
+                if sock.session_reused:
+                    resumed += 1
+                else:
+                    session = sock.session
             resp.read()
             if resp.status == 200:
                 done += 1
@@ -86,7 +116,8 @@ def run_seq(url: str, n: int, deadline_s: float, proxy: str | None,
             conn.close()
     elapsed = time.perf_counter() - t0
     return {"requests": done, "errors": errors, "first_error": first_error,
-            "seconds": elapsed, "req_s": done / elapsed if elapsed > 0 else 0.0}
+            "seconds": elapsed, "req_s": done / elapsed if elapsed > 0 else 0.0,
+            "resumed": resumed}
 
 
 async def _conc(url: str, conns: int, seconds: float, proxy: str | None) -> dict:
@@ -238,7 +269,8 @@ async def _churn(url: str, n: int, every: int, conc: int, deadline_s: float,
         await checkpoint()           # stopped at the deadline: a last point
     elapsed = time.perf_counter() - t0
     return {"requests": done, "errors": errors, "first_error": first_error,
-            "seconds": elapsed, "req_s": done / elapsed if elapsed > 0 else 0.0}
+            "seconds": elapsed, "req_s": done / elapsed if elapsed > 0 else 0.0,
+            "resumed": resumed}
 
 
 def run_split(url: str, n: int, deadline_s: float) -> dict:
@@ -296,6 +328,8 @@ def main() -> None:
     s.add_argument("--deadline", type=float, default=60.0)
     s.add_argument("--proxy")
     s.add_argument("--cafile")
+    s.add_argument("--resume", action="store_true",
+                   help="https: resume the TLS session of the last full handshake")
     c = sub.add_parser("conc")
     c.add_argument("--url", required=True)
     c.add_argument("--conns", type=int, default=50)
@@ -319,7 +353,7 @@ def main() -> None:
         out = asyncio.run(_churn(a.url, min(a.n, 10_000_000), a.every, a.conc,
                                  min(a.deadline, 3600.0), a.ack_timeout))
     elif a.mode == "seq":
-        out = run_seq(a.url, a.n, a.deadline, a.proxy, a.cafile)
+        out = run_seq(a.url, a.n, a.deadline, a.proxy, a.cafile, a.resume)
     else:
         out = asyncio.run(_conc(a.url, a.conns, min(a.seconds, 120.0), a.proxy))
     json.dump(out, sys.stdout)

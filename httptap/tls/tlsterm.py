@@ -63,12 +63,23 @@ class _MemoryTls:
 
 
 class ServerTls(_MemoryTls):
-    """The server end of the command's TLS session, as a sans-IO object."""
+    """The server end of the command's TLS session, as a sans-IO object.
+
+    In TLS 1.3 the session tickets are written when the command's Finished is read (RFC
+    8446 §4.6.1: any time after it). When its first request came with its Finished, sent
+    then they would be a write, a segment and a wake-up of the command of their own,
+    between its request and the answer; they are held instead and go in front of the next
+    bytes for the command (``send``, ``close``), in the same segment. A client that
+    resumes has them before it could use them: with the first answer on the connection. A
+    Finished that came alone gets them at once: they carry the ACK the command may be
+    waiting for (Nagle holds a small request back until its Finished is acknowledged, and
+    the tcp stage holds that ACK for an answer: ``stages.tcp.ACK_DELAY``)."""
 
     def __init__(self, context: ssl.SSLContext) -> None:
         super().__init__()
         self._obj = context.wrap_bio(self._in, self._out, server_side=True)
         self._unsent = bytearray()  # plaintext for the command that came before the handshake ended
+        self._tickets = b""  # held: see the class docstring
 
     def receive(self, ciphertext: bytes) -> tuple[bytes, bytes]:
         """Feed bytes from the command; returns (plaintext for upstream, bytes to send back
@@ -83,6 +94,9 @@ class ServerTls(_MemoryTls):
                 if self._unsent:
                     self._obj.write(bytes(self._unsent))
                     self._unsent.clear()
+                elif self._obj.version() == "TLSv1.3":
+                    # (in TLS 1.2 this step may write our Finished, which the command awaits)
+                    self._tickets = self._out.read()
             while True:
                 chunk = self._obj.read(1 << 17)
                 if not chunk:
@@ -94,16 +108,28 @@ class ServerTls(_MemoryTls):
         except ssl.SSLZeroReturnError:
             self.closed = True
         except ssl.SSLError as exc:
-            out = self._out.read()
+            out, self._tickets = self._tickets + self._out.read(), b""  # (records in order)
             raise TlsError(_describe(exc), out) from None
-        return bytes(plain), self._out.read()
+        if plain:
+            return bytes(plain), self._with_tickets(self._out.read())
+        out, self._tickets = self._tickets + self._out.read(), b""
+        return b"", out
 
     def send(self, plaintext: bytes | memoryview) -> bytes:
         """Encrypt bytes from upstream for the command."""
         if not self.handshake_done:
             self._unsent += plaintext
             return b""
-        return self._encrypt(plaintext)
+        return self._with_tickets(self._encrypt(plaintext))
+
+    def close(self) -> bytes:
+        return self._with_tickets(super().close())
+
+    def _with_tickets(self, wire: bytes) -> bytes:
+        """``wire`` with the held session tickets in front, if any are held."""
+        if wire and self._tickets:
+            wire, self._tickets = self._tickets + wire, b""
+        return wire
 
 
 # Every ClientTls of a proxy decrypts into this one buffer, and hands out a view of it:
