@@ -242,14 +242,61 @@ def test_wrong_name_fails_verification(authority: CertificateAuthority) -> None:
                   client_context(authority.cert_pem), "wrong.example")
 
 
-def test_chain_includes_the_ca(authority: CertificateAuthority) -> None:
+def test_a_root_ca_is_left_out_of_the_chain(authority: CertificateAuthority) -> None:
+    # The command trusts the root already; RFC 8446 4.4.2 lets the server leave it out,
+    # which saves the command a certificate to parse and check on every full handshake.
     client_ctx = client_context(authority.cert_pem)
     client_ctx.maximum_version = ssl.TLSVersion.TLSv1_2   # Certificate message in clear
-    _, _, sent = handshake(authority.server_context("chain.example"), client_ctx,
-                           "chain.example")
-    leaf_der, ca_der = served_certificates(sent)
+    client, _, sent = handshake(authority.server_context("chain.example"), client_ctx,
+                                "chain.example")
+    [leaf_der] = served_certificates(sent)
     assert x509.load_der_x509_certificate(leaf_der) == authority.leaf_certificate("chain.example")
-    assert x509.load_der_x509_certificate(ca_der) == authority.cert
+    assert peer(client)["subjectAltName"] == (("DNS", "chain.example"),)
+
+
+def _intermediate_under_a_root() -> tuple[bytes, CertificateAuthority]:
+    """(the root's PEM, a CertificateAuthority whose CA is an intermediate under it)."""
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def ca_cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: str,
+                issuer_key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
+        return (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+                .public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - dt.timedelta(days=1))
+                .not_valid_after(now + dt.timedelta(days=30))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .add_extension(x509.KeyUsage(
+                    digital_signature=True, content_commitment=False, key_encipherment=False,
+                    data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                    crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                               critical=False)
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                    issuer_key.public_key()), critical=False)
+                .sign(issuer_key, hashes.SHA256()))
+
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    root = ca_cert("test root", root_key, "test root", root_key)
+    mid_key = ec.generate_private_key(ec.SECP256R1())
+    mid = ca_cert("test intermediate", mid_key, "test root", root_key)
+    return root.public_bytes(serialization.Encoding.PEM), CertificateAuthority(mid_key, mid)
+
+
+def test_an_intermediate_ca_is_sent_after_the_leaf() -> None:
+    # A CA given with --ca may be an intermediate: the command trusts only its root, so
+    # the path to it must be served.
+    root_pem, intermediate = _intermediate_under_a_root()
+    client_ctx = client_context(root_pem)
+    client_ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    client, _, sent = handshake(intermediate.server_context("mid.example"), client_ctx,
+                                "mid.example")
+    leaf_der, ca_der = served_certificates(sent)
+    assert x509.load_der_x509_certificate(leaf_der) == intermediate.leaf_certificate("mid.example")
+    assert x509.load_der_x509_certificate(ca_der) == intermediate.cert
+    assert peer(client)["subjectAltName"] == (("DNS", "mid.example"),)
 
 
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated")

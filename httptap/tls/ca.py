@@ -22,8 +22,14 @@ Theory of operation
   keyUsage digitalSignature, basicConstraints CA:false, subject and authority key
   identifiers. Validity is one hour back to 30 days ahead, clamped into the CA's own.
   Each leaf has its own EC P-256 key (generating one is cheaper than signing).
-* ``ssl.SSLContext.load_cert_chain`` reads only files, so the leaf's key and chain (leaf,
-  then the CA) are written into an anonymous memory file (``os.memfd_create``) and loaded
+* The chain served is the leaf alone when the CA is a root (self-issued): the command
+  trusts that root already (the run's trust files carry it), and RFC 8446 (4.4.2) lets a
+  server leave out the trust anchor. Sending it cost the command ~210 µs of verification
+  per full handshake (Python on OpenSSL 3.0, measured). A CA that is not self-issued (an
+  intermediate given with ``--ca``) is sent after the leaf, so the command can build the
+  path to the root it trusts.
+* ``ssl.SSLContext.load_cert_chain`` reads only files, so the leaf's key and chain are
+  written into an anonymous memory file (``os.memfd_create``) and loaded
   through ``/proc/self/fd/N``: nothing ever reaches a disk. Where memfd or ``/proc`` is
   missing, a private temporary directory (mode 0700, removed at exit) holds the file for
   the instant of the load and the file is unlinked right after.
@@ -185,6 +191,8 @@ class CertificateAuthority:
         self._key = key
         self.cert: x509.Certificate = cert
         self.cert_pem: bytes = cert.public_bytes(serialization.Encoding.PEM)
+        # What follows each leaf in the chain served (see the module's docstring).
+        self._chain_tail = b"" if cert.issuer == cert.subject else self.cert_pem
         self.keylog_filename = keylog_filename
         self._cache_size = cache_size
         self._leaves: OrderedDict[str, tuple[x509.Certificate, bytes]] = OrderedDict()
@@ -356,7 +364,7 @@ class CertificateAuthority:
                 critical=False)
             .sign(self._key, _hash_for(self._key))
         )
-        chain = _key_pem(key) + cert.public_bytes(serialization.Encoding.PEM) + self.cert_pem
+        chain = _key_pem(key) + cert.public_bytes(serialization.Encoding.PEM) + self._chain_tail
         return cert, chain
 
 
