@@ -472,32 +472,38 @@ def test_keylog_has_both_sides(test_host, tmp_path, tls):
         assert command_side <= set(entries)
 
 
-def _ca_of(chain: list[x509.Certificate]) -> x509.Certificate:
-    assert len(chain) >= 2, "the served chain must include the CA"
-    leaf, ca = chain[0], chain[-1]
-    assert leaf.issuer == ca.subject
-    return ca
+def _leaf_of(chain: list[x509.Certificate]) -> x509.Certificate:
+    # The served chain is the leaf alone: the CA is a root, which the command trusts
+    # already (RFC 8446 4.4.2), so which CA signed it is read from the leaf.
+    assert len(chain) == 1, "a root CA is left out of the served chain"
+    return chain[0]
+
+
+def _issuer_key_id(leaf: x509.Certificate) -> bytes:
+    aki = leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    assert aki.key_identifier is not None
+    return aki.key_identifier
 
 
 def test_ca_dir_is_created_once_and_reused(test_host, tmp_path):
     ca_dir = tmp_path / "ca"
-    first = _ca_of(_served_chain(test_host, "--ca", str(ca_dir)))
+    first = _leaf_of(_served_chain(test_host, "--ca", str(ca_dir)))
     cert_file, key_file = ca_dir / "ca.pem", ca_dir / "ca-key.pem"
     assert cert_file.exists() and key_file.exists()
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     saved = x509.load_pem_x509_certificate(cert_file.read_bytes())
-    assert first == saved
+    first.verify_directly_issued_by(saved)
     before = (cert_file.read_bytes(), key_file.read_bytes(), cert_file.stat().st_mtime_ns)
-    second = _ca_of(_served_chain(test_host, "--ca", str(ca_dir)))
-    assert second == saved
+    second = _leaf_of(_served_chain(test_host, "--ca", str(ca_dir)))
+    second.verify_directly_issued_by(saved)
     assert (cert_file.read_bytes(), key_file.read_bytes(), cert_file.stat().st_mtime_ns) == before
     assert sorted(os.listdir(ca_dir)) == ["ca-key.pem", "ca.pem"]
 
 
 def test_without_ca_dir_every_run_has_a_new_ca(test_host):
-    one = _ca_of(_served_chain(test_host))
-    two = _ca_of(_served_chain(test_host))
-    assert one != two
+    one = _leaf_of(_served_chain(test_host))
+    two = _leaf_of(_served_chain(test_host))
+    assert _issuer_key_id(one) != _issuer_key_id(two)
 
 
 def test_the_leaf_is_minted_for_the_sni_name(test_host):
