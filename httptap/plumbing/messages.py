@@ -298,3 +298,10 @@ def flow_data_header(flow: int, size: int) -> bytes:
     if size < 0x10000:
         return _FLOW_DATA_PREFIX + head + _BIN16.pack(0xC5, size)
     return _FLOW_DATA_PREFIX + head + _BIN32.pack(0xC6, size)
+
+
+def flow_data_header32(flow: int, size: int) -> bytes:
+    """:func:`flow_data_header` with the payload's length always in 4 bytes (msgpack bin32,
+    valid for any size): a header of one length whatever ``size``, so room for it can be
+    left before a payload of a size not known yet (``Ring.reserve``)."""
+    return _FLOW_DATA_PREFIX + encode(flow) + _BIN32.pack(0xC6, size)

@@ -177,6 +177,8 @@ class Ring:
         # Producer-local state for try_put_many's non-blocking wait.
         self._want_space = False
         self._want_since = 0
+        # The room reserve() handed out: (head then, offset, header size, wrapped, size).
+        self._reserved: tuple[int, int, int, bool, int] | None = None
 
     # ------------------------------------------------------------------ producer
 
@@ -213,6 +215,64 @@ class Ring:
             return 0
         return self._write(records, start, False, signal)
 
+    def reserve(self, header: int, size: int, least: int) -> memoryview | None:
+        """Room for the next record, to be filled in place: a view of up to ``size`` bytes
+        (at least ``least``, else None) that follow ``header`` bytes left for
+        :meth:`commit`. Lets a producer ``recv_into`` the ring itself instead of copying
+        each read into it. Never blocks, publishes nothing; any other write (or the next
+        ``reserve``) ends the reservation, so fill it and commit before writing again."""
+        q = self._q
+        cap = self.capacity
+        head = q[_HEAD]
+        pos = head & self._mask
+        room = cap - pos
+        free = cap - (head - q[_TAIL])
+        extra = 4 + header  # length prefix and header before the payload
+        size = min(size, self.max_record - header)
+        # Here if the payload fits before the end of the data area, else at offset 0 after
+        # a wrap marker (the gap counts as used until the consumer passes it).
+        here = (room if room < free else free) - extra
+        if here >= least or here >= size:
+            off, wrap, n = pos, False, min(size, here)
+        else:
+            there = min(free - room, pos) - extra
+            if there < least and there < size:
+                return None
+            off, wrap, n = 0, True, min(size, there)
+        if n <= 0:
+            return None
+        start = _DATA_OFF + off + extra
+        self._reserved = (head, off, header, wrap, n)
+        return self._mv[start:start + n]
+
+    def commit(self, header: bytes, n: int, signal: bool = True) -> bool:
+        """Publish the record reserved last (:meth:`reserve`): ``header`` (exactly the size
+        reserved for it) then the first ``n`` payload bytes, already in place. False if
+        the reservation had ended (nothing is published then)."""
+        reserved = self._reserved
+        self._reserved = None
+        q = self._q
+        if reserved is None or reserved[0] != q[_HEAD] or len(header) != reserved[2]:
+            return False
+        head, off, _, wrap, room = reserved
+        if not 0 <= n <= room:
+            raise ValueError(f"ring {self.label!r}: a commit of {n} bytes is over its reservation")
+        cap = self.capacity
+        size = len(header) + n
+        slot = (size + 11) & ~7
+        if wrap:
+            pos = head & self._mask
+            self._u32[(_DATA_OFF + pos) >> 2] = _WRAP
+            slot += cap - pos
+        start = _DATA_OFF + off
+        self._mm[start + 4:start + 4 + len(header)] = header
+        self._u32[start >> 2] = size
+        head += slot
+        used = head - q[_TAIL]
+        high = q[_HIGH_WATER]
+        self._publish(head, 1, size, used if used > high else high, signal or used * 4 >= cap)
+        return True
+
     def signal(self) -> None:
         """Wake the consumer (records published with ``signal=False``)."""
         os.eventfd_write(self.data_fd, 1)
@@ -232,6 +292,7 @@ class Ring:
         max_record = self.max_record
         if self._want_space:
             self._end_space_wait()
+        self._reserved = None  # (this write takes the reserved room)
 
         head = q[_HEAD]
         head0 = head  # head last published
@@ -477,13 +538,16 @@ class Ring:
         if self._released:
             return
         self._released = True
-        for name in ("_q", "_u32", "_mv"):
-            view = self.__dict__.pop(name, None)
-            if view is not None:
-                view.release()
-        mm = self.__dict__.pop("_mm", None)
-        if mm is not None:
-            mm.close()
+        try:
+            for name in ("_q", "_u32", "_mv"):
+                view = self.__dict__.pop(name, None)
+                if view is not None:
+                    view.release()
+            mm = self.__dict__.pop("_mm", None)
+            if mm is not None:
+                mm.close()
+        except BufferError:
+            pass  # views of records (reserve, read_held) still live: unmapped with the last
         for attr in ("data_fd", "space_fd"):
             fd = getattr(self, attr)
             if fd >= 0:

@@ -137,6 +137,17 @@ class Proxy:
         self.to_tcp.send_data(flow, data)
         self._schedule_flush()
 
+    def reserve_data(self, flow: int, size: int) -> memoryview | None:
+        """Room in the ring to the tcp stage to read a flow's bytes into (``Outbox``)."""
+        return self.to_tcp.reserve_data(flow, size)
+
+    def filled_data(self, nbytes: int) -> memoryview:
+        return self.to_tcp.filled_data(nbytes)
+
+    def end_reserved(self) -> None:
+        self.to_tcp.end_reserved()
+        self._schedule_flush()  # (what waited meanwhile; the consumer is woken there)
+
     def send_sink(self, msg: messages.Msg) -> None:
         self.to_sink.send(msg)
         if self.to_sink.pending_bytes > SINK_BACKLOG_HIGH and not self.output_blocked:

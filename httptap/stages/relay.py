@@ -23,7 +23,7 @@ from ..plumbing import messages
 from ..flow.commands import (AbortUpstream, CloseUpstream, Credit, FinToCommand, FinUpstream, FlowOver,
                              PauseUpstream, Report, ResetCommand, ResumeUpstream, SendToCommand,
                              SendUpstream, SetTimer)
-from ..flow.core import FlowCore
+from ..flow.core import FlowCore, Mode
 
 WRITE_HIGH_WATER = 1 << 20   # upstream socket buffer before we stop returning credit
 
@@ -33,7 +33,13 @@ WRITE_HIGH_WATER = 1 << 20   # upstream socket buffer before we stop returning c
 # are carried out before it returns: messages are encoded, TLS records decrypted into
 # tlsterm's own buffer, observers copy what they keep). It saves copying each read into a new bytes
 # object: for a bulk download, one copy of every byte fewer.
-_READ_BUFFER = memoryview(bytearray(256 << 10))
+READ_SIZE = 256 << 10
+_READ_BUFFER = memoryview(bytearray(READ_SIZE))
+# Where the core relays the server's bytes as they are (plain HTTP, or neither TLS nor
+# HTTP), they are read straight into the ring towards the tcp stage instead, in a
+# FlowData record's place (FlowLink.reserve_data), and published without a copy when the
+# core sends that very view on: another copy of every byte fewer.
+_AS_IS = frozenset((Mode.HTTP, Mode.RAW))
 
 
 class FlowLink(Protocol):
@@ -44,6 +50,9 @@ class FlowLink(Protocol):
 
     def send_tcp(self, msg: messages.Msg) -> None: ...
     def send_tcp_data(self, flow: int, data: bytes | memoryview) -> None: ...
+    def reserve_data(self, flow: int, size: int) -> memoryview | None: ...
+    def filled_data(self, nbytes: int) -> memoryview: ...
+    def end_reserved(self) -> None: ...
     def send_sink(self, msg: messages.Msg) -> None: ...
     def forget(self, flow: int) -> None: ...
 
@@ -59,6 +68,7 @@ class Relay(asyncio.BufferedProtocol):
         self.core_paused = False    # the core asked us to stop reading (credit)
         self.reading_paused = False  # what the transport is told
         self.timer: asyncio.TimerHandle | None = None
+        self.reserved = False  # get_buffer gave room in the ring (see _AS_IS)
 
     # --- upstream socket events --------------------------------------------------------------
 
@@ -70,11 +80,27 @@ class Relay(asyncio.BufferedProtocol):
             self.update_reading()
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        core = self.core
+        if core.upstream_tls is None and core.mode in _AS_IS:
+            view = self.link.reserve_data(self.flow, READ_SIZE)
+            if view is not None:
+                self.reserved = True
+                return view
+        self.reserved = False
         return _READ_BUFFER
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.core.upstream_data(_READ_BUFFER[:nbytes], time.time())
-        self.execute()
+        if not self.reserved:
+            self.core.upstream_data(_READ_BUFFER[:nbytes], time.time())
+            self.execute()
+            return
+        self.reserved = False
+        link = self.link
+        try:
+            self.core.upstream_data(link.filled_data(nbytes), time.time())
+            self.execute()
+        finally:
+            link.end_reserved()
 
     def eof_received(self) -> bool:
         self.core.upstream_eof(time.time())
