@@ -565,3 +565,32 @@ def test_a_write_ends_the_reservation() -> None:
         assert view is not None
         with pytest.raises(ValueError):
             ring.commit(b"hd", len(view) + 1)  # more than it reserved
+
+
+def test_held_records_free_their_space_in_ring_order() -> None:
+    """read_holding keeps the records turned into the held type (views of them stay
+    valid) until each is given back; space is freed up to the first record still held,
+    and a producer waiting for space is woken when it is."""
+    with Ring(1024) as ring:
+        for rec in (b"h1", b"no", b"h2", b"no"):
+            ring.put(rec)
+        out, size, tokens = ring.read_holding(lambda v: v if bytes(v[:1]) == b"h" else bytes(v),
+                                              memoryview)
+        assert [bytes(x) for x in out] == [b"h1", b"no", b"h2", b"no"] and size == 8
+        assert len(tokens) == 2 and ring.held_bytes == 4 * 8 and ring.used() == 4 * 8
+        assert ring.read_holding(bytes, memoryview) == ([], 0, [])  # read on from where it was
+        ring._q[24] = 1  # the producer waits for space (the _WAITING slot)
+        ring.give_back(tokens[1])          # not the first: nothing freed yet
+        assert ring.held_bytes == 32 and not select.select([ring.space_fd], [], [], 0)[0]
+        ring.give_back(tokens[0])          # now all four
+        assert ring.held_bytes == 0 and ring.used() == 0
+        assert select.select([ring.space_fd], [], [], 0)[0]
+        ring.give_back(tokens[0])          # idempotent
+        del out
+        for i in range(300):               # and it goes round, past the wrap, many times
+            ring.put(b"h" + bytes([i & 0xFF]) * 60)
+            (view,), _, (token,) = ring.read_holding(memoryview, memoryview)
+            assert bytes(view) == b"h" + bytes([i & 0xFF]) * 60
+            del view
+            ring.give_back(token)
+        assert ring.used() == 0

@@ -284,6 +284,20 @@ encode = _encoder.encode
 decode = _decoder.decode
 
 
+class FlowDataView(Msg, tag="FlowData"):
+    """A ``FlowData`` as :func:`decode_view` reads it: ``data`` is a view of the record
+    (of the ring's shared memory), valid only while the record is held (``Ring.
+    read_holding``). Never sent: it decodes what was sent as ``FlowData``."""
+    flow: int
+    data: memoryview
+
+
+_view_decoder = msgspec.msgpack.Decoder(Union[tuple(
+    FlowDataView if t is FlowData else t for t in ALL_TYPES)])
+
+decode_view = _view_decoder.decode
+
+
 _FLOW_DATA_PREFIX = encode(FlowData(0, b""))[:-3]  # array header and tag; then flow, bin
 _BIN8, _BIN16, _BIN32 = struct.Struct(">BB"), struct.Struct(">BH"), struct.Struct(">BI")
 

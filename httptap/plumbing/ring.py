@@ -77,6 +77,7 @@ import os
 import select
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -177,6 +178,10 @@ class Ring:
         # Producer-local state for try_put_many's non-blocking wait.
         self._want_space = False
         self._want_since = 0
+        # Consumer-local state for read_holding: where reading goes on (-1: at tail), and
+        # the records held, in ring order, each [start, end, held].
+        self._rtail = -1
+        self._held: deque[list[int]] = deque()
         # The room reserve() handed out: (head then, offset, header size, wrapped, size).
         self._reserved: tuple[int, int, int, bool, int] | None = None
 
@@ -466,6 +471,84 @@ class Ring:
         if q[_WAITING]:
             os.eventfd_write(self.space_fd, 1)
         return out, size
+
+    def read_holding(self, read: Callable[[memoryview], T], hold: type,
+                     max_records: int = 1024) -> tuple[list[T], int, list[list[int]]]:
+        """:meth:`read_counted`, except that the records ``read`` turns into a ``hold`` are
+        kept: their space is not freed, so what ``read`` made of them may keep views of the
+        shared memory, until each is given back with :meth:`give_back`. Returns also one
+        token per such record, in order. A ring read this way is never read otherwise.
+
+        Space is freed in ring order: a record held long holds up the space of every
+        record after it (``held_bytes`` says how much), so the consumer must give back or
+        copy out what it keeps too long."""
+        q = self._q
+        head = q[_HEAD]
+        tail = self._rtail if self._rtail >= 0 else q[_TAIL]
+        out: list[T] = []
+        tokens: list[list[int]] = []
+        if head == tail:
+            return out, 0, tokens
+        u32 = self._u32
+        mv = self._mv
+        mask = self._mask
+        cap = self.capacity
+        append = out.append
+        held = self._held
+        size = 0
+        for _ in range(max_records):
+            if tail == head:
+                break
+            start = tail
+            pos = tail & mask
+            off = _DATA_OFF + pos
+            n = u32[off >> 2]
+            if n == _WRAP:  # always followed by a record at offset 0
+                tail += cap - pos
+                off = _DATA_OFF
+                n = u32[off >> 2]
+            item = read(mv[off + 4 : off + 4 + n])
+            append(item)
+            size += n
+            tail += (n + 11) & ~7
+            if type(item) is hold:
+                token = [start, tail, 1]
+                held.append(token)
+                tokens.append(token)
+        self._rtail = tail
+        self._free()
+        return out, size, tokens
+
+    def give_back(self, token: list[int]) -> None:
+        """A held record (:meth:`read_holding`) is no longer used: its space (and that of
+        the released records after it) may be reused. Idempotent."""
+        if token[2]:
+            token[2] = 0
+            held = self._held
+            if held[0] is token:
+                while held and not held[0][2]:
+                    held.popleft()
+                self._free()
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes read (:meth:`read_holding`) whose space is not free yet."""
+        return self._rtail - self._q[_TAIL] if self._rtail >= 0 else 0
+
+    def oldest_held(self) -> list[int] | None:
+        """The token of the held record that holds up the most space, if any."""
+        return self._held[0] if self._held else None
+
+    def _free(self) -> None:
+        """Move ``tail`` to the first record still held, or to the read position."""
+        q = self._q
+        held = self._held
+        tail = held[0][0] if held else self._rtail
+        if tail != q[_TAIL]:
+            q[_TAIL] = tail  # records were used first (TSO keeps the order)
+            _fence(self._lock)
+            if q[_WAITING]:
+                os.eventfd_write(self.space_fd, 1)
 
     def wait_data(self, timeout: float | None = None) -> bool:
         """Block until records are available or the producer closed.

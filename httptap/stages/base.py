@@ -95,12 +95,49 @@ class Inbox:
         return out
 
 
+class HoldingInbox(Inbox):
+    """An :class:`Inbox` whose ``FlowData`` arrive as :class:`~httptap.plumbing.messages.
+    FlowDataView`: views of the ring itself, their records held (``Ring.read_holding``)
+    until the stage gives each back with :meth:`release`. The tcp stage keeps them in its
+    send buffers until the command acknowledges them, instead of copying every byte out.
+    ``held`` has one token per FlowDataView of the last :meth:`receive`, in order."""
+
+    def __init__(self, ring: Ring, counters: Counters) -> None:
+        super().__init__(ring, counters)
+        self.held: list[list[int]] = []
+        self.release = ring.give_back
+
+    def receive(self) -> list[messages.Message]:
+        ring = self.ring
+        ring.clear_data_fd()
+        decode, hold = messages.decode_view, messages.FlowDataView
+        out, size, held = ring.read_holding(decode, hold, 4096)
+        self.held = held
+        if not out:
+            return out
+        for _ in range(7):
+            more, more_size, more_held = ring.read_holding(decode, hold, 4096)
+            if not more:
+                break
+            out += more
+            size += more_size
+            held += more_held
+        else:
+            os.eventfd_write(self.fd, 1)  # (still more: see Inbox.receive)
+        c = self._counters
+        c[MSGS_IN] += len(out)
+        c[BYTES_IN] += size
+        if type(out[-1]) is messages.Drain:
+            self.drained = True
+        return out
+
+
 class OutboxLike(Protocol):
     """What a stage's logic needs of its output: an :class:`Outbox`, or a test's double
     that collects what is sent."""
 
     def send(self, msg: messages.Msg) -> None: ...
-    def send_data(self, flow: int, data: bytes | memoryview) -> None: ...
+    def send_data(self, flow: int, data: bytes | memoryview) -> object: ...
 
 
 class Outbox:
@@ -168,13 +205,14 @@ class Outbox:
         """The reserved room is no longer in use (published, or given up)."""
         self._reserved = self._filled = None
 
-    def send_data(self, flow: int, data: bytes | memoryview) -> None:
+    def send_data(self, flow: int, data: bytes | memoryview) -> bool:
         """``send(FlowData(flow, data))`` without building the message. A small payload
         (``SMALL_DATA``: a keep-alive request or response) joins the records that wait
         for the next ``flush``, which writes them all in one go; a large one is copied
         once, straight into the ring, when nothing waits before it and it fits
         (published, the consumer woken by the next ``flush``), else it waits as a
-        message like any other. ``data`` need only live for the call."""
+        message like any other: then (only) False, the ring is full. ``data`` need only
+        live for the call."""
         size = len(data)
         filled = self._filled
         if filled is not None:
@@ -186,28 +224,29 @@ class Outbox:
                     c = self._counters
                     c[MSGS_OUT] += 1
                     c[BYTES_OUT] += len(header) + size
-                    return
+                    return True
             # The ring's room holds bytes still in use: this record waits, copied.
             self._queue(messages.encode(messages.FlowData(flow, data)))  # type: ignore[arg-type]
-            return
+            return True
         header = messages.flow_data_header(flow, size)
         if len(header) + size > self.ring.max_record:
             self._drop("FlowData", f"its {len(header) + size} bytes are over the ring's "
                        f"largest record ({self.ring.max_record} bytes)")
-            return
+            return True
         if size <= SMALL_DATA:
             record = header + data
             self._pending.append(record)
             self.pending_bytes += len(record)
-            return
+            return True
         if not self._pending:
             if self.ring.try_put_many([(header, data)], signal=False):
                 self.unsignaled = True
                 c = self._counters
                 c[MSGS_OUT] += 1
                 c[BYTES_OUT] += len(header) + len(data)
-                return
+                return True
         self._queue(messages.encode(messages.FlowData(flow, data)))  # type: ignore[arg-type]
+        return False
 
     def _queue(self, record: bytes) -> None:
         self._pending.append(record)

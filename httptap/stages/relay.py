@@ -47,6 +47,7 @@ class FlowLink(Protocol):
 
     loop: asyncio.AbstractEventLoop
     output_blocked: bool  # the sink's backlog is full: no upstream reading (see stages.proxy)
+    tcp_blocked: bool     # so is the ring to the tcp stage: no upstream reading either
 
     def send_tcp(self, msg: messages.Msg) -> None: ...
     def send_tcp_data(self, flow: int, data: bytes | memoryview) -> None: ...
@@ -76,7 +77,7 @@ class Relay(asyncio.BufferedProtocol):
         # uvloop's transports quack like asyncio.Transport without subclassing it.
         self.transport = upstream = cast(asyncio.Transport, transport)
         upstream.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-        if self.link.output_blocked:
+        if self.link.output_blocked or self.link.tcp_blocked:
             self.update_reading()
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -195,9 +196,10 @@ class Relay(asyncio.BufferedProtocol):
                 link.forget(flow)
 
     def update_reading(self) -> None:
-        """Read upstream unless the core's credit or the proxy's full sink backlog says no."""
+        """Read upstream unless the core's credit or the proxy's full rings say no."""
         transport = self.transport
-        pause = self.core_paused or self.link.output_blocked
+        link = self.link
+        pause = self.core_paused or link.output_blocked or link.tcp_blocked
         if transport is None or pause == self.reading_paused or transport.is_closing():
             return
         self.reading_paused = pause

@@ -38,7 +38,8 @@ import random
 import socket
 import time
 import typing
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from typing import cast
 
 from ..plumbing import messages
@@ -52,7 +53,7 @@ from ..net.wire import (IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, 
 from ..plumbing.messages import CREDIT_STEP
 from ..plumbing.stats import Counters
 from ..net.tcp.segment import Segment
-from .base import RETRY_FLUSH, Loop, OutboxLike, SpaceWatch, StageContext
+from .base import RETRY_FLUSH, SMALL_DATA, HoldingInbox, Loop, OutboxLike, SpaceWatch, StageContext
 from .tun import Packet, joined, read_batch, write_packets
 
 RECV_BUFFER = 4 << 20   # bytes the command may send ahead of the proxy's upstream writes
@@ -67,6 +68,15 @@ BURST = 8  # data segments per flow per turn of the loop: then read the command'
 # measured: a client writing each request head in two pieces, Nagle on, 300 keep-alive
 # requests, p90 5.9-6.0 ms against 0.8-1.3 ms acknowledging at once.)
 ACK_DELAY = 0.005
+# The proxy's payloads from this size on are kept in the send buffers as views of the ring
+# they came in (no copy out of it), their records held until the command acknowledges
+# their last byte. Smaller ones (a keep-alive answer) are copied: less to track.
+HOLD_LEAST = SMALL_DATA
+# Records are freed in ring order, so a payload held long holds up the ring for every
+# flow: when the ring is short of room (over a half held), payloads held longer than this
+# are copied out and their records given back (TcpShard.relieve). A command that keeps
+# up acknowledges within a few ms; one that does not is slow, and costs a copy as before.
+HOLD_AGE = 0.02
 
 
 _V4_MAPPED = bytes(10) + b"\xff\xff"
@@ -99,7 +109,7 @@ class Flow:
     """One TCP connection from the command, as this shard knows it."""
 
     __slots__ = ("id", "key", "conn", "src", "dst", "sport", "dport", "accepted", "timer",
-                 "acked", "ended", "ack_at_once")
+                 "acked", "ended", "ack_at_once", "queued", "acked_total", "holds")
 
     def __init__(self, flow_id: int, key: FlowKey, conn: TcpConnection,
                  src: bytes, dst: bytes, sport: int, dport: int) -> None:
@@ -113,13 +123,19 @@ class Flow:
         self.acked = 0  # bytes the command acknowledged, not yet credited to the proxy
         self.ended = False  # the proxy was told (FlowClosed) and has forgotten the flow
         self.ack_at_once = False  # a held ACK ran out: never hold this flow's ACKs again
+        # Payloads kept as views of the proxy's ring (see HOLD_LEAST): for each, the count
+        # of bytes queued when it was, its record's token and when it came; with the bytes
+        # queued and acknowledged so far, to know when the command has them all.
+        self.queued = self.acked_total = 0
+        self.holds: deque[tuple[int, list[int], float]] | None = None
 
 
 class TcpShard:
     """The stage's state and logic, separate from its loop so it can be driven in tests."""
 
     def __init__(self, mtu: int, to_tun: OutboxLike | None, to_proxy: OutboxLike,
-                 counters: Counters, dump: bool = False, tun_fd: int | None = None) -> None:
+                 counters: Counters, dump: bool = False, tun_fd: int | None = None,
+                 release: Callable[[list[int]], None] | None = None) -> None:
         self.mtu = mtu
         self.tun_fd = tun_fd  # write packets to the device directly (else: through to_tun)
         self.dump = dump  # --dump-tcp: a line per packet, to the sink through the proxy
@@ -138,6 +154,10 @@ class TcpShard:
         # ACK_DELAY and dicts keep insertion order: the first entry is the earliest.
         self.ack_due: dict[int, float] = {}
         self.refused_loopback = 0  # packets towards the host's loopback (said once, -v)
+        # Gives back a held record of the proxy's ring (HoldingInbox.release); None: the
+        # proxy's FlowData are not held (each is copied), as in tests without a ring.
+        self.release = release
+        self.holding: dict[int, Flow] = {}  # flows with payloads held in the ring
 
     # --- from the command ----------------------------------------------------------------
 
@@ -219,11 +239,19 @@ class TcpShard:
 
     # --- from the proxy ------------------------------------------------------------------
 
-    def on_proxy(self, msgs: list[messages.Message], now: float) -> None:
+    def on_proxy(self, msgs: Sequence[messages.Message | messages.FlowDataView], now: float,
+                 held: Sequence[list[int]] = ()) -> None:
+        """The proxy's messages; ``held``: the token of each FlowDataView's record, in
+        order (``HoldingInbox``), each given back to ``release`` once its bytes are no
+        longer needed."""
         by_id = self.by_id
+        tokens = iter(held)
         for msg in msgs:
             # By exact class, most frequent first (cheaper than match's class patterns).
             kind = type(msg)
+            if kind is messages.FlowDataView:
+                self._data_view(cast(messages.FlowDataView, msg), next(tokens), now)
+                continue
             if kind is messages.DatagramOut:
                 self._datagram_out(cast(messages.DatagramOut, msg))
                 continue
@@ -234,7 +262,8 @@ class TcpShard:
                 continue  # already forgotten (reset meanwhile)
             conn = flow.conn
             if type(msg) is messages.FlowData:
-                conn.send(msg.data)
+                if conn.send(msg.data):
+                    flow.queued += len(msg.data)
             elif type(msg) is messages.FlowAcked:
                 conn.consumed(msg.count)
             elif type(msg) is messages.FlowAccept:
@@ -252,6 +281,64 @@ class TcpShard:
                     continue
             self.dirty[flow.id] = flow
         self._finish(now)
+
+    def _data_view(self, msg: messages.FlowDataView, token: list[int], now: float) -> None:
+        """Bytes for the command that are a view of the proxy's ring: a large payload is
+        queued as it is and its record held until the command acknowledges its last byte
+        (one copy of every byte fewer); a small one is copied and given back at once."""
+        release = self.release
+        assert release is not None
+        flow = self.by_id.get(msg.flow)
+        data = msg.data
+        if flow is None:
+            release(token)
+            return
+        conn = flow.conn
+        if len(data) < HOLD_LEAST:
+            if conn.send(bytes(data)):
+                flow.queued += len(data)
+            release(token)
+        elif conn.send(data):
+            flow.queued += len(data)
+            holds = flow.holds
+            if holds is None:
+                flow.holds = holds = deque()
+            holds.append((flow.queued, token, now))
+            self.holding[flow.id] = flow
+        else:
+            release(token)  # dropped (the connection is closing): nothing refers to it
+        self.dirty[flow.id] = flow
+
+    def _give_back(self, flow: Flow, upto: int | None) -> None:
+        """Release the held records of ``flow`` whose bytes the command acknowledged
+        (all of them, with ``upto`` None)."""
+        holds = flow.holds
+        if holds is None:
+            return
+        release = self.release
+        assert release is not None
+        while holds and (upto is None or holds[0][0] <= upto):
+            release(holds.popleft()[1])
+        if not holds:
+            flow.holds = None
+            del self.holding[flow.id]
+
+    def relieve(self, now: float) -> float | None:
+        """The proxy's ring is short of space: copy out the payloads held longer than
+        ``HOLD_AGE`` (their command is slow to acknowledge) and give their records back,
+        so that they stop holding up the ring for every other flow. Returns when to look
+        again (the oldest hold left comes of age), if any. Call it only with no packet
+        waiting to be written (they may refer to held payloads)."""
+        due: float | None = None
+        for flow in list(self.holding.values()):
+            assert flow.holds is not None
+            since = flow.holds[0][2]
+            if now - since >= HOLD_AGE:
+                flow.conn.own_send_buffer()
+                self._give_back(flow, None)
+            elif due is None or since + HOLD_AGE < due:
+                due = since + HOLD_AGE
+        return due
 
     def _datagram_out(self, msg: messages.DatagramOut) -> None:
         family = socket.AF_INET6 if ":" in msg.src else socket.AF_INET
@@ -312,6 +399,9 @@ class TcpShard:
                 if kind is DataReceived:
                     to_proxy.send_data(flow.id, event.data)
                 elif kind is Acked:
+                    flow.acked_total += event.count
+                    if flow.holds is not None:
+                        self._give_back(flow, flow.acked_total)
                     flow.acked += event.count
                     if flow.acked >= CREDIT_STEP:
                         to_proxy.send(messages.FlowAcked(flow.id, flow.acked))
@@ -378,6 +468,8 @@ class TcpShard:
     def _forget(self, flow: Flow, notify: bool) -> None:
         if self.flows.pop(flow.key, None) is not None:
             del self.by_id[flow.id]
+            if flow.holds is not None:
+                self._give_back(flow, None)  # (nothing more is sent from its buffer)
             self.ack_due.pop(flow.id, None)
             if notify and not flow.ended:
                 flow.ended = True
@@ -396,14 +488,17 @@ def run(ctx: StageContext) -> None:
     # TUN device; with --dump-pcap a tun stage reads the device and sends us Packets.
     reads_tun = ctx.extra.get("reads_tun", False)
     if reads_tun:
-        (from_proxy,), (to_proxy,) = ctx.inboxes(), ctx.outboxes()
+        (from_proxy_ring,), (to_proxy,) = ctx.inputs, ctx.outboxes()
         from_tun = to_tun = None
     else:
-        from_tun, from_proxy = ctx.inboxes()
+        from_tun, _ = ctx.inboxes()
+        from_proxy_ring = ctx.inputs[1]
         to_tun, to_proxy = ctx.outboxes()
+    from_proxy = HoldingInbox(from_proxy_ring, ctx.counters)
     tun_fd = ctx.extra["tun_fd"]
     shard = TcpShard(ctx.config.mtu, to_tun, to_proxy, ctx.counters, dump=ctx.config.dump_tcp,
-                     tun_fd=None if ctx.config.dump_pcap else tun_fd)
+                     tun_fd=None if ctx.config.dump_pcap else tun_fd, release=from_proxy.release)
+    pressed = from_proxy_ring.capacity // 2  # held bytes over which the ring is short
     outboxes = [o for o in (to_tun, to_proxy) if o is not None]
     loop = Loop()
     monotonic = time.monotonic
@@ -442,7 +537,8 @@ def run(ctx: StageContext) -> None:
         finish()
 
     def on_proxy() -> None:
-        shard.on_proxy(from_proxy.receive(), monotonic())
+        msgs = from_proxy.receive()
+        shard.on_proxy(msgs, monotonic(), from_proxy.held)
 
     # Woken for space: after_batch, which runs after every wake-up, flushes again.
     space = SpaceWatch(outboxes, loop.add_reader, loop.remove_reader, lambda: None)
@@ -450,6 +546,10 @@ def run(ctx: StageContext) -> None:
     def after_batch() -> None:
         space.flush()
         when = monotonic() if shard.busy else shard.next_timer()
+        if from_proxy_ring.held_bytes > pressed:  # (every packet is written by now)
+            due = shard.relieve(monotonic())
+            if due is not None and (when is None or due < when):
+                when = due
         if space.waiting:
             retry = monotonic() + RETRY_FLUSH
             when = retry if when is None else min(when, retry)
