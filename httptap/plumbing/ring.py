@@ -536,7 +536,8 @@ class Ring:
         return self._rtail - self._q[_TAIL] if self._rtail >= 0 else 0
 
     def oldest_held(self) -> list[int] | None:
-        """The token of the held record that holds up the most space, if any."""
+        """The token of the held record that holds up the most space, if any. (A token
+        is ``[start, end, held]``; the consumer may append items of its own.)"""
         return self._held[0] if self._held else None
 
     def _free(self) -> None:

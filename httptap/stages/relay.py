@@ -38,7 +38,12 @@ _READ_BUFFER = memoryview(bytearray(READ_SIZE))
 # Where the core relays the server's bytes as they are (plain HTTP, or neither TLS nor
 # HTTP), they are read straight into the ring towards the tcp stage instead, in a
 # FlowData record's place (FlowLink.reserve_data), and published without a copy when the
-# core sends that very view on: another copy of every byte fewer.
+# core sends that very view on: another copy of every byte fewer. Up to RING_READ_SIZE at
+# a time (the most a record of the supervisor's 4 MiB rings holds): in a bulk download
+# the socket has more than 256 KiB ready at nearly every read, and each read costs the
+# same Python, syscall and wake-up of the tcp stage whatever its size (measured: proxy
+# 0.56 -> 0.53 s of CPU per GiB, medians of 10).
+RING_READ_SIZE = 1 << 20
 _AS_IS = frozenset((Mode.HTTP, Mode.RAW))
 
 
@@ -83,7 +88,7 @@ class Relay(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         core = self.core
         if core.upstream_tls is None and core.mode in _AS_IS:
-            view = self.link.reserve_data(self.flow, READ_SIZE)
+            view = self.link.reserve_data(self.flow, RING_READ_SIZE)
             if view is not None:
                 self.reserved = True
                 return view

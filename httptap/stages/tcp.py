@@ -73,9 +73,10 @@ ACK_DELAY = 0.005
 # their last byte. Smaller ones (a keep-alive answer) are copied: less to track.
 HOLD_LEAST = SMALL_DATA
 # Records are freed in ring order, so a payload held long holds up the ring for every
-# flow: when the ring is short of room (over a half held), payloads held longer than this
-# are copied out and their records given back (TcpShard.relieve). A command that keeps
-# up acknowledges within a few ms; one that does not is slow, and costs a copy as before.
+# flow: when the ring is short of room (over a half held), the oldest payloads held longer
+# than this, or holding up mostly other flows' records, are copied out and their records
+# given back (TcpShard.relieve). A command that keeps up acknowledges within a few ms; one
+# that does not is slow, and costs a copy as before.
 HOLD_AGE = 0.02
 
 
@@ -109,7 +110,7 @@ class Flow:
     """One TCP connection from the command, as this shard knows it."""
 
     __slots__ = ("id", "key", "conn", "src", "dst", "sport", "dport", "accepted", "timer",
-                 "acked", "ended", "ack_at_once", "queued", "acked_total", "holds")
+                 "acked", "ended", "ack_at_once", "queued", "acked_total", "holds", "held")
 
     def __init__(self, flow_id: int, key: FlowKey, conn: TcpConnection,
                  src: bytes, dst: bytes, sport: int, dport: int) -> None:
@@ -128,6 +129,7 @@ class Flow:
         # queued and acknowledged so far, to know when the command has them all.
         self.queued = self.acked_total = 0
         self.holds: deque[tuple[int, list[int], float]] | None = None
+        self.held = 0  # ring bytes of those records
 
 
 class TcpShard:
@@ -304,6 +306,8 @@ class TcpShard:
             if holds is None:
                 flow.holds = holds = deque()
             holds.append((flow.queued, token, now))
+            flow.held += token[1] - token[0]
+            token.append(flow.id)  # (Ring tokens take the consumer's own items after theirs)
             self.holding[flow.id] = flow
         else:
             release(token)  # dropped (the connection is closing): nothing refers to it
@@ -318,27 +322,35 @@ class TcpShard:
         release = self.release
         assert release is not None
         while holds and (upto is None or holds[0][0] <= upto):
-            release(holds.popleft()[1])
+            token = holds.popleft()[1]
+            flow.held -= token[1] - token[0]
+            release(token)
         if not holds:
             flow.holds = None
             del self.holding[flow.id]
 
-    def relieve(self, now: float) -> float | None:
-        """The proxy's ring is short of space: copy out the payloads held longer than
-        ``HOLD_AGE`` (their command is slow to acknowledge) and give their records back,
-        so that they stop holding up the ring for every other flow. Returns when to look
-        again (the oldest hold left comes of age), if any. Call it only with no packet
-        waiting to be written (they may refer to held payloads)."""
-        due: float | None = None
-        for flow in list(self.holding.values()):
-            assert flow.holds is not None
+    def relieve(self, now: float, limit: int, held: Callable[[], int],
+                oldest: Callable[[], list[int] | None]) -> float | None:
+        """The proxy's ring is short of room: ``held()`` (the ring's bytes not free yet,
+        ``HoldingInbox``) is over ``limit``. Room is freed in ring order, so the flow that
+        holds the oldest record (``oldest()``) holds up all of it: that flow's payloads
+        are copied out and their records given back when they are older than
+        ``HOLD_AGE`` (its command is slow to acknowledge), or when most of the room it
+        holds up is not its own (other flows' records, done with, wait behind it);
+        then the next oldest, while the ring is short. A single fast download is left
+        alone. Returns when to look again, if the flow left holding is young. Call it only
+        with no packet waiting to be written (they may refer to held payloads)."""
+        while held() > limit:
+            token = oldest()
+            flow = None if token is None else self.by_id.get(token[3])
+            if flow is None or flow.holds is None:
+                return None  # (not ours to keep: given back already)
             since = flow.holds[0][2]
-            if now - since >= HOLD_AGE:
-                flow.conn.own_send_buffer()
-                self._give_back(flow, None)
-            elif due is None or since + HOLD_AGE < due:
-                due = since + HOLD_AGE
-        return due
+            if now - since < HOLD_AGE and flow.held * 2 > held():
+                return since + HOLD_AGE
+            flow.conn.own_send_buffer()
+            self._give_back(flow, None)
+        return None
 
     def _datagram_out(self, msg: messages.DatagramOut) -> None:
         family = socket.AF_INET6 if ":" in msg.src else socket.AF_INET
@@ -499,6 +511,10 @@ def run(ctx: StageContext) -> None:
     shard = TcpShard(ctx.config.mtu, to_tun, to_proxy, ctx.counters, dump=ctx.config.dump_tcp,
                      tun_fd=None if ctx.config.dump_pcap else tun_fd, release=from_proxy.release)
     pressed = from_proxy_ring.capacity // 2  # held bytes over which the ring is short
+
+    def held_bytes() -> int:
+        return from_proxy_ring.held_bytes
+
     outboxes = [o for o in (to_tun, to_proxy) if o is not None]
     loop = Loop()
     monotonic = time.monotonic
@@ -547,7 +563,7 @@ def run(ctx: StageContext) -> None:
         space.flush()
         when = monotonic() if shard.busy else shard.next_timer()
         if from_proxy_ring.held_bytes > pressed:  # (every packet is written by now)
-            due = shard.relieve(monotonic())
+            due = shard.relieve(monotonic(), pressed, held_bytes, from_proxy_ring.oldest_held)
             if due is not None and (when is None or due < when):
                 when = due
         if space.waiting:
