@@ -134,3 +134,12 @@ def test_a_young_payload_that_holds_up_other_flows_records_is_copied_out():
     rig.shard.on_timer(rig.now)              # retransmitted from the flow's own copy
     rig.shard_sends()
     assert rig.received() == payload
+
+
+def test_a_flow_reset_by_the_proxy_gives_its_held_records_back_after_its_packets():
+    rig = HoldingRig()
+    rig.open()
+    rig.proxy_sends(m.FlowData(1, bytes(HOLD_LEAST)))
+    assert rig.ring.held_bytes > 0
+    rig.proxy_sends(m.FlowReset(1, "upstream reset"))  # the RST goes out, then given back
+    assert rig.ring.held_bytes == 0 and not rig.shard.holding and not rig.shard.forgotten

@@ -160,6 +160,7 @@ class TcpShard:
         # proxy's FlowData are not held (each is copied), as in tests without a ring.
         self.release = release
         self.holding: dict[int, Flow] = {}  # flows with payloads held in the ring
+        self.forgotten: list[Flow] = []  # flows forgotten with payloads still held
 
     # --- from the command ----------------------------------------------------------------
 
@@ -342,7 +343,7 @@ class TcpShard:
         with no packet waiting to be written (they may refer to held payloads)."""
         while held() > limit:
             token = oldest()
-            flow = None if token is None else self.by_id.get(token[3])
+            flow = None if token is None or len(token) < 4 else self.by_id.get(token[3])
             if flow is None or flow.holds is None:
                 return None  # (not ours to keep: given back already)
             since = flow.holds[0][2]
@@ -462,6 +463,13 @@ class TcpShard:
                     heapq.heappush(self.timers, (when, flow.id))
         self.dirty.clear()
         self._send_packets()
+        if self.forgotten:
+            self._give_back_forgotten()
+
+    def _give_back_forgotten(self) -> None:
+        for flow in self.forgotten:
+            self._give_back(flow, None)
+        self.forgotten.clear()
 
     def _send_packets(self) -> None:
         out = self.out_packets
@@ -481,7 +489,9 @@ class TcpShard:
         if self.flows.pop(flow.key, None) is not None:
             del self.by_id[flow.id]
             if flow.holds is not None:
-                self._give_back(flow, None)  # (nothing more is sent from its buffer)
+                # Nothing more is sent from its buffer; its records are given back once
+                # the packets built so far are written (they may refer to them).
+                self.forgotten.append(flow)
             self.ack_due.pop(flow.id, None)
             if notify and not flow.ended:
                 flow.ended = True
@@ -493,6 +503,8 @@ class TcpShard:
             if not flow.ended:
                 self.to_proxy.send(messages.FlowReset(flow.id, reason))
             self._forget(flow, notify=True)
+        self._send_packets()
+        self._give_back_forgotten()
 
 
 def run(ctx: StageContext) -> None:
