@@ -143,3 +143,28 @@ def test_a_flow_reset_by_the_proxy_gives_its_held_records_back_after_its_packets
     assert rig.ring.held_bytes > 0
     rig.proxy_sends(m.FlowReset(1, "upstream reset"))  # the RST goes out, then given back
     assert rig.ring.held_bytes == 0 and not rig.shard.holding and not rig.shard.forgotten
+
+
+def test_of_one_slow_flow_only_the_payloads_past_their_age_are_copied_out():
+    rig = HoldingRig()
+    rig.open()
+    first, second = b"1" * HOLD_LEAST, b"2" * HOLD_LEAST
+    rig.proxy_sends(m.FlowData(1, first))
+    rig.now += HOLD_AGE / 2
+    rig.proxy_sends(m.FlowData(1, second))
+    rig.to_tun.take()                        # neither acknowledged
+    rig.now += HOLD_AGE / 2
+    assert rig.relieve(limit=0) == rig.now + HOLD_AGE / 2  # the second is young
+    (hold,) = rig.shard.by_id[1].holds       # type: ignore[misc]
+    assert hold[0] == 2 * HOLD_LEAST and rig.ring.held_bytes == hold[1][1] - hold[1][0]
+    rig.ring._mm[256:hold[1][0] % rig.ring.capacity + 256] = b"\xee" * (hold[1][0] % rig.ring.capacity)
+    got = b""
+    for _ in range(10):                      # retransmitted: the copy, then the view
+        rig.now += 1.0
+        rig.shard.on_timer(rig.now)
+        rig.shard_sends()
+        rig.client_sends()
+        got += rig.received()
+        if len(got) == 2 * HOLD_LEAST:
+            break
+    assert got == first + second

@@ -97,3 +97,16 @@ def test_a_large_memoryview_is_kept_as_it_is():
     buf.append(memoryview(owner))
     owner[100:104] = b"new!"  # the same memory: no copy was taken
     assert bytes(buf.view(100, 4)) == b"new!"
+
+
+def test_own_upto_copies_only_the_chunks_that_hold_those_bytes():
+    owners = [bytearray([i]) * SMALL for i in range(4)]
+    buf = SendBuffer()
+    for owner in owners:
+        buf.append(memoryview(owner))
+    buf.drop(100)                       # the first chunk is partly acknowledged
+    buf.own(SMALL - 100 + 1)            # the rest of chunk 0 and one byte of chunk 1
+    owners[0][:] = owners[1][:] = b"\xee" * SMALL  # reused by their owners: copied before
+    assert bytes(buf.view(0, 2 * SMALL - 100)) == b"\0" * (SMALL - 100) + b"\1" * SMALL
+    owners[2][:1] = b"!"                # still a view: not copied
+    assert bytes(buf.view(2 * SMALL - 100, 1)) == b"!"

@@ -40,6 +40,16 @@ so this is correct on x86-64, whose TSO model keeps stores in order with stores 
 loads in order with loads.  **This module assumes x86-64** (or another TSO machine);
 a weakly ordered CPU such as ARM would need real barriers.
 
+In place
+--------
+Two ways round the copies (a bulk download moves every byte through a ring):
+
+* the producer may fill a record where it will lie, reading a socket straight into it:
+  :meth:`Ring.reserve` gives a view of the room, :meth:`Ring.commit` publishes it;
+* the consumer may keep records it read as they are (views of the shared memory) until
+  it is done with them: :meth:`Ring.read_holding`, then :meth:`Ring.give_back`. Space is
+  freed in ring order: ``tail`` stays at the first record still held.
+
 Wake-ups
 --------
 Two non-blocking eventfds:

@@ -11,6 +11,13 @@ stage with ``--dump-pcap``), once per batch, so ACKs coalesce naturally. A flow 
 most ``BURST`` new segments per turn of the loop, so the command's ACKs are read between
 bursts rather than queueing behind a whole window.
 
+Bulk data is copied as little as it can be: a large payload from the proxy stays in the
+proxy's ring (``HoldingInbox``: its record held, not copied out) and goes to the command
+from there, until the command acknowledges its last byte (``HOLD_LEAST``, ``HOLD_AGE``,
+:meth:`TcpShard.relieve`); the proxy reads the server's bytes into that ring to begin
+with (``stages.relay``), so a plain download is copied by the kernel twice in httptap (the
+socket read, the device write) and never by Python.
+
 Flow control is end to end: the proxy returns ``FlowAcked`` credit for bytes it has
 written upstream and only then does the receive window reopen; the other way, we return
 credit to the proxy as the command acknowledges data (both in steps of ``CREDIT_STEP``).
@@ -334,23 +341,29 @@ class TcpShard:
                 oldest: Callable[[], list[int] | None]) -> float | None:
         """The proxy's ring is short of room: ``held()`` (the ring's bytes not free yet,
         ``HoldingInbox``) is over ``limit``. Room is freed in ring order, so the flow that
-        holds the oldest record (``oldest()``) holds up all of it: that flow's payloads
-        are copied out and their records given back when they are older than
-        ``HOLD_AGE`` (its command is slow to acknowledge), or when most of the room it
-        holds up is not its own (other flows' records, done with, wait behind it);
-        then the next oldest, while the ring is short. A single fast download is left
-        alone. Returns when to look again, if the flow left holding is young. Call it only
-        with no packet waiting to be written (they may refer to held payloads)."""
+        holds the oldest record (``oldest()``) holds up all of it: when that payload is
+        older than ``HOLD_AGE`` (its command is slow to acknowledge), it is copied out and
+        its record given back; all of that flow's are when most of the room it holds up
+        is not its own (other flows' records, done with, wait behind it). Then the next
+        oldest, while the ring is short. A single fast download is left alone. Returns
+        when to look again, if the payload left holding is young. Call it only with no
+        packet waiting to be written (they may refer to held payloads)."""
         while held() > limit:
             token = oldest()
             flow = None if token is None or len(token) < 4 else self.by_id.get(token[3])
-            if flow is None or flow.holds is None:
+            holds = None if flow is None else flow.holds
+            if flow is None or holds is None:
                 return None  # (not ours to keep: given back already)
-            since = flow.holds[0][2]
-            if now - since < HOLD_AGE and flow.held * 2 > held():
+            end, _, since = holds[0]
+            if flow.held * 2 <= held():
+                flow.conn.own_send_buffer()
+                self._give_back(flow, None)
+            elif now - since >= HOLD_AGE:
+                # (its bytes are the first end - acked_total of the flow's send buffer)
+                flow.conn.own_send_buffer(end - flow.acked_total)
+                self._give_back(flow, end)
+            else:
                 return since + HOLD_AGE
-            flow.conn.own_send_buffer()
-            self._give_back(flow, None)
         return None
 
     def _datagram_out(self, msg: messages.DatagramOut) -> None:

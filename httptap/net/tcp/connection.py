@@ -222,9 +222,10 @@ class TcpConnection:
         snd.buffer.append(data)
         return True
 
-    def own_send_buffer(self) -> None:
-        """Copy the views :meth:`send` was given into memory of the connection's own."""
-        self.snd.buffer.own()
+    def own_send_buffer(self, upto: int = -1) -> None:
+        """Copy the views :meth:`send` was given into memory of the connection's own: those
+        holding any of the first ``upto`` bytes not yet acknowledged (all with -1)."""
+        self.snd.buffer.own(upto)
 
     def send_space(self) -> int:
         snd = self.snd

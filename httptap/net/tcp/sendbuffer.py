@@ -52,14 +52,19 @@ class SendBuffer:
             chunks.append(bytes(data))
         self._len += len(data)
 
-    def own(self) -> None:
-        """Copy every chunk that is a view of someone else's memory into bytes: after this
-        the buffer refers to no memory but its own."""
+    def own(self, upto: int = -1) -> None:
+        """Copy the chunks that are views of someone else's memory into bytes: those that
+        start within the first ``upto`` bytes (all with -1). After ``own()`` the buffer
+        refers to no memory but its own."""
         chunks = self._chunks
+        start = -self._skip  # (the first live chunk's start, as an offset from the front)
         for i in range(self._first, len(chunks)):
+            if 0 <= upto <= start:
+                break
             chunk = chunks[i]
             if type(chunk) is memoryview:
                 chunks[i] = bytes(chunk)
+            start += len(chunk)
 
     def drop(self, n: int) -> None:
         """Forget the first ``n`` bytes (acknowledged by the peer)."""
