@@ -574,22 +574,25 @@ def test_held_records_free_their_space_in_ring_order() -> None:
     with Ring(1024) as ring:
         for rec in (b"h1", b"no", b"h2", b"no"):
             ring.put(rec)
-        out, size, tokens = ring.read_holding(lambda v: v if bytes(v[:1]) == b"h" else bytes(v),
-                                              memoryview)
+        out, size, tokens = ring.read_holding(
+            bytes, lambda v: v if bytes(v[:1]) == b"h" else bytes(v), memoryview, 0)
         assert [bytes(x) for x in out] == [b"h1", b"no", b"h2", b"no"] and size == 8
         assert len(tokens) == 2 and ring.held_bytes == 4 * 8 and ring.used() == 4 * 8
-        assert ring.read_holding(bytes, memoryview) == ([], 0, [])  # read on from where it was
+        assert ring.read_holding(bytes, bytes, memoryview, 0) == ([], 0, [])  # read on
+        ring.put(b"hx")  # under least: read by the other reader, never held
+        assert ring.read_holding(bytes, memoryview, memoryview, 3) == ([b"hx"], 2, [])
+        assert ring.held_bytes == 5 * 8
         ring._q[24] = 1  # the producer waits for space (the _WAITING slot)
         ring.give_back(tokens[1])          # not the first: nothing freed yet
-        assert ring.held_bytes == 32 and not select.select([ring.space_fd], [], [], 0)[0]
-        ring.give_back(tokens[0])          # now all four
+        assert ring.held_bytes == 40 and not select.select([ring.space_fd], [], [], 0)[0]
+        ring.give_back(tokens[0])          # now all five
         assert ring.held_bytes == 0 and ring.used() == 0
         assert select.select([ring.space_fd], [], [], 0)[0]
         ring.give_back(tokens[0])          # idempotent
         del out
         for i in range(300):               # and it goes round, past the wrap, many times
             ring.put(b"h" + bytes([i & 0xFF]) * 60)
-            (view,), _, (token,) = ring.read_holding(memoryview, memoryview)
+            (view,), _, (token,) = ring.read_holding(bytes, memoryview, memoryview, 0)
             assert bytes(view) == b"h" + bytes([i & 0xFF]) * 60
             del view
             ring.give_back(token)

@@ -22,7 +22,7 @@ class HoldingRig(Rig):
         super().__init__()
         self.ring = Ring(capacity)
         self.proxy = Outbox(self.ring, Counters())
-        self.inbox = HoldingInbox(self.ring, Counters())
+        self.inbox = HoldingInbox(self.ring, Counters(), HOLD_LEAST)
         self.shard.release = self.inbox.release
 
     def proxy_sends(self, *msgs: m.Msg) -> None:

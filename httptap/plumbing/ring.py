@@ -482,12 +482,15 @@ class Ring:
             os.eventfd_write(self.space_fd, 1)
         return out, size
 
-    def read_holding(self, read: Callable[[memoryview], T], hold: type,
+    def read_holding(self, read: Callable[[memoryview], T], hold_read: Callable[[memoryview], T],
+                     hold: type, least: int,
                      max_records: int = 1024) -> tuple[list[T], int, list[list[int]]]:
-        """:meth:`read_counted`, except that the records ``read`` turns into a ``hold`` are
-        kept: their space is not freed, so what ``read`` made of them may keep views of the
-        shared memory, until each is given back with :meth:`give_back`. Returns also one
-        token per such record, in order. A ring read this way is never read otherwise.
+        """:meth:`read_counted`, except that records of ``least`` bytes or more go to
+        ``hold_read``, and those it turns into a ``hold`` are kept: their space is not
+        freed, so what ``hold_read`` made of them may keep views of the shared memory,
+        until each is given back with :meth:`give_back`. Returns also one token per such
+        record, in order. (``read`` must copy what it keeps: smaller records are freed at
+        once.) A ring read this way is never read otherwise.
 
         Space is freed in ring order: a record held long holds up the space of every
         record after it (``held_bytes`` says how much), so the consumer must give back or
@@ -517,7 +520,12 @@ class Ring:
                 tail += cap - pos
                 off = _DATA_OFF
                 n = u32[off >> 2]
-            item = read(mv[off + 4 : off + 4 + n])
+            if n < least:
+                append(read(mv[off + 4 : off + 4 + n]))
+                size += n
+                tail += (n + 11) & ~7
+                continue
+            item = hold_read(mv[off + 4 : off + 4 + n])
             append(item)
             size += n
             tail += (n + 11) & ~7

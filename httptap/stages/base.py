@@ -96,27 +96,30 @@ class Inbox:
 
 
 class HoldingInbox(Inbox):
-    """An :class:`Inbox` whose ``FlowData`` arrive as :class:`~httptap.plumbing.messages.
-    FlowDataView`: views of the ring itself, their records held (``Ring.read_holding``)
-    until the stage gives each back with :meth:`release`. The tcp stage keeps them in its
+    """An :class:`Inbox` whose ``FlowData`` of ``least`` bytes or more arrive as
+    :class:`~httptap.plumbing.messages.FlowDataView`: views of the ring itself, their
+    records held (``Ring.read_holding``) until the stage gives each back with
+    :meth:`release`. The tcp stage keeps them in its
     send buffers until the command acknowledges them, instead of copying every byte out.
     ``held`` has one token per FlowDataView of the last :meth:`receive`, in order."""
 
-    def __init__(self, ring: Ring, counters: Counters) -> None:
+    def __init__(self, ring: Ring, counters: Counters, least: int) -> None:
         super().__init__(ring, counters)
+        self.least = least  # smaller records are decoded as usual (copied), not held
         self.held: list[list[int]] = []
         self.release = ring.give_back
 
     def receive(self) -> list[messages.Message]:
         ring = self.ring
         ring.clear_data_fd()
-        decode, hold = messages.decode_view, messages.FlowDataView
-        out, size, held = ring.read_holding(decode, hold, 4096)
+        decode, view, hold, least = (messages.decode, messages.decode_view,
+                                     messages.FlowDataView, self.least)
+        out, size, held = ring.read_holding(decode, view, hold, least, 4096)
         self.held = held
         if not out:
             return out
         for _ in range(7):
-            more, more_size, more_held = ring.read_holding(decode, hold, 4096)
+            more, more_size, more_held = ring.read_holding(decode, view, hold, least, 4096)
             if not more:
                 break
             out += more

@@ -77,7 +77,8 @@ BURST = 8  # data segments per flow per turn of the loop: then read the command'
 ACK_DELAY = 0.005
 # The proxy's payloads from this size on are kept in the send buffers as views of the ring
 # they came in (no copy out of it), their records held until the command acknowledges
-# their last byte. Smaller ones (a keep-alive answer) are copied: less to track.
+# their last byte. Smaller records (a keep-alive answer) are decoded and freed as before:
+# no token to track and give back.
 HOLD_LEAST = SMALL_DATA
 # Records are freed in ring order, so a payload held long holds up the ring for every
 # flow: when the ring is short of room (over a half held), the oldest payloads held longer
@@ -293,9 +294,9 @@ class TcpShard:
         self._finish(now)
 
     def _data_view(self, msg: messages.FlowDataView, token: list[int], now: float) -> None:
-        """Bytes for the command that are a view of the proxy's ring: a large payload is
-        queued as it is and its record held until the command acknowledges its last byte
-        (one copy of every byte fewer); a small one is copied and given back at once."""
+        """Bytes for the command that are a view of the proxy's ring (a large payload:
+        ``HoldingInbox``): queued as they are, the record held until the command
+        acknowledges their last byte (one copy of every byte fewer)."""
         release = self.release
         assert release is not None
         flow = self.by_id.get(msg.flow)
@@ -304,11 +305,7 @@ class TcpShard:
             release(token)
             return
         conn = flow.conn
-        if len(data) < HOLD_LEAST:
-            if conn.send(bytes(data)):
-                flow.queued += len(data)
-            release(token)
-        elif conn.send(data):
+        if conn.send(data):
             flow.queued += len(data)
             holds = flow.holds
             if holds is None:
@@ -531,7 +528,7 @@ def run(ctx: StageContext) -> None:
         from_tun, _ = ctx.inboxes()
         from_proxy_ring = ctx.inputs[1]
         to_tun, to_proxy = ctx.outboxes()
-    from_proxy = HoldingInbox(from_proxy_ring, ctx.counters)
+    from_proxy = HoldingInbox(from_proxy_ring, ctx.counters, HOLD_LEAST)
     tun_fd = ctx.extra["tun_fd"]
     shard = TcpShard(ctx.config.mtu, to_tun, to_proxy, ctx.counters, dump=ctx.config.dump_tcp,
                      tun_fd=None if ctx.config.dump_pcap else tun_fd, release=from_proxy.release)
