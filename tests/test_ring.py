@@ -597,3 +597,16 @@ def test_held_records_free_their_space_in_ring_order() -> None:
             del view
             ring.give_back(token)
         assert ring.used() == 0
+
+
+def test_a_producer_waiting_for_a_large_record_is_woken_once_it_fits() -> None:
+    with Ring(1024) as ring:  # records up to 256 bytes
+        for _ in range(8):
+            ring.put(bytes(120))                  # 128 bytes each: the ring is full
+        assert ring.try_put_many([bytes(250)]) == 0  # waits for 256 bytes
+        assert ring.producer_waiting
+        ring.get_many(1)                          # 128 freed: not enough, no wake-up
+        assert not select.select([ring.space_fd], [], [], 0)[0]
+        ring.get_many(1)                          # 256: it fits now
+        assert select.select([ring.space_fd], [], [], 0)[0]
+        assert ring.try_put_many([bytes(250)]) == 1 and not ring.producer_waiting

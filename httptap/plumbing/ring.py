@@ -19,7 +19,7 @@ Layout (all integers native-endian, naturally aligned)::
     line 0  [  0.. 63]  head (u64, producer's byte counter), magic, capacity
     line 1  [ 64..127]  tail (u64, consumer's byte counter)
     line 2  [128..191]  producer stats: records, bytes, high_water, wait_ns, waits
-    line 3  [192..255]  producer_waiting flag, closed flag
+    line 3  [192..255]  producer_waiting (0, or head + the bytes it waits for), closed flag
     data    [256..256+capacity)
 
 ``head`` and ``tail`` only ever grow; a position in the data area is
@@ -58,7 +58,10 @@ Two non-blocking eventfds:
   so a consumer can never miss a wake-up.  Consumers reset it with
   :meth:`Ring.clear_data_fd` *before* draining.
 * ``space_fd``: the consumer writes it after freeing space, but only while the
-  producer has set the ``producer_waiting`` flag.  Setting the flag and then
+  producer has set the ``producer_waiting`` flag, and only once the record it waits to
+  write fits (the flag holds ``head + need``: the consumer's ``tail`` must reach
+  ``head + need - capacity``), so a producer waiting for a large record is not woken by
+  every small record freed.  Setting the flag and then
   re-reading ``tail`` on one side, storing ``tail`` and then reading the flag on the
   other, is a store->load pattern that x86 may reorder, so a wake-up can be lost.
   We make that unlikely with a best-effort full fence (a locked instruction, see
@@ -396,7 +399,7 @@ class Ring:
         """Block until ``need`` bytes fit after ``head``; returns the new tail."""
         q = self._q
         t0 = time.monotonic_ns()
-        q[_WAITING] = 1
+        q[_WAITING] = head + need
         _fence(self._lock)
         poll = self._space_poll.poll
         space_fd = self.space_fd
@@ -420,7 +423,7 @@ class Ring:
         if not self._want_space:
             self._want_space = True
             self._want_since = time.monotonic_ns()
-            self._q[_WAITING] = 1
+        self._q[_WAITING] = head + need
         _fence(self._lock)
         return self._q[_TAIL]
 
@@ -478,7 +481,8 @@ class Ring:
             tail += (n + 11) & ~7
         q[_TAIL] = tail  # records were copied out first (TSO keeps the order)
         _fence(self._lock)
-        if q[_WAITING]:
+        wants = q[_WAITING]
+        if wants and wants - tail <= cap:
             os.eventfd_write(self.space_fd, 1)
         return out, size
 
@@ -566,7 +570,8 @@ class Ring:
         if tail != q[_TAIL]:
             q[_TAIL] = tail  # records were used first (TSO keeps the order)
             _fence(self._lock)
-            if q[_WAITING]:
+            wants = q[_WAITING]
+            if wants and wants - tail <= self.capacity:
                 os.eventfd_write(self.space_fd, 1)
 
     def wait_data(self, timeout: float | None = None) -> bool:
