@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from httptap.plumbing import messages as m
 from httptap.plumbing.ring import Ring
-from httptap.stages.base import Inbox, Outbox
+from httptap.stages.base import SMALL_DATA, Inbox, Outbox
 from httptap.plumbing.stats import Counters
 
 CAPACITY = 1 << 16  # largest record: 16 KiB
@@ -175,3 +175,49 @@ def test_lazy_wake_wakes_the_consumer_by_its_deadline_or_not_at_all():
         out.send(m.FlowOpened(4, "10.1.1.100", 40000, "10.77.1.2", 80))
         out.flush_urgent()
         assert lazy.deadline(11.001) is None
+
+
+def test_flow_data_read_into_the_ring_is_published_without_a_copy():
+    """Outbox.reserve_data: bytes read straight into the ring's room are published as a
+    FlowData when that very view is sent; anything else sent while the room is in use
+    waits, copied, for the next flush, and keeps its order."""
+    counters = Counters()
+    with Ring(1 << 20, label="t") as ring:
+        out, inbox = Outbox(ring, counters), Inbox(ring, Counters())
+        view = out.reserve_data(7, 100_000)
+        assert view is not None and len(view) == 100_000
+        view[:6] = b"abcdef"
+        data = out.filled_data(6)
+        out.send_data(7, data)
+        out.end_reserved()
+        assert out.backlog == 0 and out.unsignaled
+        assert out.flush() and inbox.receive() == [m.FlowData(7, b"abcdef")]
+
+        # Something sent while read bytes are in use waits for the flush, after them.
+        view = out.reserve_data(7, 100_000)
+        assert view is not None
+        view[:3] = b"xyz"
+        data = out.filled_data(3)
+        out.send(m.FlowAcked(7, 1))
+        out.send_data(8, bytes(SMALL_DATA + 1))   # large: would go straight into the ring
+        assert not out.flush()                     # not now: it would overwrite "xyz"
+        out.send_data(7, data)                     # behind the others: copied, in order
+        out.end_reserved()
+        assert out.flush()
+        assert inbox.receive() == [m.FlowAcked(7, 1), m.FlowData(8, bytes(SMALL_DATA + 1)),
+                                   m.FlowData(7, b"xyz")]
+
+        # Nothing is reserved while records wait: they must go first.
+        out.send(m.FlowAcked(7, 2))
+        assert out.reserve_data(7, 100_000) is None
+        out.flush()
+        assert inbox.receive() == [m.FlowAcked(7, 2)]
+        assert out.pending_bytes == 0
+
+
+def test_flow_data_header32_decodes_like_the_shortest():
+    for size in (0, 5, 300, 70_000):
+        payload = bytes(size)
+        for flow in (1, 300, 1 << 40):
+            record = m.flow_data_header32(flow, size) + payload
+            assert m.decode(record) == m.FlowData(flow, payload)

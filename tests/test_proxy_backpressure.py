@@ -80,3 +80,43 @@ def test_a_full_sink_backlog_stops_reading_and_nothing_is_lost():
         loop.close()
         for ring in rings:
             ring.release()
+
+
+def test_a_full_ring_to_the_tcp_stage_stops_reading_upstream_until_it_drains():
+    """The tcp stage keeps the command's unacknowledged bytes in its ring (``tcp.
+    HOLD_LEAST``): while that ring is full, what the proxy read could only wait in its
+    backlog, copied once more, so it stops reading upstream until the ring takes it."""
+    rings = [Ring(1 << 20, label=f"tb{i}") for i in range(3)]  # tcp->proxy, ->tcp, ->sink
+    loop = asyncio.new_event_loop()
+    try:
+        ctx = StageContext("proxy", Config(command=("true",)), Counters(), [rings[0]],
+                           [rings[1], rings[2]], {"ca": CertificateAuthority.ephemeral()})
+        proxy = proxy_stage.Proxy(ctx, loop)
+        relay = Relay(proxy, proxy_stage.FlowCore(
+            proxy.flow_settings, messages.FlowOpened(1, "10.1.1.100", 40000, "192.0.2.1", 5432),
+            0.0))
+        transport = FakeTransport()
+        relay.transport = transport  # type: ignore[assignment]
+        proxy.relays[1] = relay
+        tcp = Inbox(rings[1], Counters())
+
+        sent = 0
+        while proxy.to_tcp.backlog == 0:  # nobody reads the ring: it fills
+            proxy.send_tcp_data(1, bytes([sent]) * 100_000)
+            sent += 1
+            loop.run_until_complete(asyncio.sleep(0))  # the flush the send scheduled
+        assert proxy.tcp_blocked and not transport.reading
+        assert proxy.to_tcp.reserve_data(1, 1 << 18) is None  # nor read into the ring
+
+        got: list[int] = []
+        for _ in range(1000):
+            got += [m.data[0] for m in tcp.receive()]  # type: ignore[attr-defined]
+            proxy._on_space()  # (what the space eventfd or the retry timer would call)
+            if len(got) == sent:
+                break
+        assert got == list(range(sent))
+        assert not proxy.tcp_blocked and transport.reading
+    finally:
+        loop.close()
+        for ring in rings:
+            ring.release()

@@ -53,6 +53,7 @@ class FakeLink:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.output_blocked = False
+        self.tcp_blocked = False
         self.sent: list[tuple[str, Any]] = []
         self.forgotten: list[int] = []
         self.flushes_after_poll = 0

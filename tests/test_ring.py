@@ -512,3 +512,101 @@ def test_a_record_in_two_parts_reads_back_joined(ring: Ring) -> None:
         assert ring.get_many() == [b"head:" + bytes(payload), b"plain"]
     with pytest.raises(ValueError):
         ring.try_put_many([(b"x", bytes(ring.max_record))])  # the parts count together
+
+
+def test_reserve_and_commit_in_place_across_the_wrap() -> None:
+    """A record filled in place (Ring.reserve, then commit) reads back like a written one,
+    wherever the ring's head is: before the end, or wrapped to offset 0 when the room
+    left before the end is too small. The producer may commit less than it reserved."""
+    with Ring(1024) as ring:
+        rnd = random.Random(7)
+        for round_ in range(200):
+            if rnd.random() < 0.5:
+                ring.put(bytes([round_ & 0xFF]) * rnd.randrange(1, 200))
+            header = b"H%03d" % round_
+            view = ring.reserve(len(header), 300, 1)
+            assert view is not None and 1 <= len(view) <= 300
+            n = rnd.randrange(0, len(view) + 1)
+            view[:n] = bytes([round_ & 0xFF]) * n
+            assert ring.commit(header, n)
+            got = ring.get_many()
+            assert got[-1] == header + bytes([round_ & 0xFF]) * n
+            assert ring.used() == 0
+
+
+def test_reserve_gives_only_the_free_room_and_never_overwrites() -> None:
+    with Ring(1024) as ring:  # largest record: 256
+        assert ring.reserve(4, 1000, 1) is not None
+        assert len(ring.reserve(4, 1000, 1)) == 252  # type: ignore[arg-type]
+        for _ in range(3):
+            ring.put(bytes(250))  # 256 bytes each: 768 of 1024 used, 256 left before the end
+        view = ring.reserve(4, 1000, 1)
+        assert view is not None and len(view) == 256 - 8
+        assert ring.reserve(4, 1000, 300) is None  # at least 300: there is no such room
+        ring.get_many(1)  # frees 256 at the start; the end still has 256
+        view = ring.reserve(4, 1000, 1)
+        assert view is not None and len(view) == 248  # the end's room, not wrapped
+        view[:] = b"z" * 248
+        assert ring.commit(b"abcd", 248)
+        assert ring.reserve(4, 1000, 1) is not None  # the start's 256 (wrapped)
+        assert [len(r) for r in ring.get_many()] == [250, 250, 252]
+
+
+def test_a_write_ends_the_reservation() -> None:
+    """A commit after another write would publish overwritten room: it is refused."""
+    with Ring(1024) as ring:
+        view = ring.reserve(2, 100, 1)
+        assert view is not None
+        view[:5] = b"hello"
+        ring.put(b"other")
+        assert not ring.commit(b"hd", 5)
+        assert ring.get_many() == [b"other"]
+        view = ring.reserve(2, 100, 1)
+        assert view is not None
+        with pytest.raises(ValueError):
+            ring.commit(b"hd", len(view) + 1)  # more than it reserved
+
+
+def test_held_records_free_their_space_in_ring_order() -> None:
+    """read_holding keeps the records turned into the held type (views of them stay
+    valid) until each is given back; space is freed up to the first record still held,
+    and a producer waiting for space is woken when it is."""
+    with Ring(1024) as ring:
+        for rec in (b"h1", b"no", b"h2", b"no"):
+            ring.put(rec)
+        out, size, tokens = ring.read_holding(
+            bytes, lambda v: v if bytes(v[:1]) == b"h" else bytes(v), memoryview, 0)
+        assert [bytes(x) for x in out] == [b"h1", b"no", b"h2", b"no"] and size == 8
+        assert len(tokens) == 2 and ring.held_bytes == 4 * 8 and ring.used() == 4 * 8
+        assert ring.read_holding(bytes, bytes, memoryview, 0) == ([], 0, [])  # read on
+        ring.put(b"hx")  # under least: read by the other reader, never held
+        assert ring.read_holding(bytes, memoryview, memoryview, 3) == ([b"hx"], 2, [])
+        assert ring.held_bytes == 5 * 8
+        ring._q[24] = 1  # the producer waits for space (the _WAITING slot)
+        ring.give_back(tokens[1])          # not the first: nothing freed yet
+        assert ring.held_bytes == 40 and not select.select([ring.space_fd], [], [], 0)[0]
+        ring.give_back(tokens[0])          # now all five
+        assert ring.held_bytes == 0 and ring.used() == 0
+        assert select.select([ring.space_fd], [], [], 0)[0]
+        ring.give_back(tokens[0])          # idempotent
+        del out
+        for i in range(300):               # and it goes round, past the wrap, many times
+            ring.put(b"h" + bytes([i & 0xFF]) * 60)
+            (view,), _, (token,) = ring.read_holding(bytes, memoryview, memoryview, 0)
+            assert bytes(view) == b"h" + bytes([i & 0xFF]) * 60
+            del view
+            ring.give_back(token)
+        assert ring.used() == 0
+
+
+def test_a_producer_waiting_for_a_large_record_is_woken_once_it_fits() -> None:
+    with Ring(1024) as ring:  # records up to 256 bytes
+        for _ in range(8):
+            ring.put(bytes(120))                  # 128 bytes each: the ring is full
+        assert ring.try_put_many([bytes(250)]) == 0  # waits for 256 bytes
+        assert ring.producer_waiting
+        ring.get_many(1)                          # 128 freed: not enough, no wake-up
+        assert not select.select([ring.space_fd], [], [], 0)[0]
+        ring.get_many(1)                          # 256: it fits now
+        assert select.select([ring.space_fd], [], [], 0)[0]
+        assert ring.try_put_many([bytes(250)]) == 1 and not ring.producer_waiting

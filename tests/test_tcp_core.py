@@ -327,8 +327,9 @@ def test_peer_closes_first() -> None:
     assert conn.events() == [DataReceived(b"bye"), PeerEof()]
     assert conn.state is State.CLOSE_WAIT
     assert conn.segments_to_send(1.0) == [Segment(5001, 1005, A, 9997)]
-    conn.send(b"ok")
+    assert conn.send(b"ok")
     conn.shutdown(1.1)
+    assert not conn.send(b"late")  # after our FIN: dropped, and the caller is told
     assert conn.state is State.LAST_ACK
     assert conn.segments_to_send(1.1) == [Segment(5001, 1005, A | F | P, 9997, b"ok")]
     conn.receive(ack(1005, 5003), 1.2)                             # data acked, FIN not yet

@@ -26,6 +26,26 @@ def test_download_256m_intact(test_host):
     assert r.stdout.split()[0] == digest
 
 
+def test_a_stalled_download_does_not_hold_up_another(test_host):
+    """The tcp stage keeps large payloads in the proxy's ring until the command has them
+    (tcp.HOLD_LEAST), and ring space is freed in order: a command that stops reading one
+    download must not stall another. Here the stalled reader waits for the other download
+    to finish first; both arrive intact."""
+    _, slow_digest = test_host.files["16m"]
+    _, fast_digest = test_host.files["256m"]
+    script = (
+        'd=$(mktemp -d); '
+        f'(curl -sS {test_host.url("/files/16m")} | '
+        '(for i in $(seq 2400); do [ -e "$d/go" ] && break; sleep 0.05; done; sha256sum) '
+        '> "$d/slow") & '
+        f'curl -sS {test_host.url("/files/256m")} | sha256sum; touch "$d/go"; wait; '
+        'cat "$d/slow"; rm -r "$d"')
+    r = run_httptap("--stderr", "--", "sh", "-c", script, timeout=180)
+    assert r.returncode == 0, r.stderr
+    fast, slow = (line.split()[0] for line in r.stdout.splitlines()[-2:])
+    assert (fast, slow) == (fast_digest, slow_digest)
+
+
 def test_download_over_ipv6_intact(test_host):
     if test_host.ipv6 is None:
         pytest.skip("IPv6 is disabled on this host")

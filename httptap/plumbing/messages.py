@@ -296,6 +296,20 @@ encode = _encoder.encode
 decode = _decoder.decode
 
 
+class FlowDataView(Msg, tag="FlowData"):
+    """A ``FlowData`` as :func:`decode_view` reads it: ``data`` is a view of the record
+    (of the ring's shared memory), valid only while the record is held (``Ring.
+    read_holding``). Never sent: it decodes what was sent as ``FlowData``."""
+    flow: int
+    data: memoryview
+
+
+_view_decoder = msgspec.msgpack.Decoder(Union[tuple(
+    FlowDataView if t is FlowData else t for t in ALL_TYPES)])
+
+decode_view = _view_decoder.decode
+
+
 _FLOW_DATA_PREFIX = encode(FlowData(0, b""))[:-3]  # array header and tag; then flow, bin
 _BIN8, _BIN16, _BIN32 = struct.Struct(">BB"), struct.Struct(">BH"), struct.Struct(">BI")
 
@@ -310,3 +324,10 @@ def flow_data_header(flow: int, size: int) -> bytes:
     if size < 0x10000:
         return _FLOW_DATA_PREFIX + head + _BIN16.pack(0xC5, size)
     return _FLOW_DATA_PREFIX + head + _BIN32.pack(0xC6, size)
+
+
+def flow_data_header32(flow: int, size: int) -> bytes:
+    """:func:`flow_data_header` with the payload's length always in 4 bytes (msgpack bin32,
+    valid for any size): a header of one length whatever ``size``, so room for it can be
+    left before a payload of a size not known yet (``Ring.reserve``)."""
+    return _FLOW_DATA_PREFIX + encode(flow) + _BIN32.pack(0xC6, size)

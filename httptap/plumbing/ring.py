@@ -19,7 +19,7 @@ Layout (all integers native-endian, naturally aligned)::
     line 0  [  0.. 63]  head (u64, producer's byte counter), magic, capacity
     line 1  [ 64..127]  tail (u64, consumer's byte counter)
     line 2  [128..191]  producer stats: records, bytes, high_water, wait_ns, waits
-    line 3  [192..255]  producer_waiting flag, closed flag
+    line 3  [192..255]  producer_waiting (0, or head + the bytes it waits for), closed flag
     data    [256..256+capacity)
 
 ``head`` and ``tail`` only ever grow; a position in the data area is
@@ -40,6 +40,16 @@ so this is correct on x86-64, whose TSO model keeps stores in order with stores 
 loads in order with loads.  **This module assumes x86-64** (or another TSO machine);
 a weakly ordered CPU such as ARM would need real barriers.
 
+In place
+--------
+Two ways round the copies (a bulk download moves every byte through a ring):
+
+* the producer may fill a record where it will lie, reading a socket straight into it:
+  :meth:`Ring.reserve` gives a view of the room, :meth:`Ring.commit` publishes it;
+* the consumer may keep records it read as they are (views of the shared memory) until
+  it is done with them: :meth:`Ring.read_holding`, then :meth:`Ring.give_back`. Space is
+  freed in ring order: ``tail`` stays at the first record still held.
+
 Wake-ups
 --------
 Two non-blocking eventfds:
@@ -48,7 +58,10 @@ Two non-blocking eventfds:
   so a consumer can never miss a wake-up.  Consumers reset it with
   :meth:`Ring.clear_data_fd` *before* draining.
 * ``space_fd``: the consumer writes it after freeing space, but only while the
-  producer has set the ``producer_waiting`` flag.  Setting the flag and then
+  producer has set the ``producer_waiting`` flag, and only once the record it waits to
+  write fits (the flag holds ``head + need``: the consumer's ``tail`` must reach
+  ``head + need - capacity``), so a producer waiting for a large record is not woken by
+  every small record freed.  Setting the flag and then
   re-reading ``tail`` on one side, storing ``tail`` and then reading the flag on the
   other, is a store->load pattern that x86 may reorder, so a wake-up can be lost.
   We make that unlikely with a best-effort full fence (a locked instruction, see
@@ -77,6 +90,7 @@ import os
 import select
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -177,6 +191,12 @@ class Ring:
         # Producer-local state for try_put_many's non-blocking wait.
         self._want_space = False
         self._want_since = 0
+        # Consumer-local state for read_holding: where reading goes on (-1: at tail), and
+        # the records held, in ring order, each [start, end, held].
+        self._rtail = -1
+        self._held: deque[list[int]] = deque()
+        # The room reserve() handed out: (head then, offset, header size, wrapped, size).
+        self._reserved: tuple[int, int, int, bool, int] | None = None
 
     # ------------------------------------------------------------------ producer
 
@@ -213,6 +233,64 @@ class Ring:
             return 0
         return self._write(records, start, False, signal)
 
+    def reserve(self, header: int, size: int, least: int) -> memoryview | None:
+        """Room for the next record, to be filled in place: a view of up to ``size`` bytes
+        (at least ``least``, else None) that follow ``header`` bytes left for
+        :meth:`commit`. Lets a producer ``recv_into`` the ring itself instead of copying
+        each read into it. Never blocks, publishes nothing; any other write (or the next
+        ``reserve``) ends the reservation, so fill it and commit before writing again."""
+        q = self._q
+        cap = self.capacity
+        head = q[_HEAD]
+        pos = head & self._mask
+        room = cap - pos
+        free = cap - (head - q[_TAIL])
+        extra = 4 + header  # length prefix and header before the payload
+        size = min(size, self.max_record - header)
+        # Here if the payload fits before the end of the data area, else at offset 0 after
+        # a wrap marker (the gap counts as used until the consumer passes it).
+        here = (room if room < free else free) - extra
+        if here >= least or here >= size:
+            off, wrap, n = pos, False, min(size, here)
+        else:
+            there = min(free - room, pos) - extra
+            if there < least and there < size:
+                return None
+            off, wrap, n = 0, True, min(size, there)
+        if n <= 0:
+            return None
+        start = _DATA_OFF + off + extra
+        self._reserved = (head, off, header, wrap, n)
+        return self._mv[start:start + n]
+
+    def commit(self, header: bytes, n: int, signal: bool = True) -> bool:
+        """Publish the record reserved last (:meth:`reserve`): ``header`` (exactly the size
+        reserved for it) then the first ``n`` payload bytes, already in place. False if
+        the reservation had ended (nothing is published then)."""
+        reserved = self._reserved
+        self._reserved = None
+        q = self._q
+        if reserved is None or reserved[0] != q[_HEAD] or len(header) != reserved[2]:
+            return False
+        head, off, _, wrap, room = reserved
+        if not 0 <= n <= room:
+            raise ValueError(f"ring {self.label!r}: a commit of {n} bytes is over its reservation")
+        cap = self.capacity
+        size = len(header) + n
+        slot = (size + 11) & ~7
+        if wrap:
+            pos = head & self._mask
+            self._u32[(_DATA_OFF + pos) >> 2] = _WRAP
+            slot += cap - pos
+        start = _DATA_OFF + off
+        self._mm[start + 4:start + 4 + len(header)] = header
+        self._u32[start >> 2] = size
+        head += slot
+        used = head - q[_TAIL]
+        high = q[_HIGH_WATER]
+        self._publish(head, 1, size, used if used > high else high, signal or used * 4 >= cap)
+        return True
+
     def signal(self) -> None:
         """Wake the consumer (records published with ``signal=False``)."""
         os.eventfd_write(self.data_fd, 1)
@@ -232,6 +310,7 @@ class Ring:
         max_record = self.max_record
         if self._want_space:
             self._end_space_wait()
+        self._reserved = None  # (this write takes the reserved room)
 
         head = q[_HEAD]
         head0 = head  # head last published
@@ -320,7 +399,7 @@ class Ring:
         """Block until ``need`` bytes fit after ``head``; returns the new tail."""
         q = self._q
         t0 = time.monotonic_ns()
-        q[_WAITING] = 1
+        q[_WAITING] = head + need
         _fence(self._lock)
         poll = self._space_poll.poll
         space_fd = self.space_fd
@@ -344,7 +423,7 @@ class Ring:
         if not self._want_space:
             self._want_space = True
             self._want_since = time.monotonic_ns()
-            self._q[_WAITING] = 1
+        self._q[_WAITING] = head + need
         _fence(self._lock)
         return self._q[_TAIL]
 
@@ -402,9 +481,98 @@ class Ring:
             tail += (n + 11) & ~7
         q[_TAIL] = tail  # records were copied out first (TSO keeps the order)
         _fence(self._lock)
-        if q[_WAITING]:
+        wants = q[_WAITING]
+        if wants and wants - tail <= cap:
             os.eventfd_write(self.space_fd, 1)
         return out, size
+
+    def read_holding(self, read: Callable[[memoryview], T], hold_read: Callable[[memoryview], T],
+                     hold: type, least: int,
+                     max_records: int = 1024) -> tuple[list[T], int, list[list[int]]]:
+        """:meth:`read_counted`, except that records of ``least`` bytes or more go to
+        ``hold_read``, and those it turns into a ``hold`` are kept: their space is not
+        freed, so what ``hold_read`` made of them may keep views of the shared memory,
+        until each is given back with :meth:`give_back`. Returns also one token per such
+        record, in order. (``read`` must copy what it keeps: smaller records are freed at
+        once.) A ring read this way is never read otherwise.
+
+        Space is freed in ring order: a record held long holds up the space of every
+        record after it (``held_bytes`` says how much), so the consumer must give back or
+        copy out what it keeps too long."""
+        q = self._q
+        head = q[_HEAD]
+        tail = self._rtail if self._rtail >= 0 else q[_TAIL]
+        out: list[T] = []
+        tokens: list[list[int]] = []
+        if head == tail:
+            return out, 0, tokens
+        u32 = self._u32
+        mv = self._mv
+        mask = self._mask
+        cap = self.capacity
+        append = out.append
+        held = self._held
+        size = 0
+        for _ in range(max_records):
+            if tail == head:
+                break
+            start = tail
+            pos = tail & mask
+            off = _DATA_OFF + pos
+            n = u32[off >> 2]
+            if n == _WRAP:  # always followed by a record at offset 0
+                tail += cap - pos
+                off = _DATA_OFF
+                n = u32[off >> 2]
+            if n < least:
+                append(read(mv[off + 4 : off + 4 + n]))
+                size += n
+                tail += (n + 11) & ~7
+                continue
+            item = hold_read(mv[off + 4 : off + 4 + n])
+            append(item)
+            size += n
+            tail += (n + 11) & ~7
+            if type(item) is hold:
+                token = [start, tail, 1]
+                held.append(token)
+                tokens.append(token)
+        self._rtail = tail
+        self._free()
+        return out, size, tokens
+
+    def give_back(self, token: list[int]) -> None:
+        """A held record (:meth:`read_holding`) is no longer used: its space (and that of
+        the released records after it) may be reused. Idempotent."""
+        if token[2]:
+            token[2] = 0
+            held = self._held
+            if held[0] is token:
+                while held and not held[0][2]:
+                    held.popleft()
+                self._free()
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes read (:meth:`read_holding`) whose space is not free yet."""
+        return self._rtail - self._q[_TAIL] if self._rtail >= 0 else 0
+
+    def oldest_held(self) -> list[int] | None:
+        """The token of the held record that holds up the most space, if any. (A token
+        is ``[start, end, held]``; the consumer may append items of its own.)"""
+        return self._held[0] if self._held else None
+
+    def _free(self) -> None:
+        """Move ``tail`` to the first record still held, or to the read position."""
+        q = self._q
+        held = self._held
+        tail = held[0][0] if held else self._rtail
+        if tail != q[_TAIL]:
+            q[_TAIL] = tail  # records were used first (TSO keeps the order)
+            _fence(self._lock)
+            wants = q[_WAITING]
+            if wants and wants - tail <= self.capacity:
+                os.eventfd_write(self.space_fd, 1)
 
     def wait_data(self, timeout: float | None = None) -> bool:
         """Block until records are available or the producer closed.
@@ -477,13 +645,16 @@ class Ring:
         if self._released:
             return
         self._released = True
-        for name in ("_q", "_u32", "_mv"):
-            view = self.__dict__.pop(name, None)
-            if view is not None:
-                view.release()
-        mm = self.__dict__.pop("_mm", None)
-        if mm is not None:
-            mm.close()
+        try:
+            for name in ("_q", "_u32", "_mv"):
+                view = self.__dict__.pop(name, None)
+                if view is not None:
+                    view.release()
+            mm = self.__dict__.pop("_mm", None)
+            if mm is not None:
+                mm.close()
+        except BufferError:
+            pass  # views of records (reserve, read_held) still live: unmapped with the last
         for attr in ("data_fd", "space_fd"):
             fd = getattr(self, attr)
             if fd >= 0:

@@ -52,6 +52,9 @@ RETRY_FLUSH = 0.005  # re-try a full ring this often (a space wake-up is best ef
 # each. Larger ones go straight into the ring, copied once. Far below any ring's largest
 # record, so a small one always fits.
 SMALL_DATA = 16 << 10
+# Outbox.reserve_data gives no room smaller than this (the read would be cut short, and
+# the ring nearly full is better left to drain): the read then goes to a buffer of its own.
+RESERVE_LEAST = 64 << 10
 PR_SET_NAME = 15
 PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -92,13 +95,53 @@ class Inbox:
         return out
 
 
+class HoldingInbox(Inbox):
+    """An :class:`Inbox` whose ``FlowData`` of ``least`` bytes or more arrive as
+    :class:`~httptap.plumbing.messages.FlowDataView`: views of the ring itself, their
+    records held (``Ring.read_holding``) until the stage gives each back with
+    :meth:`release`. The tcp stage keeps them in its
+    send buffers until the command acknowledges them, instead of copying every byte out.
+    ``held`` has one token per FlowDataView of the last :meth:`receive`, in order."""
+
+    def __init__(self, ring: Ring, counters: Counters, least: int) -> None:
+        super().__init__(ring, counters)
+        self.least = least  # smaller records are decoded as usual (copied), not held
+        self.held: list[list[int]] = []
+        self.release = ring.give_back
+
+    def receive(self) -> list[messages.Message]:
+        ring = self.ring
+        ring.clear_data_fd()
+        decode, view, hold, least = (messages.decode, messages.decode_view,
+                                     messages.FlowDataView, self.least)
+        out, size, held = ring.read_holding(decode, view, hold, least, 4096)
+        self.held = held
+        if not out:
+            return out
+        for _ in range(7):
+            more, more_size, more_held = ring.read_holding(decode, view, hold, least, 4096)
+            if not more:
+                break
+            out += more
+            size += more_size
+            held += more_held
+        else:
+            os.eventfd_write(self.fd, 1)  # (still more: see Inbox.receive)
+        c = self._counters
+        c[MSGS_IN] += len(out)
+        c[BYTES_IN] += size
+        if type(out[-1]) is messages.Drain:
+            self.drained = True
+        return out
+
+
 class OutboxLike(Protocol):
     """What a stage's logic needs of its output: an :class:`Outbox`, or a test's double
     that collects what is sent."""
 
     def send(self, msg: messages.Msg) -> None: ...
     def send_lazy(self, msg: messages.Msg) -> None: ...
-    def send_data(self, flow: int, data: bytes | memoryview) -> None: ...
+    def send_data(self, flow: int, data: bytes | memoryview) -> object: ...
 
 
 class Outbox:
@@ -115,6 +158,11 @@ class Outbox:
         # signalling flush last left nothing pending; only send_lazy's records otherwise.
         self.urgent = False
         self.dropped = 0  # records refused by the ring, reported and dropped
+        # reserve_data(): the flow and view of the room reserved in the ring, and once
+        # filled (filled_data), the view of what was read into it; see send_data.
+        self._reserved_flow = -1
+        self._reserved: memoryview | None = None
+        self._filled: memoryview | None = None
 
     def send(self, msg: messages.Msg) -> None:
         try:
@@ -149,33 +197,76 @@ class Outbox:
         except (OSError, ValueError):
             pass
 
-    def send_data(self, flow: int, data: bytes | memoryview) -> None:
+    def reserve_data(self, flow: int, size: int) -> memoryview | None:
+        """Room in the ring for a ``FlowData`` of ``flow`` whose payload is read straight into
+        it (a socket's ``recv_into``), up to ``size`` bytes; None when nothing waits to be
+        flushed first and the ring has room for at least ``RESERVE_LEAST`` (or all of
+        ``size``). Then :meth:`filled_data` with the count read, and :meth:`send_data` of
+        exactly that view publishes it without copying; :meth:`end_reserved` after."""
+        if self._pending:
+            return None  # it would have to wait behind them, copied: read elsewhere
+        header = len(messages.flow_data_header32(flow, 0))
+        view = self.ring.reserve(header, size, RESERVE_LEAST)
+        self._reserved, self._reserved_flow, self._filled = view, flow, None
+        return view
+
+    def filled_data(self, nbytes: int) -> memoryview:
+        """The first ``nbytes`` of the reserved room, just read into. Until
+        :meth:`end_reserved` nothing else is written into the ring (it would overwrite
+        them): what is sent meanwhile waits for the next flush."""
+        assert self._reserved is not None
+        self._filled = self._reserved[:nbytes]
+        return self._filled
+
+    def end_reserved(self) -> None:
+        """The reserved room is no longer in use (published, or given up)."""
+        self._reserved = self._filled = None
+
+    def send_data(self, flow: int, data: bytes | memoryview) -> bool:
         """``send(FlowData(flow, data))`` without building the message. A small payload
         (``SMALL_DATA``: a keep-alive request or response) joins the records that wait
         for the next ``flush``, which writes them all in one go; a large one is copied
         once, straight into the ring, when nothing waits before it and it fits
         (published, the consumer woken by the next ``flush``), else it waits as a
-        message like any other. ``data`` need only live for the call."""
+        message like any other: then (only) False, the ring is full. ``data`` need only
+        live for the call."""
         self.urgent = True
         size = len(data)
+        filled = self._filled
+        if filled is not None:
+            if data is filled and flow == self._reserved_flow and not self._pending:
+                self._filled = self._reserved = None
+                header = messages.flow_data_header32(flow, size)
+                if self.ring.commit(header, size, signal=False):  # (woken by flush)
+                    self.unsignaled = True
+                    c = self._counters
+                    c[MSGS_OUT] += 1
+                    c[BYTES_OUT] += len(header) + size
+                    return True
+            # The ring's room holds bytes still in use: this record waits, copied.
+            self._queue(messages.encode(messages.FlowData(flow, data)))  # type: ignore[arg-type]
+            return True
         header = messages.flow_data_header(flow, size)
         if len(header) + size > self.ring.max_record:
             self._drop("FlowData", f"its {len(header) + size} bytes are over the ring's "
                        f"largest record ({self.ring.max_record} bytes)")
-            return
+            return True
         if size <= SMALL_DATA:
             record = header + data
             self._pending.append(record)
             self.pending_bytes += len(record)
-            return
+            return True
         if not self._pending:
             if self.ring.try_put_many([(header, data)], signal=False):
                 self.unsignaled = True
                 c = self._counters
                 c[MSGS_OUT] += 1
                 c[BYTES_OUT] += len(header) + len(data)
-                return
-        record = messages.encode(messages.FlowData(flow, data))  # type: ignore[arg-type]
+                return True
+        self._queue(messages.encode(messages.FlowData(flow, data)))  # type: ignore[arg-type]
+        return False
+
+    def _queue(self, record: bytes) -> None:
         self._pending.append(record)
         self.pending_bytes += len(record)
 
@@ -187,7 +278,7 @@ class Outbox:
         """Write as much as fits; True when nothing is left pending. ``signal=False``:
         leave the consumer asleep (see ``Ring.try_put_many``) until :meth:`wake`."""
         pending = self._pending
-        if pending:
+        if pending and self._filled is None:  # (not over bytes read into the ring, in use)
             # At most a ring's worth of records at a time: a long backlog is not copied
             # whole on every flush.
             whole = len(pending) <= 4096

@@ -116,6 +116,7 @@ class Proxy:
             new_exchange_id=self._exchange_ids.__next__, upstream_context=self.upstream_tls.context,
             server_context=self.ca.server_context, no_intercept=config.no_intercept)
         self.output_blocked = False  # see stages.relay.FlowLink
+        self.tcp_blocked = False     # the ring to the tcp stage is full (see _flush)
         self.datagrams = Datagrams(self)
 
     # --- rings -----------------------------------------------------------------------------
@@ -135,8 +136,24 @@ class Proxy:
 
     def send_tcp_data(self, flow: int, data: bytes | memoryview) -> None:
         """FlowData towards the command, the payload copied once (``Outbox.send_data``)."""
-        self.to_tcp.send_data(flow, data)
+        if not self.to_tcp.send_data(flow, data) and not self.tcp_blocked:
+            # The ring is full: stop reading upstream now, not at the flush (libuv reads
+            # a socket up to 32 times in a row, each read waiting here copied). The
+            # flush reads on once the ring has taken what waits.
+            self.tcp_blocked = True
+            self._update_reading()
         self._schedule_flush()
+
+    def reserve_data(self, flow: int, size: int) -> memoryview | None:
+        """Room in the ring to the tcp stage to read a flow's bytes into (``Outbox``)."""
+        return self.to_tcp.reserve_data(flow, size)
+
+    def filled_data(self, nbytes: int) -> memoryview:
+        return self.to_tcp.filled_data(nbytes)
+
+    def end_reserved(self) -> None:
+        self.to_tcp.end_reserved()
+        self._schedule_flush()  # (what waited meanwhile; the consumer is woken there)
 
     def send_sink(self, msg: messages.Msg) -> None:
         self.to_sink.send(msg)
@@ -182,8 +199,16 @@ class Proxy:
         # first events go out at once (output keeps its place among the command's own),
         # and under load one wake-up carries dozens of events (keep-alive: one eventfd
         # write and one sink wake-up less per request).
-        flushed = self.to_tcp.flush() & self.to_sink.flush(signal=False)
+        to_tcp = self.to_tcp.flush()
+        flushed = to_tcp & self.to_sink.flush(signal=False)
         self.space.watch(not flushed)
+        if to_tcp == self.tcp_blocked:
+            # The ring to the tcp stage is full (it holds what the command has yet to
+            # acknowledge): stop reading upstream until it takes what waits. Bytes read
+            # meanwhile could only wait here, copied once more (the ring, not the credit
+            # alone, bounds what the proxy holds for the tcp stage).
+            self.tcp_blocked = not to_tcp
+            self._update_reading()
         if self.output_blocked or self.to_sink.pending_bytes > SINK_BACKLOG_HIGH:
             self._check_output_backlog()
         if (self.to_sink.unsignaled or self.holding) and self.sink_wake is None:
@@ -213,6 +238,9 @@ class Proxy:
             self.loop.call_soon(self.on_input)  # what arrived meanwhile (its wake-up was read)
         else:
             return
+        self._update_reading()
+
+    def _update_reading(self) -> None:
         for relay in self.relays.values():
             if isinstance(relay, Relay):
                 relay.update_reading()

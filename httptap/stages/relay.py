@@ -24,7 +24,7 @@ from ..plumbing import messages
 from ..flow.commands import (AbortUpstream, AwaitUpstreamEof, CloseUpstream, Credit, FinToCommand,
                              FinUpstream, FlowOver, PauseUpstream, Report, ResetCommand,
                              ResumeUpstream, SendToCommand, SendUpstream, SetTimer)
-from ..flow.core import FlowCore
+from ..flow.core import FlowCore, Mode
 
 WRITE_HIGH_WATER = 1 << 20   # upstream socket buffer before we stop returning credit
 
@@ -34,7 +34,18 @@ WRITE_HIGH_WATER = 1 << 20   # upstream socket buffer before we stop returning c
 # are carried out before it returns: messages are encoded, TLS records decrypted into
 # tlsterm's own buffer, observers copy what they keep). It saves copying each read into a new bytes
 # object: for a bulk download, one copy of every byte fewer.
-_READ_BUFFER = memoryview(bytearray(256 << 10))
+READ_SIZE = 256 << 10
+_READ_BUFFER = memoryview(bytearray(READ_SIZE))
+# Where the core relays the server's bytes as they are (plain HTTP, or neither TLS nor
+# HTTP), they are read straight into the ring towards the tcp stage instead, in a
+# FlowData record's place (FlowLink.reserve_data), and published without a copy when the
+# core sends that very view on: another copy of every byte fewer. Up to RING_READ_SIZE at
+# a time (the most a record of the supervisor's 4 MiB rings holds): in a bulk download
+# the socket has more than 256 KiB ready at nearly every read, and each read costs the
+# same Python, syscall and wake-up of the tcp stage whatever its size (measured: proxy
+# 0.56 -> 0.53 s of CPU per GiB, medians of 10).
+RING_READ_SIZE = 1 << 20
+_AS_IS = frozenset((Mode.HTTP, Mode.RAW))
 
 
 class FlowLink(Protocol):
@@ -42,9 +53,13 @@ class FlowLink(Protocol):
 
     loop: asyncio.AbstractEventLoop
     output_blocked: bool  # the sink's backlog is full: no upstream reading (see stages.proxy)
+    tcp_blocked: bool     # so is the ring to the tcp stage: no upstream reading either
 
     def send_tcp(self, msg: messages.Msg) -> None: ...
     def send_tcp_data(self, flow: int, data: bytes | memoryview) -> None: ...
+    def reserve_data(self, flow: int, size: int) -> memoryview | None: ...
+    def filled_data(self, nbytes: int) -> memoryview: ...
+    def end_reserved(self) -> None: ...
     def send_sink(self, msg: messages.Msg) -> None: ...
     def hold_request(self, relay: Relay) -> None: ...
     def forget(self, flow: int) -> None: ...
@@ -64,6 +79,7 @@ class Relay(asyncio.BufferedProtocol):
         self.timer: asyncio.TimerHandle | None = None
         # The last request reported, not yet sent to the sink (see report()).
         self.held: messages.HttpRequest | None = None
+        self.reserved = False  # get_buffer gave room in the ring (see _AS_IS)
 
     # --- upstream socket events --------------------------------------------------------------
 
@@ -71,15 +87,31 @@ class Relay(asyncio.BufferedProtocol):
         # uvloop's transports quack like asyncio.Transport without subclassing it.
         self.transport = upstream = cast(asyncio.Transport, transport)
         upstream.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-        if self.link.output_blocked:
+        if self.link.output_blocked or self.link.tcp_blocked:
             self.update_reading()
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        core = self.core
+        if core.upstream_tls is None and core.mode in _AS_IS:
+            view = self.link.reserve_data(self.flow, RING_READ_SIZE)
+            if view is not None:
+                self.reserved = True
+                return view
+        self.reserved = False
         return _READ_BUFFER
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.core.upstream_data(_READ_BUFFER[:nbytes], time.time())
-        self.execute()
+        if not self.reserved:
+            self.core.upstream_data(_READ_BUFFER[:nbytes], time.time())
+            self.execute()
+            return
+        self.reserved = False
+        link = self.link
+        try:
+            self.core.upstream_data(link.filled_data(nbytes), time.time())
+            self.execute()
+        finally:
+            link.end_reserved()
 
     def eof_received(self) -> bool:
         self.core.upstream_eof(time.time())
@@ -202,9 +234,10 @@ class Relay(asyncio.BufferedProtocol):
             self.link.send_sink(held)
 
     def update_reading(self) -> None:
-        """Read upstream unless the core's credit or the proxy's full sink backlog says no."""
+        """Read upstream unless the core's credit or the proxy's full rings say no."""
         transport = self.transport
-        pause = self.core_paused or self.link.output_blocked
+        link = self.link
+        pause = self.core_paused or link.output_blocked or link.tcp_blocked
         if transport is None or pause == self.reading_paused or transport.is_closing():
             return
         self.reading_paused = pause

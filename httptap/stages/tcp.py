@@ -11,6 +11,13 @@ stage with ``--dump-pcap``), once per batch, so ACKs coalesce naturally. A flow 
 most ``BURST`` new segments per turn of the loop, so the command's ACKs are read between
 bursts rather than queueing behind a whole window.
 
+Bulk data is copied as little as it can be: a large payload from the proxy stays in the
+proxy's ring (``HoldingInbox``: its record held, not copied out) and goes to the command
+from there, until the command acknowledges its last byte (``HOLD_LEAST``, ``HOLD_AGE``,
+:meth:`TcpShard.relieve`); the proxy reads the server's bytes into that ring to begin
+with (``stages.relay``), so a plain download is copied by the kernel twice in httptap (the
+socket read, the device write) and never by Python.
+
 Flow control is end to end: the proxy returns ``FlowAcked`` credit for bytes it has
 written upstream and only then does the receive window reopen; the other way, we return
 credit to the proxy as the command acknowledges data (both in steps of ``CREDIT_STEP``).
@@ -40,7 +47,8 @@ import random
 import socket
 import time
 import typing
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from typing import cast
 
 from ..plumbing import messages
@@ -54,7 +62,8 @@ from ..net.wire import (IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, 
 from ..plumbing.messages import CREDIT_STEP
 from ..plumbing.stats import Counters
 from ..net.tcp.segment import Segment
-from .base import RETRY_FLUSH, LazyWake, Loop, OutboxLike, SpaceWatch, StageContext
+from .base import (RETRY_FLUSH, SMALL_DATA, HoldingInbox, LazyWake, Loop, OutboxLike, SpaceWatch,
+                   StageContext)
 from .tun import Packet, joined, read_batch, write_packets
 
 RECV_BUFFER = 4 << 20   # bytes the command may send ahead of the proxy's upstream writes
@@ -85,6 +94,17 @@ TIME_WAIT_GRID = 0.25
 # (the exchanges were reported already; the sink itself is woken at most every 5 ms).
 # Saves the proxy one wake-up per connection.
 CLOSED_WAKE_DELAY = 0.005
+# The proxy's payloads from this size on are kept in the send buffers as views of the ring
+# they came in (no copy out of it), their records held until the command acknowledges
+# their last byte. Smaller records (a keep-alive answer) are decoded and freed as before:
+# no token to track and give back.
+HOLD_LEAST = SMALL_DATA
+# Records are freed in ring order, so a payload held long holds up the ring for every
+# flow: when the ring is short of room (over a half held), the oldest payloads held longer
+# than this, or holding up mostly other flows' records, are copied out and their records
+# given back (TcpShard.relieve). A command that keeps up acknowledges within a few ms; one
+# that does not is slow, and costs a copy as before.
+HOLD_AGE = 0.02
 
 
 _V4_MAPPED = bytes(10) + b"\xff\xff"
@@ -117,7 +137,8 @@ class Flow:
     """One TCP connection from the command, as this shard knows it."""
 
     __slots__ = ("id", "key", "conn", "src", "dst", "sport", "dport", "accepted", "timer",
-                 "acked", "ended", "ack_at_once", "ack_ran_out")
+                 "acked", "ended", "ack_at_once", "ack_ran_out", "queued", "acked_total", "holds",
+                 "held")
 
     def __init__(self, flow_id: int, key: FlowKey, conn: TcpConnection,
                  src: bytes, dst: bytes, sport: int, dport: int) -> None:
@@ -132,13 +153,20 @@ class Flow:
         self.ended = False  # the proxy was told (FlowClosed) and has forgotten the flow
         self.ack_at_once = False  # never hold this flow's ACKs again (see ACK_DELAY)
         self.ack_ran_out = False  # a held ACK ran out, and no answer has come since
+        # Payloads kept as views of the proxy's ring (see HOLD_LEAST): for each, the count
+        # of bytes queued when it was, its record's token and when it came; with the bytes
+        # queued and acknowledged so far, to know when the command has them all.
+        self.queued = self.acked_total = 0
+        self.holds: deque[tuple[int, list[int], float]] | None = None
+        self.held = 0  # ring bytes of those records
 
 
 class TcpShard:
     """The stage's state and logic, separate from its loop so it can be driven in tests."""
 
     def __init__(self, mtu: int, to_tun: OutboxLike | None, to_proxy: OutboxLike,
-                 counters: Counters, dump: bool = False, tun_fd: int | None = None) -> None:
+                 counters: Counters, dump: bool = False, tun_fd: int | None = None,
+                 release: Callable[[list[int]], None] | None = None) -> None:
         self.mtu = mtu
         self.tun_fd = tun_fd  # write packets to the device directly (else: through to_tun)
         self.dump = dump  # --dump-tcp: a line per packet, to the sink through the proxy
@@ -157,6 +185,11 @@ class TcpShard:
         # ACK_DELAY and dicts keep insertion order: the first entry is the earliest.
         self.ack_due: dict[int, float] = {}
         self.refused_loopback = 0  # packets towards the host's loopback (said once, -v)
+        # Gives back a held record of the proxy's ring (HoldingInbox.release); None: the
+        # proxy's FlowData are not held (each is copied), as in tests without a ring.
+        self.release = release
+        self.holding: dict[int, Flow] = {}  # flows with payloads held in the ring
+        self.forgotten: list[Flow] = []  # flows forgotten with payloads still held
 
     # --- from the command ----------------------------------------------------------------
 
@@ -238,11 +271,19 @@ class TcpShard:
 
     # --- from the proxy ------------------------------------------------------------------
 
-    def on_proxy(self, msgs: list[messages.Message], now: float) -> None:
+    def on_proxy(self, msgs: Sequence[messages.Message | messages.FlowDataView], now: float,
+                 held: Sequence[list[int]] = ()) -> None:
+        """The proxy's messages; ``held``: the token of each FlowDataView's record, in
+        order (``HoldingInbox``), each given back to ``release`` once its bytes are no
+        longer needed."""
         by_id = self.by_id
+        tokens = iter(held)
         for msg in msgs:
             # By exact class, most frequent first (cheaper than match's class patterns).
             kind = type(msg)
+            if kind is messages.FlowDataView:
+                self._data_view(cast(messages.FlowDataView, msg), next(tokens), now)
+                continue
             if kind is messages.DatagramOut:
                 self._datagram_out(cast(messages.DatagramOut, msg))
                 continue
@@ -253,7 +294,8 @@ class TcpShard:
                 continue  # already forgotten (reset meanwhile)
             conn = flow.conn
             if type(msg) is messages.FlowData:
-                conn.send(msg.data)
+                if conn.send(msg.data):
+                    flow.queued += len(msg.data)
                 flow.ack_ran_out = False  # the answer came: the proxy was only slow
             elif type(msg) is messages.FlowAcked:
                 conn.consumed(msg.count)
@@ -272,6 +314,76 @@ class TcpShard:
                     continue
             self.dirty[flow.id] = flow
         self._finish(now)
+
+    def _data_view(self, msg: messages.FlowDataView, token: list[int], now: float) -> None:
+        """Bytes for the command that are a view of the proxy's ring (a large payload:
+        ``HoldingInbox``): queued as they are, the record held until the command
+        acknowledges their last byte (one copy of every byte fewer)."""
+        release = self.release
+        assert release is not None
+        flow = self.by_id.get(msg.flow)
+        data = msg.data
+        if flow is None:
+            release(token)
+            return
+        conn = flow.conn
+        if conn.send(data):
+            flow.queued += len(data)
+            holds = flow.holds
+            if holds is None:
+                flow.holds = holds = deque()
+            holds.append((flow.queued, token, now))
+            flow.held += token[1] - token[0]
+            token.append(flow.id)  # (Ring tokens take the consumer's own items after theirs)
+            self.holding[flow.id] = flow
+        else:
+            release(token)  # dropped (the connection is closing): nothing refers to it
+        self.dirty[flow.id] = flow
+
+    def _give_back(self, flow: Flow, upto: int | None) -> None:
+        """Release the held records of ``flow`` whose bytes the command acknowledged
+        (all of them, with ``upto`` None)."""
+        holds = flow.holds
+        if holds is None:
+            return
+        release = self.release
+        assert release is not None
+        while holds and (upto is None or holds[0][0] <= upto):
+            token = holds.popleft()[1]
+            flow.held -= token[1] - token[0]
+            release(token)
+        if not holds:
+            flow.holds = None
+            del self.holding[flow.id]
+
+    def relieve(self, now: float, limit: int, held: Callable[[], int],
+                oldest: Callable[[], list[int] | None]) -> float | None:
+        """The proxy's ring is short of room: ``held()`` (the ring's bytes not free yet,
+        ``HoldingInbox``) is over ``limit``. Room is freed in ring order, so the flow that
+        holds the oldest record (``oldest()``) holds up all of it: when that payload is
+        older than ``HOLD_AGE`` (its command is slow to acknowledge), it is copied out and
+        its record given back; all of that flow's are when most of the room it holds up
+        is not its own (other flows' records, done with, wait behind it). Then the next
+        oldest, while the ring is short. A single fast download is left alone. Returns
+        when to look again, if the payload left holding is young. Call it only with no
+        packet waiting to be written (they may refer to held payloads)."""
+        while held() > limit:
+            token = oldest()
+            flow = None if token is None or len(token) < 4 else self.by_id.get(token[3])
+            holds = None if flow is None else flow.holds
+            if flow is None or holds is None:
+                return None  # (not ours to keep: given back already)
+            end, _, since = holds[0]
+            if flow.held * 2 <= held():
+                flow.conn.own_send_buffer()
+                self._give_back(flow, None)
+            elif now - since >= HOLD_AGE:
+                # (its bytes are the first end - acked_total of the flow's send buffer)
+                flow.conn.own_send_buffer(end - flow.acked_total)
+                self._give_back(flow, end)
+            else:
+                return since + HOLD_AGE
+        return None
 
     def _datagram_out(self, msg: messages.DatagramOut) -> None:
         family = socket.AF_INET6 if ":" in msg.src else socket.AF_INET
@@ -335,6 +447,9 @@ class TcpShard:
                     if flow.ack_ran_out:  # more, after the late ACK and before any answer:
                         flow.ack_at_once = True  # the client was waiting for that ACK
                 elif kind is Acked:
+                    flow.acked_total += event.count
+                    if flow.holds is not None:
+                        self._give_back(flow, flow.acked_total)
                     flow.acked += event.count
                     if flow.acked >= CREDIT_STEP:
                         to_proxy.send(messages.FlowAcked(flow.id, flow.acked))
@@ -398,6 +513,13 @@ class TcpShard:
                     heapq.heappush(self.timers, (when, flow.id))
         self.dirty.clear()
         self._send_packets()
+        if self.forgotten:
+            self._give_back_forgotten()
+
+    def _give_back_forgotten(self) -> None:
+        for flow in self.forgotten:
+            self._give_back(flow, None)
+        self.forgotten.clear()
 
     def _send_packets(self) -> None:
         out = self.out_packets
@@ -416,6 +538,10 @@ class TcpShard:
     def _forget(self, flow: Flow, notify: bool) -> None:
         if self.flows.pop(flow.key, None) is not None:
             del self.by_id[flow.id]
+            if flow.holds is not None:
+                # Nothing more is sent from its buffer; its records are given back once
+                # the packets built so far are written (they may refer to them).
+                self.forgotten.append(flow)
             self.ack_due.pop(flow.id, None)
             if notify and not flow.ended:
                 flow.ended = True
@@ -427,6 +553,8 @@ class TcpShard:
             if not flow.ended:
                 self.to_proxy.send(messages.FlowReset(flow.id, reason))
             self._forget(flow, notify=True)
+        self._send_packets()
+        self._give_back_forgotten()
 
 
 def run(ctx: StageContext) -> None:
@@ -434,14 +562,21 @@ def run(ctx: StageContext) -> None:
     # TUN device; with --dump-pcap a tun stage reads the device and sends us Packets.
     reads_tun = ctx.extra.get("reads_tun", False)
     if reads_tun:
-        (from_proxy,), (to_proxy,) = ctx.inboxes(), ctx.outboxes()
+        (from_proxy_ring,), (to_proxy,) = ctx.inputs, ctx.outboxes()
         from_tun = to_tun = None
     else:
-        from_tun, from_proxy = ctx.inboxes()
+        from_tun, _ = ctx.inboxes()
+        from_proxy_ring = ctx.inputs[1]
         to_tun, to_proxy = ctx.outboxes()
+    from_proxy = HoldingInbox(from_proxy_ring, ctx.counters, HOLD_LEAST)
     tun_fd = ctx.extra["tun_fd"]
     shard = TcpShard(ctx.config.mtu, to_tun, to_proxy, ctx.counters, dump=ctx.config.dump_tcp,
-                     tun_fd=None if ctx.config.dump_pcap else tun_fd)
+                     tun_fd=None if ctx.config.dump_pcap else tun_fd, release=from_proxy.release)
+    pressed = from_proxy_ring.capacity // 2  # held bytes over which the ring is short
+
+    def held_bytes() -> int:
+        return from_proxy_ring.held_bytes
+
     outboxes = [o for o in (to_tun, to_proxy) if o is not None]
     loop = Loop()
     monotonic = time.monotonic
@@ -480,7 +615,8 @@ def run(ctx: StageContext) -> None:
         finish()
 
     def on_proxy() -> None:
-        shard.on_proxy(from_proxy.receive(), monotonic())
+        msgs = from_proxy.receive()
+        shard.on_proxy(msgs, monotonic(), from_proxy.held)
 
     # Woken for space: after_batch, which runs after every wake-up, flushes again.
     space = SpaceWatch(outboxes, loop.add_reader, loop.remove_reader, lambda: None)
@@ -490,6 +626,10 @@ def run(ctx: StageContext) -> None:
         space.flush()
         now = monotonic()
         when = now if shard.busy else shard.next_timer()
+        if from_proxy_ring.held_bytes > pressed:  # (every packet is written by now)
+            due = shard.relieve(now, pressed, held_bytes, from_proxy_ring.oldest_held)
+            if due is not None and (when is None or due < when):
+                when = due
         if space.waiting:
             retry = now + RETRY_FLUSH
             when = retry if when is None else min(when, retry)

@@ -208,16 +208,24 @@ class TcpConnection:
             self._ctl.append(Segment(0, (self.rcv.irs + 1) & MASK, RST | ACK, 0))
             self._close()
 
-    def send(self, data: bytes) -> None:
-        """Queue bytes for the peer. The caller keeps within ``send_space()``.
+    def send(self, data: bytes | memoryview) -> bool:
+        """Queue bytes for the peer; False if they were dropped. The caller keeps within
+        ``send_space()``. A memoryview is kept, uncopied, until the peer acknowledges its
+        bytes (``Acked`` events count them, in order) or :meth:`own_send_buffer`.
 
         Data after ``shutdown()`` or once the connection is closed (a reset raced the
         caller) is dropped: there is no peer left to take it.
         """
         snd = self.snd
         if snd.fin_seq is not None or self.state is CLOSED:
-            return
+            return False
         snd.buffer.append(data)
+        return True
+
+    def own_send_buffer(self, upto: int = -1) -> None:
+        """Copy the views :meth:`send` was given into memory of the connection's own: those
+        holding any of the first ``upto`` bytes not yet acknowledged (all with -1)."""
+        self.snd.buffer.own(upto)
 
     def send_space(self) -> int:
         snd = self.snd

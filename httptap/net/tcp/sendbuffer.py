@@ -6,6 +6,11 @@ buffer keeps the chunks as they are and gives out segment payloads as memoryview
 them (``bytes`` are immutable, so a view stays valid after the chunk leaves the buffer).
 Only a segment that spans two chunks is copied, once.
 
+A chunk may also be a ``memoryview`` that its owner keeps valid and unchanged until the
+bytes are acknowledged (the tcp stage hands over views of the ring they arrived in,
+saving the copy out of it), or until :meth:`SendBuffer.own` copies such chunks into
+bytes of their own (the owner wants its memory back before the peer acknowledges).
+
 Chunks live in a list with a start index (dropping acknowledged data is O(1) amortised),
 and a cursor remembers where the last lookup ended: segments are cut in order, so
 finding the next one costs O(1) instead of a scan from the front.
@@ -20,7 +25,7 @@ class SendBuffer:
     __slots__ = ("_chunks", "_first", "_skip", "_len", "_cur_index", "_cur_offset")
 
     def __init__(self) -> None:
-        self._chunks: list[bytes] = []
+        self._chunks: list[bytes | memoryview] = []
         self._first = 0        # index of the first live chunk in _chunks
         self._skip = 0         # bytes of that chunk already acknowledged
         self._len = 0
@@ -31,17 +36,35 @@ class SendBuffer:
     def __len__(self) -> int:
         return self._len
 
-    def append(self, data: bytes) -> None:
+    def append(self, data: bytes | memoryview) -> None:
+        """Queue ``data``: bytes, or a memoryview kept as it is (see the module's docstring;
+        anything else is copied)."""
         if not data:
             return
         chunks = self._chunks
         if len(data) < SMALL and len(chunks) > self._first and len(chunks[-1]) < SMALL:
             # Merge small writes (an interactive stream) into one chunk. The cursor may
             # point at that last chunk: its start offset does not change.
-            chunks[-1] = chunks[-1] + bytes(data)
+            chunks[-1] = b"".join((chunks[-1], data))
+        elif type(data) is memoryview:
+            chunks.append(data)
         else:
             chunks.append(bytes(data))
         self._len += len(data)
+
+    def own(self, upto: int = -1) -> None:
+        """Copy the chunks that are views of someone else's memory into bytes: those that
+        start within the first ``upto`` bytes (all with -1). After ``own()`` the buffer
+        refers to no memory but its own."""
+        chunks = self._chunks
+        start = -self._skip  # (the first live chunk's start, as an offset from the front)
+        for i in range(self._first, len(chunks)):
+            if 0 <= upto <= start:
+                break
+            chunk = chunks[i]
+            if type(chunk) is memoryview:
+                chunks[i] = bytes(chunk)
+            start += len(chunk)
 
     def drop(self, n: int) -> None:
         """Forget the first ``n`` bytes (acknowledged by the peer)."""
