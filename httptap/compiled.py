@@ -42,6 +42,8 @@ MODULES: tuple[str, ...] = (
     "httptap.flow.decoding",
     "httptap.flow.commands",
     "httptap.dns.message",
+    # the rings between the stages: every message of every stage
+    "httptap.plumbing.ring",
 )
 
 #: The build's record, next to this file, written by an in-place (editable) build only:

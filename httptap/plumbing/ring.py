@@ -37,7 +37,10 @@ consumer loads ``head`` and only then reads payloads, and it copies records out
 before it stores ``tail``.  Python executes these in program order and the counters
 are written and read with single aligned 8-byte moves (a native ``'Q'`` memoryview),
 so this is correct on x86-64, whose TSO model keeps stores in order with stores and
-loads in order with loads.  **This module assumes x86-64** (or another TSO machine);
+loads in order with loads. Compiled with mypyc (``httptap/compiled.py``), this module
+makes the same calls in the same order (the memoryview and mmap item and slice
+assignments are calls into CPython, which the C compiler cannot move past one another),
+so the argument holds for both builds.  **This module assumes x86-64** (or another TSO machine);
 a weakly ordered CPU such as ARM would need real barriers.
 
 In place
@@ -92,7 +95,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Final, TypeVar
 
 T = TypeVar("T")
 
@@ -102,26 +105,26 @@ DEFAULT_CAPACITY = 4 << 20
 #: Longest single sleep of a producer that waits for space (milliseconds).
 SPACE_POLL_MS = 5
 
-_MAGIC = 0x72696E6770747468  # arbitrary, lets a debugger recognise the segment
+_MAGIC: Final = 0x72696E6770747468  # arbitrary, lets a debugger recognise the segment
 
 # Header slots, as indices into a native u64 view of the mapping.
-_HEAD = 0  # line 0
-_MAGIC_SLOT = 1
-_CAP_SLOT = 2
-_TAIL = 8  # line 1
-_RECORDS = 16  # line 2 (producer stats)
-_BYTES = 17
-_HIGH_WATER = 18
-_WAIT_NS = 19
-_WAITS = 20
-_WAITING = 24  # line 3 (rarely written flags)
-_CLOSED = 25
-_HEADER_SIZE = 256
-_DATA_OFF = _HEADER_SIZE
+_HEAD: Final = 0  # line 0
+_MAGIC_SLOT: Final = 1
+_CAP_SLOT: Final = 2
+_TAIL: Final = 8  # line 1
+_RECORDS: Final = 16  # line 2 (producer stats)
+_BYTES: Final = 17
+_HIGH_WATER: Final = 18
+_WAIT_NS: Final = 19
+_WAITS: Final = 20
+_WAITING: Final = 24  # line 3 (rarely written flags)
+_CLOSED: Final = 25
+_HEADER_SIZE: Final = 256
+_DATA_OFF: Final = _HEADER_SIZE
 
-_WRAP = 0xFFFFFFFF
-_MIN_CAPACITY = 64
-_MAX_CAPACITY = 1 << 32
+_WRAP: Final = 0xFFFFFFFF
+_MIN_CAPACITY: Final = 64
+_MAX_CAPACITY: Final = 1 << 32
 
 
 def _fence(lock: threading.Lock) -> None:
@@ -138,7 +141,8 @@ def _fence(lock: threading.Lock) -> None:
 
 
 # A record: bytes, or (header, payload) written as one record without joining them.
-Record = bytes | bytearray | memoryview | tuple[bytes, bytes | memoryview]
+Record = bytes | bytearray | memoryview | tuple[bytes | bytearray | memoryview,
+                                                  bytes | bytearray | memoryview]
 
 
 class Ring:
@@ -324,7 +328,7 @@ class Ring:
             while i < end:
                 rec = records[i]
                 first: bytes | bytearray | memoryview
-                second: bytes | memoryview
+                second: bytes | bytearray | memoryview
                 if isinstance(rec, tuple):  # (header, payload): copied in, never joined
                     first, second = rec
                 else:
@@ -645,21 +649,21 @@ class Ring:
         if self._released:
             return
         self._released = True
+        # (Released views stay as attributes: using the ring after this raises ValueError.
+        # No __dict__ games: compiled, Ring is a native class with fixed attributes.)
         try:
-            for name in ("_q", "_u32", "_mv"):
-                view = self.__dict__.pop(name, None)
-                if view is not None:
-                    view.release()
-            mm = self.__dict__.pop("_mm", None)
-            if mm is not None:
-                mm.close()
+            self._q.release()
+            self._u32.release()
+            self._mv.release()
+            self._mm.close()
         except BufferError:
             pass  # views of records (reserve, read_held) still live: unmapped with the last
-        for attr in ("data_fd", "space_fd"):
-            fd = getattr(self, attr)
-            if fd >= 0:
-                setattr(self, attr, -1)
-                os.close(fd)
+        fd, self.data_fd = self.data_fd, -1
+        if fd >= 0:
+            os.close(fd)
+        fd, self.space_fd = self.space_fd, -1
+        if fd >= 0:
+            os.close(fd)
 
     def __enter__(self) -> Ring:
         return self
