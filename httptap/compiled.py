@@ -44,6 +44,8 @@ MODULES: tuple[str, ...] = (
     "httptap.dns.message",
     # the rings between the stages: every message of every stage
     "httptap.plumbing.ring",
+    "httptap.plumbing.boxes",        # Inbox, Outbox: every message of every stage
+    "httptap.stages.tcpshard",       # the tcp stage's logic: every packet
 )
 
 #: The build's record, next to this file, written by an in-place (editable) build only:

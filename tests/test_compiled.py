@@ -25,7 +25,8 @@ STAMP = PACKAGE / compiled.STAMP
 PURE_CORE_TESTS = ["test_wire.py", "test_tcp_core.py", "test_tcp_parts.py", "test_tcp_pair.py",
                    "test_tcp_sendbuffer.py", "test_tcp_stage.py", "test_flowcore.py",
                    "test_flow_tables.py", "test_relay.py", "test_http1.py", "test_http2.py",
-                   "test_httpreport.py", "test_dns.py", "test_pure_cores.py"]
+                   "test_httpreport.py", "test_dns.py", "test_pure_cores.py", "test_ring.py",
+                   "test_outbox.py", "test_tcp_holding.py"]
 
 
 def python(code: str, *, pure: bool = False, cwd: Path = ROOT,
