@@ -12,7 +12,11 @@ the profile, each group measured to pay (perf/README.md). A class mypyc compiles
 native: no ``__slots__`` at run time, no interpreted subclasses. So not compiled: the
 event classes (``httptap.events``' value semantics read ``__slots__``) and
 ``ObserverBase`` and the observers that subclass it (``http1``, ``http2``: thin, they
-drive the compiled HTTP/1 sides and readers and the HTTP/2 frame reader).
+drive the compiled HTTP/1 sides and readers and the HTTP/2 frame reader). Where a
+stage's per-message logic sat with its event-loop glue, the logic has a module of its
+own so that it compiles and the glue stays as it was: ``plumbing.boxes`` (Inbox, Outbox,
+from ``stages.base``) and ``stages.tcpshard`` (``TcpShard``, from ``stages.tcp``); the
+old modules re-export their names.
 """
 
 from __future__ import annotations
