@@ -14,9 +14,10 @@ Map of the package, in the order data flows (see ../shared/DESIGN.md for the why
                  (output files checked before the command starts), ``signalrelay``,
                  ``timeline`` (what ``-v`` says of the start-up).
 - ``plumbing/``  what joins the processes: ``ring`` (shared-memory SPSC rings),
-                 ``messages`` (every message that crosses them), ``stats`` (``--stats``).
+                 ``boxes`` (a stage's Inbox and Outbox on them), ``messages`` (every
+                 message that crosses them), ``stats`` (``--stats``).
 - ``stages/``    one module per pipeline process: ``tcp`` (each shard reads and writes
-                 its own queue of the TUN device), ``proxy`` (upstream sockets; ``relay``
+                 its own queue of the TUN device; its logic is ``tcpshard``), ``proxy`` (upstream sockets; ``relay``
                  carries out a flow core's commands, ``datagrams`` is UDP and DNS),
                  ``sink``; ``tun`` only with --dump-pcap; ``base`` is what they share.
 - pure cores, by layer (bytes and ``now`` in, events and bytes out, no I/O):
