@@ -205,3 +205,27 @@ def test_the_sink_delivers_an_exchange_as_its_two_messages():
         outputs.append((term.getvalue(), nd.getvalue()))
     assert outputs[0] == outputs[1]
     assert outputs[0][0] == "---> GET http://a.test/1\n<--- 200 http://a.test/1 (2 bytes)\n"
+
+
+def test_an_exchange_too_big_for_one_record_goes_as_its_two_messages():
+    """Joined, a request and a response may exceed the ring's largest record where each
+    alone fits: they go apart then, nothing dropped."""
+    from httptap.stages.base import Outbox
+    ring = Ring(1 << 12, label="test-exchange")
+    try:
+        big = [("X-Pad", "p" * 600)]
+        req = m.HttpRequest(exchange=7, time=1.0, method="GET", url="http://a.test/7",
+                            version="HTTP/1.1", headers=big, client="10.1.1.100:40000",
+                            server="192.0.2.1:80")
+        resp = m.HttpResponse(exchange=7, time=2.0, status=200, reason="OK",
+                              version="HTTP/1.1", headers=big, request_body_size=0,
+                              body_size=0, decoded_size=0)
+        assert len(m.encode(req)) <= ring.max_record and len(m.encode(resp)) <= ring.max_record
+        assert len(m.encode(m.HttpExchange(req, resp))) > ring.max_record
+        out = Outbox(ring, Counters())
+        out.send(m.HttpExchange(req, resp))
+        assert out.flush()
+        assert out.dropped == 0
+        assert Inbox(ring, Counters()).receive() == [req, resp]
+    finally:
+        ring.release()

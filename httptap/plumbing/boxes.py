@@ -147,6 +147,12 @@ class Outbox:
             self._drop(type(msg).__name__, f"it cannot be encoded ({type(exc).__name__}: {exc})")
             return
         if len(record) > self.ring.max_record:
+            if type(msg) is messages.HttpExchange:
+                # Two messages joined to save a record: too big together, they go apart
+                # (each head is bounded, so each fits), as they would have unjoined.
+                self.send(msg.request)
+                self.send(msg.response)
+                return
             self._drop(type(msg).__name__, f"its {len(record)} bytes are over the ring's "
                        f"largest record ({self.ring.max_record} bytes)")
             return
