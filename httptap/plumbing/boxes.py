@@ -63,6 +63,10 @@ class Inbox:
         else:
             # Still more: leave it for the next turn of the loop, and make sure there is one.
             os.eventfd_write(self.fd, 1)
+        return self._took(out, size)
+
+    def _took(self, out: list[messages.Message], size: int) -> list[messages.Message]:
+        """Count what one receive took (non-empty), and see whether it ended with Drain."""
         c = self._counters
         c[MSGS_IN] += len(out)
         c[BYTES_IN] += size
@@ -103,12 +107,7 @@ class HoldingInbox(Inbox):
             held += more_held
         else:
             os.eventfd_write(self.fd, 1)  # (still more: see Inbox.receive)
-        c = self._counters
-        c[MSGS_IN] += len(out)
-        c[BYTES_IN] += size
-        if type(out[-1]) is messages.Drain:
-            self.drained = True
-        return out
+        return self._took(out, size)
 
 
 class OutboxLike(Protocol):
